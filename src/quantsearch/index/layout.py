@@ -1,0 +1,174 @@
+"""On-disk layout of an index directory: file names (defined only here), atomic writes, the manifest.
+
+::
+
+    DIR/
+      manifest.json                 versioned configuration, self-checksummed (edits are detected)
+      catalog.sqlite                ids, payload and the list of committed segments (the commit point)
+      LOCK                          advisory lock held by the one writer
+      state/<tier>.npz              fitted quantizer state (calibration), checksummed in the manifest
+      segments/<seg>.<tier>.npy     codes of one added batch, one file per tier
+
+A batch becomes visible only when the SQLite transaction that lists its segment commits; segment
+files are complete (fsynced and renamed into place) before that, so a crash at any point leaves the
+last committed state, plus orphan files that the next writer removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from ..exceptions import CorruptIndexError, FormatVersionError, IndexNotFoundError
+
+FORMAT_NAME = "quantsearch-index"
+FORMAT_VERSION = 1
+
+MANIFEST = "manifest.json"
+CATALOG = "catalog.sqlite"
+LOCK = "LOCK"
+STATE_DIR = "state"
+SEGMENTS_DIR = "segments"
+
+
+def state_file(tier: str) -> str:
+    """Path (relative to the index) of a tier's fitted quantizer state."""
+    return f"{STATE_DIR}/{tier}.npz"
+
+
+def segment_file(seg_id: int, tier: str) -> str:
+    """Path (relative to the index) of one segment's codes for one tier."""
+    return f"{SEGMENTS_DIR}/{seg_id:08d}.{tier}.npy"
+
+
+def parse_segment_file(name: str) -> tuple[int, str] | None:
+    """Inverse of :func:`segment_file` for a bare file name; None for foreign files."""
+    parts = name.split(".")
+    if len(parts) != 3 or parts[2] != "npy" or not parts[0].isdigit():
+        return None
+    return int(parts[0]), parts[1]
+
+
+# ---- atomic writes ------------------------------------------------------------------------------
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> str:
+    """Write a file via temp file + fsync + rename; return the sha256 of what was written.
+
+    A reader (or a crash) sees either the old file or the complete new one, never a partial one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            hashing = _HashingWriter(raw)
+            write(hashing)  # type: ignore[arg-type]
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return hashing.hexdigest()
+
+
+class _HashingWriter:
+    """File-like wrapper that hashes everything written through it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._hash.update(view)
+        return self._raw.write(view)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+    def __getattr__(self, name: str) -> Any:  # np.save may probe attributes of the file
+        return getattr(self._raw, name)
+
+
+def save_array(path: Path, array: np.ndarray) -> str:
+    """Atomically write ``array`` as .npy; return its sha256."""
+    return atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> str:
+    """Atomically write a dict of arrays as .npz; return its sha256."""
+    buf = io.BytesIO()  # zipfile seeks back to patch headers: build in memory, then write once
+    np.savez(buf, **arrays)
+    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def npy_size(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """Exact size in bytes of an .npy file np.save writes for this shape and dtype."""
+    header = np.lib.format.header_data_from_array_1_0(np.empty((0,) + shape[1:], dtype))
+    header["shape"] = shape
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
+# ---- manifest -----------------------------------------------------------------------------------
+def _checksum(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def write_manifest(root: Path, body: dict[str, Any]) -> None:
+    """Atomically write the manifest with its checksum."""
+    body = {k: v for k, v in body.items() if k != "checksum"}
+    doc = dict(body, checksum=_checksum(body))
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    atomic_write(root / MANIFEST, lambda f: f.write(text.encode()))
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """Read and check the manifest: format name, version and checksum."""
+    if not root.is_dir():
+        raise IndexNotFoundError(f"index directory not found: {root}")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise IndexNotFoundError(f"not a quantsearch index (no {MANIFEST}): {root}")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptIndexError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+        raise CorruptIndexError(f"{path} is not a quantsearch manifest (format field missing or wrong)")
+    version = doc.get("format_version")
+    if version != FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{path} has format_version {version!r}; this quantsearch reads version {FORMAT_VERSION}"
+        )
+    stored = doc.pop("checksum", None)
+    if stored != _checksum(doc):
+        raise CorruptIndexError(f"{path} was modified outside quantsearch (checksum mismatch)")
+    return doc

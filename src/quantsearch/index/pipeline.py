@@ -1,0 +1,120 @@
+"""The search pipeline: a Hamming candidate stage followed by rescoring stages.
+
+Stage 1 scans the binary codes in RAM for ``k x oversampling`` candidates. Each rescoring stage
+reads only those candidates' codes from its tier (a memory map on disk), scores them
+asymmetrically (float query . dequantized code) and keeps the best; the last stage keeps ``k``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..kernels import gather_rows, hamming_topk
+from ..quantization import Quantizer
+
+# bound on the float32 work array of one rescoring chunk (queries x candidates x dim)
+_RESCORE_CHUNK_BYTES = 32 << 20
+
+
+@dataclass(frozen=True)
+class TierView:
+    """One tier as the pipeline sees it: a fitted quantizer and the per-segment code arrays."""
+
+    name: str
+    quantizer: Quantizer
+    arrays: tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class IndexView:
+    """An immutable snapshot of the searchable state; writers publish a new one after each commit."""
+
+    candidates: Quantizer
+    codes: np.ndarray  # (n_rows, nb) uint8, in RAM
+    valid: np.ndarray  # (n_rows,) bool, False for deleted rows
+    n_live: int
+    starts: np.ndarray  # (n_segments,) int64, first row of each segment
+    rescore: dict[str, TierView]
+
+
+@dataclass(frozen=True)
+class PipelineOutput:
+    rows: np.ndarray  # (nq, k) int64, -1 padding
+    scores: np.ndarray  # (nq, k) float32, nan padding
+    timings: dict[str, float]
+    candidates: dict[str, int]
+
+
+def run_pipeline(
+    view: IndexView,
+    queries: np.ndarray,
+    k: int,
+    *,
+    oversampling: float,
+    stages: tuple[str, ...],
+    keep_factor: int = 2,
+) -> PipelineOutput:
+    """Search ``queries`` (nq, dim) float32 through the candidate stage and the given rescoring stages.
+
+    ``keep_factor``: an intermediate rescoring stage passes ``k * keep_factor`` candidates on.
+    """
+    timings: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    n_cand = min(max(k, int(np.ceil(k * oversampling))) if stages else k, view.n_live)
+    n_cand = max(n_cand, 1)
+
+    t0 = time.perf_counter()
+    qcodes = view.candidates.encode(queries)
+    distances, rows = hamming_topk(qcodes, view.codes, n_cand, valid=view.valid)
+    timings["hamming"] = _ms(t0)
+    counts["hamming"] = view.codes.shape[0]
+    scores = np.where(rows >= 0, -distances.astype(np.float32), np.float32(np.nan))
+
+    for i, name in enumerate(stages):
+        tier = view.rescore[name]
+        keep = k if i == len(stages) - 1 else min(rows.shape[1], k * keep_factor)
+        t0 = time.perf_counter()
+        counts[f"rescore:{name}"] = rows.shape[1]
+        scores = _rescore(tier, view.starts, queries, rows)
+        rows, scores = _top(rows, scores, keep)
+        timings[f"rescore:{name}"] = _ms(t0)
+
+    rows, scores = rows[:, :k], scores[:, :k]
+    if rows.shape[1] < k:  # fewer live documents than k
+        pad = k - rows.shape[1]
+        rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=np.nan)
+    return PipelineOutput(rows, scores.astype(np.float32), timings, counts)
+
+
+def _rescore(tier: TierView, starts: np.ndarray, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Asymmetric scores (nq, c) float32 of each query against its candidates' codes; nan at padding."""
+    present = rows >= 0
+    unique, inverse = np.unique(rows[present], return_inverse=True)
+    codes = gather_rows(list(tier.arrays), starts, unique)  # only the candidates are read from disk
+    index = np.zeros(rows.shape, np.int64)
+    index[present] = inverse
+    prepared = tier.quantizer.prepare_queries(queries)
+    nq, c = rows.shape
+    per_query = max(1, c * tier.quantizer.code_dim * 4)
+    chunk = max(1, _RESCORE_CHUNK_BYTES // per_query)
+    scores = np.empty((nq, c), np.float32)
+    for q0 in range(0, nq, chunk):
+        block = codes[index[q0 : q0 + chunk]]  # (chunk, c, width)
+        scores[q0 : q0 + chunk] = tier.quantizer.score(prepared[q0 : q0 + chunk], block)
+    scores[~present] = np.nan
+    return scores
+
+
+def _top(rows: np.ndarray, scores: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``keep`` per query by score descending, ties by smaller row; padding (nan) last."""
+    key = np.where(np.isnan(scores), np.inf, -scores.astype(np.float64))
+    order = np.lexsort((rows, key), axis=-1)[:, :keep]
+    return np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1e3
