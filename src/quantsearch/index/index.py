@@ -63,12 +63,7 @@ class Index:
         self._write_lock = threading.RLock()
         self._lock_fd: int | None = None
         self._embedder: Any = None
-        self._tiers: dict[str, Quantizer] = {}
-        for tier in manifest["tiers"]:
-            quantizer = quantizer_from_config(tier["quantizer"])
-            if tier.get("state") is not None:
-                quantizer.set_state(self._load_state(tier["name"], tier["state"]))
-            self._tiers[tier["name"]] = quantizer
+        self._tiers = self._load_tiers(manifest)
         self._load_segments()
 
     @classmethod
@@ -179,7 +174,7 @@ class Index:
         """Create an index calibrated on ``vectors`` and add them (in batches of ``batch_size``)."""
         vectors = as_float_matrix(vectors, "vectors")
         if ids is not None and "id_type" not in create_kwargs:
-            create_kwargs["id_type"] = "str" if ids and isinstance(ids[0], str) else "int"
+            create_kwargs["id_type"] = "str" if len(ids) and isinstance(ids[0], str) else "int"
         index = cls.create(path, vectors.shape[1], calibration=vectors, **create_kwargs)
         for start in range(0, vectors.shape[0], batch_size):
             end = start + batch_size
@@ -242,6 +237,20 @@ class Index:
         self._catalog.close()
 
     # ---- loading ----------------------------------------------------------------------------------
+    def _load_tiers(self, manifest: dict[str, Any]) -> dict[str, Quantizer]:
+        tiers: dict[str, Quantizer] = {}
+        for tier in manifest["tiers"]:
+            quantizer = quantizer_from_config(tier["quantizer"])
+            if tier.get("state") is not None:
+                quantizer.set_state(self._load_state(tier["name"], tier["state"]))
+                if quantizer.dim_ != manifest["dim"]:
+                    raise CorruptIndexError(
+                        f"quantizer state of tier {tier['name']!r} has dim {quantizer.dim_}, "
+                        f"but the manifest says dim {manifest['dim']}"
+                    )
+            tiers[tier["name"]] = quantizer
+        return tiers
+
     def _load_state(self, tier: str, ref: dict[str, Any]) -> dict[str, np.ndarray]:
         path = self.path / ref["file"]
         if not path.is_file():
@@ -334,8 +343,27 @@ class Index:
         except BlockingIOError:
             os.close(fd)
             raise IndexLockedError(f"another writer holds the lock on {self.path}") from None
+        try:
+            self._refresh()
+        except BaseException:
+            os.close(fd)
+            raise
         self._lock_fd = fd
         self._remove_orphans()
+
+    def _refresh(self) -> None:
+        """Catch up with what other writers committed since this object loaded the index.
+
+        Writing from a stale view would reuse their segment ids and rows (and delete their files).
+        """
+        manifest = layout.read_manifest(self.path)
+        if manifest != self._manifest:
+            _check_manifest(self.path, manifest)
+            self._tiers = self._load_tiers(manifest)
+            self._manifest = manifest
+            self._load_segments()
+        elif self._catalog.segments() != self._segments or self._catalog.count() != self._view.n_live:
+            self._load_segments()
 
     def _remove_orphans(self) -> None:
         """Delete segment and temp files that no committed segment refers to (left by a crash)."""
@@ -399,14 +427,16 @@ class Index:
         The batch is visible to searches, and durable, when this returns; if it raises, nothing of
         the batch was stored.
         """
-        if not self.is_calibrated:
-            raise NotFittedError("the index is not calibrated: call calibrate(sample) or pass calibration= to create")
         vectors = as_float_matrix(vectors, "vectors", dim=self.dim)
         n = vectors.shape[0]
         texts_list = _check_column(texts, n, "texts", (str,))
         meta_list = [None if m is None else _dump_metadata(m, i) for i, m in enumerate(_check_column(metadata, n, "metadata", (dict,)))]
         with self._write_lock:
-            self._acquire_writer()
+            self._acquire_writer()  # first, so that a calibration by another writer is seen
+            if not self.is_calibrated:
+                raise NotFittedError(
+                    "the index is not calibrated: call calibrate(sample) or pass calibration= to create"
+                )
             id_list = self._check_new_ids(ids, n)
             codes = {name: q.encode(vectors) for name, q in self._tiers.items()}
             seg_id = max((s.seg_id for s in self._segments), default=0) + 1
@@ -421,8 +451,9 @@ class Index:
                 with self._catalog.transaction() as db:  # the commit point
                     Catalog.insert_segment(db, segment)
                     Catalog.insert_docs(db, zip(range(start, start + n), id_list, texts_list, meta_list))
-                    if self.id_type == "int":
-                        Catalog.set_meta(db, "next_id", str(max(int(i) for i in id_list) + 1))
+                    if self.id_type == "int":  # never lower it: auto ids must stay above every id given
+                        next_id = max(int(self._catalog.meta("next_id", "0") or 0), max(int(i) for i in id_list) + 1)
+                        Catalog.set_meta(db, "next_id", str(next_id))
             except Exception:
                 for ref in files.values():
                     (self.path / ref["path"]).unlink(missing_ok=True)
@@ -710,7 +741,16 @@ def _check_id(value: Any, id_type: IdType, name: str) -> int | str:
         raise InvalidArgumentError(f"{name} must be a str for an index with id_type='str', got {value!r}")
     if not value or len(value) > _MAX_ID_LEN:
         raise InvalidArgumentError(f"{name} must be a non-empty string of at most {_MAX_ID_LEN} characters")
+    _check_utf8(value, name)
     return value
+
+
+def _check_utf8(value: str, name: str) -> None:
+    """SQLite stores UTF-8: reject strings that cannot be encoded (lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgumentError(f"{name} is not valid Unicode text: {exc}") from None
 
 
 def _check_column(values: Any, n: int, name: str, types: tuple[type, ...]) -> list[Any]:
@@ -723,12 +763,16 @@ def _check_column(values: Any, n: int, name: str, types: tuple[type, ...]) -> li
     for i, v in enumerate(values):
         if v is not None and not isinstance(v, types):
             raise InvalidArgumentError(f"{name}[{i}] must be {types[0].__name__} or None, got {type(v).__name__}")
+        if isinstance(v, str):
+            _check_utf8(v, f"{name}[{i}]")
     return list(values)
 
 
 def _dump_metadata(value: dict[str, Any], i: int) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")  # lone surrogates: UnicodeEncodeError is a ValueError
+        return text
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"metadata[{i}] is not JSON-serialisable: {exc}") from None
 

@@ -1,0 +1,332 @@
+"""Command line: ``quantsearch index | search | info | delete | demo``.
+
+A thin layer over the library: parse arguments, call the API, print. Every error a user can cause
+prints one line on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .exceptions import InvalidArgumentError, QuantsearchError
+
+logger = logging.getLogger("quantsearch")
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and still exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+# ---- documents ------------------------------------------------------------------------------------
+def read_documents(
+    source: Path, *, text_field: str = "text", id_field: str = "_id"
+) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """Read ``(ids, texts, metadata)`` from a BEIR corpus.jsonl / any JSONL, or a folder of .txt/.md files."""
+    from .datasets import read_jsonl_texts
+
+    if source.is_dir():
+        corpus = source / "corpus.jsonl"
+        if corpus.is_file():  # a BEIR dataset folder
+            return read_jsonl_texts(corpus, text_field=text_field, id_field=id_field)
+        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
+        if not files:
+            raise InvalidArgumentError(f"{source} holds no .txt or .md files (and no corpus.jsonl)")
+        ids, texts, meta = [], [], []
+        for path in files:
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise InvalidArgumentError(f"{path} is not UTF-8 text") from None
+            if text.strip():
+                rel = path.relative_to(source).as_posix()
+                ids.append(rel)
+                texts.append(text)
+                meta.append({"path": rel})
+        return ids, texts, meta
+    if source.is_file():
+        return read_jsonl_texts(source, text_field=text_field, id_field=id_field)
+    raise InvalidArgumentError(f"input not found: {source}")
+
+
+def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    """A tqdm bar when tqdm is installed and enabled, else a no-op object with ``update``/``close``."""
+    if enabled:
+        try:
+            from tqdm.auto import tqdm
+
+            return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr)
+        except ImportError:
+            pass
+
+    class _Silent:
+        def update(self, n: int = 1) -> None: ...
+        def close(self) -> None: ...
+
+    return _Silent()
+
+
+def build_index(
+    ids: Sequence[str],
+    texts: Sequence[str],
+    metadata: Sequence[dict[str, Any]],
+    index_dir: Path,
+    *,
+    model: str | None = None,
+    rescore: Sequence[str] = ("int8",),
+    truncate_dim: int | None = None,
+    batch_size: int = 4096,
+    calibration_size: int = 20_000,
+    progress: bool = True,
+) -> Any:
+    """Embed documents and add them to the index at ``index_dir`` (created if it does not exist).
+
+    A new index is calibrated explicitly on the embeddings of the first ``calibration_size``
+    documents before anything is added.
+    """
+    from .embed import Embedder
+    from .index import Index
+
+    if not ids:
+        raise InvalidArgumentError("the input holds no documents")
+    embedder = Embedder(model)
+    exists = (index_dir / "manifest.json").is_file()
+    index = Index.open(index_dir) if exists else None
+    if index is not None:
+        existing = [i for i in ids if i in index]
+        if existing:
+            index.close()
+            raise InvalidArgumentError(f"id {existing[0]!r} is already in {index_dir} ({len(existing)} duplicates)")
+    bar = _progress(len(ids), "embedding + indexing", progress)
+    try:
+        pending = None
+        if index is None:
+            # calibrate on an explicit sample: the first documents, embedded once and added afterwards
+            head = min(len(ids), calibration_size)
+            pending = embedder.embed(list(texts[:head]))
+            bar.update(head)
+            index = Index.create(
+                index_dir,
+                pending.shape[1],
+                rescore=list(rescore),
+                truncate_dim=truncate_dim,
+                id_type="str",
+                model=embedder.name,
+            )
+            index.calibrate(pending)
+            logger.info("calibrated on the first %d documents", head)
+            for s, e in _batches(head, batch_size):
+                index.add(pending[s:e], ids=list(ids[s:e]), texts=list(texts[s:e]), metadata=list(metadata[s:e]))
+            start = head
+        else:
+            start = 0
+        for s, e in _batches(len(ids) - start, batch_size):
+            s, e = s + start, e + start
+            vectors = embedder.embed(list(texts[s:e]))
+            index.add(vectors, ids=list(ids[s:e]), texts=list(texts[s:e]), metadata=list(metadata[s:e]))
+            bar.update(e - s)
+    finally:
+        bar.close()
+    index.embedder = embedder
+    return index
+
+
+# ---- printing -------------------------------------------------------------------------------------
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def format_info(info: dict[str, Any]) -> str:
+    lines = [
+        f"index      {info['path']}",
+        f"documents  {info['count']:,} ({info['deleted']:,} deleted rows, {info['segments']} segments)",
+        f"dim        {info['dim']}   ids: {info['id_type']}   model: {info['model'] or '-'}",
+        f"search     oversampling x{info['default_oversampling']:g}",
+        "",
+        f"{'tier':<10} {'role':<11} {'where':<21} {'bytes/vec':>9} {'RAM':>10} {'disk':>10}  quantizer",
+    ]
+    for t in info["tiers"]:
+        params = ", ".join(f"{k}={v}" for k, v in t["quantizer"]["params"].items() if k != "base")
+        lines.append(
+            f"{t['name']:<10} {t['role']:<11} {t['storage']:<21} {t['bytes_per_vector'] or 0:>9} "
+            f"{_human_bytes(t['ram_bytes']):>10} {_human_bytes(t['disk_bytes']):>10}  "
+            f"{t['quantizer']['kind']}({params})"
+        )
+    ram = sum(t["ram_bytes"] for t in info["tiers"]) + info["valid_mask_ram_bytes"]
+    disk = sum(t["disk_bytes"] for t in info["tiers"]) + info["catalog_bytes"]
+    f32 = info["float32_bytes"]
+    lines += [
+        f"{'catalog':<10} {'ids+text':<11} {'disk (SQLite)':<21} {'':>9} {'':>10} {_human_bytes(info['catalog_bytes']):>10}",
+        "",
+        f"RAM total  {_human_bytes(ram)} (codes + deleted-row mask)   disk total {_human_bytes(disk)}",
+        f"float32    {_human_bytes(f32)} would be held in RAM by an uncompressed flat index"
+        + (f" ({f32 / max(ram, 1):.1f}x more)" if f32 else ""),
+    ]
+    return "\n".join(lines)
+
+
+def format_results(results: Any, query: str | None = None, *, width: int = 100) -> str:
+    lines = []
+    if query is not None:
+        lines.append(f"query: {query}")
+    for rank, hit in enumerate(results.to_list()[0], start=1):
+        text = " ".join((hit.get("text") or "").split())
+        if len(text) > width:
+            text = text[: width - 3] + "..."
+        lines.append(f"{rank:>3}. {hit['score']:.4f}  {hit['id']}  {text}")
+    stages = "  ".join(f"{name} {ms:.2f} ms" for name, ms in results.timings.items())
+    lines.append(f"     timings: {stages}")
+    return "\n".join(lines)
+
+
+# ---- commands -------------------------------------------------------------------------------------
+def cmd_index(args: argparse.Namespace) -> int:
+    ids, texts, meta = read_documents(Path(args.input), text_field=args.text_field, id_field=args.id_field)
+    t0 = time.perf_counter()
+    index = build_index(
+        ids,
+        texts,
+        meta,
+        Path(args.index),
+        model=args.model,
+        rescore=args.rescore,
+        truncate_dim=args.truncate_dim,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    with index:
+        print(f"indexed {len(ids):,} documents into {args.index} in {time.perf_counter() - t0:.1f} s")
+        print(format_info(index.info()))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .index import Index
+
+    with Index.open(args.index) as index:
+        results = index.search(
+            args.query, k=args.k, oversampling=args.oversampling, stages=args.stages
+        )
+        if args.json:
+            print(json.dumps({"query": args.query, "hits": results.to_list()[0], "timings_ms": results.timings}))
+        else:
+            print(format_results(results, args.query))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .index import Index
+
+    with Index.open(args.index) as index:
+        if args.verify:
+            index.verify()
+        info = index.info()
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    if args.verify:
+        print("verify     every segment file matches its checksum")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from .index import Index
+
+    with Index.open(args.index) as index:
+        ids: list[int | str] = [int(i) for i in args.ids] if index.id_type == "int" else list(args.ids)
+        n = index.delete(ids)
+    print(f"deleted {n} documents")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(index_dir=Path(args.index) if args.index else None, limit=args.limit, progress=not args.quiet)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="quantsearch", description="Compressed embedding retrieval: binary + int8 rescoring.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("index", help="embed documents and add them to an index")
+    p.add_argument("input", help="BEIR corpus.jsonl (or its folder), a JSONL file, or a folder of .txt/.md files")
+    p.add_argument("--index", required=True, help="index directory (created if missing, else appended to)")
+    p.add_argument("--model", default=None, help="sentence-transformers model (default: bundled all-MiniLM-L6-v2)")
+    p.add_argument("--rescore", nargs="*", default=["int8"], help="rescoring tiers in order (int8 float16 ...)")
+    p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka truncation of every tier")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--id-field", default="_id")
+    p.add_argument("--batch-size", type=int, default=4096, help="documents per atomic add")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="search an index with a text query")
+    p.add_argument("index")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--oversampling", type=float, default=None)
+    p.add_argument("--stages", nargs="*", default=None, help="rescoring tiers to run (none: Hamming only)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("info", help="counts, settings and memory per tier")
+    p.add_argument("index")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--verify", action="store_true", help="also check every file against its checksum")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("delete", help="delete documents by id")
+    p.add_argument("index")
+    p.add_argument("ids", nargs="+")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("demo", help="index Python standard library docstrings offline and search them")
+    p.add_argument("--index", default=None, help="keep the demo index here (reused when it exists)")
+    p.add_argument("--limit", type=int, default=3000, help="number of docstrings to index")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except QuantsearchError as exc:
+        print(f"quantsearch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"quantsearch: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("quantsearch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""Quantizers: exact codes on hand-made inputs, saturation, round-trip bounds, scoring, state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from quantsearch import (
+    BinaryQuantizer,
+    FloatQuantizer,
+    MatryoshkaQuantizer,
+    Precision,
+    ScalarQuantizer,
+    make_quantizer,
+    parse_precision,
+)
+from quantsearch.exceptions import (
+    DimensionMismatchError,
+    EmptyInputError,
+    InvalidArgumentError,
+    InvalidDtypeError,
+    NonFiniteError,
+    NotFittedError,
+)
+from quantsearch.quantization import quantizer_from_config
+from quantsearch.quantization.scalar import pack_nibbles, unpack_nibbles
+
+
+def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    ("spelling", "expected"),
+    [
+        ("int8", Precision.INT8), ("INT8", Precision.INT8), ("i8", Precision.INT8), (np.int8, Precision.INT8),
+        ("uint8", Precision.UINT8), (np.dtype("uint8"), Precision.UINT8),
+        ("fp16", Precision.FLOAT16), ("half", Precision.FLOAT16), (np.float16, Precision.FLOAT16),
+        ("float32", Precision.FLOAT32), ("fp32", Precision.FLOAT32),
+        ("int4", Precision.INT4), ("binary", Precision.BINARY), ("ubinary", Precision.BINARY),
+        ("1-bit", Precision.BINARY), (Precision.INT4, Precision.INT4),
+    ],
+)  # fmt: skip
+def test_parse_precision_spellings(spelling: object, expected: Precision) -> None:
+    assert parse_precision(spelling) is expected
+
+
+@pytest.mark.parametrize("bad", ["int7", "", None, 8, np.complex64, "float64"])
+def test_parse_precision_rejects_unknown(bad: object) -> None:
+    with pytest.raises(InvalidArgumentError, match="unknown precision"):
+        parse_precision(bad)
+
+
+@pytest.mark.parametrize(
+    "quantizer", [ScalarQuantizer("int8"), ScalarQuantizer("int4"), BinaryQuantizer(), FloatQuantizer("float16")]
+)
+def test_encode_before_fit_raises(quantizer) -> None:
+    with pytest.raises(NotFittedError):
+        quantizer.encode(np.zeros((1, 4), np.float32))
+
+
+def test_int8_exact_codes_and_saturation() -> None:
+    calib = np.array([[0.0, -1.0], [2.55, 1.0]], np.float32)  # ranges [0, 2.55] and [-1, 1]
+    q = ScalarQuantizer("int8").fit(calib)
+    np.testing.assert_allclose(q.scale_, [0.01, 2 / 255], rtol=1e-6)
+    x = np.array([[0.0, -1.0], [2.55, 1.0], [1.0, 0.5], [-5.0, 9.0], [100.0, -100.0]], np.float32)
+    codes = q.encode(x)
+    # level = round((x - min) / scale), code = level - 128, clipped (never wrapped)
+    np.testing.assert_array_equal(codes, [[-128, -128], [127, 127], [-28, 63], [-128, 127], [127, -128]])
+    assert codes.dtype == np.int8
+
+
+def test_uint8_and_int4_saturate() -> None:
+    calib = np.array([[0.0], [1.5]], np.float32)
+    u8 = ScalarQuantizer("uint8").fit(calib)
+    np.testing.assert_array_equal(u8.encode(np.array([[-1.0], [0.75], [3.0]], np.float32)).ravel(), [0, 128, 255])
+    i4 = ScalarQuantizer("int4").fit(calib)  # 16 levels, step 0.1
+    levels = unpack_nibbles(i4.encode(np.array([[-1.0], [0.74], [3.0]], np.float32)), 1).ravel()
+    np.testing.assert_array_equal(levels, [0, 7, 15])
+
+
+def test_pack_nibbles_layout_and_odd_dim() -> None:
+    levels = np.array([[1, 2, 3], [15, 0, 9]], np.uint8)
+    packed = pack_nibbles(levels)
+    np.testing.assert_array_equal(packed, [[0x21, 0x03], [0x0F, 0x09]])
+    np.testing.assert_array_equal(unpack_nibbles(packed, 3), levels)
+
+
+@pytest.mark.parametrize("precision", ["int8", "uint8", "int4"])
+@pytest.mark.parametrize("dim", [1, 7, 64, 385])
+def test_roundtrip_error_bounded_by_half_step(precision: str, dim: int) -> None:
+    rng = np.random.default_rng(dim)
+    x = unit_rows(rng, 200, dim)
+    q = ScalarQuantizer(precision).fit(x)
+    assert q.encode(x).shape == (200, q.code_bytes // q.code_dtype.itemsize)
+    err = np.abs(q.decode(q.encode(x)) - x)
+    assert (err <= q.scale_ / 2 + 1e-6).all()
+
+
+def test_constant_dimension_decodes_to_its_value() -> None:
+    x = np.array([[0.5, 1.0], [0.5, 2.0]], np.float32)
+    q = ScalarQuantizer("int8").fit(x)
+    np.testing.assert_allclose(q.decode(q.encode(x))[:, 0], [0.5, 0.5])
+
+
+def test_percentile_ranges_match_numpy() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1000, 5)).astype(np.float32)
+    q = ScalarQuantizer("int8", percentile=99.0).fit(x)
+    np.testing.assert_allclose(q.min_, np.percentile(x, 1.0, axis=0), rtol=1e-5)
+    np.testing.assert_allclose(q.max_, np.percentile(x, 99.0, axis=0), rtol=1e-5)
+    codes = q.encode(x)
+    assert (codes == -128).any() and (codes == 127).any()  # outliers are clipped, not wrapped
+
+
+def test_partial_fit_minmax_equals_fit_on_concatenation() -> None:
+    rng = np.random.default_rng(5)
+    a, b = unit_rows(rng, 50, 16), unit_rows(rng, 70, 16) * 2
+    incremental = ScalarQuantizer("int8").partial_fit(a).partial_fit(b)
+    whole = ScalarQuantizer("int8").fit(np.concatenate([a, b]))
+    np.testing.assert_array_equal(incremental.min_, whole.min_)
+    np.testing.assert_array_equal(incremental.scale_, whole.scale_)
+    assert incremental.n_samples_seen_ == 120
+
+
+def test_reservoir_keeps_at_most_max_samples_and_stays_in_range() -> None:
+    rng = np.random.default_rng(6)
+    q = ScalarQuantizer("int8", percentile=100.0, max_samples=64)
+    for _ in range(5):
+        q.partial_fit(rng.standard_normal((50, 3)).astype(np.float32))
+    assert q._sample.shape == (64, 3)
+    assert q.n_samples_seen_ == 250
+
+
+def test_query_uses_saved_calibration_not_its_own() -> None:
+    calib = np.array([[-1.0, -1.0], [1.0, 1.0]], np.float32)
+    q = ScalarQuantizer("int8").fit(calib)
+    single = np.array([[10.0, 0.5]], np.float32)  # self-calibration would map this to the top level
+    np.testing.assert_array_equal(q.encode(single), [[127, 63]])
+
+
+@pytest.mark.parametrize("dim", [1, 5, 8, 9, 13, 64, 100, 384])
+def test_binary_codes_match_sign_bits(dim: int) -> None:
+    rng = np.random.default_rng(dim)
+    x = rng.standard_normal((10, dim)).astype(np.float32)
+    q = BinaryQuantizer().fit(x)
+    codes = q.encode(x)
+    assert codes.shape == (10, (dim + 7) // 8) and q.code_bytes == (dim + 7) // 8
+    np.testing.assert_array_equal(np.unpackbits(codes, axis=1, count=dim), (x > 0).astype(np.uint8))
+    if dim % 8:
+        assert (np.unpackbits(codes, axis=1)[:, dim:] == 0).all()  # padding never adds distance
+
+
+def test_binary_exact_bytes() -> None:
+    x = np.array([[1, -1, 1, 1, -1, -1, -1, 1, 0.5, -0.1, 0.0]], np.float32)
+    q = BinaryQuantizer().fit(x)
+    np.testing.assert_array_equal(q.encode(x), [[0b10110001, 0b10000000]])
+
+
+@pytest.mark.parametrize(
+    "quantizer",
+    [
+        ScalarQuantizer("int8"),
+        ScalarQuantizer("uint8", percentile=99.5),
+        ScalarQuantizer("int4"),
+        FloatQuantizer("float16"),
+        FloatQuantizer("float32"),
+        MatryoshkaQuantizer(24, ScalarQuantizer("int8")),
+    ],
+    ids=repr,
+)
+def test_asymmetric_score_is_query_dot_dequantized(quantizer) -> None:
+    rng = np.random.default_rng(7)
+    docs, queries = unit_rows(rng, 100, 37), unit_rows(rng, 4, 37)
+    quantizer.fit(docs)
+    codes = quantizer.encode(docs)
+    prepared = quantizer.prepare_queries(queries)
+    candidates = rng.integers(0, 100, (4, 9))
+    got = quantizer.score(prepared, codes[candidates])
+    deq = quantizer.decode(codes)
+    want = np.einsum("qcd,qd->qc", deq[candidates].astype(np.float64), prepared.astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_float16_saturates_instead_of_inf() -> None:
+    q = FloatQuantizer("float16").fit(np.zeros((1, 2), np.float32))
+    codes = q.encode(np.array([[1e6, -1e6]], np.float32))
+    assert np.isfinite(codes.astype(np.float32)).all()
+    np.testing.assert_array_equal(codes.astype(np.float32), [[65504.0, -65504.0]])
+
+
+def test_matryoshka_truncates_and_renormalises() -> None:
+    rng = np.random.default_rng(8)
+    x = unit_rows(rng, 20, 64)
+    q = MatryoshkaQuantizer(16, BinaryQuantizer()).fit(x)
+    assert q.code_bytes == 2 and q.code_dim == 16
+    np.testing.assert_array_equal(q.encode(x), np.packbits(x[:, :16] > 0, axis=1))
+    f = MatryoshkaQuantizer(16, FloatQuantizer("float32")).fit(x)
+    head = x[:, :16] / np.linalg.norm(x[:, :16], axis=1, keepdims=True)
+    np.testing.assert_allclose(f.encode(x), head, rtol=1e-6)
+    with pytest.raises(DimensionMismatchError):
+        MatryoshkaQuantizer(100, BinaryQuantizer()).fit(x)
+
+
+@pytest.mark.parametrize(
+    "quantizer",
+    [
+        ScalarQuantizer("int8", percentile=99.0),
+        ScalarQuantizer("int4"),
+        BinaryQuantizer(),
+        FloatQuantizer("float16"),
+        MatryoshkaQuantizer(32, ScalarQuantizer("uint8")),
+    ],
+    ids=repr,
+)
+def test_state_roundtrip_gives_identical_codes(quantizer) -> None:
+    rng = np.random.default_rng(9)
+    x = unit_rows(rng, 300, 48)
+    quantizer.fit(x)
+    clone = quantizer_from_config(quantizer.to_config())
+    with pytest.raises(NotFittedError):
+        clone.encode(x)
+    clone.set_state(quantizer.get_state())
+    np.testing.assert_array_equal(clone.encode(x), quantizer.encode(x))
+
+
+def test_make_quantizer_defaults() -> None:
+    q = make_quantizer("int8")
+    assert isinstance(q, ScalarQuantizer) and q.percentile == 99.9
+    assert isinstance(make_quantizer("binary"), BinaryQuantizer)
+    wrapped = make_quantizer("fp16", truncate_dim=8)
+    assert isinstance(wrapped, MatryoshkaQuantizer) and wrapped.precision is Precision.FLOAT16
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (np.zeros((0, 4), np.float32), EmptyInputError),
+        (np.zeros((2, 4), np.int32), InvalidDtypeError),
+        (np.array([["a", "b"]]), InvalidDtypeError),
+        (np.array([[1.0, np.nan, 0, 0]], np.float32), NonFiniteError),
+        (np.array([[1.0, np.inf, 0, 0]], np.float32), NonFiniteError),
+        (np.zeros((2, 2, 4), np.float32), DimensionMismatchError),
+    ],
+)
+def test_fit_rejects_bad_input(bad: np.ndarray, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        ScalarQuantizer("int8").fit(bad)
+
+
+def test_encode_rejects_wrong_dim() -> None:
+    q = ScalarQuantizer("int8").fit(np.zeros((2, 4), np.float32))
+    with pytest.raises(DimensionMismatchError, match="dimension 5, expected 4"):
+        q.encode(np.zeros((1, 5), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (lambda: ScalarQuantizer("binary"), "int8, uint8 or int4"),
+        (lambda: FloatQuantizer("int8"), "float32 or float16"),
+        (lambda: ScalarQuantizer("int8", percentile=20), "percentile"),
+        (lambda: MatryoshkaQuantizer(0, BinaryQuantizer()), "positive"),
+    ],
+)
+def test_bad_parameters(factory, message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        factory()
