@@ -224,9 +224,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .index import Index
 
     with Index.open(args.index) as index:
-        results = index.search(
-            args.query, k=args.k, oversampling=args.oversampling, stages=args.stages
-        )
+        # without -k, show up to 10 hits even when the index holds fewer documents
+        k = args.k if args.k is not None else max(1, min(10, len(index)))
+        results = index.search(args.query, k=k, oversampling=args.oversampling, stages=args.stages)
         if args.json:
             print(json.dumps({"query": args.query, "hits": results.to_list()[0], "timings_ms": results.timings}))
         else:
@@ -284,7 +284,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="search an index with a text query")
     p.add_argument("index")
     p.add_argument("query")
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("-k", type=int, default=None, help="results to show (default 10)")
     p.add_argument("--oversampling", type=float, default=None)
     p.add_argument("--stages", nargs="*", default=None, help="rescoring tiers to run (none: Hamming only)")
     p.add_argument("--json", action="store_true")

@@ -46,51 +46,58 @@ EXAMPLE_QUERIES = (
 
 
 def collect_docstrings(limit: int = 3000) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-    """``(ids, texts, metadata)`` of up to ``limit`` stdlib functions, classes and methods.
+    """``(ids, texts, metadata)`` of up to ``limit`` stdlib modules, functions, classes and methods.
 
     The id is the qualified name (``json.dumps``), the text the name followed by the docstring's
-    first paragraph; duplicates (re-exported objects) are kept once.
+    first paragraph. Modules take turns (round robin) so that a small limit still covers all of
+    them; re-exported objects are kept once.
     """
-    ids: list[str] = []
-    texts: list[str] = []
-    meta: list[dict[str, Any]] = []
-    seen_ids: set[str] = set()
+    per_module: list[list[tuple[str, str, dict[str, Any]]]] = []
     seen_objects: set[int] = set()
 
-    def add(name: str, obj: Any, module: str) -> None:
-        if len(ids) >= limit or name in seen_ids or id(obj) in seen_objects:
-            return
+    def entry(name: str, obj: Any, module: str) -> tuple[str, str, dict[str, Any]] | None:
         doc = inspect.getdoc(obj)
-        if not doc or len(doc) < 20:
-            return
-        paragraph = doc.strip().split("\n\n")[0]
-        seen_ids.add(name)
+        if id(obj) in seen_objects or not doc or len(doc) < 20:
+            return None
         seen_objects.add(id(obj))
-        ids.append(name)
-        texts.append(f"{name}: {' '.join(paragraph.split())}"[:1000])
-        meta.append({"module": module, "kind": type(obj).__name__})
+        paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+        return name, f"{name}: {paragraph}"[:1000], {"module": module, "kind": type(obj).__name__}
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for module_name in DEMO_MODULES:
-            if len(ids) >= limit:
-                break
             try:
                 module = importlib.import_module(module_name)
             except ImportError:  # pragma: no cover - a trimmed Python build
                 continue
-            add(module_name, module, module_name)
+            found = [entry(module_name, module, module_name)]
             public = getattr(module, "__all__", None) or [n for n in dir(module) if not n.startswith("_")]
             for attr in sorted(public):
                 obj = getattr(module, attr, None)
                 if not (inspect.isfunction(obj) or inspect.isclass(obj) or inspect.isbuiltin(obj)):
                     continue
                 qualified = f"{module_name}.{attr}"
-                add(qualified, obj, module_name)
+                found.append(entry(qualified, obj, module_name))
                 if inspect.isclass(obj):
                     for meth_name, meth in sorted(vars(obj).items()):
                         if not meth_name.startswith("_") and callable(meth):
-                            add(f"{qualified}.{meth_name}", meth, module_name)
+                            found.append(entry(f"{qualified}.{meth_name}", meth, module_name))
+            per_module.append([e for e in found if e is not None])
+
+    ids: list[str] = []
+    texts: list[str] = []
+    meta: list[dict[str, Any]] = []
+    seen_ids: set[str] = set()
+    for turn in range(max(map(len, per_module), default=0)):
+        for entries in per_module:
+            if len(ids) >= limit:
+                return ids, texts, meta
+            if turn < len(entries) and entries[turn][0] not in seen_ids:
+                name, text, info = entries[turn]
+                seen_ids.add(name)
+                ids.append(name)
+                texts.append(text)
+                meta.append(info)
     return ids, texts, meta
 
 

@@ -157,7 +157,12 @@ class Index:
         root = Path(path)
         manifest = layout.read_manifest(root)
         _check_manifest(root, manifest)
-        return cls(root, manifest, Catalog(root / layout.CATALOG))
+        catalog = Catalog(root / layout.CATALOG)
+        try:
+            return cls(root, manifest, catalog)
+        except BaseException:
+            catalog.close()  # do not leak the connection of an index that failed to load
+            raise
 
     @classmethod
     def build(

@@ -1,0 +1,148 @@
+"""The command line, with the real bundled model (small inputs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from quantsearch import Index
+from quantsearch.cli import main
+
+pytest.importorskip("sentence_transformers")
+pytestmark = pytest.mark.embed
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+DOCS = {
+    "cats.txt": "Cats are small domesticated felines that purr and chase mice.",
+    "python.md": "# Python\nPython is a programming language with dynamic typing and a large standard library.",
+    "bread.txt": "To bake bread, knead flour, water, yeast and salt, let the dough rise, then bake it.",
+    "sub/rivers.txt": "The Nile and the Amazon are the longest rivers on Earth.",
+    "sub/guitar.md": "A guitar has six strings; chords are played by pressing strings against frets.",
+}
+
+
+@pytest.fixture
+def text_folder(tmp_path: Path) -> Path:
+    root = tmp_path / "docs"
+    for name, text in DOCS.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (root / "ignored.bin").write_bytes(b"\x00\x01")
+    return root
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_index_folder_search_and_info(tmp_path: Path, text_folder: Path, capsys) -> None:
+    index_dir = tmp_path / "idx"
+    code, out, _ = run_cli(capsys, "index", str(text_folder), "--index", str(index_dir), "--quiet")
+    assert code == 0 and "indexed 5 documents" in out
+
+    code, out, _ = run_cli(capsys, "search", str(index_dir), "a kitten playing", "-k", "2", "--json")
+    assert code == 0
+    hits = json.loads(out)
+    assert hits["hits"][0]["id"] == "cats.txt"
+    assert set(hits["timings_ms"]) >= {"embed", "hamming", "rescore:int8", "payload"}
+
+    code, out, _ = run_cli(capsys, "search", str(index_dir), "how do I make a loaf", "-k", "1")
+    assert code == 0 and "bread.txt" in out and "timings:" in out
+
+    code, out, _ = run_cli(capsys, "info", str(index_dir), "--json")
+    info = json.loads(out)
+    binary, int8 = info["tiers"]
+    assert info["count"] == 5 and info["dim"] == 384
+    assert binary["ram_bytes"] == 5 * 48 and binary["storage"] == "RAM"
+    assert int8["ram_bytes"] == 0 and "memory-mapped" in int8["storage"]
+    code, out, _ = run_cli(capsys, "info", str(index_dir), "--verify")
+    assert code == 0 and "binary" in out and "memory-mapped" in out and "checksum" in out
+
+
+def test_index_beir_corpus_matches_shared_embeddings(tmp_path: Path, capsys) -> None:
+    # the first 40 scifact documents as a BEIR corpus.jsonl; the stored codes must equal the codes of
+    # the shared (independently computed) embeddings of the same documents
+    lines = (SHARED / "datasets" / "scifact" / "corpus.jsonl").read_text().splitlines()[:40]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("\n".join(lines) + "\n")
+    index_dir = tmp_path / "idx"
+    assert run_cli(capsys, "index", str(corpus), "--index", str(index_dir), "-q")[0] == 0
+    shared = np.load(SHARED / "embeddings" / "scifact" / "corpus.f16.npy")[:40].astype(np.float32)
+    ids = [json.loads(line)["_id"] for line in lines]
+    with Index.open(index_dir) as index:
+        results = index.search(shared, k=1, stages=())
+        hits = results.ids[:, 0].tolist()
+    assert sum(a == b for a, b in zip(hits, ids)) >= 38  # near-identical vectors land on themselves
+
+
+def test_append_and_duplicate_ids(tmp_path: Path, text_folder: Path, capsys) -> None:
+    index_dir = tmp_path / "idx"
+    assert run_cli(capsys, "index", str(text_folder), "--index", str(index_dir), "-q")[0] == 0
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({"_id": "x1", "text": "Volcanoes erupt lava and ash."}) + "\n")
+    assert run_cli(capsys, "index", str(more), "--index", str(index_dir), "-q")[0] == 0
+    code, _, err = run_cli(capsys, "index", str(more), "--index", str(index_dir), "-q")
+    assert code == 2 and "already in" in err and len(err.strip().splitlines()) == 1
+    with Index.open(index_dir) as index:
+        assert len(index) == 6
+    code, _, _ = run_cli(capsys, "delete", str(index_dir), "x1")
+    with Index.open(index_dir) as index:
+        assert len(index) == 5 and "x1" not in index
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["search", "{missing}", "query"], "not found"),
+        (["info", "{missing}"], "not found"),
+        (["search", "{index}", "query", "-k", "0"], "k must be >= 1"),
+        (["search", "{index}", "query", "-k", "1000000000"], "exceeds the number of documents"),
+        (["search", "{index}", "query", "--stages", "float16"], "unknown stage"),
+        (["index", "{missing}", "--index", "{tmp}/new"], "input not found"),
+        (["delete", "{index}", "nope"], "not in the index"),
+    ],
+)
+def test_errors_are_one_line_exit_2(tmp_path: Path, text_folder: Path, capsys, args, message) -> None:
+    index_dir = tmp_path / "idx"
+    assert run_cli(capsys, "index", str(text_folder), "--index", str(index_dir), "-q")[0] == 0
+    before = {p: p.read_bytes() for p in index_dir.rglob("*") if p.is_file() and "catalog" not in p.name}
+    fmt = {"missing": str(tmp_path / "missing"), "index": str(index_dir), "tmp": str(tmp_path)}
+    code, _, err = run_cli(capsys, *[a.format(**fmt) for a in args])
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err
+    after = {p: p.read_bytes() for p in index_dir.rglob("*") if p.is_file() and "catalog" not in p.name}
+    assert before == after
+    with Index.open(index_dir) as index:
+        assert len(index) == 5
+
+
+def test_subprocess_usage_and_corrupt_index(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    bad = subprocess.run([sys.executable, "-m", "quantsearch", "frobnicate"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    index_dir = tmp_path / "idx"
+    Index.create(index_dir, 8).close()
+    manifest = index_dir / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"dim": 8', '"dim": 9'))
+    res = subprocess.run(
+        [sys.executable, "-m", "quantsearch", "info", str(index_dir)], capture_output=True, text=True, env=env
+    )
+    assert res.returncode == 2 and "checksum" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_demo_runs_offline(tmp_path: Path, capsys) -> None:
+    code, out, _ = run_cli(capsys, "demo", "--limit", "300", "--index", str(tmp_path / "demo"), "-q")
+    assert code == 0
+    assert "query: compress data with gzip" in out and "gzip" in out.split("query: compress data with gzip")[1]
+    assert "hamming" in out and "rescore:int8" in out
+    assert "float32" in out and "RAM total" in out
