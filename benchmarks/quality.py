@@ -51,21 +51,35 @@ def measure(name: str, embed: bool, oversampling: list[float]) -> list[dict[str,
 
     def record(config: str, ids: np.ndarray, scores: np.ndarray, seconds: float) -> None:
         metrics = evaluate(run_from_results(data.query_ids, ids, scores), data.qrels, ks=(10, 100))
-        rows.append({"dataset": name, "config": config, **metrics, "ms_per_query": seconds * 1e3 / len(queries)})
+        rows.append(
+            {"dataset": name, "config": config, **metrics, "ms_per_query": seconds * 1e3 / len(queries)}
+        )
 
     t0 = time.perf_counter()
     sims = queries @ docs.T
     top = np.argsort(-sims, axis=1, kind="stable")[:, :100]
-    record("float32 exact", np.asarray(data.corpus_ids)[top], np.take_along_axis(sims, top, 1), time.perf_counter() - t0)
+    record(
+        "float32 exact",
+        np.asarray(data.corpus_ids)[top],
+        np.take_along_axis(sims, top, 1),
+        time.perf_counter() - t0,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         index = Index.build(Path(tmp) / "index", docs, ids=data.corpus_ids, rescore=["int8", "float16"])
         with index:
-            for config, kwargs in [("binary (Hamming only)", {"stages": ()})] + [
-                (f"binary x{os:g} -> int8", {"oversampling": os, "stages": ("int8",)}) for os in oversampling
-            ] + [(f"binary x{os:g} -> int8 -> float16", {"oversampling": os}) for os in (10.0,)]:
+            for config, kwargs in (
+                [("binary (Hamming only)", {"stages": ()})]
+                + [
+                    (f"binary x{os:g} -> int8", {"oversampling": os, "stages": ("int8",)})
+                    for os in oversampling
+                ]
+                + [(f"binary x{os:g} -> int8 -> float16", {"oversampling": os}) for os in (10.0,)]
+            ):
                 t0 = time.perf_counter()
-                res = index.search(queries, k=100 if not kwargs.get("stages", True) else 10, with_payload=False, **kwargs)
+                res = index.search(
+                    queries, k=100 if not kwargs.get("stages", True) else 10, with_payload=False, **kwargs
+                )
                 record(config, res.ids, res.scores, time.perf_counter() - t0)
     base = rows[0]["ndcg@10"]
     for row in rows:
@@ -74,7 +88,9 @@ def measure(name: str, embed: bool, oversampling: list[float]) -> list[dict[str,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--datasets", nargs="+", default=["nfcorpus", "scifact", "cranfield", "cisi"])
     parser.add_argument("--embed", action="store_true", help="re-embed with quantsearch.embed.Embedder")
     parser.add_argument("--oversampling", nargs="+", type=float, default=[1, 2, 4, 10, 20])
@@ -89,7 +105,11 @@ def main() -> None:
         print(f"\n{name}")
         print(f"  {'config':<34} {'NDCG@10':>8} {'retention':>9} {'R@100':>7} {'ms/query':>9}")
         for row in rows:
-            r100 = f"{row['recall@100']:.4f}" if "Hamming" in str(row["config"]) or "exact" in str(row["config"]) else "   -"
+            r100 = (
+                f"{row['recall@100']:.4f}"
+                if "Hamming" in str(row["config"]) or "exact" in str(row["config"])
+                else "   -"
+            )
             print(
                 f"  {row['config']:<34} {row['ndcg@10']:>8.4f} {row['retention']:>8.2%} {r100:>7} "
                 f"{row['ms_per_query']:>9.3f}"

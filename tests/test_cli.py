@@ -22,7 +22,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 DOCS = {
     "cats.txt": "Cats are small domesticated felines that purr and chase mice.",
-    "python.md": "# Python\nPython is a programming language with dynamic typing and a large standard library.",
+    "python.md": "# Python\nPython is a programming language with dynamic typing and a big standard library.",
     "bread.txt": "To bake bread, knead flour, water, yeast and salt, let the dough rise, then bake it.",
     "sub/rivers.txt": "The Nile and the Amazon are the longest rivers on Earth.",
     "sub/guitar.md": "A guitar has six strings; chords are played by pressing strings against frets.",
@@ -82,7 +82,8 @@ def test_index_beir_corpus_matches_shared_embeddings(tmp_path: Path, capsys) -> 
     with Index.open(index_dir) as index:
         results = index.search(shared, k=1, stages=())
         hits = results.ids[:, 0].tolist()
-    assert sum(a == b for a, b in zip(hits, ids)) >= 38  # near-identical vectors land on themselves
+    # near-identical vectors land on themselves
+    assert sum(a == b for a, b in zip(hits, ids, strict=True)) >= 38
 
 
 def test_append_and_duplicate_ids(tmp_path: Path, text_folder: Path, capsys) -> None:
@@ -128,7 +129,9 @@ def test_errors_are_one_line_exit_2(tmp_path: Path, text_folder: Path, capsys, a
 
 def test_subprocess_usage_and_corrupt_index(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(SRC))
-    bad = subprocess.run([sys.executable, "-m", "quantsearch", "frobnicate"], capture_output=True, text=True, env=env)
+    bad = subprocess.run(
+        [sys.executable, "-m", "quantsearch", "frobnicate"], capture_output=True, text=True, env=env
+    )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     index_dir = tmp_path / "idx"
     Index.create(index_dir, 8).close()
@@ -143,6 +146,8 @@ def test_subprocess_usage_and_corrupt_index(tmp_path: Path) -> None:
 def test_demo_runs_offline(tmp_path: Path, capsys) -> None:
     code, out, _ = run_cli(capsys, "demo", "--limit", "300", "--index", str(tmp_path / "demo"), "-q")
     assert code == 0
-    assert "query: compress data with gzip" in out and "gzip" in out.split("query: compress data with gzip")[1]
+    assert (
+        "query: compress data with gzip" in out and "gzip" in out.split("query: compress data with gzip")[1]
+    )
     assert "hamming" in out and "rescore:int8" in out
     assert "float32" in out and "RAM total" in out

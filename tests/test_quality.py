@@ -38,7 +38,9 @@ def test_binary_int8_rescoring_retains_99_percent(tmp_path: Path, name: str, flo
         results = index.search(queries, k=10, with_payload=False)
         hamming = index.search(queries, k=10, stages=(), with_payload=False)
     rescored = evaluate(run_from_results(data.query_ids, results.ids, results.scores), data.qrels, ks=(10,))
-    hamming_only = evaluate(run_from_results(data.query_ids, hamming.ids, hamming.scores), data.qrels, ks=(10,))
+    hamming_only = evaluate(
+        run_from_results(data.query_ids, hamming.ids, hamming.scores), data.qrels, ks=(10,)
+    )
     assert rescored["ndcg@10"] >= 0.99 * exact
     # rescoring must be what recovers the quality: the Hamming ranking alone is clearly worse
     assert hamming_only["ndcg@10"] < 0.95 * exact

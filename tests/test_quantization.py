@@ -53,7 +53,8 @@ def test_parse_precision_rejects_unknown(bad: object) -> None:
 
 
 @pytest.mark.parametrize(
-    "quantizer", [ScalarQuantizer("int8"), ScalarQuantizer("int4"), BinaryQuantizer(), FloatQuantizer("float16")]
+    "quantizer",
+    [ScalarQuantizer("int8"), ScalarQuantizer("int4"), BinaryQuantizer(), FloatQuantizer("float16")],
 )
 def test_encode_before_fit_raises(quantizer) -> None:
     with pytest.raises(NotFittedError):
@@ -74,7 +75,9 @@ def test_int8_exact_codes_and_saturation() -> None:
 def test_uint8_and_int4_saturate() -> None:
     calib = np.array([[0.0], [1.5]], np.float32)
     u8 = ScalarQuantizer("uint8").fit(calib)
-    np.testing.assert_array_equal(u8.encode(np.array([[-1.0], [0.75], [3.0]], np.float32)).ravel(), [0, 128, 255])
+    np.testing.assert_array_equal(
+        u8.encode(np.array([[-1.0], [0.75], [3.0]], np.float32)).ravel(), [0, 128, 255]
+    )
     i4 = ScalarQuantizer("int4").fit(calib)  # 16 levels, step 0.1
     levels = unpack_nibbles(i4.encode(np.array([[-1.0], [0.74], [3.0]], np.float32)), 1).ravel()
     np.testing.assert_array_equal(levels, [0, 7, 15])

@@ -112,7 +112,9 @@ def build_index(
         existing = [i for i in ids if i in index]
         if existing:
             index.close()
-            raise InvalidArgumentError(f"id {existing[0]!r} is already in {index_dir} ({len(existing)} duplicates)")
+            raise InvalidArgumentError(
+                f"id {existing[0]!r} is already in {index_dir} ({len(existing)} duplicates)"
+            )
     bar = _progress(len(ids), "embedding + indexing", progress)
     try:
         pending = None
@@ -132,7 +134,9 @@ def build_index(
             index.calibrate(pending)
             logger.info("calibrated on the first %d documents", head)
             for s, e in _batches(head, batch_size):
-                index.add(pending[s:e], ids=list(ids[s:e]), texts=list(texts[s:e]), metadata=list(metadata[s:e]))
+                index.add(
+                    pending[s:e], ids=list(ids[s:e]), texts=list(texts[s:e]), metadata=list(metadata[s:e])
+                )
             start = head
         else:
             start = 0
@@ -176,7 +180,8 @@ def format_info(info: dict[str, Any]) -> str:
     disk = sum(t["disk_bytes"] for t in info["tiers"]) + info["catalog_bytes"]
     f32 = info["float32_bytes"]
     lines += [
-        f"{'catalog':<10} {'ids+text':<11} {'disk (SQLite)':<21} {'':>9} {'':>10} {_human_bytes(info['catalog_bytes']):>10}",
+        f"{'catalog':<10} {'ids+text':<11} {'disk (SQLite)':<21} {'':>9} {'':>10} "
+        f"{_human_bytes(info['catalog_bytes']):>10}",
         "",
         f"RAM total  {_human_bytes(ram)} (codes + deleted-row mask)   disk total {_human_bytes(disk)}",
         f"float32    {_human_bytes(f32)} would be held in RAM by an uncompressed flat index"
@@ -228,7 +233,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         k = args.k if args.k is not None else max(1, min(10, len(index)))
         results = index.search(args.query, k=k, oversampling=args.oversampling, stages=args.stages)
         if args.json:
-            print(json.dumps({"query": args.query, "hits": results.to_list()[0], "timings_ms": results.timings}))
+            print(
+                json.dumps({"query": args.query, "hits": results.to_list()[0], "timings_ms": results.timings})
+            )
         else:
             print(format_results(results, args.query))
     return 0
@@ -265,15 +272,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="quantsearch", description="Compressed embedding retrieval: binary + int8 rescoring.")
+    parser = _Parser(
+        prog="quantsearch", description="Compressed embedding retrieval: binary + int8 rescoring."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("index", help="embed documents and add them to an index")
-    p.add_argument("input", help="BEIR corpus.jsonl (or its folder), a JSONL file, or a folder of .txt/.md files")
+    p.add_argument(
+        "input", help="BEIR corpus.jsonl (or its folder), a JSONL file, or a folder of .txt/.md files"
+    )
     p.add_argument("--index", required=True, help="index directory (created if missing, else appended to)")
-    p.add_argument("--model", default=None, help="sentence-transformers model (default: bundled all-MiniLM-L6-v2)")
-    p.add_argument("--rescore", nargs="*", default=["int8"], help="rescoring tiers in order (int8 float16 ...)")
+    p.add_argument(
+        "--model", default=None, help="sentence-transformers model (default: bundled all-MiniLM-L6-v2)"
+    )
+    p.add_argument(
+        "--rescore", nargs="*", default=["int8"], help="rescoring tiers in order (int8 float16 ...)"
+    )
     p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka truncation of every tier")
     p.add_argument("--text-field", default="text")
     p.add_argument("--id-field", default="_id")
@@ -321,7 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"quantsearch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
-        print(f"quantsearch: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(
+            f"quantsearch: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr
+        )
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("quantsearch: interrupted", file=sys.stderr)

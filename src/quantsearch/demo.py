@@ -101,7 +101,9 @@ def collect_docstrings(limit: int = 3000) -> tuple[list[str], list[str], list[di
     return ids, texts, meta
 
 
-def run_demo(index_dir: Path | None = None, *, limit: int = 3000, progress: bool = True, out: Any = None) -> None:
+def run_demo(
+    index_dir: Path | None = None, *, limit: int = 3000, progress: bool = True, out: Any = None
+) -> None:
     """Build (or reuse) the demo index, run the example searches, print results, timings and memory."""
     from .cli import build_index, format_info, format_results
     from .index import Index
@@ -118,7 +120,10 @@ def run_demo(index_dir: Path | None = None, *, limit: int = 3000, progress: bool
         else:
             t0 = time.perf_counter()
             ids, texts, meta = collect_docstrings(limit)
-            print(f"collected {len(ids):,} docstrings from {len(DEMO_MODULES)} standard library modules", file=out)
+            print(
+                f"collected {len(ids):,} docstrings from {len(DEMO_MODULES)} standard library modules",
+                file=out,
+            )
             index = build_index(ids, texts, meta, index_dir, rescore=("int8",), progress=progress)
             print(f"embedded and indexed them in {time.perf_counter() - t0:.1f} s -> {index_dir}", file=out)
         with index:

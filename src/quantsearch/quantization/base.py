@@ -40,11 +40,13 @@ _BITS = {
 _ALIASES = {
     "float32": Precision.FLOAT32, "fp32": Precision.FLOAT32, "f32": Precision.FLOAT32,
     "float": Precision.FLOAT32, "single": Precision.FLOAT32,
-    "float16": Precision.FLOAT16, "fp16": Precision.FLOAT16, "f16": Precision.FLOAT16, "half": Precision.FLOAT16,
+    "float16": Precision.FLOAT16, "fp16": Precision.FLOAT16, "f16": Precision.FLOAT16,
+    "half": Precision.FLOAT16,
     "int8": Precision.INT8, "i8": Precision.INT8, "q8": Precision.INT8,
     "uint8": Precision.UINT8, "u8": Precision.UINT8,
     "int4": Precision.INT4, "i4": Precision.INT4, "q4": Precision.INT4, "uint4": Precision.INT4,
-    "binary": Precision.BINARY, "ubinary": Precision.BINARY, "bit": Precision.BINARY, "bits": Precision.BINARY,
+    "binary": Precision.BINARY, "ubinary": Precision.BINARY, "bit": Precision.BINARY,
+    "bits": Precision.BINARY,
     "1bit": Precision.BINARY, "1-bit": Precision.BINARY, "sign": Precision.BINARY,
 }  # fmt: skip
 

@@ -25,7 +25,9 @@ class FloatQuantizer(Quantizer):
     def __init__(self, precision: str | Precision = "float16") -> None:
         self._precision = parse_precision(precision)
         if self._precision not in (Precision.FLOAT32, Precision.FLOAT16):
-            raise InvalidArgumentError(f"FloatQuantizer precision must be float32 or float16, got {precision!r}")
+            raise InvalidArgumentError(
+                f"FloatQuantizer precision must be float32 or float16, got {precision!r}"
+            )
 
     @property
     def precision(self) -> Precision:
@@ -74,6 +76,10 @@ class ScalarQuantizer(Quantizer):
     """
 
     kind = "scalar"
+    # fitted state (annotations only: the attributes exist after fit)
+    min_: np.ndarray
+    max_: np.ndarray
+    scale_: np.ndarray
 
     def __init__(
         self,
@@ -123,7 +129,8 @@ class ScalarQuantizer(Quantizer):
 
     def _fit_rows(self, x: np.ndarray) -> None:
         if self.percentile is None:
-            lo, hi = x.min(axis=0), x.max(axis=0)
+            lo: np.ndarray = x.min(axis=0)
+            hi: np.ndarray = x.max(axis=0)
             if hasattr(self, "min_"):
                 lo, hi = np.minimum(lo, self.min_), np.maximum(hi, self.max_)
             self.min_, self.max_ = lo.astype(np.float32), hi.astype(np.float32)
@@ -155,7 +162,9 @@ class ScalarQuantizer(Quantizer):
     def _finish_fit(self) -> None:
         span = (self.max_ - self.min_).astype(np.float32)
         # a constant dimension gets step 1 so that it encodes to level 0 and decodes to its value
-        self.scale_ = np.where(span > 0, span / np.float32(self.levels - 1), np.float32(1.0)).astype(np.float32)
+        self.scale_ = np.where(span > 0, span / np.float32(self.levels - 1), np.float32(1.0)).astype(
+            np.float32
+        )
 
     # ---- codes ----------------------------------------------------------------------------------
     def levels_of(self, x: np.ndarray) -> np.ndarray:
