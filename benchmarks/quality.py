@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quantsearch import Index
+from quantsearch import Index, ScalarQuantizer
 from quantsearch.datasets import load_beir
 from quantsearch.evaluation import evaluate, run_from_results
 
@@ -81,6 +81,16 @@ def measure(name: str, embed: bool, oversampling: list[float]) -> list[dict[str,
                     queries, k=100 if not kwargs.get("stages", True) else 10, with_payload=False, **kwargs
                 )
                 record(config, res.ids, res.scores, time.perf_counter() - t0)
+        # the int8 calibration choice: min/max ranges vs percentile clipping, at x10 and exhaustive
+        for label, percentile in [("min/max", None), ("p99.5", 99.5), ("p99.9", 99.9)]:
+            quantizer = ScalarQuantizer("int8", percentile=percentile)
+            with Index.build(
+                Path(tmp) / f"int8-{label}", docs, ids=data.corpus_ids, rescore=[quantizer]
+            ) as index:
+                for os, tag in [(10.0, "x10"), (len(docs) / 10, "all")]:
+                    t0 = time.perf_counter()
+                    res = index.search(queries, k=10, oversampling=os, with_payload=False)
+                    record(f"binary {tag} -> int8 [{label}]", res.ids, res.scores, time.perf_counter() - t0)
     base = rows[0]["ndcg@10"]
     for row in rows:
         row["retention"] = row["ndcg@10"] / base
