@@ -86,10 +86,11 @@ class Catalog:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # also when COMMIT itself failed: never leave it open
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -157,7 +158,9 @@ class Catalog:
         )
 
     @staticmethod
-    def insert_docs(db: sqlite3.Connection, rows: Iterable[tuple[int, int | str, str | None, str | None]]) -> None:
+    def insert_docs(
+        db: sqlite3.Connection, rows: Iterable[tuple[int, int | str, str | None, str | None]]
+    ) -> None:
         db.executemany("INSERT INTO docs (row, ext_id, text, metadata) VALUES (?, ?, ?, ?)", rows)
 
     @staticmethod

@@ -116,7 +116,9 @@ class Index:
             truncate_dim = check_positive_int(truncate_dim, "truncate_dim", maximum=dim)
         candidate = make_quantizer(binary if binary is not None else "binary", truncate_dim=truncate_dim)
         if candidate.precision.bits != 1:
-            raise InvalidArgumentError(f"the candidate tier needs 1-bit codes, got {candidate.precision.value}")
+            raise InvalidArgumentError(
+                f"the candidate tier needs 1-bit codes, got {candidate.precision.value}"
+            )
         if rescore is None:
             rescore_specs: list[Any] = []
         elif isinstance(rescore, (str, Quantizer)):
@@ -141,7 +143,7 @@ class Index:
             "search": {"oversampling": oversampling},
             "tiers": [
                 {"name": name, "role": role, "storage": storage, "quantizer": q.to_config(), "state": None}
-                for name, (role, storage, q) in zip(names, tiers)
+                for name, (role, storage, q) in zip(names, tiers, strict=True)
             ],
         }
         catalog = Catalog(root / layout.CATALOG, create=True)
@@ -198,7 +200,7 @@ class Index:
 
     @property
     def id_type(self) -> IdType:
-        return self._manifest["id_type"]  # type: ignore[no-any-return]
+        return self._manifest["id_type"]
 
     @property
     def model(self) -> str | None:
@@ -277,7 +279,9 @@ class Index:
         expected_start = 0
         for seg in segments:
             if seg.start_row != expected_start:
-                raise CorruptIndexError(f"segment {seg.seg_id} starts at row {seg.start_row}, expected {expected_start}")
+                raise CorruptIndexError(
+                    f"segment {seg.seg_id} starts at row {seg.start_row}, expected {expected_start}"
+                )
             expected_start += seg.n_rows
             for name, quantizer in self._tiers.items():
                 array = self._open_segment_file(seg, name, quantizer, in_ram=name == cand_name)
@@ -296,7 +300,9 @@ class Index:
         self._arrays = arrays
         self._publish(n_rows, valid, int(live.size))
 
-    def _open_segment_file(self, seg: Segment, tier: str, quantizer: Quantizer, *, in_ram: bool) -> np.ndarray:
+    def _open_segment_file(
+        self, seg: Segment, tier: str, quantizer: Quantizer, *, in_ram: bool
+    ) -> np.ndarray:
         ref = seg.files.get(tier)
         if ref is None:
             raise CorruptIndexError(f"segment {seg.seg_id} has no file for tier {tier!r}")
@@ -307,14 +313,17 @@ class Index:
         except FileNotFoundError:
             raise CorruptIndexError(f"segment file is missing: {path}") from None
         if size != ref["bytes"]:
-            raise CorruptIndexError(f"segment file {path} has {size} bytes, expected {ref['bytes']} (truncated?)")
+            raise CorruptIndexError(
+                f"segment file {path} has {size} bytes, expected {ref['bytes']} (truncated?)"
+            )
         try:
             array = np.load(path, mmap_mode=None if in_ram else "r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise CorruptIndexError(f"segment file {path} cannot be read: {exc}") from None
         if array.shape != shape or array.dtype != quantizer.code_dtype:
             raise CorruptIndexError(
-                f"segment file {path} holds {array.dtype}{array.shape}, expected {quantizer.code_dtype}{shape}"
+                f"segment file {path} holds {array.dtype}{array.shape}, "
+                f"expected {quantizer.code_dtype}{shape}"
             )
         if in_ram and layout.file_sha256(path) != ref["sha256"]:
             raise CorruptIndexError(f"segment file {path} does not match its checksum")
@@ -323,7 +332,9 @@ class Index:
     def _publish(self, n_rows: int, valid: np.ndarray, n_live: int) -> None:
         """Swap in a new immutable view; searches in flight keep the one they started with."""
         starts = np.asarray([s.start_row for s in self._segments], np.int64)
-        rescore = {name: TierView(name, self._tiers[name], tuple(self._arrays[name])) for name in self.rescore_tiers}
+        rescore = {
+            name: TierView(name, self._tiers[name], tuple(self._arrays[name])) for name in self.rescore_tiers
+        }
         self._view = IndexView(
             candidates=self._tiers[self._candidate_name],
             codes=self._codes_buf[:n_rows],
@@ -435,7 +446,10 @@ class Index:
         vectors = as_float_matrix(vectors, "vectors", dim=self.dim)
         n = vectors.shape[0]
         texts_list = _check_column(texts, n, "texts", (str,))
-        meta_list = [None if m is None else _dump_metadata(m, i) for i, m in enumerate(_check_column(metadata, n, "metadata", (dict,)))]
+        meta_list = [
+            None if m is None else _dump_metadata(m, i)
+            for i, m in enumerate(_check_column(metadata, n, "metadata", (dict,)))
+        ]
         with self._write_lock:
             self._acquire_writer()  # first, so that a calibration by another writer is seen
             if not self.is_calibrated:
@@ -446,7 +460,7 @@ class Index:
             codes = {name: q.encode(vectors) for name, q in self._tiers.items()}
             seg_id = max((s.seg_id for s in self._segments), default=0) + 1
             start = sum(s.n_rows for s in self._segments)
-            files = {}
+            files: dict[str, dict[str, Any]] = {}
             for name, array in codes.items():
                 rel = layout.segment_file(seg_id, name)
                 sha = layout.save_array(self.path / rel, array)
@@ -455,9 +469,13 @@ class Index:
             try:
                 with self._catalog.transaction() as db:  # the commit point
                     Catalog.insert_segment(db, segment)
-                    Catalog.insert_docs(db, zip(range(start, start + n), id_list, texts_list, meta_list))
+                    Catalog.insert_docs(
+                        db, zip(range(start, start + n), id_list, texts_list, meta_list, strict=True)
+                    )
                     if self.id_type == "int":  # never lower it: auto ids must stay above every id given
-                        next_id = max(int(self._catalog.meta("next_id", "0") or 0), max(int(i) for i in id_list) + 1)
+                        next_id = max(
+                            int(self._catalog.meta("next_id", "0") or 0), max(int(i) for i in id_list) + 1
+                        )
                         Catalog.set_meta(db, "next_id", str(next_id))
             except Exception:
                 for ref in files.values():
@@ -576,19 +594,23 @@ class Index:
             ids and scores of shape (n_queries, k), payload, and per-stage timings in ms.
         """
         timings: dict[str, float] = {}
-        if isinstance(queries, str) or (isinstance(queries, Sequence) and queries and isinstance(queries[0], str)):
+        if isinstance(queries, str) or (
+            isinstance(queries, Sequence) and queries and isinstance(queries[0], str)
+        ):
             t0 = time.perf_counter()
             texts = [queries] if isinstance(queries, str) else list(queries)
             vectors = self.embedder.embed(texts)
             timings["embed"] = (time.perf_counter() - t0) * 1e3
         else:
-            vectors = queries  # type: ignore[assignment]
+            vectors = queries
         vectors = as_float_matrix(vectors, "queries", dim=self.dim)
         view = self._view
         k = check_positive_int(k, "k")
         if k > view.n_live:
             raise InvalidArgumentError(f"k={k} exceeds the number of documents in the index ({view.n_live})")
-        oversampling = self.default_oversampling if oversampling is None else _check_oversampling(oversampling)
+        oversampling = (
+            self.default_oversampling if oversampling is None else _check_oversampling(oversampling)
+        )
         if stages is None:
             stage_names = self.rescore_tiers
         else:
@@ -597,16 +619,21 @@ class Index:
             stage_names = tuple(stages)
             unknown = [s for s in stage_names if s not in view.rescore]
             if unknown:
-                raise InvalidArgumentError(f"unknown stage {unknown[0]!r}; this index has {list(view.rescore)}")
+                raise InvalidArgumentError(
+                    f"unknown stage {unknown[0]!r}; this index has {list(view.rescore)}"
+                )
         out = run_pipeline(view, vectors, k, oversampling=oversampling, stages=stage_names)
         timings.update(out.timings)
         t0 = time.perf_counter()
-        ids, texts_out, meta_out = self._lookup(out.rows, with_payload)
+        ids, found, texts_out, meta_out = self._lookup(out.rows, with_payload)
         timings["payload" if with_payload else "ids"] = (time.perf_counter() - t0) * 1e3
-        return SearchResults(ids, out.scores, texts_out, meta_out, timings, out.candidates)
+        scores = np.where(found, out.scores, np.float32(np.nan))  # a row deleted since is padding, not a hit
+        return SearchResults(ids, scores, texts_out, meta_out, timings, out.candidates)
 
-    def _lookup(self, rows: np.ndarray, with_payload: bool) -> tuple[np.ndarray, Any, Any]:
+    def _lookup(self, rows: np.ndarray, with_payload: bool) -> tuple[np.ndarray, np.ndarray, Any, Any]:
+        """Ids, found mask (nq, k) bool, texts and metadata of the given rows."""
         payload = self._catalog.payload(rows[rows >= 0].tolist(), with_text=with_payload)
+        found = np.zeros(rows.shape, bool)
         if self.id_type == "int":
             ids = np.full(rows.shape, -1, np.int64)
         else:
@@ -623,9 +650,10 @@ class Index:
                     metas[q].append(None)
                     continue
                 ids[q, j] = hit.id
+                found[q, j] = True
                 texts[q].append(hit.text)
                 metas[q].append(hit.metadata)
-        return ids, (texts if with_payload else None), (metas if with_payload else None)
+        return ids, found, (texts if with_payload else None), (metas if with_payload else None)
 
     @property
     def embedder(self) -> Any:
@@ -667,9 +695,7 @@ class Index:
                     "quantizer": quantizer.to_config(),
                 }
             )
-        catalog_bytes = sum(
-            p.stat().st_size for p in self.path.glob(layout.CATALOG + "*") if p.is_file()
-        )
+        catalog_bytes = sum(p.stat().st_size for p in self.path.glob(layout.CATALOG + "*") if p.is_file())
         return {
             "path": str(self.path),
             "format_version": self._manifest["format_version"],
@@ -737,7 +763,9 @@ def _check_oversampling(value: Any) -> float:
 def _check_id(value: Any, id_type: IdType, name: str) -> int | str:
     if id_type == "int":
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise InvalidArgumentError(f"{name} must be an int for an index with id_type='int', got {value!r}")
+            raise InvalidArgumentError(
+                f"{name} must be an int for an index with id_type='int', got {value!r}"
+            )
         value = int(value)
         if not -(2**63) <= value < 2**63:
             raise InvalidArgumentError(f"{name} does not fit in 64 bits: {value}")
@@ -767,7 +795,9 @@ def _check_column(values: Any, n: int, name: str, types: tuple[type, ...]) -> li
         raise InvalidArgumentError(f"{name} has {len(values)} entries, expected {n} (one per vector)")
     for i, v in enumerate(values):
         if v is not None and not isinstance(v, types):
-            raise InvalidArgumentError(f"{name}[{i}] must be {types[0].__name__} or None, got {type(v).__name__}")
+            raise InvalidArgumentError(
+                f"{name}[{i}] must be {types[0].__name__} or None, got {type(v).__name__}"
+            )
         if isinstance(v, str):
             _check_utf8(v, f"{name}[{i}]")
     return list(values)
@@ -780,4 +810,3 @@ def _dump_metadata(value: dict[str, Any], i: int) -> str:
         return text
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"metadata[{i}] is not JSON-serialisable: {exc}") from None
-

@@ -67,7 +67,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> str:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> str:
     """Write a file via temp file + fsync + rename; return the sha256 of what was written.
 
     A reader (or a crash) sees either the old file or the complete new one, never a partial one.
@@ -115,7 +115,7 @@ def save_array(path: Path, array: np.ndarray) -> str:
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> str:
     """Atomically write a dict of arrays as .npz; return its sha256."""
     buf = io.BytesIO()  # zipfile seeks back to patch headers: build in memory, then write once
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # (numpy stubs: a key could be allow_pickle)
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 

@@ -1,0 +1,54 @@
+"""Child process of test_crash.py: writes to an index in a loop until the parent kills it.
+
+Usage: ``python crash_child.py {add|delete} INDEX_DIR FIRST_BATCH LAST_BATCH``
+
+Prints ``READY`` once the index is open, then for each batch b in [FIRST_BATCH, LAST_BATCH) adds
+(or deletes) the batch's documents and prints ``ACK b`` (flushed) after the call returned.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+BATCH = 64
+DIM = 40
+SEED = 2024
+
+
+def batch_ids(b: int) -> list[int]:
+    """Ids of batch ``b``: ``b * BATCH ... b * BATCH + BATCH - 1``."""
+    return list(range(b * BATCH, (b + 1) * BATCH))
+
+
+def batch_vectors(b: int) -> np.ndarray:
+    """Seeded unit vectors (BATCH, DIM) float32 of batch ``b``."""
+    x = np.random.default_rng([SEED, b]).standard_normal((BATCH, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def batch_texts(b: int) -> list[str]:
+    return [f"doc {i}" for i in batch_ids(b)]
+
+
+def batch_metadata(b: int) -> list[dict[str, int]]:
+    return [{"batch": b, "id": i} for i in batch_ids(b)]
+
+
+def main(argv: list[str]) -> None:
+    from quantsearch import Index
+
+    mode, path, first, last = argv[0], argv[1], int(argv[2]), int(argv[3])
+    index = Index.open(path)
+    print("READY", flush=True)
+    for b in range(first, last):
+        if mode == "add":
+            index.add(batch_vectors(b), ids=batch_ids(b), texts=batch_texts(b), metadata=batch_metadata(b))
+        else:
+            index.delete(batch_ids(b))
+        print(f"ACK {b}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,151 @@
+"""Crash safety: a writer killed with SIGKILL at random moments leaves the last committed state.
+
+A child process (crash_child.py) adds or deletes batches in a loop and prints ``ACK b`` after each
+call returns; the parent kills it at a random moment, reopens the index and checks that every
+acknowledged batch is there (or gone, for deletes), that no batch is partly stored, and that the
+stored vectors are searchable. The next child goes on writing to the same directory.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from crash_child import BATCH, DIM, batch_ids, batch_metadata, batch_texts, batch_vectors
+from quantsearch import Index
+
+CHILD = Path(__file__).with_name("crash_child.py")
+SRC = Path(__file__).resolve().parents[1] / "src"
+ADD_KILLS = 25
+DELETE_KILLS = 10
+
+
+def run_and_kill(
+    mode: str, path: Path, first: int, last: int, rng: np.random.Generator, op_s: float
+) -> set[int]:
+    """Start a child writing batches [first, last), kill it at a random moment, return the acked batches."""
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), mode, str(path), str(first), str(last)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "READY\n", proc.stderr.read() if proc.stderr else ""
+        seen = [proc.stdout.readline() for _ in range(int(rng.integers(0, 3)))]  # a few calls complete,
+        time.sleep(rng.uniform(0.0, 1.2 * op_s))  # then kill at a random moment of the next one
+        alive = proc.poll() is None
+    finally:
+        proc.kill()
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.read(), proc.stderr.read()  # read(), not communicate(): readline() buffers
+    proc.stdout.close()
+    proc.stderr.close()
+    assert alive, f"the child exited before it was killed: {err}"
+    assert proc.wait(timeout=30) == -9, err
+    lines = seen + out.splitlines(keepends=True)
+    assert all(line.startswith("ACK ") and line.endswith("\n") for line in lines), lines
+    return {int(line.split()[1]) for line in lines}
+
+
+def stored_batches(index: Index, batches: range) -> set[int]:
+    """Batches whose ids are all in the index; fails if a batch is only partly there."""
+    stored = set()
+    for b in batches:
+        there = [i in index for i in batch_ids(b)]
+        assert all(there) or not any(there), f"batch {b} is partly stored: {sum(there)} of {BATCH}"
+        if there[0]:
+            stored.add(b)
+    assert len(index) == BATCH * len(stored)
+    return stored
+
+
+def check_searchable(index: Index, batches: set[int]) -> None:
+    """Each doc's own vector finds it: at Hamming distance 0, and first after int8 rescoring."""
+    if not batches:
+        return
+    order = sorted(batches)
+    x = np.concatenate([batch_vectors(b) for b in order])
+    ids = [i for b in order for i in batch_ids(b)]
+    hamming = index.search(x, k=1, stages=(), with_payload=False)
+    assert hamming.ids[:, 0].tolist() == ids and (hamming.scores == 0).all()
+    rescored = index.search(x, k=1, stages=("int8",))
+    assert rescored.ids[:, 0].tolist() == ids
+    assert [t[0] for t in rescored.texts] == [t for b in order for t in batch_texts(b)]
+    assert [m[0] for m in rescored.metadata] == [m for b in order for m in batch_metadata(b)]
+
+
+def create_index(path: Path, n_batches: int) -> float:
+    """Create the index with batches [0, n_batches); return the mean seconds one add took."""
+    calibration = np.concatenate([batch_vectors(b) for b in range(10_000, 10_008)])
+    with Index.create(path, DIM, calibration=calibration) as index:
+        t0 = time.perf_counter()
+        for b in range(n_batches):
+            index.add(batch_vectors(b), ids=batch_ids(b), texts=batch_texts(b), metadata=batch_metadata(b))
+        return (time.perf_counter() - t0) / n_batches
+
+
+def assert_no_leftovers(path: Path) -> None:
+    """After a writer took the lock: no temp files, and only the committed segments' files."""
+    with Index.open(path) as index:
+        index.add(batch_vectors(99_999), ids=batch_ids(99_999))  # the writer removes crash leftovers
+        segments = index.info()["segments"]
+    assert not [p for p in path.rglob("*.tmp")]
+    assert len(list((path / "segments").iterdir())) == 2 * segments
+
+
+def test_kill_during_add_keeps_every_acked_batch(tmp_path) -> None:
+    path = tmp_path / "idx"
+    add_s = create_index(path, 2)
+    rng = np.random.default_rng(7)
+    acked = {0, 1}
+    next_batch = 2
+    for _ in range(ADD_KILLS):
+        acked |= run_and_kill("add", path, next_batch, next_batch + 100, rng, add_s)
+        with Index.open(path) as index:
+            stored = stored_batches(index, range(next_batch + 100))
+            assert acked <= stored, f"acked batches lost: {sorted(acked - stored)}"
+            assert stored == set(range(len(stored))), "batches are added in order"
+            check_searchable(index, stored - set(range(next_batch - 2)))  # the new ones and a few old
+        next_batch = len(stored)
+    with Index.open(path) as index:
+        check_searchable(index, set(range(next_batch)))
+    assert_no_leftovers(path)
+
+
+def test_kill_during_delete_keeps_every_acked_delete(tmp_path) -> None:
+    n_batches = 4 * DELETE_KILLS + 10
+    path = tmp_path / "idx"
+    create_index(path, n_batches)
+    with Index.open(path) as index:  # time a delete (and put the deleted batch back)
+        t0 = time.perf_counter()
+        index.delete(batch_ids(0))
+        delete_s = time.perf_counter() - t0
+        index.add(batch_vectors(0), ids=batch_ids(0), texts=batch_texts(0), metadata=batch_metadata(0))
+    rng = np.random.default_rng(11)
+    deleted: set[int] = set()
+    next_batch = 0
+    for _ in range(DELETE_KILLS):
+        deleted |= run_and_kill("delete", path, next_batch, n_batches, rng, delete_s)
+        with Index.open(path) as index:
+            stored = stored_batches(index, range(n_batches))
+            assert not deleted & stored, f"acked deletes undone: {sorted(deleted & stored)}"
+            gone = set(range(n_batches)) - stored
+            assert gone == set(range(len(gone))), "batches are deleted in order"
+            sample = rng.choice(sorted(stored), size=min(6, len(stored)), replace=False)
+            check_searchable(index, set(sample.tolist()))
+            vectors = np.concatenate([batch_vectors(b) for b in sorted(gone)[-6:]] or [batch_vectors(0)])
+            for stages in ((), ("int8",)):
+                hits = index.search(vectors, k=3, stages=stages, with_payload=False).ids
+                assert (hits >= 0).all() and not any(int(i) // BATCH in gone for i in hits.ravel())
+        next_batch = len(gone)
+    with Index.open(path) as index:
+        check_searchable(index, stored_batches(index, range(n_batches)))
+    assert_no_leftovers(path)
