@@ -27,6 +27,7 @@ from quantsearch.exceptions import (
     NonFiniteError,
     NotFittedError,
     QuantsearchError,
+    StorageError,
     UnknownIdError,
 )
 from quantsearch.index import layout
@@ -234,6 +235,8 @@ def test_search_rejects_bad_input(
         (999, UnknownIdError, "id 999 is not in the index"),
         ([3, "4"], InvalidArgumentError, r"ids\[1\] must be an int"),
         ([3, 4.0], InvalidArgumentError, r"ids\[1\] must be an int"),
+        (None, InvalidArgumentError, "ids must be an id or a sequence of ids, got NoneType"),
+        (4.0, InvalidArgumentError, "ids must be an id or a sequence of ids, got float"),
     ],
 )
 def test_delete_is_all_or_nothing(built, ids: Any, error: type[Exception], match: str) -> None:
@@ -302,6 +305,12 @@ def _edit_manifest(path: Path, **changes: Any) -> None:
     doc = json.loads((path / layout.MANIFEST).read_text())
     doc.update(changes)
     layout.write_manifest(path, doc)
+
+
+def _state_path(path: Path, tier: str) -> Path:
+    """The calibration file the manifest names for ``tier``."""
+    doc = json.loads((path / layout.MANIFEST).read_text())
+    return path / next(t["state"]["file"] for t in doc["tiers"] if t["name"] == tier)
 
 
 def _truncate(file: Path, drop: int = 7) -> None:
@@ -402,13 +411,13 @@ CORRUPTIONS: list[tuple[str, Callable[[Path], Any], type[Exception], str]] = [
     ("int8-deleted", lambda p: (p / layout.segment_file(2, "int8")).unlink(), CorruptIndexError, "missing"),
     (
         "state-deleted",
-        lambda p: (p / layout.state_file("int8")).unlink(),
+        lambda p: _state_path(p, "int8").unlink(),
         CorruptIndexError,
         "state of tier 'int8' is missing",
     ),
     (
         "state-truncated",
-        lambda p: _truncate(p / layout.state_file("binary")),
+        lambda p: _truncate(_state_path(p, "binary")),
         CorruptIndexError,
         "state of tier 'binary' does not match its checksum",
     ),
@@ -468,7 +477,7 @@ def test_failed_commit_stores_nothing(built) -> None:
     results = run_searches(index)
     real = index._catalog._db
     index._catalog._db = _FailingCommit(real)  # type: ignore[assignment]
-    with pytest.raises(sqlite3.OperationalError, match="injected"):
+    with pytest.raises(StorageError, match="injected"):
         index.add(X, ids=[100, 101, 102, 103])
     assert index._catalog._db.failed  # type: ignore[attr-defined]
     assert len(index) == N and 100 not in index and run_searches(index) == results
@@ -479,3 +488,35 @@ def test_failed_commit_stores_nothing(built) -> None:
     with Index.open(path) as reopened:
         assert len(reopened) == N - 1 and 100 not in reopened and 0 not in reopened
         assert reopened.info()["segments"] == 2
+
+
+def test_disk_full_during_segment_write_stores_nothing(built, monkeypatch) -> None:
+    path, _ = built
+
+    def no_space(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    def add_on_full_disk(index: Index) -> None:
+        monkeypatch.setattr(layout.os, "fsync", no_space)
+        try:
+            index.add(X, ids=[100, 101, 102, 103])
+        finally:
+            monkeypatch.undo()
+
+    expect_failure_leaves_index_unchanged(path, add_on_full_disk, StorageError, "No space left on device")
+
+
+@pytest.mark.parametrize(
+    "tier_edit",
+    [
+        {"quantizer": {"kind": "no-such-quantizer", "params": {}}},
+        {"quantizer": {"kind": "scalar", "params": {"x": 1}}},
+    ],
+)
+def test_manifest_with_invalid_quantizer_is_corrupt(built, tier_edit: dict[str, Any]) -> None:
+    path, _ = built
+    doc = json.loads((path / layout.MANIFEST).read_text())
+    doc["tiers"][1].update(tier_edit)
+    _edit_manifest(path, tiers=doc["tiers"])
+    with pytest.raises(CorruptIndexError, match="invalid tier"):
+        Index.open(path)

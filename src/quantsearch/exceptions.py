@@ -23,6 +23,7 @@ __all__ = [
     "FormatVersionError",
     "IndexLockedError",
     "MissingDependencyError",
+    "StorageError",
 ]
 
 
@@ -83,6 +84,10 @@ class FormatVersionError(CorruptIndexError):
 
 class IndexLockedError(QuantsearchError, RuntimeError):
     """Another writer holds the index's lock."""
+
+
+class StorageError(QuantsearchError, OSError):
+    """Writing the index to disk failed (disk full, permissions, ...); nothing was committed."""
 
 
 class MissingDependencyError(QuantsearchError, ImportError):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import fcntl
 import json
 import logging
+import mmap
 import os
 import threading
 import time
@@ -247,7 +249,10 @@ class Index:
     def _load_tiers(self, manifest: dict[str, Any]) -> dict[str, Quantizer]:
         tiers: dict[str, Quantizer] = {}
         for tier in manifest["tiers"]:
-            quantizer = quantizer_from_config(tier["quantizer"])
+            try:
+                quantizer = quantizer_from_config(tier["quantizer"])
+            except (InvalidArgumentError, KeyError, TypeError) as exc:
+                raise CorruptIndexError(f"manifest of {self.path} has an invalid tier: {exc}") from None
             if tier.get("state") is not None:
                 quantizer.set_state(self._load_state(tier["name"], tier["state"]))
                 if quantizer.dim_ != manifest["dim"]:
@@ -318,6 +323,8 @@ class Index:
             )
         try:
             array = np.load(path, mmap_mode=None if in_ram else "r", allow_pickle=False)
+            if not in_ram:
+                array = _map_random(array)
         except (ValueError, OSError, EOFError) as exc:
             raise CorruptIndexError(f"segment file {path} cannot be read: {exc}") from None
         if array.shape != shape or array.dtype != quantizer.code_dtype:
@@ -367,11 +374,17 @@ class Index:
         self._lock_fd = fd
         self._remove_orphans()
 
-    def _refresh(self) -> None:
-        """Catch up with what other writers committed since this object loaded the index.
+    def refresh(self) -> Index:
+        """Catch up with what other processes committed since this index was opened.
 
-        Writing from a stale view would reuse their segment ids and rows (and delete their files).
+        An open index is a snapshot for searching; writers catch up by themselves when they take
+        the lock (writing from a stale view would reuse other writers' segment ids and rows).
         """
+        with self._write_lock:
+            self._refresh()
+        return self
+
+    def _refresh(self) -> None:
         manifest = layout.read_manifest(self.path)
         if manifest != self._manifest:
             _check_manifest(self.path, manifest)
@@ -384,13 +397,18 @@ class Index:
     def _remove_orphans(self) -> None:
         """Delete segment and temp files that no committed segment refers to (left by a crash)."""
         referenced = {ref["path"] for seg in self._catalog.segments() for ref in seg.files.values()}
+        referenced |= {t["state"]["file"] for t in self._manifest["tiers"] if t.get("state")}
         for folder in (self.path / layout.SEGMENTS_DIR, self.path / layout.STATE_DIR, self.path):
             if not folder.is_dir():
                 continue
             for entry in folder.iterdir():
                 rel = entry.relative_to(self.path).as_posix()
-                orphan_segment = folder.name == layout.SEGMENTS_DIR and rel not in referenced
-                if entry.name.endswith(".tmp") or (orphan_segment and layout.parse_segment_file(entry.name)):
+                ours = (
+                    layout.parse_segment_file(entry.name) is not None
+                    if folder.name == layout.SEGMENTS_DIR
+                    else folder.name == layout.STATE_DIR and entry.suffix == ".npz"
+                )
+                if entry.name.endswith(".tmp") or (ours and rel not in referenced):
                     logger.info("removing %s left by an interrupted write", entry)
                     entry.unlink(missing_ok=True)
 
@@ -418,6 +436,7 @@ class Index:
                 tier["state"] = {"file": rel, "sha256": sha}
             layout.write_manifest(self.path, manifest)
             self._manifest = layout.read_manifest(self.path)
+            self._remove_orphans()  # the previous calibration's state files, if any
             self._tiers = fitted
             self._load_segments()
         logger.info("calibrated %d tiers on %d vectors", len(fitted), sample.shape[0])
@@ -523,7 +542,7 @@ class Index:
         self._segments = [*self._segments, segment]
         for name in self.rescore_tiers:
             rel = segment.files[name]["path"]
-            self._arrays[name] = [*self._arrays[name], np.load(self.path / rel, mmap_mode="r")]
+            self._arrays[name] = [*self._arrays[name], _map_random(np.load(self.path / rel, mmap_mode="r"))]
         self._publish(new, valid, self._view.n_live + segment.n_rows)
 
     def delete(self, ids: Sequence[int | str] | int | str) -> int:
@@ -531,7 +550,12 @@ class Index:
 
         Raises :class:`UnknownIdError` if any id is not in the index (nothing is deleted then).
         """
-        id_list = [ids] if isinstance(ids, (int, str, np.integer)) else list(ids)
+        if isinstance(ids, (int, str, np.integer)):
+            id_list: list[Any] = [ids]
+        elif isinstance(ids, (Sequence, np.ndarray, set, frozenset)):
+            id_list = list(ids)
+        else:
+            raise InvalidArgumentError(f"ids must be an id or a sequence of ids, got {type(ids).__name__}")
         checked = [_check_id(v, self.id_type, f"ids[{i}]") for i, v in enumerate(id_list)]
         with self._write_lock:
             self._acquire_writer()
@@ -594,16 +618,6 @@ class Index:
             ids and scores of shape (n_queries, k), payload, and per-stage timings in ms.
         """
         timings: dict[str, float] = {}
-        if isinstance(queries, str) or (
-            isinstance(queries, Sequence) and queries and isinstance(queries[0], str)
-        ):
-            t0 = time.perf_counter()
-            texts = [queries] if isinstance(queries, str) else list(queries)
-            vectors = self.embedder.embed(texts)
-            timings["embed"] = (time.perf_counter() - t0) * 1e3
-        else:
-            vectors = queries
-        vectors = as_float_matrix(vectors, "queries", dim=self.dim)
         view = self._view
         k = check_positive_int(k, "k")
         if k > view.n_live:
@@ -622,6 +636,16 @@ class Index:
                 raise InvalidArgumentError(
                     f"unknown stage {unknown[0]!r}; this index has {list(view.rescore)}"
                 )
+        if isinstance(queries, str) or (
+            isinstance(queries, Sequence) and queries and isinstance(queries[0], str)
+        ):
+            t0 = time.perf_counter()
+            texts = [queries] if isinstance(queries, str) else list(queries)
+            vectors = self.embedder.embed(texts)
+            timings["embed"] = (time.perf_counter() - t0) * 1e3
+        else:
+            vectors = queries
+        vectors = as_float_matrix(vectors, "queries", dim=self.dim)
         out = run_pipeline(view, vectors, k, oversampling=oversampling, stages=stage_names)
         timings.update(out.timings)
         t0 = time.perf_counter()
@@ -724,6 +748,20 @@ class Index:
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------
+def _map_random(array: np.ndarray) -> np.ndarray:
+    """Advise the kernel that a memory-mapped tier is read at random rows.
+
+    Rescoring touches ``k x oversampling`` scattered rows; without the advice Linux reads ahead
+    megabytes around each one, which pulls most of a small tier into the page cache and the
+    process's resident set.
+    """
+    raw = getattr(array, "_mmap", None)
+    if raw is not None and hasattr(mmap, "MADV_RANDOM"):
+        with contextlib.suppress(OSError, ValueError):  # advice only: never fail a read for it
+            raw.madvise(mmap.MADV_RANDOM)
+    return array
+
+
 def _tier_name(quantizer: Quantizer) -> str:
     name = quantizer.precision.value
     if isinstance(quantizer, MatryoshkaQuantizer):

@@ -21,13 +21,14 @@ import io
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from ..exceptions import CorruptIndexError, FormatVersionError, IndexNotFoundError
+from ..exceptions import CorruptIndexError, FormatVersionError, IndexNotFoundError, StorageError
 
 FORMAT_NAME = "quantsearch-index"
 FORMAT_VERSION = 1
@@ -40,8 +41,12 @@ SEGMENTS_DIR = "segments"
 
 
 def state_file(tier: str) -> str:
-    """Path (relative to the index) of a tier's fitted quantizer state."""
-    return f"{STATE_DIR}/{tier}.npz"
+    """A fresh path (relative to the index) for a tier's fitted quantizer state.
+
+    Each calibration writes new names, so the files the current manifest names are never
+    overwritten: a crash before the new manifest lands leaves the old state intact.
+    """
+    return f"{STATE_DIR}/{tier}.{uuid.uuid4().hex[:12]}.npz"
 
 
 def segment_file(seg_id: int, tier: str) -> str:
@@ -72,19 +77,25 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> str:
 
     A reader (or a crash) sees either the old file or the complete new one, never a partial one.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fsync_dir(path.parent.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as raw:
             hashing = _HashingWriter(raw)
             write(hashing)  # type: ignore[arg-type]
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+        tmp = None
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise StorageError(f"writing {path} failed: {exc.strerror or exc}") from exc
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
     return hashing.hexdigest()
 
 
