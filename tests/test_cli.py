@@ -94,6 +94,8 @@ def test_append_and_duplicate_ids(tmp_path: Path, text_folder: Path, capsys) -> 
     assert run_cli(capsys, "index", str(more), "--index", str(index_dir), "-q")[0] == 0
     code, _, err = run_cli(capsys, "index", str(more), "--index", str(index_dir), "-q")
     assert code == 2 and "already in" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsys, "index", str(more), "--index", str(index_dir), "--model", "other/model")
+    assert code == 2 and "was built with model" in err
     with Index.open(index_dir) as index:
         assert len(index) == 6
     code, _, _ = run_cli(capsys, "delete", str(index_dir), "x1")
@@ -111,6 +113,8 @@ def test_append_and_duplicate_ids(tmp_path: Path, text_folder: Path, capsys) -> 
         (["search", "{index}", "query", "--stages", "float16"], "unknown stage"),
         (["index", "{missing}", "--index", "{tmp}/new"], "input not found"),
         (["delete", "{index}", "nope"], "not in the index"),
+        (["index", "{index}/../docs", "--index", "{tmp}/new", "--rescore", "int7"], "unknown precision"),
+        (["index", "{index}/../docs", "--index", "{tmp}/new", "--truncate-dim", "0"], "must be a positive"),
     ],
 )
 def test_errors_are_one_line_exit_2(tmp_path: Path, text_folder: Path, capsys, args, message) -> None:

@@ -82,6 +82,17 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     return _Silent()
 
 
+def _embed(embedder: Any, texts: Sequence[str], bar: Any, chunk: int = 256) -> Any:
+    """Embed in chunks so that the progress bar moves."""
+    import numpy as np
+
+    parts = []
+    for s, e in _batches(len(texts), chunk):
+        parts.append(embedder.embed(list(texts[s:e])))
+        bar.update(e - s)
+    return np.concatenate(parts)
+
+
 def build_index(
     ids: Sequence[str],
     texts: Sequence[str],
@@ -102,27 +113,33 @@ def build_index(
     """
     from .embed import Embedder
     from .index import Index
+    from .quantization import make_quantizer
 
     if not ids:
         raise InvalidArgumentError("the input holds no documents")
-    embedder = Embedder(model)
+    for spec in rescore:  # fail on a bad option before spending minutes embedding
+        make_quantizer(spec, truncate_dim=truncate_dim)
     exists = (index_dir / "manifest.json").is_file()
     index = Index.open(index_dir) if exists else None
     if index is not None:
+        problem = None
+        if model is not None and index.model is not None and Embedder(model).name != index.model:
+            problem = f"{index_dir} was built with model {index.model!r}, not {model!r}"
         existing = [i for i in ids if i in index]
         if existing:
+            problem = f"id {existing[0]!r} is already in {index_dir} ({len(existing)} duplicates)"
+        if problem:
             index.close()
-            raise InvalidArgumentError(
-                f"id {existing[0]!r} is already in {index_dir} ({len(existing)} duplicates)"
-            )
+            raise InvalidArgumentError(problem)
+        model = model if index.model is None else index.model
+    embedder = Embedder(model)
     bar = _progress(len(ids), "embedding + indexing", progress)
     try:
         pending = None
         if index is None:
             # calibrate on an explicit sample: the first documents, embedded once and added afterwards
             head = min(len(ids), calibration_size)
-            pending = embedder.embed(list(texts[:head]))
-            bar.update(head)
+            pending = _embed(embedder, texts[:head], bar)
             index = Index.create(
                 index_dir,
                 pending.shape[1],
@@ -142,9 +159,12 @@ def build_index(
             start = 0
         for s, e in _batches(len(ids) - start, batch_size):
             s, e = s + start, e + start
-            vectors = embedder.embed(list(texts[s:e]))
+            vectors = _embed(embedder, texts[s:e], bar)
             index.add(vectors, ids=list(ids[s:e]), texts=list(texts[s:e]), metadata=list(metadata[s:e]))
-            bar.update(e - s)
+    except BaseException:
+        if index is not None:
+            index.close()  # batches added so far stay committed
+        raise
     finally:
         bar.close()
     index.embedder = embedder
@@ -343,6 +363,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("quantsearch: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug or a failure in a dependency: still one line, unless -v
+        if args.verbose:
+            raise
+        print(
+            f"quantsearch: internal error: {type(exc).__name__}: {exc} (-v shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
