@@ -125,7 +125,7 @@ def build_index(
         problem = None
         if model is not None and index.model is not None and Embedder(model).name != index.model:
             problem = f"{index_dir} was built with model {index.model!r}, not {model!r}"
-        existing = [i for i in ids if i in index]
+        existing = [] if problem else [i for i in ids if i in index]
         if existing:
             problem = f"id {existing[0]!r} is already in {index_dir} ({len(existing)} duplicates)"
         if problem:
