@@ -9,8 +9,10 @@ import json
 import logging
 import mmap
 import os
+import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -496,9 +498,12 @@ class Index:
                             int(self._catalog.meta("next_id", "0") or 0), max(int(i) for i in id_list) + 1
                         )
                         Catalog.set_meta(db, "next_id", str(next_id))
-            except Exception:
-                for ref in files.values():
-                    (self.path / ref["path"]).unlink(missing_ok=True)
+            except Exception as exc:
+                if all(s.seg_id != seg_id for s in self._catalog.segments()):  # never a committed one
+                    for ref in files.values():
+                        (self.path / ref["path"]).unlink(missing_ok=True)
+                if isinstance(exc, sqlite3.IntegrityError):  # checked above; only a foreign writer gets here
+                    raise DuplicateIdError(f"an id of the batch is already in the index: {exc}") from None
                 raise
             self._append_segment(segment, codes)
         return id_list
@@ -517,8 +522,7 @@ class Index:
         for i, value in enumerate(ids.tolist() if isinstance(ids, np.ndarray) else ids):
             out.append(_check_id(value, self.id_type, f"ids[{i}]"))
         if len(set(out)) != n:
-            seen: set[int | str] = set()
-            dup = next(x for x in out if x in seen or seen.add(x))  # type: ignore[func-returns-value]
+            dup = next(value for value, count in Counter(out).items() if count > 1)
             raise DuplicateIdError(f"id {dup!r} appears more than once in the batch")
         existing = self._catalog.existing_ids(out)
         if existing:
