@@ -27,6 +27,7 @@ from ..exceptions import (
     IndexLockedError,
     InvalidArgumentError,
     NotFittedError,
+    QuantsearchError,
     UnknownIdError,
 )
 from ..quantization import MatryoshkaQuantizer, Quantizer, make_quantizer, quantizer_from_config
@@ -499,7 +500,7 @@ class Index:
                         )
                         Catalog.set_meta(db, "next_id", str(next_id))
             except Exception as exc:
-                if all(s.seg_id != seg_id for s in self._catalog.segments()):  # never a committed one
+                if not self._segment_committed(seg_id):  # never remove the files of a committed one
                     for ref in files.values():
                         (self.path / ref["path"]).unlink(missing_ok=True)
                 if isinstance(exc, sqlite3.IntegrityError):  # checked above; only a foreign writer gets here
@@ -507,6 +508,14 @@ class Index:
                 raise
             self._append_segment(segment, codes)
         return id_list
+
+    def _segment_committed(self, seg_id: int) -> bool:
+        """Whether the catalog lists ``seg_id``; True when that cannot be read (the safe answer:
+        files are kept, and the next writer removes them if they turn out to be orphans)."""
+        try:
+            return any(s.seg_id == seg_id for s in self._catalog.segments())
+        except QuantsearchError:
+            return True
 
     def _check_new_ids(self, ids: Sequence[int | str] | np.ndarray | None, n: int) -> list[int | str]:
         if ids is None:
