@@ -325,9 +325,10 @@ class Index:
                 f"segment file {path} has {size} bytes, expected {ref['bytes']} (truncated?)"
             )
         try:
-            array = np.load(path, mmap_mode=None if in_ram else "r", allow_pickle=False)
-            if not in_ram:
-                array = _map_random(array)
+            if in_ram:  # read once, checksum included (the candidate tier is read whole anyway)
+                array = layout.read_array_checked(path, ref["sha256"])
+            else:
+                array = _map_random(np.load(path, mmap_mode="r", allow_pickle=False))
         except (ValueError, OSError, EOFError) as exc:
             raise CorruptIndexError(f"segment file {path} cannot be read: {exc}") from None
         if array.shape != shape or array.dtype != quantizer.code_dtype:
@@ -335,8 +336,6 @@ class Index:
                 f"segment file {path} holds {array.dtype}{array.shape}, "
                 f"expected {quantizer.code_dtype}{shape}"
             )
-        if in_ram and layout.file_sha256(path) != ref["sha256"]:
-            raise CorruptIndexError(f"segment file {path} does not match its checksum")
         return array
 
     def _publish(self, n_rows: int, valid: np.ndarray, n_live: int) -> None:

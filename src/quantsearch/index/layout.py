@@ -130,6 +130,26 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> str:
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
+def read_array_checked(path: Path, sha256: str) -> np.ndarray:
+    """Read an .npy file into memory with a single read, checking its sha256 on the way.
+
+    Raises ``ValueError`` when the bytes do not match the checksum or are not a valid .npy.
+    """
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError("does not match its checksum")
+    buf = io.BytesIO(data)
+    version = np.lib.format.read_magic(buf)
+    read_header = (
+        np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran, dtype = read_header(buf)
+    count = int(np.prod(shape, dtype=np.int64))
+    if fortran or len(data) - buf.tell() != count * dtype.itemsize:
+        raise ValueError("has an unexpected layout or size")
+    return np.frombuffer(data, dtype, count, offset=buf.tell()).reshape(shape)
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
