@@ -251,6 +251,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     with Index.open(args.index) as index:
         # without -k, show up to 10 hits even when the index holds fewer documents
         k = args.k if args.k is not None else max(1, min(10, len(index)))
+        if index.model is not None:
+            _ = index.embedder.model  # load the model first: "embed" then times the query alone
         results = index.search(args.query, k=k, oversampling=args.oversampling, stages=args.stages)
         if args.json:
             print(
