@@ -91,21 +91,29 @@ def run_pipeline(
 
 
 def _rescore(tier: TierView, starts: np.ndarray, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Asymmetric scores (nq, c) float32 of each query against its candidates' codes; nan at padding."""
-    present = rows >= 0
-    unique, inverse = np.unique(rows[present], return_inverse=True)
-    codes = gather_rows(list(tier.arrays), starts, unique)  # only the candidates are read from disk
-    index = np.zeros(rows.shape, np.int64)
-    index[present] = inverse
-    prepared = tier.quantizer.prepare_queries(queries)
+    """Asymmetric scores (nq, c) float32 of each query against its candidates' codes; nan at padding.
+
+    Works through the queries in chunks so that the gathered codes and the float work array stay
+    within a fixed budget whatever the batch size.
+    """
     nq, c = rows.shape
-    per_query = max(1, c * tier.quantizer.code_dim * 4)
+    prepared = tier.quantizer.prepare_queries(queries)
+    per_query = max(1, c * max(tier.quantizer.code_bytes, tier.quantizer.code_dim * 4))
     chunk = max(1, _RESCORE_CHUNK_BYTES // per_query)
-    scores = np.empty((nq, c), np.float32)
+    scores = np.full((nq, c), np.nan, np.float32)
     for q0 in range(0, nq, chunk):
-        block = codes[index[q0 : q0 + chunk]]  # (chunk, c, width)
-        scores[q0 : q0 + chunk] = tier.quantizer.score(prepared[q0 : q0 + chunk], block)
-    scores[~present] = np.nan
+        block_rows = rows[q0 : q0 + chunk]
+        present = block_rows >= 0
+        unique, inverse = np.unique(block_rows[present], return_inverse=True)
+        if unique.size == 0:
+            continue
+        codes = gather_rows(list(tier.arrays), starts, unique)  # only the candidates are read from disk
+        index = np.zeros(block_rows.shape, np.int64)
+        index[present] = inverse
+        block = tier.quantizer.score(
+            prepared[q0 : q0 + chunk], codes[index]
+        )  # codes[index]: (chunk, c, width)
+        scores[q0 : q0 + chunk] = np.where(present, block, np.float32(np.nan))
     return scores
 
 
