@@ -227,17 +227,21 @@ def test_hamming_stage_matches_brute_force(make_index, make_vectors, dim: int) -
         assert res.candidates == {"hamming": n}
 
 
+@pytest.mark.parametrize("precision", ["int8", "uint8", "int4"])
 @pytest.mark.parametrize("dim", [13, 48])
-def test_int8_stage_matches_dequantized_brute_force(make_index, make_vectors, dim: int) -> None:
+def test_scalar_stage_matches_dequantized_brute_force(
+    make_index, make_vectors, dim: int, precision: str
+) -> None:
     n = 200
-    index, x = make_index(n=n, dim=dim, batches=2, seed=dim)
+    index, x = make_index(n=n, dim=dim, batches=2, seed=dim, rescore=[precision])
     live = delete_some(index, n, 0.25, seed=dim)
     queries = make_vectors(25, dim, seed=7 + dim)
-    tier = index.tiers["int8"]
+    tier = index.tiers[precision]
+    assert tier.code_bytes == (dim * tier.precision.bits + 7) // 8
     reference = queries.astype(np.float64) @ tier.decode(tier.encode(x)).astype(np.float64).T
     for k in (1, 10, int(live.sum())):
-        res = index.search(queries, k=k, oversampling=n, stages=("int8",))
-        assert res.candidates["rescore:int8"] == int(live.sum())
+        res = index.search(queries, k=k, oversampling=n, stages=(precision,))
+        assert res.candidates[f"rescore:{precision}"] == int(live.sum())
         assert_topk_matches(res, reference, np.arange(n), live, k)
 
 
