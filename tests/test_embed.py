@@ -122,3 +122,9 @@ def test_construction_is_lazy() -> None:
         "assert e.name; assert 'sentence_transformers' not in sys.modules and 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": str(src)}, timeout=60)
+
+
+def test_a_folder_that_is_not_a_model_is_a_clear_error(tmp_path) -> None:
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(InvalidArgumentError, match="could not load embedding model"):
+        Embedder(str(tmp_path)).embed(["x"])

@@ -168,8 +168,11 @@ class Embedder:
             if Path(source).is_dir():
                 kwargs["local_files_only"] = True
         logger.info("loading embedding model %s on %s", source, self.device)
-        with _quiet_transformers():
-            model = SentenceTransformer(source, **kwargs)
+        try:
+            with _quiet_transformers():
+                model = SentenceTransformer(source, **kwargs)
+        except (OSError, ValueError) as exc:  # unknown name offline, a folder that is not a model, ...
+            raise InvalidArgumentError(f"could not load embedding model {source!r}: {exc}") from exc
         if self.max_seq_length is not None:
             model.max_seq_length = self.max_seq_length
         return model
