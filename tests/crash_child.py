@@ -1,9 +1,10 @@
 """Child process of test_crash.py: writes to an index in a loop until the parent kills it.
 
-Usage: ``python crash_child.py {add|delete} INDEX_DIR FIRST_BATCH LAST_BATCH``
+Usage: ``python crash_child.py {add|delete|compact} INDEX_DIR FIRST_BATCH LAST_BATCH``
 
 Prints ``READY`` once the index is open, then for each batch b in [FIRST_BATCH, LAST_BATCH) adds
-(or deletes) the batch's documents and prints ``ACK b`` (flushed) after the call returned.
+(or deletes) the batch's documents and prints ``ACK b`` (flushed) after the call returned. In
+``compact`` mode each step adds batch b, deletes its first half and compacts the index.
 """
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ def main(argv: list[str]) -> None:
     index = Index.open(path)
     print("READY", flush=True)
     for b in range(first, last):
-        if mode == "add":
+        if mode in ("add", "compact"):
             index.add(batch_vectors(b), ids=batch_ids(b), texts=batch_texts(b), metadata=batch_metadata(b))
-        else:
+        if mode == "compact":
+            index.delete(batch_ids(b)[: BATCH // 2])
+            index.compact()
+        if mode == "delete":
             index.delete(batch_ids(b))
         print(f"ACK {b}", flush=True)
 

@@ -101,6 +101,11 @@ def test_append_and_duplicate_ids(tmp_path: Path, text_folder: Path, capsys) -> 
     code, _, _ = run_cli(capsys, "delete", str(index_dir), "x1")
     with Index.open(index_dir) as index:
         assert len(index) == 5 and "x1" not in index
+        assert index.info()["segments"] == 2 and index.info()["deleted"] == 1
+    code, out, _ = run_cli(capsys, "compact", str(index_dir))
+    assert code == 0 and "1 deleted rows reclaimed, 2 -> 1 segments, 5 documents" in out
+    code, out, _ = run_cli(capsys, "search", str(index_dir), "a kitten playing", "-k", "1")
+    assert code == 0 and "cats.txt" in out
 
 
 @pytest.mark.parametrize(

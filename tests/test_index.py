@@ -441,3 +441,50 @@ def test_rescoring_in_query_chunks_gives_the_same_results(make_index, make_vecto
     chunked = index.search(queries, k=7)
     np.testing.assert_array_equal(chunked.ids, whole.ids)
     np.testing.assert_array_equal(chunked.scores, whole.scores)
+
+
+# ---- compaction -------------------------------------------------------------------------------------
+def test_compact_keeps_results_and_reclaims_rows(make_index, make_vectors) -> None:
+    index, x = make_index(n=300, dim=40, batches=5, rescore=["int8", "float16"])
+    live = delete_some(index, 300, 0.4, seed=3)
+    queries = np.concatenate([make_vectors(20, 40, seed=8), x[live][:10]])
+    searches = [{"stages": ()}, {}, {"stages": ("int8",), "oversampling": 3}, {"oversampling": 300}]
+    before = [index.search(queries, k=8, **kw) for kw in searches]
+    info = index.info()
+    assert info["segments"] == 5 and info["deleted"] == 300 - live.sum()
+
+    assert index.compact(chunk_rows=7) == 300 - live.sum()  # small chunks: exercise the streaming copy
+    after = [index.search(queries, k=8, **kw) for kw in searches]
+    for b, a in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.scores, b.scores)
+        assert a.texts == b.texts and a.metadata == b.metadata
+    info = index.info()
+    assert info["segments"] == 1 and info["rows"] == info["count"] == live.sum() and info["deleted"] == 0
+    assert info["tiers"][0]["ram_bytes"] == live.sum() * 5
+    assert len(list((index.path / "segments").iterdir())) == 3  # binary, int8, float16 of one segment
+    assert index.compact() == 0  # nothing left to do
+    index.verify()
+    path = index.path
+    index.close()
+    with Index.open(path) as reopened:
+        again = [reopened.search(queries, k=8, **kw) for kw in searches]
+        for b, a in zip(before, again, strict=True):
+            np.testing.assert_array_equal(a.ids, b.ids)
+            np.testing.assert_array_equal(a.scores, b.scores)
+        new = make_vectors(3, 40, seed=9)
+        reopened.add(new, ids=[1000, 1001, 1002])  # rows continue after the compacted segment
+        assert len(reopened) == live.sum() + 3
+        assert reopened.search(new, k=1, stages=()).ids[:, 0].tolist() == [1000, 1001, 1002]
+
+
+def test_reader_opened_before_a_compaction_still_returns_the_right_ids(make_index, make_vectors) -> None:
+    index, x = make_index(n=120, dim=24, batches=3)
+    reader = Index.open(index.path)
+    live = delete_some(index, 120, 0.5, seed=1)
+    index.compact()  # renumbers rows: the reader's row numbers now name other documents
+    own = x[live][:15]
+    res = reader.search(own, k=1, stages=())
+    assert res.ids[:, 0].tolist() == np.flatnonzero(live)[:15].tolist()
+    assert len(reader) == live.sum()  # the search caught up with the compaction
+    reader.close()

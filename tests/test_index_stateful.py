@@ -71,6 +71,12 @@ class IndexMachine(RuleBasedStateMachine):
         raise AssertionError("an unknown id was deleted")
 
     @rule()
+    def compact(self) -> None:
+        self.index.compact()
+        info = self.index.info()
+        assert info["rows"] == info["count"] == len(self.model) and info["segments"] <= 1
+
+    @rule()
     def reopen(self) -> None:
         self.index.close()
         self.index = Index.open(self.tmp / "idx")

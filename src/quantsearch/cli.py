@@ -286,6 +286,20 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from .index import Index
+
+    with Index.open(args.index) as index:
+        segments = index.info()["segments"]
+        reclaimed = index.compact()
+        info = index.info()
+    print(
+        f"compacted {args.index}: {reclaimed:,} deleted rows reclaimed, {segments} -> {info['segments']} "
+        f"segments, {info['count']:,} documents"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -337,6 +351,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("index")
     p.add_argument("ids", nargs="+")
     p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("compact", help="rewrite the index as one segment without deleted rows")
+    p.add_argument("index")
+    p.set_defaults(func=cmd_compact)
 
     p = sub.add_parser("demo", help="index Python standard library docstrings offline and search them")
     p.add_argument("--index", default=None, help="keep the demo index here (reused when it exists)")

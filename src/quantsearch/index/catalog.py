@@ -135,17 +135,40 @@ class Catalog:
             out.update(self._query(f"SELECT ext_id, row FROM docs WHERE ext_id IN ({marks})", chunk))
         return out
 
-    def payload(self, rows: Iterable[int], *, with_text: bool = True) -> dict[int, Payload]:
-        """Payload of the given rows (missing rows are absent from the result)."""
+    def state(self) -> tuple[list[Segment], list[int], int]:
+        """``(segments, live rows, generation)`` read in one snapshot."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                return self.segments(), self.live_rows(), self.generation()
+            finally:
+                self._db.execute("COMMIT")
+
+    def generation(self) -> int:
+        """Counter bumped by every commit that renumbers rows (compaction)."""
+        return int(self.meta("generation", "0") or 0)
+
+    def payload(self, rows: Iterable[int], *, with_text: bool = True) -> tuple[int, dict[int, Payload]]:
+        """``(generation, payload)`` of the given rows, read in one snapshot (missing rows are absent).
+
+        The generation tells the caller whether the row numbers it holds are still the catalog's.
+        """
         rows = sorted(set(rows))
         cols = "row, ext_id, text, metadata" if with_text else "row, ext_id, NULL, NULL"
         out: dict[int, Payload] = {}
-        for i in range(0, len(rows), _CHUNK):
-            chunk = rows[i : i + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for row, ext, text, meta in self._query(f"SELECT {cols} FROM docs WHERE row IN ({marks})", chunk):
-                out[row] = Payload(row, ext, text, json.loads(meta) if meta is not None else None)
-        return out
+        with self._lock:
+            self._db.execute("BEGIN")  # a read transaction: every SELECT below sees the same commit
+            try:
+                generation = self.generation()
+                for i in range(0, len(rows), _CHUNK):
+                    chunk = rows[i : i + _CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    sql = f"SELECT {cols} FROM docs WHERE row IN ({marks})"
+                    for row, ext, text, meta in self._query(sql, chunk):
+                        out[row] = Payload(row, ext, text, json.loads(meta) if meta is not None else None)
+            finally:
+                self._db.execute("COMMIT")
+        return generation, out
 
     def get(self, ext_id: int | str) -> Payload | None:
         rows = self._query("SELECT row, ext_id, text, metadata FROM docs WHERE ext_id = ?", (ext_id,))
@@ -173,6 +196,17 @@ class Catalog:
         for i in range(0, len(ids), _CHUNK):
             chunk = list(ids[i : i + _CHUNK])
             db.execute(f"DELETE FROM docs WHERE ext_id IN ({','.join('?' * len(chunk))})", chunk)
+
+    @staticmethod
+    def replace_segments(db: sqlite3.Connection, seg: Segment) -> None:
+        db.execute("DELETE FROM segments")
+        Catalog.insert_segment(db, seg)
+
+    @staticmethod
+    def renumber_rows(db: sqlite3.Connection, moves: Iterable[tuple[int, int]]) -> None:
+        """Apply ``(new_row, old_row)`` moves; callers pass them by ascending old row with new <= old,
+        so that no move lands on a row that is still taken."""
+        db.executemany("UPDATE docs SET row = ? WHERE row = ?", moves)
 
     @staticmethod
     def set_meta(db: sqlite3.Connection, key: str, value: str) -> None:

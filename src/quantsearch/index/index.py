@@ -30,10 +30,11 @@ from ..exceptions import (
     QuantsearchError,
     UnknownIdError,
 )
+from ..kernels import gather_rows
 from ..quantization import MatryoshkaQuantizer, Quantizer, make_quantizer, quantizer_from_config
 from ..results import SearchResults
 from . import layout
-from .catalog import Catalog, Segment
+from .catalog import Catalog, Payload, Segment
 from .pipeline import IndexView, TierView, run_pipeline
 
 logger = logging.getLogger(__name__)
@@ -277,7 +278,7 @@ class Index:
 
     def _load_segments(self) -> None:
         """Read the committed segments: binary codes into RAM, the other tiers as memory maps."""
-        segments = self._catalog.segments()
+        segments, live_rows, generation = self._catalog.state()
         cand_name = self._candidate_name
         cand = self._tiers[cand_name]
         width = cand.code_bytes if cand.is_fitted else 0
@@ -298,7 +299,7 @@ class Index:
                 else:
                     arrays[name].append(array)
         valid = np.zeros(n_rows, bool)
-        live = np.asarray(self._catalog.live_rows(), np.int64)
+        live = np.asarray(live_rows, np.int64)
         if live.size and (live[0] < 0 or live[-1] >= n_rows):
             raise CorruptIndexError(f"catalog of {self.path} lists rows outside the stored segments")
         valid[live] = True
@@ -306,6 +307,7 @@ class Index:
         self._codes_buf = codes
         self._valid_buf = valid
         self._arrays = arrays
+        self._generation = generation
         self._publish(n_rows, valid, int(live.size))
 
     def _open_segment_file(
@@ -351,6 +353,7 @@ class Index:
             n_live=n_live,
             starts=starts,
             rescore=rescore,
+            generation=self._generation,
         )
 
     @property
@@ -583,6 +586,57 @@ class Index:
             self._publish(valid.shape[0], valid, self._view.n_live - len(rows))
         return len(rows)
 
+    def compact(self, *, chunk_rows: int = 65_536) -> int:
+        """Rewrite the index as one segment without deleted rows; returns the number of rows reclaimed.
+
+        Deletes only mask rows, and every ``add`` makes a segment; compaction gives the memory and the
+        scan time back. It is crash-safe like ``add``: the new segment files are written and fsynced
+        first, then one SQLite transaction swaps the segment list, renumbers the documents' rows and
+        bumps the catalog generation; old files are removed afterwards. Searches that started on the
+        old row numbers (here or in another process) see the new generation and search again.
+
+        Parameters
+        ----------
+        chunk_rows : int
+            Rows copied at a time from the memory-mapped tiers (bounds the memory used).
+        """
+        chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
+        with self._write_lock:
+            self._acquire_writer()
+            view = self._view
+            n_rows = view.codes.shape[0]
+            if n_rows == view.n_live and len(self._segments) <= 1:
+                return 0
+            live = np.flatnonzero(view.valid).astype(np.int64)
+            seg_id = max((s.seg_id for s in self._segments), default=0) + 1
+            files: dict[str, dict[str, Any]] = {}
+            for name, quantizer in self._tiers.items():
+                parts = range(0, live.size, chunk_rows)
+                if name == self._candidate_name:
+                    chunks = (view.codes[live[i : i + chunk_rows]] for i in parts)
+                else:
+                    arrays = list(view.rescore[name].arrays)
+                    chunks = (gather_rows(arrays, view.starts, live[i : i + chunk_rows]) for i in parts)
+                rel = layout.segment_file(seg_id, name)
+                shape = (int(live.size), quantizer.code_bytes // quantizer.code_dtype.itemsize)
+                sha = layout.save_array_chunks(self.path / rel, shape, quantizer.code_dtype, chunks)
+                files[name] = {"path": rel, "bytes": (self.path / rel).stat().st_size, "sha256": sha}
+            segment = Segment(seg_id, 0, int(live.size), files)
+            try:
+                with self._catalog.transaction() as db:  # the commit point
+                    Catalog.replace_segments(db, segment)
+                    Catalog.renumber_rows(db, zip(range(live.size), live.tolist(), strict=True))
+                    Catalog.set_meta(db, "generation", str(self._generation + 1))
+            except Exception:
+                if not self._segment_committed(seg_id):
+                    for ref in files.values():
+                        (self.path / ref["path"]).unlink(missing_ok=True)
+                raise
+            self._load_segments()
+            self._remove_orphans()  # the old segments' files
+        logger.info("compacted %s: %d rows -> %d", self.path, n_rows, live.size)
+        return n_rows - int(live.size)
+
     # ---- reading ----------------------------------------------------------------------------------------
     def get(self, doc_id: int | str) -> dict[str, Any]:
         """The stored payload of one document: ``{"id", "text", "metadata"}``."""
@@ -630,23 +684,19 @@ class Index:
             ids and scores of shape (n_queries, k), payload, and per-stage timings in ms.
         """
         timings: dict[str, float] = {}
-        view = self._view
         k = check_positive_int(k, "k")
-        if k > view.n_live:
-            raise InvalidArgumentError(f"k={k} exceeds the number of documents in the index ({view.n_live})")
+        self._check_k(k, self._view)
         oversampling = (
             self.default_oversampling if oversampling is None else _check_oversampling(oversampling)
         )
         if stages is None:
             stage_names = self.rescore_tiers
         else:
-            if isinstance(stages, str):
-                stages = [stages]
-            stage_names = tuple(stages)
-            unknown = [s for s in stage_names if s not in view.rescore]
+            stage_names = (stages,) if isinstance(stages, str) else tuple(stages)
+            unknown = [s for s in stage_names if s not in self.rescore_tiers]
             if unknown:
                 raise InvalidArgumentError(
-                    f"unknown stage {unknown[0]!r}; this index has {list(view.rescore)}"
+                    f"unknown stage {unknown[0]!r}; this index has {list(self.rescore_tiers)}"
                 )
         if isinstance(queries, str) or (
             isinstance(queries, Sequence) and queries and isinstance(queries[0], str)
@@ -658,17 +708,35 @@ class Index:
         else:
             vectors = queries
         vectors = as_float_matrix(vectors, "queries", dim=self.dim)
-        out = run_pipeline(view, vectors, k, oversampling=oversampling, stages=stage_names)
+        for _attempt in range(3):
+            view = self._view
+            self._check_k(k, view)
+            out = run_pipeline(view, vectors, k, oversampling=oversampling, stages=stage_names)
+            t0 = time.perf_counter()
+            generation, payload = self._catalog.payload(
+                out.rows[out.rows >= 0].tolist(), with_text=with_payload
+            )
+            if generation == view.generation:
+                break
+            # rows were renumbered (a compaction) after this view was taken: search a fresh one
+            self.refresh()
+        else:
+            raise IndexLockedError("the index was compacted three times during this search; try again")
         timings.update(out.timings)
-        t0 = time.perf_counter()
-        ids, found, texts_out, meta_out = self._lookup(out.rows, with_payload)
+        ids, found, texts_out, meta_out = self._lookup(out.rows, payload, with_payload)
         timings["payload" if with_payload else "ids"] = (time.perf_counter() - t0) * 1e3
         scores = np.where(found, out.scores, np.float32(np.nan))  # a row deleted since is padding, not a hit
         return SearchResults(ids, scores, texts_out, meta_out, timings, out.candidates)
 
-    def _lookup(self, rows: np.ndarray, with_payload: bool) -> tuple[np.ndarray, np.ndarray, Any, Any]:
+    @staticmethod
+    def _check_k(k: int, view: IndexView) -> None:
+        if k > view.n_live:
+            raise InvalidArgumentError(f"k={k} exceeds the number of documents in the index ({view.n_live})")
+
+    def _lookup(
+        self, rows: np.ndarray, payload: dict[int, Payload], with_payload: bool
+    ) -> tuple[np.ndarray, np.ndarray, Any, Any]:
         """Ids, found mask (nq, k) bool, texts and metadata of the given rows."""
-        payload = self._catalog.payload(rows[rows >= 0].tolist(), with_text=with_payload)
         found = np.zeros(rows.shape, bool)
         if self.id_type == "int":
             ids = np.full(rows.shape, -1, np.int64)

@@ -22,7 +22,7 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -121,6 +121,25 @@ class _HashingWriter:
 def save_array(path: Path, array: np.ndarray) -> str:
     """Atomically write ``array`` as .npy; return its sha256."""
     return atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
+
+
+def save_array_chunks(
+    path: Path, shape: tuple[int, int], dtype: np.dtype, chunks: Iterable[np.ndarray]
+) -> str:
+    """Atomically write an .npy of ``shape`` from row chunks (bounded memory); return its sha256."""
+
+    def write(f: IO[bytes]) -> None:
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(f, header)
+        rows = 0
+        for chunk in chunks:
+            block = np.ascontiguousarray(chunk, dtype=dtype)
+            f.write(block.tobytes())
+            rows += block.shape[0]
+        if rows != shape[0]:
+            raise ValueError(f"wrote {rows} rows into {path}, expected {shape[0]}")
+
+    return atomic_write(path, write)
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> str:

@@ -38,6 +38,7 @@ class IndexView:
     n_live: int
     starts: np.ndarray  # (n_segments,) int64, first row of each segment
     rescore: dict[str, TierView]
+    generation: int  # the catalog generation these row numbers belong to
 
 
 @dataclass(frozen=True)
