@@ -3,13 +3,16 @@
 Usage: ``python crash_child.py {add|delete|compact} INDEX_DIR FIRST_BATCH LAST_BATCH``
 
 Prints ``READY`` once the index is open, then for each batch b in [FIRST_BATCH, LAST_BATCH) adds
-(or deletes) the batch's documents and prints ``ACK b`` (flushed) after the call returned. In
+(or deletes) the batch's documents and writes ``ACK b`` after the call returned; then sleeps until
+it is killed. In
 ``compact`` mode each step adds batch b, deletes its first half and compacts the index.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 import numpy as np
 
@@ -42,7 +45,7 @@ def main(argv: list[str]) -> None:
 
     mode, path, first, last = argv[0], argv[1], int(argv[2]), int(argv[3])
     index = Index.open(path)
-    print("READY", flush=True)
+    os.write(1, b"READY\n")
     for b in range(first, last):
         if mode in ("add", "compact"):
             index.add(batch_vectors(b), ids=batch_ids(b), texts=batch_texts(b), metadata=batch_metadata(b))
@@ -51,7 +54,8 @@ def main(argv: list[str]) -> None:
             index.compact()
         if mode == "delete":
             index.delete(batch_ids(b))
-        print(f"ACK {b}", flush=True)
+        os.write(1, f"ACK {b}\n".encode())  # one write: a kill never leaves half a line
+    time.sleep(3600)  # all done: wait for the kill, so that the parent always kills a live writer
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -484,32 +484,51 @@ class Index:
             codes = {name: q.encode(vectors) for name, q in self._tiers.items()}
             seg_id = max((s.seg_id for s in self._segments), default=0) + 1
             start = sum(s.n_rows for s in self._segments)
-            files: dict[str, dict[str, Any]] = {}
-            for name, array in codes.items():
-                rel = layout.segment_file(seg_id, name)
-                sha = layout.save_array(self.path / rel, array)
-                files[name] = {"path": rel, "bytes": (self.path / rel).stat().st_size, "sha256": sha}
+            files = self._write_segment(seg_id, n, {name: [array] for name, array in codes.items()})
             segment = Segment(seg_id, start, n, files)
-            try:
-                with self._catalog.transaction() as db:  # the commit point
-                    Catalog.insert_segment(db, segment)
-                    Catalog.insert_docs(
-                        db, zip(range(start, start + n), id_list, texts_list, meta_list, strict=True)
+
+            def commit(db: sqlite3.Connection) -> None:
+                Catalog.insert_segment(db, segment)
+                Catalog.insert_docs(
+                    db, zip(range(start, start + n), id_list, texts_list, meta_list, strict=True)
+                )
+                if self.id_type == "int":  # never lower it: auto ids must stay above every id given
+                    next_id = max(
+                        int(self._catalog.meta("next_id", "0") or 0), max(int(i) for i in id_list) + 1
                     )
-                    if self.id_type == "int":  # never lower it: auto ids must stay above every id given
-                        next_id = max(
-                            int(self._catalog.meta("next_id", "0") or 0), max(int(i) for i in id_list) + 1
-                        )
-                        Catalog.set_meta(db, "next_id", str(next_id))
-            except Exception as exc:
-                if not self._segment_committed(seg_id):  # never remove the files of a committed one
-                    for ref in files.values():
-                        (self.path / ref["path"]).unlink(missing_ok=True)
-                if isinstance(exc, sqlite3.IntegrityError):  # checked above; only a foreign writer gets here
-                    raise DuplicateIdError(f"an id of the batch is already in the index: {exc}") from None
-                raise
+                    Catalog.set_meta(db, "next_id", str(next_id))
+
+            self._commit(segment, commit)
             self._append_segment(segment, codes)
         return id_list
+
+    def _write_segment(
+        self, seg_id: int, n_rows: int, chunks: dict[str, Iterable[np.ndarray]]
+    ) -> dict[str, dict[str, Any]]:
+        """Write one file per tier (atomically, fsynced) from row chunks; return their catalog entries."""
+        files: dict[str, dict[str, Any]] = {}
+        for name, parts in chunks.items():
+            quantizer = self._tiers[name]
+            rel = layout.segment_file(seg_id, name)
+            shape = (n_rows, quantizer.code_bytes // quantizer.code_dtype.itemsize)
+            sha = layout.save_array_chunks(self.path / rel, shape, quantizer.code_dtype, parts)
+            files[name] = {"path": rel, "bytes": (self.path / rel).stat().st_size, "sha256": sha}
+        return files
+
+    def _commit(self, segment: Segment, body: Callable[[sqlite3.Connection], None]) -> None:
+        """Run ``body`` in the one transaction that commits ``segment``'s files; on failure remove them."""
+        try:
+            with self._catalog.transaction() as db:  # the commit point
+                body(db)
+        except Exception as exc:
+            if not self._segment_committed(segment.seg_id):  # never remove the files of a committed one
+                for ref in segment.files.values():
+                    (self.path / ref["path"]).unlink(missing_ok=True)
+            if isinstance(
+                exc, sqlite3.IntegrityError
+            ):  # ids are checked first; only a foreign writer gets here
+                raise DuplicateIdError(f"an id of the batch is already in the index: {exc}") from None
+            raise
 
     def _segment_committed(self, seg_id: int) -> bool:
         """Whether the catalog lists ``seg_id``; True when that cannot be read (the safe answer:
@@ -609,29 +628,24 @@ class Index:
                 return 0
             live = np.flatnonzero(view.valid).astype(np.int64)
             seg_id = max((s.seg_id for s in self._segments), default=0) + 1
-            files: dict[str, dict[str, Any]] = {}
-            for name, quantizer in self._tiers.items():
-                parts = range(0, live.size, chunk_rows)
-                if name == self._candidate_name:
-                    chunks = (view.codes[live[i : i + chunk_rows]] for i in parts)
-                else:
-                    arrays = list(view.rescore[name].arrays)
-                    chunks = (gather_rows(arrays, view.starts, live[i : i + chunk_rows]) for i in parts)
-                rel = layout.segment_file(seg_id, name)
-                shape = (int(live.size), quantizer.code_bytes // quantizer.code_dtype.itemsize)
-                sha = layout.save_array_chunks(self.path / rel, shape, quantizer.code_dtype, chunks)
-                files[name] = {"path": rel, "bytes": (self.path / rel).stat().st_size, "sha256": sha}
-            segment = Segment(seg_id, 0, int(live.size), files)
-            try:
-                with self._catalog.transaction() as db:  # the commit point
-                    Catalog.replace_segments(db, segment)
-                    Catalog.renumber_rows(db, zip(range(live.size), live.tolist(), strict=True))
-                    Catalog.set_meta(db, "generation", str(self._generation + 1))
-            except Exception:
-                if not self._segment_committed(seg_id):
-                    for ref in files.values():
-                        (self.path / ref["path"]).unlink(missing_ok=True)
-                raise
+
+            def live_rows_of(name: str) -> Iterable[np.ndarray]:
+                for i in range(0, live.size, chunk_rows):
+                    rows = live[i : i + chunk_rows]
+                    if name == self._candidate_name:
+                        yield view.codes[rows]
+                    else:
+                        yield gather_rows(list(view.rescore[name].arrays), view.starts, rows)
+
+            chunks = {name: live_rows_of(name) for name in self._tiers}
+            segment = Segment(seg_id, 0, int(live.size), self._write_segment(seg_id, int(live.size), chunks))
+
+            def commit(db: sqlite3.Connection) -> None:
+                Catalog.replace_segments(db, segment)
+                Catalog.renumber_rows(db, zip(range(live.size), live.tolist(), strict=True))
+                Catalog.set_meta(db, "generation", str(self._generation + 1))
+
+            self._commit(segment, commit)
             self._load_segments()
             self._remove_orphans()  # the old segments' files
         logger.info("compacted %s: %d rows -> %d", self.path, n_rows, live.size)
