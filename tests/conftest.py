@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from quantsearch import Index
+
+# tests write only to temporary directories: no hypothesis files in the working directory
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="quantsearch-hypothesis-"))
+settings.register_profile("quantsearch", database=None, deadline=None)
+settings.load_profile("quantsearch")
 
 
 def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
