@@ -6,14 +6,17 @@ from disk rescore them against the float query; ids and payload live in SQLite.
 
 from __future__ import annotations
 
+from .embed import Embedder
 from .exceptions import (
     CorruptIndexError,
     DimensionMismatchError,
     DuplicateIdError,
+    IndexLockedError,
     IndexNotFoundError,
     InvalidArgumentError,
     NotFittedError,
     QuantsearchError,
+    StorageError,
     UnknownIdError,
 )
 from .index import DEFAULT_OVERSAMPLING, Index
@@ -37,8 +40,10 @@ __all__ = [
     "CorruptIndexError",
     "DimensionMismatchError",
     "DuplicateIdError",
+    "Embedder",
     "FloatQuantizer",
     "Index",
+    "IndexLockedError",
     "IndexNotFoundError",
     "InvalidArgumentError",
     "MatryoshkaQuantizer",
@@ -48,6 +53,7 @@ __all__ = [
     "QuantsearchError",
     "ScalarQuantizer",
     "SearchResults",
+    "StorageError",
     "UnknownIdError",
     "__version__",
     "make_quantizer",
