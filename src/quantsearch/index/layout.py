@@ -118,11 +118,6 @@ class _HashingWriter:
         return getattr(self._raw, name)
 
 
-def save_array(path: Path, array: np.ndarray) -> str:
-    """Atomically write ``array`` as .npy; return its sha256."""
-    return atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(array), allow_pickle=False))
-
-
 def save_array_chunks(
     path: Path, shape: tuple[int, int], dtype: np.dtype, chunks: Iterable[np.ndarray]
 ) -> str:
@@ -175,15 +170,6 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def npy_size(shape: tuple[int, ...], dtype: np.dtype) -> int:
-    """Exact size in bytes of an .npy file np.save writes for this shape and dtype."""
-    header = np.lib.format.header_data_from_array_1_0(np.empty((0,) + shape[1:], dtype))
-    header["shape"] = shape
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, header)
-    return buf.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
 
 
 # ---- manifest -----------------------------------------------------------------------------------
