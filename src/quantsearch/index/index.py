@@ -305,7 +305,6 @@ class Index:
         valid[live] = True
         self._segments = segments
         self._codes_buf = codes
-        self._valid_buf = valid
         self._arrays = arrays
         self._generation = generation
         self._publish(n_rows, valid, int(live.size))
@@ -569,14 +568,13 @@ class Index:
             buf[:old] = self._codes_buf[:old]
             self._codes_buf = buf
         self._codes_buf[old:new] = codes[self._candidate_name]
-        valid = np.zeros(max(new, self._valid_buf.shape[0]), bool)
+        valid = np.zeros(new, bool)  # copied, not grown in place: searches in flight keep the old mask
         valid[:old] = self._view.valid
         valid[old:new] = True
-        self._valid_buf = valid
         self._segments = [*self._segments, segment]
         for name in self.rescore_tiers:
-            rel = segment.files[name]["path"]
-            self._arrays[name] = [*self._arrays[name], _map_random(np.load(self.path / rel, mmap_mode="r"))]
+            mapped = self._open_segment_file(segment, name, self._tiers[name], in_ram=False)
+            self._arrays[name] = [*self._arrays[name], mapped]
         self._publish(new, valid, self._view.n_live + segment.n_rows)
 
     def delete(self, ids: Sequence[int | str] | int | str) -> int:
@@ -601,7 +599,6 @@ class Index:
                 Catalog.delete_ids(db, checked)
             valid = self._view.valid.copy()
             valid[np.fromiter(rows.values(), np.int64, len(rows))] = False
-            self._valid_buf = valid
             self._publish(valid.shape[0], valid, self._view.n_live - len(rows))
         return len(rows)
 

@@ -6,7 +6,7 @@
       manifest.json                 versioned configuration, self-checksummed (edits are detected)
       catalog.sqlite                ids, payload and the list of committed segments (the commit point)
       LOCK                          advisory lock held by the one writer
-      state/<tier>.npz              fitted quantizer state (calibration), checksummed in the manifest
+      state/<tier>.<nonce>.npz      fitted quantizer state (calibration), checksummed in the manifest
       segments/<seg>.<tier>.npy     codes of one added batch, one file per tier
 
 A batch becomes visible only when the SQLite transaction that lists its segment commits; segment

@@ -167,13 +167,13 @@ class ScalarQuantizer(Quantizer):
         )
 
     # ---- codes ----------------------------------------------------------------------------------
-    def levels_of(self, x: np.ndarray) -> np.ndarray:
+    def _levels(self, x: np.ndarray) -> np.ndarray:
         """Level index in [0, L-1] of each value (rounded to nearest, saturated)."""
         idx = np.rint((x - self.min_) / self.scale_)
         return np.clip(idx, 0, self.levels - 1).astype(np.int16)
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
-        lv = self.levels_of(x)
+        lv = self._levels(x)
         if self._precision is Precision.INT8:
             return (lv - 128).astype(np.int8)
         if self._precision is Precision.UINT8:
