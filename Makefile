@@ -15,7 +15,7 @@ $(BIN)/python:
 # torch first, pinned to the CPU build, so that sentence-transformers does not pull a CUDA build
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[embed,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[embed,dev,eval,server]"
 	touch $(STAMP)
 
 install: $(STAMP)
