@@ -1,4 +1,4 @@
-"""Command line: ``quantsearch index | search | info | delete | demo``.
+"""Command line: ``quantsearch index | search | info | delete | compact | eval | demo``.
 
 A thin layer over the library: parse arguments, call the API, print. Every error a user can cause
 prints one line on stderr and exits with status 2.
@@ -307,6 +307,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation.configs import DEFAULT_CONFIGS, DEFAULT_PEERS
+    from .evaluation.harness import evaluate_dataset
+    from .evaluation.report import format_table, write_report
+
+    def on_row(row: dict[str, Any]) -> None:
+        if not args.quiet:
+            print(f"  {row['config']:<28} NDCG@{args.k} {row[f'ndcg@{args.k}']:.4f}", file=sys.stderr)
+
+    peers = () if args.no_peers else (args.peers if args.peers is not None else DEFAULT_PEERS)
+    t0 = time.perf_counter()
+    report = evaluate_dataset(
+        args.dataset,
+        args.configs if args.configs is not None else DEFAULT_CONFIGS,
+        peers=peers,
+        split=args.split,
+        model=args.model,
+        cache_dir=args.cache_dir,
+        k=args.k,
+        progress=not args.quiet,
+        on_row=on_row,
+    )
+    embeddings = report.meta["embeddings"]
+    if not args.quiet:
+        reused = "reused from the cache" if embeddings["corpus_cached"] else "computed and cached"
+        print(f"embeddings {reused} ({embeddings['cache']})", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(format_table(report), end="")
+    if args.out:
+        written = write_report(report, args.out, plots=not args.no_plots)
+        print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    if not args.quiet:
+        print(f"eval took {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="quantsearch", description="Compressed embedding retrieval: binary + int8 rescoring."
@@ -355,6 +393,34 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compact", help="rewrite the index as one segment without deleted rows")
     p.add_argument("index")
     p.set_defaults(func=cmd_compact)
+
+    p = sub.add_parser(
+        "eval",
+        help="quality, memory and latency of every configuration on a BEIR collection, with peers",
+        description="Embed a BEIR collection once (cached), then measure NDCG@10, recall, MRR, retention, "
+        "bytes per vector and latency of each configuration and of peer libraries on the same embeddings. "
+        "Config specs: [mrl<DIM>:]<stage>[><stage>...][@<oversampling>], e.g. float32, int8, binary, "
+        "binary>int8@10, mrl256:binary>int8@4.",
+    )
+    p.add_argument("dataset", help="BEIR-layout folder, or a BEIR dataset name (scifact, nfcorpus, ...)")
+    p.add_argument("--configs", nargs="+", default=None, help="our configurations (default: the full sweep)")
+    p.add_argument(
+        "--peers", nargs="+", default=None, help="peer rows (default: faiss and sentence-transformers)"
+    )
+    p.add_argument("--no-peers", action="store_true", help="measure no peer library")
+    p.add_argument(
+        "--out", type=Path, default=None, help="write results.json/.md/.txt and the PNG plots here"
+    )
+    p.add_argument("--no-plots", action="store_true", help="with --out: skip the PNG plots")
+    p.add_argument("--split", default="test", help="qrels split (default: test)")
+    p.add_argument("--model", default=None, help="embedding model (default: bundled all-MiniLM-L6-v2)")
+    p.add_argument(
+        "--cache-dir", default=None, help="embedding cache (default: ~/.cache/quantsearch/embeddings)"
+    )
+    p.add_argument("-k", type=int, default=10, help="cutoff of NDCG/recall/MRR and of the timed searches")
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("demo", help="index Python standard library docstrings offline and search them")
     p.add_argument("--index", default=None, help="keep the demo index here (reused when it exists)")

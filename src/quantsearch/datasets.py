@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quantsearch._cache import cache_root
 from quantsearch.exceptions import DuplicateIdError, InvalidArgumentError
 
 __all__ = ["BEIR_DATASETS", "BEIR_URL", "BeirDataset", "default_cache_dir", "load_beir", "read_jsonl_texts"]
@@ -82,8 +83,7 @@ class BeirDataset:
 
 def default_cache_dir() -> Path:
     """Where downloads go: ``$QUANTSEARCH_CACHE/beir``, else ``~/.cache/quantsearch/beir``."""
-    root = os.environ.get("QUANTSEARCH_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "quantsearch") / "beir"
+    return cache_root() / "beir"
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -8,8 +8,11 @@ torch and sentence-transformers are imported only when the model is first used (
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantsearch._cache import cache_root
 from quantsearch.exceptions import EmptyInputError, InvalidArgumentError, MissingDependencyError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["DEFAULT_MODEL", "Embedder"]
+__all__ = ["DEFAULT_MODEL", "Embedder", "EmbeddingCache"]
 
 logger = logging.getLogger(__name__)
 
@@ -233,3 +237,114 @@ class Embedder:
         if not isinstance(text, str):
             raise InvalidArgumentError(f"text must be a str, got {type(text).__name__}")
         return self.embed([text])
+
+
+class EmbeddingCache:
+    """Embeddings computed once per (model, texts) and reused from disk afterwards.
+
+    The key is a SHA-256 over the embedder's identity (model name or path, ``normalize``,
+    ``max_seq_length``) and the exact texts in order, so any change to the corpus or the model settings
+    computes afresh. Each entry is ``<key>.npy`` (float32) plus ``<key>.json`` (what made it), written
+    to a temporary file and renamed into place, so an interrupted run never leaves a half entry.
+
+    Parameters
+    ----------
+    root : str or path-like, optional
+        Cache folder; defaults to ``$QUANTSEARCH_CACHE/embeddings`` (``~/.cache/quantsearch/embeddings``).
+    """
+
+    _FORMAT = 1
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else cache_root() / "embeddings"
+
+    def __repr__(self) -> str:
+        return f"EmbeddingCache({str(self.root)!r})"
+
+    @staticmethod
+    def _identity(embedder: Any) -> dict[str, Any]:
+        return {
+            "format": EmbeddingCache._FORMAT,
+            "model": str(getattr(embedder, "name", type(embedder).__name__)),
+            "normalize": bool(getattr(embedder, "normalize", True)),
+            "max_seq_length": getattr(embedder, "max_seq_length", None),
+        }
+
+    def key(self, embedder: Any, texts: Sequence[str]) -> str:
+        """The cache key of embedding ``texts`` with ``embedder`` (64 hex digits)."""
+        digest = hashlib.sha256(json.dumps(self._identity(embedder), sort_keys=True).encode())
+        for text in texts:
+            data = text.encode("utf-8", "surrogatepass")
+            digest.update(len(data).to_bytes(8, "little"))  # length-prefixed: no two lists hash alike
+            digest.update(data)
+        return digest.hexdigest()
+
+    def path(self, key: str) -> Path:
+        """File of the cached array for ``key``."""
+        return self.root / f"{key}.npy"
+
+    def load(self, key: str, n: int) -> np.ndarray | None:
+        """The cached (n, dim) float32 array, or None when absent or unusable (then it is recomputed)."""
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            vectors = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable cached embeddings %s: %s", path, exc)
+            return None
+        if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[0] != n:
+            logger.warning("ignoring cached embeddings %s: shape %s, not (%d, dim)", path, vectors.shape, n)
+            return None
+        if not np.isfinite(vectors).all():
+            logger.warning("ignoring cached embeddings %s: non-finite values", path)
+            return None
+        return vectors
+
+    def embed(
+        self, embedder: Any, texts: Sequence[str], *, progress: bool = False
+    ) -> tuple[np.ndarray, bool]:
+        """Embeddings of ``texts``, from the cache when present, else computed and stored.
+
+        Parameters
+        ----------
+        embedder : Embedder
+            Anything with ``embed(texts, progress=...)`` and a ``name``.
+        texts : sequence of str
+        progress : bool, default False
+            Progress bar while computing.
+
+        Returns
+        -------
+        vectors : ndarray of shape (len(texts), dim), float32
+        hit : bool
+            True when the vectors came from the cache.
+        """
+        texts = list(texts)
+        key = self.key(embedder, texts)
+        cached = self.load(key, len(texts))
+        if cached is not None:
+            logger.info("embeddings of %d texts read from cache %s", len(texts), self.path(key))
+            return cached, True
+        vectors = np.ascontiguousarray(embedder.embed(texts, progress=progress), dtype=np.float32)
+        self._store(key, vectors, {**self._identity(embedder), "n": len(texts), "dim": int(vectors.shape[1])})
+        return vectors, False
+
+    def _store(self, key: str, vectors: np.ndarray, meta: dict[str, Any]) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for suffix, write in (
+                (".npy", lambda f: np.save(f, vectors, allow_pickle=False)),
+                (".json", lambda f: f.write(json.dumps(meta, indent=1).encode())),
+            ):
+                fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key[:16]}-", suffix=suffix)
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        write(f)
+                    os.replace(tmp, self.root / f"{key}{suffix}")
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    raise
+        except OSError as exc:  # a cache that cannot be written only costs time next run
+            logger.warning("could not store embeddings in cache %s: %s", self.root, exc)

@@ -1,0 +1,405 @@
+"""Search configurations that ``quantsearch eval`` compares: ours and peers, named by short specs.
+
+Our configurations, as spec strings (what ``--configs`` takes and the report prints)::
+
+    [mrl<DIM>:]<stage>[><stage>...][@<OVERSAMPLING>]
+
+* one 1-bit stage (``binary``): the Hamming ranking of a real :class:`~quantsearch.Index`, no rescoring;
+* one stage of any other precision (``float32``, ``float16``, ``int8``, ``int4``, ...): an exhaustive scan
+  of the dequantized codes, float query against every document (``float32`` is the exact reference);
+* several stages (``binary>int8``, ``binary>int8>float16``): the index pipeline, a Hamming scan for
+  ``k x OVERSAMPLING`` candidates (default 10) rescored by each later stage from its memory-mapped tier;
+* ``mrl<DIM>:`` truncates every stage to the first DIM dimensions (Matryoshka) and renormalises.
+
+Stage names go through :func:`~quantsearch.quantization.make_quantizer`, so a quantizer registered
+there is usable here without changes to this module; programmatic callers can also pass fitted-to-be
+:class:`~quantsearch.quantization.Quantizer` objects to :class:`IndexConfig` / :class:`FlatConfig`.
+
+Peers (rows marked ``peer``) run the other libraries on the same embeddings: ``faiss-flat-ip`` (faiss
+IndexFlatIP, float32 exact), and sentence-transformers' ``semantic_search_faiss`` /
+``semantic_search_usearch`` over ``quantize_embeddings`` codes, with their own rescoring:
+``st-faiss-ubinary@M``, ``st-faiss-uint8@M``, ``st-usearch-ubinary@M``, ``st-usearch-int8@M``
+(``M`` is their ``rescore_multiplier``).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantsearch.exceptions import InvalidArgumentError, MissingDependencyError
+from quantsearch.index import Index
+from quantsearch.quantization import Quantizer, make_quantizer, quantizer_from_config
+
+__all__ = [
+    "DEFAULT_CONFIGS",
+    "DEFAULT_PEERS",
+    "PEERS",
+    "Config",
+    "FlatConfig",
+    "IndexConfig",
+    "PeerConfig",
+    "Searcher",
+    "parse_config",
+    "parse_configs",
+]
+
+#: Our rows when ``--configs`` is not given: the issue's sweep, Matryoshka 256 and 128 included.
+DEFAULT_CONFIGS: tuple[str, ...] = (
+    "float32",
+    "float16",
+    "int8",
+    "int4",
+    "binary",
+    "binary>int8@1",
+    "binary>int8@2",
+    "binary>int8@4",
+    "binary>int8@10",
+    "binary>int8@20",
+    "mrl256:float32",
+    "mrl256:int8",
+    "mrl256:binary",
+    "mrl256:binary>int8@10",
+    "mrl128:float32",
+    "mrl128:binary",
+    "mrl128:binary>int8@10",
+)
+
+#: Peer rows measured in the same run by default.
+DEFAULT_PEERS: tuple[str, ...] = (
+    "faiss-flat-ip",
+    "st-faiss-ubinary@4",
+    "st-faiss-ubinary@10",
+    "st-faiss-uint8@4",
+    "st-usearch-ubinary@4",
+    "st-usearch-int8@4",
+)
+
+_INSTALL_EVAL = 'pip install "quantsearch[eval,embed]"'
+
+
+class Searcher(ABC):
+    """A configuration built over one corpus: searches by row number and knows its memory cost."""
+
+    #: bytes per document held in RAM for search, and kept on disk (memory-mapped) for rescoring
+    ram_bytes_per_vector: float = 0.0
+    disk_bytes_per_vector: float = 0.0
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        """Rows (nq, k) int64 of the best documents of each query, best first, ``-1`` padding."""
+
+    def close(self) -> None:  # noqa: B027 - most searchers hold nothing to release
+        """Release files and memory."""
+
+
+@dataclass(frozen=True)
+class Config(ABC):
+    """A named way to search a corpus; :meth:`build` prepares it over the document vectors."""
+
+    name: str
+
+    @property
+    def peer(self) -> bool:
+        return False
+
+    def warm_up(self) -> None:  # noqa: B027 - only peers have something to load
+        """Import what :meth:`build` needs, so that its timing is the build alone."""
+
+    @abstractmethod
+    def build(self, docs: np.ndarray, workdir: Path) -> Searcher:
+        """Prepare over ``docs`` (n, dim) float32, also the calibration sample; files go in ``workdir``."""
+
+
+# ---- our configurations -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IndexConfig(Config):
+    """Search through a real :class:`~quantsearch.Index`: Hamming candidates, then the rescoring stages."""
+
+    candidates: Any = "binary"
+    rescore: tuple[Any, ...] = ()
+    oversampling: float = 10.0
+    truncate_dim: int | None = None
+
+    def build(self, docs: np.ndarray, workdir: Path) -> Searcher:
+        return _IndexSearcher(self, docs, workdir)
+
+
+class _IndexSearcher(Searcher):
+    def __init__(self, config: IndexConfig, docs: np.ndarray, workdir: Path) -> None:
+        self._folder = tempfile.TemporaryDirectory(dir=workdir, prefix="index-")
+        self.index = Index.build(
+            Path(self._folder.name) / "index",
+            docs,
+            rescore=[_fresh(q) for q in config.rescore],
+            binary=_fresh(config.candidates),
+            truncate_dim=config.truncate_dim,
+        )
+        self.oversampling = config.oversampling
+        self.stages = self.index.rescore_tiers
+        tiers = {t["name"]: t for t in self.index.info()["tiers"]}
+        ram = [t for t in tiers.values() if t["role"] == "candidates"]
+        self.ram_bytes_per_vector = float(sum(t["bytes_per_vector"] for t in ram))
+        self.disk_bytes_per_vector = float(sum(tiers[s]["bytes_per_vector"] for s in self.stages))
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        res = self.index.search(
+            queries, k=k, oversampling=self.oversampling, stages=self.stages, with_payload=False
+        )
+        return np.asarray(res.ids, np.int64)  # documents were added with ids 0..n-1 = rows
+
+    def close(self) -> None:
+        self.index.close()
+        self._folder.cleanup()
+
+
+@dataclass(frozen=True)
+class FlatConfig(Config):
+    """Exhaustive scan: the float query against every document's dequantized codes, held in RAM."""
+
+    quantizer: Any = "float32"
+    truncate_dim: int | None = None
+
+    def build(self, docs: np.ndarray, workdir: Path) -> Searcher:
+        quantizer = make_quantizer(_fresh(self.quantizer), truncate_dim=self.truncate_dim)
+        return _FlatSearcher(quantizer.fit(docs), docs)
+
+
+class _FlatSearcher(Searcher):
+    # documents dequantized per block, so memory stays bounded and the codes are what is held
+    _BLOCK = 16_384
+
+    def __init__(self, quantizer: Quantizer, docs: np.ndarray) -> None:
+        self.quantizer = quantizer
+        self.codes = quantizer.encode(docs)
+        self.ram_bytes_per_vector = float(quantizer.code_bytes)
+        self._float32 = self.codes.dtype == np.float32  # the reference: no decode step
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        prepared = np.ascontiguousarray(self.quantizer.prepare_queries(queries), dtype=np.float32)
+        n = self.codes.shape[0]
+        best_rows = np.empty((queries.shape[0], 0), np.int64)
+        best_scores = np.empty((queries.shape[0], 0), np.float32)
+        for start in range(0, n, self._BLOCK):
+            block = self.codes[start : start + self._BLOCK]
+            vectors = block if self._float32 else self.quantizer.decode(block)
+            scores = prepared @ vectors.T
+            rows = np.broadcast_to(np.arange(start, start + block.shape[0]), scores.shape)
+            best_rows, best_scores = _merge_top(
+                np.concatenate([best_rows, rows], axis=1), np.concatenate([best_scores, scores], axis=1), k
+            )
+        if best_rows.shape[1] < k:
+            best_rows = np.pad(best_rows, ((0, 0), (0, k - best_rows.shape[1])), constant_values=-1)
+        return best_rows
+
+
+def _merge_top(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` per query by score descending, ties to the smaller row (exact, as the index does)."""
+    if scores.shape[1] > k:
+        # everything scoring at least the k-th best survives, ties included, then an exact sort
+        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
+        keep = scores >= kth
+        width = int(keep.sum(axis=1).max())
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :width]
+        rows = np.take_along_axis(rows, order, axis=1)
+        scores = np.where(
+            np.take_along_axis(keep, order, axis=1), np.take_along_axis(scores, order, axis=1), -np.inf
+        )
+    order = np.lexsort((rows, -scores.astype(np.float64)), axis=-1)[:, :k]
+    return np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
+
+
+def _fresh(spec: Any) -> Any:
+    """An unfitted copy of a Quantizer (a configuration may be built over several corpora), or the spec."""
+    return quantizer_from_config(spec.to_config()) if isinstance(spec, Quantizer) else spec
+
+
+# ---- peers --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PeerConfig(Config):
+    """Another library's search over the same embeddings (a row marked ``peer``)."""
+
+    factory: Callable[[np.ndarray, int], Searcher] = field(default=None, repr=False)  # type: ignore[assignment]
+    multiplier: int = 1
+    modules: tuple[str, ...] = ()
+
+    @property
+    def peer(self) -> bool:
+        return True
+
+    def warm_up(self) -> None:
+        for module in self.modules:
+            _import(module)
+
+    def build(self, docs: np.ndarray, workdir: Path) -> Searcher:
+        return self.factory(docs, self.multiplier)
+
+
+def _import(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(f"peer rows need {module.split('.')[0]}: {_INSTALL_EVAL}") from exc
+
+
+class _FaissFlatIP(Searcher):
+    def __init__(self, docs: np.ndarray, multiplier: int) -> None:
+        faiss = _import("faiss")
+        self.index = faiss.IndexFlatIP(docs.shape[1])
+        self.index.add(np.ascontiguousarray(docs, np.float32))
+        self.ram_bytes_per_vector = float(4 * docs.shape[1])
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        _, rows = self.index.search(np.ascontiguousarray(queries, np.float32), k)
+        return rows.astype(np.int64)
+
+
+class _SentenceTransformersPeer(Searcher):
+    """``semantic_search_faiss`` / ``semantic_search_usearch`` with its own rescoring of float queries.
+
+    The corpus is quantized with ``quantize_embeddings`` (scalar ranges calibrated on the corpus itself),
+    the library's index is built once and passed back in on every search, so searches are not charged
+    for building it.
+    """
+
+    def __init__(self, docs: np.ndarray, multiplier: int, backend: str, precision: str) -> None:
+        quantization = _import("sentence_transformers.quantization")
+        self._backend = backend
+        self._precision = precision
+        self._multiplier = multiplier
+        self._ranges = None
+        if precision in ("uint8", "int8"):
+            self._ranges = np.vstack([docs.min(axis=0), docs.max(axis=0)]).astype(np.float32)
+        codes = quantization.quantize_embeddings(docs, precision=precision, ranges=self._ranges)
+        if backend == "faiss":
+            self._search_fn = quantization.semantic_search_faiss
+        else:
+            self._search_fn = quantization.semantic_search_usearch
+        # build the library's own index from the codes (its first call does that), then keep it
+        _, _, self._index = self._search_fn(
+            docs[:1], corpus_embeddings=codes, corpus_precision=precision, top_k=1, ranges=self._ranges,
+            rescore=False, output_index=True,
+        )  # fmt: skip
+        self.ram_bytes_per_vector = self._memory(docs.shape, codes)
+
+    def _memory(self, shape: tuple[int, ...], codes: np.ndarray) -> float:
+        n, dim = shape
+        if self._backend == "faiss":
+            if self._precision == "ubinary":
+                return float(self._index.code_size)
+            return float(4 * dim)  # faiss IndexFlatIP keeps the uint8 codes as float32
+        # usearch keeps the vectors, their keys and the HNSW graph it builds on add (exact search ignores it)
+        return float(self._index.serialized_length) / n
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        hits, _ = self._search_fn(
+            np.ascontiguousarray(queries, np.float32), corpus_index=self._index,
+            corpus_precision=self._precision, top_k=k, ranges=self._ranges, rescore=True,
+            rescore_multiplier=self._multiplier, exact=True,
+        )  # fmt: skip
+        rows = np.full((queries.shape[0], k), -1, np.int64)
+        for q, hit_list in enumerate(hits):
+            ids = [h["corpus_id"] for h in hit_list][:k]
+            rows[q, : len(ids)] = ids
+        return rows
+
+
+def _st(backend: str, precision: str) -> Callable[[np.ndarray, int], Searcher]:
+    return lambda docs, m: _SentenceTransformersPeer(docs, m, backend, precision)
+
+
+_ST = ("sentence_transformers.quantization",)
+
+#: Peer name (without ``@M``) -> (factory(docs, multiplier), modules it imports).
+PEERS: dict[str, tuple[Callable[[np.ndarray, int], Searcher], tuple[str, ...]]] = {
+    "faiss-flat-ip": (_FaissFlatIP, ("faiss",)),
+    "st-faiss-ubinary": (_st("faiss", "ubinary"), (*_ST, "faiss")),
+    "st-faiss-uint8": (_st("faiss", "uint8"), (*_ST, "faiss")),
+    "st-usearch-ubinary": (_st("usearch", "ubinary"), (*_ST, "usearch.index")),
+    "st-usearch-int8": (_st("usearch", "int8"), (*_ST, "usearch.index")),
+}
+
+
+# ---- parsing ------------------------------------------------------------------------------------------
+_MRL = re.compile(r"^mrl(\d+):(.+)$")
+_OVERSAMPLING = re.compile(r"^(.+)@([0-9]*\.?[0-9]+)$")
+
+
+def parse_config(spec: str) -> Config:
+    """Turn one spec (see the module docstring) into a :class:`Config`.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If the spec is malformed or names an unknown precision or peer.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise InvalidArgumentError(f"a configuration must be a non-empty string, got {spec!r}")
+    text = spec.strip().lower()
+    base, _, multiplier = text.partition("@")
+    if base in PEERS:
+        m = _number(multiplier, spec, "rescore multiplier") if multiplier else 1
+        if m != int(m) or m < 1:
+            raise InvalidArgumentError(f"configuration {spec!r}: the rescore multiplier must be an int >= 1")
+        factory, modules = PEERS[base]
+        return PeerConfig(text, factory=factory, multiplier=int(m), modules=modules)
+
+    truncate_dim = None
+    if mrl := _MRL.match(text):
+        truncate_dim = int(mrl.group(1))
+        if truncate_dim < 1:
+            raise InvalidArgumentError(f"configuration {spec!r}: the Matryoshka dim must be >= 1")
+        text = mrl.group(2)
+    oversampling: float | None = None
+    if over := _OVERSAMPLING.match(text):
+        text, oversampling = over.group(1), _number(over.group(2), spec, "oversampling")
+        if oversampling < 1:
+            raise InvalidArgumentError(f"configuration {spec!r}: oversampling must be >= 1")
+    stages = [s.strip() for s in text.split(">")]
+    if any(not s for s in stages):
+        raise InvalidArgumentError(f"configuration {spec!r} has an empty stage")
+    quantizers = [make_quantizer(s) for s in stages]  # validates every spelling
+    name = spec.strip().lower()
+    if len(stages) == 1 and quantizers[0].precision.bits != 1:
+        if oversampling is not None:
+            raise InvalidArgumentError(f"configuration {spec!r}: an exhaustive scan takes no oversampling")
+        return FlatConfig(name, quantizer=stages[0], truncate_dim=truncate_dim)
+    if quantizers[0].precision.bits != 1:
+        raise InvalidArgumentError(
+            f"configuration {spec!r}: the first of several stages must be 1-bit (binary), got {stages[0]!r}"
+        )
+    if len(stages) == 1 and oversampling is not None:
+        raise InvalidArgumentError(f"configuration {spec!r}: oversampling needs a rescoring stage")
+    return IndexConfig(
+        name,
+        candidates=stages[0],
+        rescore=tuple(stages[1:]),
+        oversampling=10.0 if oversampling is None else oversampling,
+        truncate_dim=truncate_dim,
+    )
+
+
+def parse_configs(specs: Sequence[str]) -> list[Config]:
+    """Parse several specs, rejecting duplicates."""
+    configs = [parse_config(s) for s in specs]
+    names = [c.name for c in configs]
+    for name in names:
+        if names.count(name) > 1:
+            raise InvalidArgumentError(f"configuration {name!r} is listed twice")
+    return configs
+
+
+def _number(text: str, spec: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidArgumentError(f"configuration {spec!r}: {what} must be a number, got {text!r}") from None
