@@ -160,3 +160,87 @@ def test_demo_runs_offline(tmp_path: Path, capsys) -> None:
     )
     assert "hamming" in out and "rescore:int8" in out
     assert "float32" in out and "RAM total" in out
+
+
+# ---- quantsearch eval ---------------------------------------------------------------------------------
+@pytest.fixture
+def mini_beir(tmp_path: Path) -> Path:
+    """A small BEIR folder cut from scifact: 15 judged queries, their relevant documents, 200 documents."""
+    src = SHARED / "datasets" / "scifact"
+    qrels_lines = (src / "qrels" / "test.tsv").read_text().splitlines()
+    header, rows = qrels_lines[0], [line.split("\t") for line in qrels_lines[1:]]
+    queries = list(dict.fromkeys(q for q, _, _ in rows))[:15]
+    kept = [r for r in rows if r[0] in queries]
+    relevant = {d for _, d, _ in kept}
+    corpus = [json.loads(line) for line in (src / "corpus.jsonl").read_text().splitlines()]
+    docs = [d for d in corpus if d["_id"] in relevant]
+    docs += [d for d in corpus if d["_id"] not in relevant][: 200 - len(docs)]
+    root = tmp_path / "mini"
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    all_queries = [json.loads(line) for line in (src / "queries.jsonl").read_text().splitlines()]
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps(q) + "\n" for q in all_queries if q["_id"] in queries)
+    )
+    (root / "qrels" / "test.tsv").write_text("\n".join([header] + ["\t".join(r) for r in kept]) + "\n")
+    return root
+
+
+def test_eval_writes_the_report_and_reuses_embeddings(tmp_path, mini_beir, capsys, monkeypatch) -> None:
+    from quantsearch.embed import Embedder
+
+    embedded: list[int] = []
+    real_embed = Embedder.embed
+
+    def counting_embed(self, texts, *, progress=False):
+        embedded.append(len(texts))
+        return real_embed(self, texts, progress=progress)
+
+    monkeypatch.setattr(Embedder, "embed", counting_embed)
+    args = [
+        "eval", str(mini_beir), "--cache-dir", str(tmp_path / "cache"),
+        "--configs", "float32", "binary", "binary>int8@4", "--peers", "st-faiss-ubinary@4",
+    ]  # fmt: skip
+    code, out, err = run_cli(capsys, *args, "--out", str(tmp_path / "r1"))
+    assert code == 0, err
+    assert sum(embedded) == 200 + 15  # corpus and queries embedded once
+    assert "computed and cached" in err
+    assert "binary>int8@4" in out and "st-faiss-ubinary@4" in out and "peer" in out
+    files = {p.name for p in (tmp_path / "r1").iterdir()}
+    assert {"results.json", "results.md", "retention_vs_bytes.png", "retention_vs_latency.png"} <= files
+    first = json.loads((tmp_path / "r1" / "results.json").read_text())
+    assert first["dataset"] == "mini" and first["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert [r["config"] for r in first["rows"]] == [
+        "float32",
+        "binary",
+        "binary>int8@4",
+        "st-faiss-ubinary@4",
+    ]
+    assert first["embeddings"]["corpus_cached"] is False
+
+    code, out, err = run_cli(capsys, *args, "--json")
+    assert code == 0, err
+    assert sum(embedded) == 200 + 15, "the second run re-embedded"
+    assert "reused from the cache" in err
+    second = json.loads(out)
+    assert second["embeddings"]["corpus_cached"] is True and second["embeddings"]["queries_cached"] is True
+    for a, b in zip(first["rows"], second["rows"], strict=True):  # same embeddings, same quality
+        assert (
+            a["config"] == b["config"] and a["ndcg@10"] == b["ndcg@10"] and a["recall@100"] == b["recall@100"]
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["eval", "{mini}", "--configs", "binary>int7"], "unknown precision"),
+        (["eval", "{mini}", "--peers", "st-faiss-ubinary@x"], "must be a number"),
+        (["eval", "{tmp}/nowhere"], "neither a directory nor a known BEIR dataset"),
+        (["eval", "{mini}", "--split", "dev"], "has no qrels/dev.tsv"),
+        (["eval", "{mini}", "-k", "0"], "k must be >= 1"),
+    ],
+)
+def test_eval_errors_are_one_line(tmp_path, mini_beir, capsys, args, message) -> None:
+    fmt = {"mini": str(mini_beir), "tmp": str(tmp_path)}
+    code, _, err = run_cli(capsys, *[a.format(**fmt) for a in args], "--cache-dir", str(tmp_path / "c"), "-q")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("sentence_transformers")
 
-from quantsearch.embed import DEFAULT_MODEL, Embedder  # noqa: E402
+from quantsearch.embed import DEFAULT_MODEL, Embedder, EmbeddingCache  # noqa: E402
 from quantsearch.exceptions import (  # noqa: E402
     EmptyInputError,
     InvalidArgumentError,
@@ -128,3 +128,75 @@ def test_a_folder_that_is_not_a_model_is_a_clear_error(tmp_path) -> None:
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(InvalidArgumentError, match="could not load embedding model"):
         Embedder(str(tmp_path)).embed(["x"])
+
+
+# ---- the embedding cache ----------------------------------------------------------------------------
+class CountingEmbedder(Embedder):
+    """The real embedder, counting the texts it actually runs through the model."""
+
+    def __init__(self, inner: Embedder) -> None:
+        super().__init__()
+        self._model = inner.model
+        self.embedded = 0
+
+    def embed(self, texts, *, progress: bool = False):  # type: ignore[override]
+        self.embedded += len(texts)
+        return super().embed(texts, progress=progress)
+
+
+TEXTS = ["binary codes in RAM", "int8 codes on disk", "rescoring recovers quality", "ünïcödé ✓"]
+
+
+def test_cache_computes_once_then_reuses(embedder: Embedder, tmp_path) -> None:
+    counting = CountingEmbedder(embedder)
+    cache = EmbeddingCache(tmp_path / "cache")
+    first, hit = cache.embed(counting, TEXTS)
+    assert not hit and counting.embedded == len(TEXTS)
+    np.testing.assert_allclose(first, embedder.embed(TEXTS), atol=1e-6)
+    stored = cache.path(cache.key(counting, TEXTS))
+    mtime = stored.stat().st_mtime_ns
+    second, hit = cache.embed(counting, TEXTS)
+    assert hit and counting.embedded == len(TEXTS)  # nothing re-embedded
+    np.testing.assert_array_equal(first, second)
+    assert stored.stat().st_mtime_ns == mtime
+    meta = json.loads(stored.with_suffix(".json").read_text())
+    assert meta["model"] == DEFAULT_MODEL and meta["n"] == len(TEXTS) and meta["dim"] == 384
+
+
+def test_cache_key_follows_texts_and_model_settings(embedder: Embedder, tmp_path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    key = cache.key(embedder, TEXTS)
+    assert cache.key(embedder, list(TEXTS)) == key
+    assert cache.key(embedder, TEXTS[:-1] + ["other"]) != key  # content
+    assert cache.key(embedder, TEXTS[::-1]) != key  # order
+    assert cache.key(embedder, ["ab", "c"]) != cache.key(embedder, ["a", "bc"])  # boundaries
+    assert cache.key(Embedder(normalize=False), TEXTS) != key
+    assert cache.key(Embedder(max_seq_length=32), TEXTS) != key
+    assert cache.key(Embedder("some/other-model"), TEXTS) != key
+
+
+@pytest.mark.parametrize("damage", ["truncate", "wrong_rows", "nan"])
+def test_a_damaged_cache_entry_is_recomputed(embedder: Embedder, tmp_path, damage: str) -> None:
+    counting = CountingEmbedder(embedder)
+    cache = EmbeddingCache(tmp_path)
+    good, _ = cache.embed(counting, TEXTS)
+    path = cache.path(cache.key(counting, TEXTS))
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "wrong_rows":
+        np.save(path, good[:2])
+    else:
+        bad = good.copy()
+        bad[1, 3] = np.nan
+        np.save(path, bad)
+    again, hit = cache.embed(counting, TEXTS)
+    assert not hit and counting.embedded == 2 * len(TEXTS)
+    np.testing.assert_allclose(again, good, atol=1e-6)
+    assert cache.load(cache.key(counting, TEXTS), len(TEXTS)) is not None  # repaired
+
+
+def test_cache_that_cannot_be_written_still_returns_embeddings(embedder: Embedder, tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    vectors, hit = EmbeddingCache(blocker / "cache").embed(embedder, TEXTS[:2])
+    assert not hit and vectors.shape == (2, 384)

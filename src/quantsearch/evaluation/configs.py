@@ -228,15 +228,15 @@ class PeerConfig(Config):
 
     factory: Callable[[np.ndarray, int], Searcher] = field(default=None, repr=False)  # type: ignore[assignment]
     multiplier: int = 1
-    modules: tuple[str, ...] = ()
+    loaders: tuple[Callable[[], Any], ...] = ()
 
     @property
     def peer(self) -> bool:
         return True
 
     def warm_up(self) -> None:
-        for module in self.modules:
-            _import(module)
+        for load in self.loaders:
+            load()
 
     def build(self, docs: np.ndarray, workdir: Path) -> Searcher:
         return self.factory(docs, self.multiplier)
@@ -251,9 +251,25 @@ def _import(module: str) -> Any:
         raise MissingDependencyError(f"peer rows need {module.split('.')[0]}: {_INSTALL_EVAL}") from exc
 
 
+def _st_quantization() -> Any:
+    """sentence-transformers' quantization module (moved to ``util`` in version 5)."""
+    try:
+        return _import("sentence_transformers.util.quantization")
+    except MissingDependencyError:
+        return _import("sentence_transformers.quantization")
+
+
+def _faiss() -> Any:
+    return _import("faiss")
+
+
+def _usearch() -> Any:
+    return _import("usearch.index")
+
+
 class _FaissFlatIP(Searcher):
     def __init__(self, docs: np.ndarray, multiplier: int) -> None:
-        faiss = _import("faiss")
+        faiss = _faiss()
         self.index = faiss.IndexFlatIP(docs.shape[1])
         self.index.add(np.ascontiguousarray(docs, np.float32))
         self.ram_bytes_per_vector = float(4 * docs.shape[1])
@@ -272,7 +288,7 @@ class _SentenceTransformersPeer(Searcher):
     """
 
     def __init__(self, docs: np.ndarray, multiplier: int, backend: str, precision: str) -> None:
-        quantization = _import("sentence_transformers.quantization")
+        quantization = _st_quantization()
         self._backend = backend
         self._precision = precision
         self._multiplier = multiplier
@@ -313,19 +329,20 @@ class _SentenceTransformersPeer(Searcher):
         return rows
 
 
-def _st(backend: str, precision: str) -> Callable[[np.ndarray, int], Searcher]:
+_Factory = Callable[[np.ndarray, int], Searcher]
+
+
+def _st(backend: str, precision: str) -> _Factory:
     return lambda docs, m: _SentenceTransformersPeer(docs, m, backend, precision)
 
 
-_ST = ("sentence_transformers.quantization",)
-
-#: Peer name (without ``@M``) -> (factory(docs, multiplier), modules it imports).
-PEERS: dict[str, tuple[Callable[[np.ndarray, int], Searcher], tuple[str, ...]]] = {
-    "faiss-flat-ip": (_FaissFlatIP, ("faiss",)),
-    "st-faiss-ubinary": (_st("faiss", "ubinary"), (*_ST, "faiss")),
-    "st-faiss-uint8": (_st("faiss", "uint8"), (*_ST, "faiss")),
-    "st-usearch-ubinary": (_st("usearch", "ubinary"), (*_ST, "usearch.index")),
-    "st-usearch-int8": (_st("usearch", "int8"), (*_ST, "usearch.index")),
+#: Peer name (without ``@M``) -> (factory(docs, multiplier), the imports it needs, done before timing).
+PEERS: dict[str, tuple[_Factory, tuple[Callable[[], Any], ...]]] = {
+    "faiss-flat-ip": (_FaissFlatIP, (_faiss,)),
+    "st-faiss-ubinary": (_st("faiss", "ubinary"), (_st_quantization, _faiss)),
+    "st-faiss-uint8": (_st("faiss", "uint8"), (_st_quantization, _faiss)),
+    "st-usearch-ubinary": (_st("usearch", "ubinary"), (_st_quantization, _usearch)),
+    "st-usearch-int8": (_st("usearch", "int8"), (_st_quantization, _usearch)),
 }
 
 
@@ -350,8 +367,8 @@ def parse_config(spec: str) -> Config:
         m = _number(multiplier, spec, "rescore multiplier") if multiplier else 1
         if m != int(m) or m < 1:
             raise InvalidArgumentError(f"configuration {spec!r}: the rescore multiplier must be an int >= 1")
-        factory, modules = PEERS[base]
-        return PeerConfig(text, factory=factory, multiplier=int(m), modules=modules)
+        factory, loaders = PEERS[base]
+        return PeerConfig(text, factory=factory, multiplier=int(m), loaders=loaders)
 
     truncate_dim = None
     if mrl := _MRL.match(text):

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from quantsearch._validation import as_float_matrix
+from quantsearch._validation import as_float_matrix, check_positive_int
 from quantsearch.datasets import BeirDataset, load_beir
 from quantsearch.evaluation.configs import (
     DEFAULT_CONFIGS,
@@ -136,9 +136,10 @@ def run_eval(
         raise DimensionMismatchError(
             f"queries has {queries.shape[0]} rows but the split has {len(dataset.query_ids)} queries"
         )
-    for name, value in (("k", k), ("recall_depth", recall_depth), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
+    k = check_positive_int(k, "k")
+    recall_depth = check_positive_int(recall_depth, "recall_depth")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    batch_repeats = check_positive_int(batch_repeats, "batch_repeats")
     if k > docs.shape[0]:
         raise InvalidArgumentError(f"k={k} exceeds the number of documents ({docs.shape[0]})")
     depth = min(max(recall_depth, k), docs.shape[0])
@@ -309,6 +310,7 @@ def evaluate_dataset(
     """
     from quantsearch.embed import Embedder, EmbeddingCache
 
+    k = check_positive_int(k, "k")  # bad arguments fail before the (long) embedding
     specs = list(DEFAULT_CONFIGS if configs is None else configs) + list(peers or ())
     parsed = parse_configs([s for s in specs if isinstance(s, str)])  # a typo fails before embedding
     parsed += [c for c in specs if not isinstance(c, str)]
