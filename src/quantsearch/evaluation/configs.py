@@ -174,7 +174,7 @@ class FlatConfig(Config):
 
 class _FlatSearcher(Searcher):
     # documents dequantized per block, so memory stays bounded and the codes are what is held
-    _BLOCK = 16_384
+    _BLOCK = 4096
 
     def __init__(self, quantizer: Quantizer, docs: np.ndarray) -> None:
         self.quantizer = quantizer
