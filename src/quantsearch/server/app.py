@@ -10,8 +10,10 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -42,6 +44,8 @@ __all__ = ["create_app", "serve"]
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 # the page loads only its own files; nothing from elsewhere, no inline script
 _PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -52,7 +56,7 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-_STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+_STATIC = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
 _DOCS_ASSETS = {
     "swagger-ui-bundle.js": "text/javascript",
     "swagger-ui.css": "text/css",
@@ -79,6 +83,7 @@ def create_app(
     max_body_bytes: int = 16 << 20,
     max_exact_bytes: int = 256 << 20,
     preload_model: bool = False,
+    search_threads: int | None = None,
 ) -> FastAPI:
     """Build the HTTP application over the index in ``index_dir`` (opened now, closed at shutdown).
 
@@ -95,6 +100,9 @@ def create_app(
         the float-tier bytes an exact comparison may scan.
     preload_model : bool
         Load the index's embedding model at startup instead of on the first text query.
+    search_threads : int, optional
+        Searches (and other reads) run at once in worker threads; default 4 per CPU core, at
+        most 32. More wait for a free thread.
 
     Returns
     -------
@@ -104,8 +112,13 @@ def create_app(
     if api_key is not None and not api_key:
         raise InvalidArgumentError("api_key must be a non-empty string or None")
     limits = Limits(max_k, max_oversampling, max_batch, max_body_bytes, max_exact_bytes)
-    for name in ("max_k", "max_batch", "max_body_bytes", "max_exact_bytes"):
-        value = getattr(limits, name)
+    for name, value in (
+        ("max_k", max_k),
+        ("max_batch", max_batch),
+        ("max_body_bytes", max_body_bytes),
+        ("max_exact_bytes", max_exact_bytes),
+        ("search_threads", 1 if search_threads is None else search_threads),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
     if not max_oversampling >= 1:
@@ -133,12 +146,15 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     _install_error_handlers(app)
     guard = [Security(_key_checker(api_key))] if api_key is not None else []
+    pools = _Pools(search_threads or min(32, 4 * (os.cpu_count() or 1)))
 
-    # ---- API (sync endpoints: FastAPI runs them in its thread pool, so searches run in parallel)
+
+    # ---- API: the work runs in worker threads (searches in parallel, writes one at a time)
     @app.post("/search", response_model=SearchResponse, dependencies=guard, responses=_ERRORS, tags=["search"])
-    def search(body: SearchRequest) -> dict[str, Any]:
+    async def search(body: SearchRequest) -> dict[str, Any]:
         """Search with a text (embedded with the index's model) or a vector."""
-        return service.search(
+        call = partial(
+            service.search,
             query=body.query,
             vector=body.vector,
             k=body.k,
@@ -146,18 +162,19 @@ def create_app(
             stages=body.stages,
             compare=body.compare,
         )
+        return await pools.read(call)
 
     @app.post("/documents", response_model=AddResponse, dependencies=guard, responses=_ERRORS, tags=["documents"])
-    def add_documents(body: AddRequest) -> dict[str, Any]:
+    async def add_documents(body: AddRequest) -> dict[str, Any]:
         """Add a batch atomically (all or nothing); durable when the response is sent."""
-        return service.add(body.documents)
+        return await pools.add(partial(service.add, body.documents))
 
     @app.get(
         "/documents/{doc_id:path}", response_model=Document, dependencies=guard, responses=_ERRORS, tags=["documents"]
     )
-    def get_document(doc_id: str) -> dict[str, Any]:
+    async def get_document(doc_id: str) -> dict[str, Any]:
         """The stored text and metadata of one document."""
-        return service.get(doc_id)
+        return await pools.read(partial(service.get, doc_id))
 
     @app.delete(
         "/documents/{doc_id:path}",
@@ -166,14 +183,14 @@ def create_app(
         responses=_ERRORS,
         tags=["documents"],
     )
-    def delete_document(doc_id: str) -> dict[str, Any]:
+    async def delete_document(doc_id: str) -> dict[str, Any]:
         """Delete one document (masked at once; its codes stay until a compaction)."""
-        return service.delete(doc_id)
+        return await pools.write(partial(service.delete, doc_id))
 
     @app.get("/stats", response_model=Stats, dependencies=guard, responses=_ERRORS, tags=["index"])
-    def stats() -> dict[str, Any]:
+    async def stats() -> dict[str, Any]:
         """Counts, bytes per tier in RAM and on disk, quantizer settings, limits."""
-        return service.stats()
+        return await pools.read(service.stats)
 
     @app.get("/healthz", response_model=Health, tags=["index"])
     def healthz() -> dict[str, Any]:
@@ -234,6 +251,35 @@ def serve(
         logger.warning("serving %s on %s without an API key: anyone who can reach it can write", index_dir, host)
     app = create_app(index_dir, api_key=api_key, preload_model=True, **limits)
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+
+
+class _Pools:
+    """Worker threads: reads (searches, gets, stats) ``size`` at a time, adds, and deletes one at a time.
+
+    Requests beyond a bound wait in the event loop, not in a thread: on a small machine a few
+    search threads use the cores as well as many would, and fewer threads contend for the GIL.
+    Adds get threads of their own, which mostly wait for the group commit that takes them
+    (:class:`~quantsearch.server.writer.GroupCommitter`), so that they never hold up searches.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.sizes = {"read": size, "add": 64, "delete": 1}
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+
+    async def _run(self, kind: str, call: Callable[[], T]) -> T:
+        limiter = self._limiters.get(kind)
+        if limiter is None:  # limiters belong to the running event loop: made on first use
+            limiter = self._limiters[kind] = anyio.CapacityLimiter(self.sizes[kind])
+        return await anyio.to_thread.run_sync(call, limiter=limiter)
+
+    async def read(self, call: Callable[[], T]) -> T:
+        return await self._run("read", call)
+
+    async def add(self, call: Callable[[], T]) -> T:
+        return await self._run("add", call)
+
+    async def write(self, call: Callable[[], T]) -> T:
+        return await self._run("delete", call)
 
 
 # ---- helpers --------------------------------------------------------------------------------------------

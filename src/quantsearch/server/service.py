@@ -21,6 +21,7 @@ from ..exceptions import DimensionMismatchError, InvalidArgumentError
 from ..index import Index
 from ..results import SearchResults
 from .errors import LimitError, PayloadTooLargeError
+from .writer import GroupCommitter
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class SearchService:
         self.limits = limits
         self._embed_lock = threading.Lock()
         self._exact_lock = threading.Lock()  # one exact scan at a time: each reads the whole float tier
+        self.writer = GroupCommitter(index, max_rows=8 * limits.max_batch)
         floats = [name for name, q in index.tiers.items() if q.precision.value in ("float32", "float16")]
         # float32 is the exact reference when present; float16 is the next best
         self.exact_tier = next((n for n in floats if n.startswith("float32")), floats[0] if floats else None)
@@ -67,10 +69,10 @@ class SearchService:
 
     # ---- embedding ----------------------------------------------------------------------------
     def load_model(self) -> None:
-        """Load the index's embedding model now (else the first text query pays for it)."""
+        """Load the index's embedding model now, and run it once (else the first text query pays)."""
         if self.index.model is not None:
             with self._embed_lock:
-                _ = self.index.embedder.model
+                self.index.embedder.embed(["warm-up"])
 
     def embed(self, texts: Sequence[str], what: str) -> np.ndarray:
         """Embed texts with the index's model; ``what`` names them in the error of a model-less index."""
@@ -165,7 +167,10 @@ class SearchService:
 
     # ---- documents ------------------------------------------------------------------------------
     def add(self, documents: Sequence[Any]) -> dict[str, Any]:
-        """Add one batch atomically; ``documents`` are :class:`DocumentIn` models."""
+        """Add one batch atomically; ``documents`` are :class:`DocumentIn` models.
+
+        Batches that arrive together are committed together (:class:`GroupCommitter`).
+        """
         n = len(documents)
         if n > self.limits.max_batch:
             raise PayloadTooLargeError(
@@ -193,7 +198,7 @@ class SearchService:
                 raise InvalidArgumentError(f"documents[{i}] has neither a vector nor a text to embed")
         if to_embed:
             vectors[to_embed] = self.embed([documents[i].text for i in to_embed], f"documents[{to_embed[0]}]")
-        ids = self.index.add(
+        ids = self.writer.add(
             vectors,
             ids=[d.id for d in documents] if all(given) else None,
             texts=[d.text for d in documents],

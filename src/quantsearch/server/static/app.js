@@ -38,6 +38,7 @@ function el(tag, props = {}, children = []) {
   for (const [k, v] of Object.entries(props)) {
     if (k === "text") node.textContent = v;
     else if (k === "className") node.className = v;
+    else if (k === "width") node.style.width = v;  // CSSOM, not a style attribute: allowed by the CSP
     else node.setAttribute(k, v);
   }
   for (const child of children) node.appendChild(child);
@@ -59,14 +60,14 @@ function renderStats(s) {
   for (const t of s.tiers) {
     body.appendChild(el("tr", {}, [
       el("td", { text: t.name }),
-      el("td", { text: t.storage === "ram" ? "RAM" : "disk (mmap)" }),
+      el("td", { text: t.storage === "ram" ? "RAM" : "disk, mmap" }),
       el("td", { className: "num", text: String(t.bytes_per_vector ?? "-") }),
       el("td", { className: "num", text: bytes(t.ram_bytes) }),
       el("td", { className: "num", text: bytes(t.disk_bytes) }),
     ]));
   }
   body.appendChild(el("tr", {}, [
-    el("td", { text: "catalog" }), el("td", { text: "disk (SQLite)" }), el("td"),
+    el("td", { text: "catalog" }), el("td", { text: "disk, SQLite" }), el("td"),
     el("td", { className: "num", text: "0 B" }), el("td", { className: "num", text: bytes(s.catalog_bytes) }),
   ]));
   body.appendChild(el("tr", {}, [
@@ -77,7 +78,7 @@ function renderStats(s) {
   const biggest = Math.max(s.float32_bytes, s.ram_bytes, 1);
   const ratio = s.ram_bytes > 0 ? (s.float32_bytes / s.ram_bytes).toFixed(1) + "x" : "-";
   const bar = (value, ref) => el("div", {
-    className: ref ? "bar ref" : "bar", style: `width:${(100 * value / biggest).toFixed(1)}%`,
+    className: ref ? "bar ref" : "bar", width: `${(100 * value / biggest).toFixed(1)}%`,
   });
   $("memory-bars").replaceChildren(
     el("div", { className: "row" }, [
@@ -98,7 +99,17 @@ function renderStats(s) {
     compare.checked = false;
     $("compare-label").title = "this index keeps no float tier (create it with a float32 rescoring tier)";
   }
-  $("main-title").textContent = "binary → " + (s.tiers.slice(1).map((t) => t.name).join(" → ") || "Hamming only");
+  // the stage choices: every prefix of the rescoring tiers (the last is the index's default)
+  const select = $("stages");
+  const names = s.tiers.slice(1).map((t) => t.name);
+  const previous = select.value;
+  select.replaceChildren();
+  for (let n = names.length; n >= 0; n--) {
+    const chosen = names.slice(0, n);
+    const label = [s.tiers[0].name, ...chosen].join(" → ") + (n === 0 ? " (Hamming only)" : "");
+    select.appendChild(el("option", { value: JSON.stringify(chosen), text: label }));
+  }
+  if (previous) select.value = previous;
   $("query-hint").textContent = s.text_queries
     ? "Text queries are embedded with the index's model."
     : `This index has no embedding model: paste a vector as a JSON array of ${s.dim} numbers.`;
@@ -127,7 +138,7 @@ function renderHits(list, hits, others) {
         el("span", { className: "hit-id", text: String(hit.id) }),
         el("span", { className: "hit-score", text: "score " + hit.score.toFixed(4) }),
       ]),
-      el("div", { className: "hit-text", text: truncate(hit.text || "", 320) }),
+      el("div", { className: "hit-text", text: truncate(hit.text || "", others ? 180 : 320) }),
     ]);
     list.appendChild(item);
   });
@@ -150,7 +161,7 @@ function stageLabel(name) {
   return STAGE_LABELS[name] || name;
 }
 
-function renderTimings(timings, roundTrip, exact) {
+function renderTimings(timings, candidates, roundTrip, exact) {
   const rows = Object.entries(timings).filter(([name]) => name !== "total");
   rows.push(["total", timings.total]);
   rows.push(["round trip (browser)", roundTrip]);
@@ -159,11 +170,15 @@ function renderTimings(timings, roundTrip, exact) {
   const body = $("timings").querySelector("tbody");
   body.replaceChildren();
   for (const [name, ms] of rows) {
+    const label = el("td", { text: stageLabel(name) });
+    if (candidates[name] !== undefined) {
+      label.appendChild(el("span", { className: "muted", text: ` · ${candidates[name].toLocaleString()} docs` }));
+    }
     body.appendChild(el("tr", { "data-stage": name }, [
-      el("td", { text: stageLabel(name) }),
+      label,
       el("td", { className: "num", text: ms.toFixed(2) + " ms" }),
-      el("td", { style: "width:35%" }, [
-        el("div", { className: "bar", style: `width:${(100 * ms / longest).toFixed(1)}%` }),
+      el("td", { className: "bar-cell" }, [
+        el("div", { className: "bar", width: `${(100 * ms / longest).toFixed(1)}%` }),
       ]),
     ]));
   }
@@ -185,6 +200,7 @@ async function search(event) {
     body.query = text;
   }
   if ($("oversampling").value) body.oversampling = Number($("oversampling").value);
+  if ($("stages").value) body.stages = JSON.parse($("stages").value);
   body.compare = $("compare").checked && !$("compare").disabled;
   if ($("api-key").value) sessionStorage.setItem("quantsearch-key", $("api-key").value);
   $("search-button").disabled = true;
@@ -195,6 +211,7 @@ async function search(event) {
     const roundTrip = performance.now() - t0;
     const exactIds = res.exact ? new Set(res.exact.hits.map((h) => String(h.id))) : null;
     const mainIds = res.exact ? new Set(res.hits.map((h) => String(h.id))) : null;
+    $("main-title").textContent = $("stages").selectedOptions[0]?.textContent || "results";
     renderHits($("results"), res.hits, exactIds);
     $("exact-column").hidden = !res.exact;
     $("overlap").hidden = !res.exact;
@@ -206,7 +223,7 @@ async function search(event) {
         `overlap@${res.exact.overlap_k}: ${shared}/${res.exact.overlap_k} ` +
         `(${(100 * res.exact.overlap).toFixed(0)}%) — shared hits are highlighted`;
     }
-    renderTimings(res.timings_ms, roundTrip, res.exact);
+    renderTimings(res.timings_ms, res.candidates || {}, roundTrip, res.exact);
     setStatus(`${res.hits.length} results in ${res.timings_ms.total.toFixed(1)} ms (server)`);
     if (stats === null) loadStats();
   } catch (error) {
