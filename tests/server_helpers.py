@@ -39,7 +39,9 @@ class ServerProcess:
     :meth:`kill` yourself.
     """
 
-    def __init__(self, index_dir: Path, log: Path, *, api_key: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self, index_dir: Path, log: Path, *, api_key: str | None = None, timeout: float = 60.0
+    ) -> None:
         self.index_dir = index_dir
         self.log = log
         self.api_key = api_key
@@ -60,7 +62,15 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         for _attempt in range(3):  # the free port may be taken by someone else in between
             self.port = free_port()
-            cmd = [sys.executable, "-m", "quantsearch", "serve", str(self.index_dir), "--port", str(self.port)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "quantsearch",
+                "serve",
+                str(self.index_dir),
+                "--port",
+                str(self.port),
+            ]
             cmd += ["--log-level", "warning"]
             env = {**os.environ, "PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
             if self.api_key:
@@ -71,7 +81,9 @@ class ServerProcess:
                 return self
             if "address already in use" not in self.log.read_text(errors="replace").lower():
                 break
-        raise RuntimeError(f"the server did not start; its log:\n{self.log.read_text(errors='replace')[-4000:]}")
+        raise RuntimeError(
+            f"the server did not start; its log:\n{self.log.read_text(errors='replace')[-4000:]}"
+        )
 
     def _wait_ready(self) -> bool:
         assert self.proc is not None

@@ -96,7 +96,13 @@ def test_vector_search_matches_the_library_and_brute_force(served: Served) -> No
             assert [h["text"] for h in body["hits"]] == [f"doc {i}" for i in want.ids[0]]
             assert [h["metadata"] for h in body["hits"]] == [{"i": int(i)} for i in want.ids[0]]
             assert body["k"] == 10 and body["candidates"]["hamming"] == N
-            assert set(body["timings_ms"]) >= {"hamming", "rescore:int8", "rescore:float32", "payload", "total"}
+            assert set(body["timings_ms"]) >= {
+                "hamming",
+                "rescore:int8",
+                "rescore:float32",
+                "payload",
+                "total",
+            }
             assert all(ms >= 0 for ms in body["timings_ms"].values())
         # the last stage is float32 (the stored vectors): each document's own vector finds it first
         for i in (0, 17, 399):
@@ -137,7 +143,7 @@ def test_k_is_capped_at_the_number_of_documents(open_served: Served) -> None:
     assert body["k"] == 50 and len(body["hits"]) == 50 and body["hits"][0]["id"] == "dir/doc-3.txt"
 
 
-# ---- documents ----------------------------------------------------------------------------------------------
+# ---- documents ---------------------------------------------------------------------------------------------
 def test_add_get_search_delete_roundtrip(served: Served) -> None:
     new = unit_vectors(3, DIM, seed=7)
     docs = [
@@ -149,7 +155,11 @@ def test_add_get_search_delete_roundtrip(served: Served) -> None:
         added = c.post("/documents", json={"documents": docs})
         assert added.status_code == 200, added.text
         assert added.json() == {"ids": [5000, 5001, 5002], "count": before + 3}
-        assert c.get("/documents/5001").json() == {"id": 5001, "text": "new 1", "metadata": {"tag": "x", "j": 1}}
+        assert c.get("/documents/5001").json() == {
+            "id": 5001,
+            "text": "new 1",
+            "metadata": {"tag": "x", "j": 1},
+        }
         hit = c.post("/search", json={"vector": new[2].tolist(), "k": 1}).json()["hits"][0]
         assert hit["id"] == 5002 and hit["text"] == "new 2"
 
@@ -229,7 +239,11 @@ def test_page_and_docs_load_nothing_from_elsewhere(served: Served) -> None:
         assert c.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
         spec = c.get("/openapi.json").json()
         assert {"/search", "/documents", "/documents/{doc_id}", "/stats", "/healthz"} <= set(spec["paths"])
-        for traversal in ("/static/../pyproject.toml", "/static/%2e%2e/manifest.json", "/static/index.html/.."):
+        for traversal in (
+            "/static/../pyproject.toml",
+            "/static/%2e%2e/manifest.json",
+            "/static/index.html/..",
+        ):
             r = c.get(traversal)
             assert r.status_code == 404 and r.json()["error"]["type"] == "NotFound", traversal
 
@@ -241,7 +255,7 @@ def test_serve_binds_loopback_by_default() -> None:
     assert (args.host, args.port, args.api_key) == ("127.0.0.1", 8000, None)
 
 
-# ---- bad requests -------------------------------------------------------------------------------------------
+# ---- bad requests ------------------------------------------------------------------------------------------
 def _raw(body: str) -> dict[str, Any]:
     return {"content": body.encode(), "headers": {"Content-Type": "application/json"}}
 
@@ -250,28 +264,29 @@ def _vec(n: int, value: float = 0.1) -> list[float]:
     return [value] * n
 
 
+# fmt: off
 BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int, str, str]] = [
     # (name, method, path, httpx kwargs, status, error type, message part)
-    ("malformed JSON", "POST", "/search", _raw('{"k": 3, "vector": [0.1,'), 400, "MalformedJSON", "not valid JSON"),
-    ("malformed JSON add", "POST", "/documents", _raw('{"documents": [}'), 400, "MalformedJSON", "not valid JSON"),
+    ("malformed JSON", "POST", "/search", _raw('{"k": 3, "vector": [0.1,'), 400, "MalformedJSON", "not valid JSON"),  # noqa: E501
+    ("malformed JSON add", "POST", "/documents", _raw('{"documents": [}'), 400, "MalformedJSON", "not valid JSON"),  # noqa: E501
     ("not UTF-8", "POST", "/search", {"content": b'{"query": "\xff\xfe"}', "headers": {"Content-Type": "application/json"}}, 400, "BadRequest", "error parsing the body"),  # noqa: E501
     ("body is a list", "POST", "/search", {"json": [1, 2]}, 422, "ValidationError", "valid dictionary"),
     ("wrong dim search", "POST", "/search", {"json": {"vector": _vec(63)}}, 400, "DimensionMismatchError", "63 dimensions, expected 64"),  # noqa: E501
     ("wrong dim add", "POST", "/documents", {"json": {"documents": [{"id": 9001, "vector": _vec(65)}]}}, 400, "DimensionMismatchError", "documents[0].vector has 65 dimensions"),  # noqa: E501
-    ("NaN search", "POST", "/search", _raw('{"vector": [NaN' + ", 0.1" * 63 + "]}"), 400, "NonFiniteError", "NaN"),
+    ("NaN search", "POST", "/search", _raw('{"vector": [NaN' + ", 0.1" * 63 + "]}"), 400, "NonFiniteError", "NaN"),  # noqa: E501
     ("NaN add", "POST", "/documents", _raw('{"documents": [{"id": 9002, "vector": [0.1' + ", NaN" * 63 + "]}]}"), 400, "NonFiniteError", "NaN"),  # noqa: E501
     ("inf add", "POST", "/documents", _raw('{"documents": [{"id": 9003, "vector": [Infinity' + ", 0.1" * 63 + "]}]}"), 400, "NonFiniteError", "inf"),  # noqa: E501
-    ("overflow to inf", "POST", "/search", {"json": {"vector": [1e300] + _vec(63)}}, 400, "NonFiniteError", "inf"),
+    ("overflow to inf", "POST", "/search", {"json": {"vector": [1e300] + _vec(63)}}, 400, "NonFiniteError", "inf"),  # noqa: E501
     ("NaN metadata", "POST", "/documents", _raw('{"documents": [{"id": 9004, "vector": [0.1' + ", 0.1" * 63 + '], "metadata": {"x": NaN}}]}'), 400, "InvalidArgumentError", "metadata[0]"),  # noqa: E501
     ("k=0", "POST", "/search", {"json": {"vector": _vec(64), "k": 0}}, 422, "ValidationError", "k: Input should be greater than or equal to 1 (got 0)"),  # noqa: E501
     ("k=10^9", "POST", "/search", {"json": {"vector": _vec(64), "k": 10**9}}, 422, "LimitError", "k must be <= 1000 (this server's limit), got 1000000000"),  # noqa: E501
-    ("k not an int", "POST", "/search", {"json": {"vector": _vec(64), "k": "ten"}}, 422, "ValidationError", "k: "),
+    ("k not an int", "POST", "/search", {"json": {"vector": _vec(64), "k": "ten"}}, 422, "ValidationError", "k: "),  # noqa: E501
     ("oversampling < 1", "POST", "/search", {"json": {"vector": _vec(64), "oversampling": 0.5}}, 422, "ValidationError", "oversampling"),  # noqa: E501
     ("oversampling over limit", "POST", "/search", {"json": {"vector": _vec(64), "oversampling": 1e6}}, 422, "LimitError", "oversampling must be <= 100"),  # noqa: E501
     ("query and vector", "POST", "/search", {"json": {"vector": _vec(64), "query": "x"}}, 422, "ValidationError", "exactly one of 'query'"),  # noqa: E501
     ("no query", "POST", "/search", {"json": {"k": 3}}, 422, "ValidationError", "exactly one of 'query'"),
     ("unknown field", "POST", "/search", {"json": {"vector": _vec(64), "kk": 3}}, 422, "ValidationError", "kk: Extra inputs"),  # noqa: E501
-    ("vector of strings", "POST", "/search", {"json": {"vector": ["a"] * 64}}, 422, "ValidationError", "vector.0"),
+    ("vector of strings", "POST", "/search", {"json": {"vector": ["a"] * 64}}, 422, "ValidationError", "vector.0"),  # noqa: E501
     ("unknown stage", "POST", "/search", {"json": {"vector": _vec(64), "stages": ["int4"]}}, 400, "InvalidArgumentError", "unknown stage 'int4'"),  # noqa: E501
     ("text without model", "POST", "/search", {"json": {"query": "hello"}}, 400, "InvalidArgumentError", "no embedding model"),  # noqa: E501
     ("text doc without model", "POST", "/documents", {"json": {"documents": [{"id": 9005, "text": "hi"}]}}, 400, "InvalidArgumentError", "no embedding model"),  # noqa: E501
@@ -285,12 +300,13 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int, str, str]] = [
     ("batch too large", "POST", "/documents", {"json": {"documents": [{"vector": [0.5] * 64}] * 1001}}, 413, "PayloadTooLargeError", "at most 1000 documents"),  # noqa: E501
     ("huge body", "POST", "/documents", {"content": b" " * (17 << 20), "headers": {"Content-Type": "application/json"}}, 413, "PayloadTooLargeError", "over this server's limit of 16,777,216 bytes"),  # noqa: E501
     ("huge chunked body", "POST", "/search", {"content": (b" " * (1 << 20) for _ in range(20)), "headers": {"Content-Type": "application/json"}}, 413, "PayloadTooLargeError", "over this server's limit"),  # noqa: E501
-    ("unknown id get", "GET", "/documents/123456", {}, 404, "UnknownIdError", "id 123456 is not in the index"),
+    ("unknown id get", "GET", "/documents/123456", {}, 404, "UnknownIdError", "id 123456 is not in the index"),  # noqa: E501
     ("unknown id delete", "DELETE", "/documents/123456", {}, 404, "UnknownIdError", "id 123456 is not in the index"),  # noqa: E501
     ("non-int id", "DELETE", "/documents/12abc", {}, 400, "InvalidArgumentError", "id must be an integer"),
     ("unknown route", "GET", "/nothing-here", {}, 404, "NotFound", "Not Found"),
     ("wrong method", "PUT", "/search", {"json": {}}, 405, "MethodNotAllowed", "Method Not Allowed"),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize(
@@ -345,7 +361,7 @@ def test_open_server_refusals(open_served: Served) -> None:
         assert c.get("/stats").json()["exact_tier"] is None
 
 
-# ---- concurrency --------------------------------------------------------------------------------------------
+# ---- concurrency -------------------------------------------------------------------------------------------
 def test_a_search_never_sees_half_a_batch(served: Served) -> None:
     """Batches of 8 copies of one vector are added while other clients search for those vectors:
     at Hamming distance 0 a search finds either none or all 8 of a batch, never a part."""
@@ -419,10 +435,55 @@ def test_searches_run_in_parallel(tmp_path: Path, make_index: Callable[..., Any]
         with ThreadPoolExecutor(4) as pool:
             url = f"http://127.0.0.1:{port}/search"
             replies = list(
-                pool.map(lambda i: httpx.post(url, json={"vector": vectors[i].tolist(), "k": 1}, timeout=30), range(4))
+                pool.map(
+                    lambda i: httpx.post(url, json={"vector": vectors[i].tolist(), "k": 1}, timeout=30),
+                    range(4),
+                )
             )
         assert [r.status_code for r in replies] == [200] * 4
         assert [r.json()["hits"][0]["id"] for r in replies] == [0, 1, 2, 3]
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+# ---- in-process: the app factory -----------------------------------------------------------------------------
+def test_a_model_that_cannot_load_leaves_vector_search_working(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from quantsearch.server import create_app
+
+    vectors = unit_vectors(20, DIM, seed=4)
+    Index.build(tmp_path / "idx", vectors, model=str(tmp_path / "no-such-model")).close()
+    with TestClient(create_app(tmp_path / "idx", preload_model=True)) as c:  # starts despite the model
+        assert c.get("/stats").json()["text_queries"] is True
+        r = c.post("/search", json={"query": "hello"})
+        assert r.status_code in (400, 501) and "model" in r.json()["error"]["message"]
+        assert c.post("/search", json={"vector": vectors[3].tolist(), "k": 1}).json()["hits"][0]["id"] == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"max_k": 0}, "max_k must be a positive int"), ({"api_key": ""}, "api_key must be a non-empty"),
+     ({"search_threads": 0}, "search_threads"), ({"max_oversampling": 0.5}, "max_oversampling")],
+)  # fmt: skip
+def test_create_app_checks_its_arguments(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
+    from quantsearch import InvalidArgumentError, IndexNotFoundError
+    from quantsearch.server import create_app
+
+    Index.build(tmp_path / "idx", unit_vectors(5, DIM)).close()
+    with pytest.raises(InvalidArgumentError, match=message):
+        create_app(tmp_path / "idx", **kwargs)
+    with pytest.raises(IndexNotFoundError):
+        create_app(tmp_path / "missing")
+
+
+def test_serve_command_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from quantsearch.cli import main
+
+    assert main(["serve", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("quantsearch: error:") and "missing" in err and "\n" not in err
+    Index.build(tmp_path / "idx", unit_vectors(5, DIM)).close()
+    assert main(["serve", str(tmp_path / "idx"), "--port", "70000"]) == 2
+    assert "port must be an int in [0, 65535], got 70000" in capsys.readouterr().err

@@ -102,7 +102,9 @@ def check_served(server: ServerProcess, stored: set[int], sample: list[int]) -> 
 
 def test_sigkill_during_adds_keeps_every_acknowledged_document(tmp_path: Path) -> None:
     path, log = tmp_path / "idx", tmp_path / "server.log"
-    with Index.create(path, DIM, calibration=np.concatenate([batch_vectors(10_000 + s) for s in range(8)])) as index:
+    with Index.create(
+        path, DIM, calibration=np.concatenate([batch_vectors(10_000 + s) for s in range(8)])
+    ) as index:
         for b in (0, 1):
             index.add(batch_vectors(b), ids=batch_ids(b), texts=[f"doc {i}" for i in batch_ids(b)],
                       metadata=[{"b": b}] * BATCH)  # fmt: skip
@@ -112,7 +114,9 @@ def test_sigkill_during_adds_keeps_every_acknowledged_document(tmp_path: Path) -
     in_flight_kept = in_flight_lost = 0
     for _ in range(KILLS):
         server = ServerProcess(path, log).start()
-        check_served(server, stored, sorted(rng.choice(sorted(stored), size=min(4, len(stored)), replace=False)))
+        check_served(
+            server, stored, sorted(rng.choice(sorted(stored), size=min(4, len(stored)), replace=False))
+        )
 
         writers = Writers(server.url, numbers)
         deadline = time.monotonic() + 30

@@ -79,7 +79,8 @@ def client(port: int, number: int, deadline: float, log: ClientLog) -> None:
                 vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
                 vecs = np.round(vecs, 6)
                 docs = ",".join(
-                    f'{{"id":{i},"vector":{_json_vector(v)},"text":"doc {i}"}}' for i, v in zip(ids, vecs, strict=True)
+                    f'{{"id":{i},"vector":{_json_vector(v)},"text":"doc {i}"}}'
+                    for i, v in zip(ids, vecs, strict=True)
                 )
                 body, kind, path = f'{{"documents":[{docs}]}}', "add", "/documents"
             t0 = time.perf_counter()
@@ -117,12 +118,15 @@ def percentiles(ms: list[float]) -> dict[str, float]:
     return {"n": int(a.size), "p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99))}
 
 
-def test_32_clients_for_60_s_with_zero_errors(server: ServerProcess, capsys: pytest.CaptureFixture[str]) -> None:
+def test_32_clients_for_60_s_with_zero_errors(
+    server: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
     logs = [ClientLog() for _ in range(CLIENTS)]
     t_start = time.monotonic()
     deadline = t_start + SECONDS
     threads = [
-        threading.Thread(target=client, args=(server.port, n, deadline, logs[n]), daemon=True) for n in range(CLIENTS)
+        threading.Thread(target=client, args=(server.port, n, deadline, logs[n]), daemon=True)
+        for n in range(CLIENTS)
     ]
     for t in threads:
         t.start()
@@ -153,7 +157,11 @@ def test_32_clients_for_60_s_with_zero_errors(server: ServerProcess, capsys: pyt
             f"{len(errors)} errors\n"
             + "\n".join(
                 f"  {kind:<7} n={p['n']:>6}  p50 {p['p50']:8.2f} ms  p99 {p['p99']:8.2f} ms"
-                for kind, p in (("search", report["search_ms"]), ("add", report["add_ms"]), ("all", report["all_ms"]))
+                for kind, p in (
+                    ("search", report["search_ms"]),
+                    ("add", report["add_ms"]),
+                    ("all", report["all_ms"]),
+                )
             )
         )
     assert not errors, errors[:10]

@@ -107,7 +107,12 @@ def test_a_bad_batch_fails_alone(index: Index) -> None:
     for i in (0, 1, 3, 5, 7):
         stored(index, batches[i], out[i])
     # nothing of a refused batch is stored (but the ids it shares with others, which are theirs)
-    for doc_id in [*batches[2]["ids"][:3], *batches[2]["ids"][4:], *batches[4]["ids"], *batches[6]["ids"][1:]]:
+    for doc_id in [
+        *batches[2]["ids"][:3],
+        *batches[2]["ids"][4:],
+        *batches[4]["ids"],
+        *batches[6]["ids"][1:],
+    ]:
         assert doc_id not in index
     assert len(index) == 60 + 5 * 5
 

@@ -375,9 +375,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--api-key", default=None, help="require this key (default: $QUANTSEARCH_API_KEY; none: open)"
     )
-    p.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
-    )
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="index Python standard library docstrings offline and search them")

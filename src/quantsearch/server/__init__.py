@@ -15,7 +15,8 @@ try:
     import uvicorn  # noqa: F401
 except ImportError as exc:  # pragma: no cover - the extra is installed in development
     raise MissingDependencyError(
-        f'the HTTP service needs FastAPI and uvicorn ({exc.name} is missing): pip install "quantsearch[server]"'
+        f"the HTTP service needs FastAPI and uvicorn ({exc.name} is missing): "
+        'pip install "quantsearch[server]"'
     ) from exc
 
 from .app import create_app, serve

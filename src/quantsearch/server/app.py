@@ -148,9 +148,10 @@ def create_app(
     guard = [Security(_key_checker(api_key))] if api_key is not None else []
     pools = _Pools(search_threads or min(32, 4 * (os.cpu_count() or 1)))
 
-
     # ---- API: the work runs in worker threads (searches in parallel, writes one at a time)
-    @app.post("/search", response_model=SearchResponse, dependencies=guard, responses=_ERRORS, tags=["search"])
+    @app.post(
+        "/search", response_model=SearchResponse, dependencies=guard, responses=_ERRORS, tags=["search"]
+    )
     async def search(body: SearchRequest) -> dict[str, Any]:
         """Search with a text (embedded with the index's model) or a vector."""
         call = partial(
@@ -164,13 +165,19 @@ def create_app(
         )
         return await pools.read(call)
 
-    @app.post("/documents", response_model=AddResponse, dependencies=guard, responses=_ERRORS, tags=["documents"])
+    @app.post(
+        "/documents", response_model=AddResponse, dependencies=guard, responses=_ERRORS, tags=["documents"]
+    )
     async def add_documents(body: AddRequest) -> dict[str, Any]:
         """Add a batch atomically (all or nothing); durable when the response is sent."""
         return await pools.add(partial(service.add, body.documents))
 
     @app.get(
-        "/documents/{doc_id:path}", response_model=Document, dependencies=guard, responses=_ERRORS, tags=["documents"]
+        "/documents/{doc_id:path}",
+        response_model=Document,
+        dependencies=guard,
+        responses=_ERRORS,
+        tags=["documents"],
     )
     async def get_document(doc_id: str) -> dict[str, Any]:
         """The stored text and metadata of one document."""
@@ -248,7 +255,9 @@ def serve(
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise InvalidArgumentError(f"port must be an int in [0, 65535], got {port!r}")
     if not _is_loopback(host) and api_key is None:
-        logger.warning("serving %s on %s without an API key: anyone who can reach it can write", index_dir, host)
+        logger.warning(
+            "serving %s on %s without an API key: anyone who can reach it can write", index_dir, host
+        )
     app = create_app(index_dir, api_key=api_key, preload_model=True, **limits)
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
 
@@ -321,7 +330,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             where = bad_json["loc"][-1] if bad_json.get("loc") else "?"
             reason = (bad_json.get("ctx") or {}).get("error", "cannot be parsed")
             return JSONResponse(
-                error_body("MalformedJSON", f"request body is not valid JSON: {reason} (at character {where})"),
+                error_body(
+                    "MalformedJSON", f"request body is not valid JSON: {reason} (at character {where})"
+                ),
                 status_code=400,
             )
         return JSONResponse(
@@ -376,7 +387,9 @@ def _docs_assets() -> dict[str, bytes] | None:
         root = importlib.resources.files("fastapi_offline") / "static"
         return {name: (root / name).read_bytes() for name in _DOCS_ASSETS}
     except (ImportError, OSError):
-        logger.warning("fastapi-offline is not installed: /docs is disabled (the API works; see /openapi.json)")
+        logger.warning(
+            "fastapi-offline is not installed: /docs is disabled (the API works; see /openapi.json)"
+        )
         return None
 
 

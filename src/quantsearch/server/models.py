@@ -58,7 +58,9 @@ class ExactResults(BaseModel):
 class SearchResponse(BaseModel):
     k: int = Field(description="results asked for, after capping at the number of documents")
     hits: list[Hit]
-    timings_ms: dict[str, float] = Field(description="per stage: embed, hamming, rescore:<tier>, payload, total")
+    timings_ms: dict[str, float] = Field(
+        description="per stage: embed, hamming, rescore:<tier>, payload, total"
+    )
     candidates: dict[str, int] = Field(description="candidates per query that entered each stage")
     exact: ExactResults | None = None
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import DimensionMismatchError, InvalidArgumentError
+from ..exceptions import DimensionMismatchError, InvalidArgumentError, QuantsearchError
 from ..index import Index
 from ..results import SearchResults
 from .errors import LimitError, PayloadTooLargeError
@@ -69,10 +69,18 @@ class SearchService:
 
     # ---- embedding ----------------------------------------------------------------------------
     def load_model(self) -> None:
-        """Load the index's embedding model now, and run it once (else the first text query pays)."""
-        if self.index.model is not None:
+        """Load the index's embedding model now, and run it once (else the first text query pays).
+
+        A model that cannot be loaded (extra ``embed`` missing, unknown name offline) is logged,
+        not raised: vector queries still work, and text queries get the error.
+        """
+        if self.index.model is None:
+            return
+        try:
             with self._embed_lock:
                 self.index.embedder.embed(["warm-up"])
+        except QuantsearchError as exc:
+            logger.warning("text queries are unavailable: %s", exc)
 
     def embed(self, texts: Sequence[str], what: str) -> np.ndarray:
         """Embed texts with the index's model; ``what`` names them in the error of a model-less index."""
@@ -102,7 +110,8 @@ class SearchService:
             raise LimitError(f"k must be <= {limits.max_k} (this server's limit), got {k}")
         if oversampling is not None and oversampling > limits.max_oversampling:
             raise LimitError(
-                f"oversampling must be <= {limits.max_oversampling:g} (this server's limit), got {oversampling:g}"
+                f"oversampling must be <= {limits.max_oversampling:g} (this server's limit), "
+                f"got {oversampling:g}"
             )
         exact_tier = self._check_exact(compare)
         timings: dict[str, float] = {}
@@ -189,7 +198,8 @@ class SearchService:
             if doc.vector is not None:
                 if len(doc.vector) != dim:
                     raise DimensionMismatchError(
-                        f"documents[{i}].vector has {len(doc.vector)} dimensions, expected {dim} (the index's dim)"
+                        f"documents[{i}].vector has {len(doc.vector)} dimensions, "
+                        f"expected {dim} (the index's dim)"
                     )
                 vectors[i] = doc.vector
             elif doc.text is not None:
@@ -229,7 +239,7 @@ class SearchService:
             {
                 "name": t["name"],
                 "role": t["role"],
-                "storage": "ram" if t["ram_bytes"] or t["storage"] == "RAM" else "disk",
+                "storage": "ram" if t["storage"] == "RAM" else "disk",
                 "precision": t["precision"],
                 "bytes_per_vector": t["bytes_per_vector"],
                 "ram_bytes": t["ram_bytes"],
@@ -243,7 +253,16 @@ class SearchService:
             "name": self.index.path.name,  # never the server's filesystem path
             **{
                 key: info[key]
-                for key in ("count", "rows", "deleted", "segments", "dim", "id_type", "model", "catalog_bytes")
+                for key in (
+                    "count",
+                    "rows",
+                    "deleted",
+                    "segments",
+                    "dim",
+                    "id_type",
+                    "model",
+                    "catalog_bytes",
+                )
             },
             "default_oversampling": info["default_oversampling"],
             "tiers": tiers,

@@ -99,7 +99,8 @@ class GroupCommitter:
         return request.result
 
     def _take(self) -> list[_Request]:
-        group, rows = [], 0
+        group: list[_Request] = []
+        rows = 0
         while self._queue and (not group or rows + len(self._queue[0].vectors) <= self.max_rows):
             request = self._queue.pop(0)
             group.append(request)
@@ -147,7 +148,9 @@ class GroupCommitter:
 
     def _add_one(self, request: _Request) -> None:
         try:
-            ids = self.index.add(request.vectors, ids=request.ids, texts=request.texts, metadata=request.metadata)
+            ids = self.index.add(
+                request.vectors, ids=request.ids, texts=request.texts, metadata=request.metadata
+            )
         except Exception as exc:
             request.finish(error=exc)
             return
