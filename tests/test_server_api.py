@@ -447,7 +447,7 @@ def test_searches_run_in_parallel(tmp_path: Path, make_index: Callable[..., Any]
         thread.join(timeout=30)
 
 
-# ---- in-process: the app factory -----------------------------------------------------------------------------
+# ---- in-process: the app factory -------------------------------------------------------------------------
 def test_a_model_that_cannot_load_leaves_vector_search_working(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
@@ -468,7 +468,7 @@ def test_a_model_that_cannot_load_leaves_vector_search_working(tmp_path: Path) -
      ({"search_threads": 0}, "search_threads"), ({"max_oversampling": 0.5}, "max_oversampling")],
 )  # fmt: skip
 def test_create_app_checks_its_arguments(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
-    from quantsearch import InvalidArgumentError, IndexNotFoundError
+    from quantsearch import IndexNotFoundError, InvalidArgumentError
     from quantsearch.server import create_app
 
     Index.build(tmp_path / "idx", unit_vectors(5, DIM)).close()
