@@ -8,7 +8,7 @@ import importlib.resources
 import ipaddress
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
@@ -148,7 +148,7 @@ def create_app(
     guard = [Security(_key_checker(api_key))] if api_key is not None else []
     pools = _Pools(search_threads or min(32, 4 * (os.cpu_count() or 1)))
 
-    # ---- API: the work runs in worker threads (searches in parallel, writes one at a time)
+    # ---- API: the work runs in worker threads (searches in parallel, writes serialised)
     @app.post(
         "/search", response_model=SearchResponse, dependencies=guard, responses=_ERRORS, tags=["search"]
     )
@@ -200,7 +200,7 @@ def create_app(
         return await pools.read(service.stats)
 
     @app.get("/healthz", response_model=Health, tags=["index"])
-    def healthz() -> dict[str, Any]:
+    async def healthz() -> dict[str, Any]:
         """Liveness; open without a key."""
         return {"status": "ok", "auth": api_key is not None}
 
@@ -208,7 +208,7 @@ def create_app(
     page = _resource("index.html")
 
     @app.get("/", include_in_schema=False)
-    def index_page() -> Response:
+    async def index_page() -> Response:
         return HTMLResponse(page, headers=_PAGE_HEADERS)
 
     for name, media_type in _STATIC.items():
@@ -224,7 +224,7 @@ def create_app(
             )
 
         @app.get("/docs", include_in_schema=False)
-        def docs() -> Response:
+        async def docs() -> Response:
             return get_swagger_ui_html(
                 openapi_url="/openapi.json",
                 title="quantsearch API",
@@ -292,12 +292,12 @@ class _Pools:
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
-def _key_checker(api_key: str) -> Callable[..., None]:
+def _key_checker(api_key: str) -> Callable[..., Awaitable[None]]:
     expected = hashlib.sha256(api_key.encode()).digest()
     bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <api key>")
     header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key")
 
-    def check(
+    async def check(  # async: runs in the event loop, no thread hop for a comparison
         credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
         key: str | None = Depends(header),  # noqa: B008
     ) -> None:
@@ -374,8 +374,8 @@ def _resource(name: str) -> bytes:
     return (importlib.resources.files(__package__) / "static" / name).read_bytes()
 
 
-def _file_route(content: bytes, media_type: str) -> Callable[[], Response]:
-    def route() -> Response:
+def _file_route(content: bytes, media_type: str) -> Callable[[], Awaitable[Response]]:
+    async def route() -> Response:
         return Response(content, media_type=media_type, headers={"X-Content-Type-Options": "nosniff"})
 
     return route
