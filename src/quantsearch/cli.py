@@ -1,4 +1,4 @@
-"""Command line: ``quantsearch index | search | info | delete | compact | eval | demo``.
+"""Command line: ``quantsearch index | search | info | delete | compact | eval | serve | demo``.
 
 A thin layer over the library: parse arguments, call the API, print. Every error a user can cause
 prints one line on stderr and exits with status 2.
@@ -300,6 +300,18 @@ def cmd_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from .server import serve
+
+    api_key = args.api_key if args.api_key is not None else os.environ.get("QUANTSEARCH_API_KEY") or None
+    if api_key is not None and not api_key.strip():
+        raise InvalidArgumentError("--api-key must not be empty")
+    serve(args.index, host=args.host, port=args.port, api_key=api_key, log_level=args.log_level)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -421,6 +433,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("serve", help="HTTP API and web page over an index (extra: server)")
+    p.add_argument("index")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--api-key", default=None, help="require this key (default: $QUANTSEARCH_API_KEY; none: open)"
+    )
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="index Python standard library docstrings offline and search them")
     p.add_argument("--index", default=None, help="keep the demo index here (reused when it exists)")

@@ -1,0 +1,402 @@
+"""The FastAPI application: routes, API-key check, error mapping, the static web page."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib.resources
+import ipaddress
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from fastapi import Depends, FastAPI, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..exceptions import InvalidArgumentError, QuantsearchError
+from ..index import Index
+from .errors import AuthError, error_body, status_of
+from .middleware import BodyLimitMiddleware
+from .models import (
+    AddRequest,
+    AddResponse,
+    DeleteResponse,
+    Document,
+    ErrorResponse,
+    Health,
+    SearchRequest,
+    SearchResponse,
+    Stats,
+)
+from .service import Limits, SearchService
+
+__all__ = ["create_app", "serve"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# the page loads only its own files; nothing from elsewhere, no inline script
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+_STATIC = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
+_DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "favicon.png": "image/png",
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in (
+        (400, "bad input (malformed JSON, wrong dimension, NaN, unknown stage, ...)"),
+        (401, "missing or wrong API key"),
+        (413, "body or batch over the server's limit"),
+        (422, "body does not match the schema, or a value is over a limit (k, oversampling)"),
+    )
+}
+
+
+def create_app(
+    index_dir: str | os.PathLike[str],
+    *,
+    api_key: str | None = None,
+    max_k: int = 1000,
+    max_oversampling: float = 100.0,
+    max_batch: int = 1000,
+    max_body_bytes: int = 16 << 20,
+    max_exact_bytes: int = 256 << 20,
+    preload_model: bool = False,
+    search_threads: int | None = None,
+) -> FastAPI:
+    """Build the HTTP application over the index in ``index_dir`` (opened now, closed at shutdown).
+
+    Parameters
+    ----------
+    index_dir : path-like
+        An existing index directory. The API never takes a path from a request: every file it
+        touches is inside this directory (the index's own) or packaged with quantsearch.
+    api_key : str, optional
+        When set, every endpoint but ``/healthz``, the web page and the API docs requires it, as
+        ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (compared in constant time).
+    max_k, max_oversampling, max_batch, max_body_bytes, max_exact_bytes
+        Limits of one request: results, candidate multiplier, documents per add, body bytes, and
+        the float-tier bytes an exact comparison may scan.
+    preload_model : bool
+        Load the index's embedding model at startup instead of on the first text query.
+    search_threads : int, optional
+        Searches (and other reads) run at once in worker threads; default 4 per CPU core, at
+        most 32. More wait for a free thread.
+
+    Returns
+    -------
+    FastAPI
+        Run it with any ASGI server, in one process (the index has one writer per directory).
+    """
+    if api_key is not None and not api_key:
+        raise InvalidArgumentError("api_key must be a non-empty string or None")
+    limits = Limits(max_k, max_oversampling, max_batch, max_body_bytes, max_exact_bytes)
+    for name, value in (
+        ("max_k", max_k),
+        ("max_batch", max_batch),
+        ("max_body_bytes", max_body_bytes),
+        ("max_exact_bytes", max_exact_bytes),
+        ("search_threads", 1 if search_threads is None else search_threads),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
+    if not max_oversampling >= 1:
+        raise InvalidArgumentError(f"max_oversampling must be >= 1, got {max_oversampling!r}")
+    service = SearchService(Index.open(index_dir), limits)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            if preload_model:
+                await anyio.to_thread.run_sync(service.load_model)
+            yield
+        finally:
+            service.close()
+
+    app = FastAPI(
+        title="quantsearch",
+        version=__version__,
+        summary="Compressed embedding retrieval: binary Hamming scan, then rescoring from disk.",
+        lifespan=lifespan,
+        docs_url=None,  # served below from packaged assets: the default page loads them from a CDN
+        redoc_url=None,
+    )
+    app.state.service = service
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    _install_error_handlers(app)
+    guard = [Security(_key_checker(api_key))] if api_key is not None else []
+    pools = _Pools(search_threads or min(32, 4 * (os.cpu_count() or 1)))
+
+    # ---- API: the work runs in worker threads (searches in parallel, writes serialised)
+    @app.post(
+        "/search", response_model=SearchResponse, dependencies=guard, responses=_ERRORS, tags=["search"]
+    )
+    async def search(body: SearchRequest) -> dict[str, Any]:
+        """Search with a text (embedded with the index's model) or a vector."""
+        call = partial(
+            service.search,
+            query=body.query,
+            vector=body.vector,
+            k=body.k,
+            oversampling=body.oversampling,
+            stages=body.stages,
+            compare=body.compare,
+        )
+        return await pools.read(call)
+
+    @app.post(
+        "/documents", response_model=AddResponse, dependencies=guard, responses=_ERRORS, tags=["documents"]
+    )
+    async def add_documents(body: AddRequest) -> dict[str, Any]:
+        """Add a batch atomically (all or nothing); durable when the response is sent."""
+        return await pools.add(partial(service.add, body.documents))
+
+    @app.get(
+        "/documents/{doc_id:path}",
+        response_model=Document,
+        dependencies=guard,
+        responses=_ERRORS,
+        tags=["documents"],
+    )
+    async def get_document(doc_id: str) -> dict[str, Any]:
+        """The stored text and metadata of one document."""
+        return await pools.read(partial(service.get, doc_id))
+
+    @app.delete(
+        "/documents/{doc_id:path}",
+        response_model=DeleteResponse,
+        dependencies=guard,
+        responses=_ERRORS,
+        tags=["documents"],
+    )
+    async def delete_document(doc_id: str) -> dict[str, Any]:
+        """Delete one document (masked at once; its codes stay until a compaction)."""
+        return await pools.write(partial(service.delete, doc_id))
+
+    @app.get("/stats", response_model=Stats, dependencies=guard, responses=_ERRORS, tags=["index"])
+    async def stats() -> dict[str, Any]:
+        """Counts, bytes per tier in RAM and on disk, quantizer settings, limits."""
+        return await pools.read(service.stats)
+
+    @app.get("/healthz", response_model=Health, tags=["index"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness; open without a key."""
+        return {"status": "ok", "auth": api_key is not None}
+
+    # ---- web page and API docs, from files packaged with quantsearch only
+    page = _resource("index.html")
+
+    @app.get("/", include_in_schema=False)
+    async def index_page() -> Response:
+        return HTMLResponse(page, headers=_PAGE_HEADERS)
+
+    for name, media_type in _STATIC.items():
+        app.add_api_route(
+            f"/static/{name}", _file_route(_resource(name), media_type), include_in_schema=False
+        )
+
+    docs_assets = _docs_assets()
+    if docs_assets is not None:
+        for name, media_type in _DOCS_ASSETS.items():
+            app.add_api_route(
+                f"/docs/assets/{name}", _file_route(docs_assets[name], media_type), include_in_schema=False
+            )
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs() -> Response:
+            return get_swagger_ui_html(
+                openapi_url="/openapi.json",
+                title="quantsearch API",
+                swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                swagger_css_url="/docs/assets/swagger-ui.css",
+                swagger_favicon_url="/docs/assets/favicon.png",
+            )
+
+    return app
+
+
+def serve(
+    index_dir: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    log_level: str = "info",
+    **limits: Any,
+) -> None:
+    """Serve the index over HTTP with uvicorn until interrupted (one process, a thread pool).
+
+    Binds to the loopback interface unless ``host`` says otherwise; a non-loopback address
+    without an API key is logged as a warning.
+    """
+    import uvicorn
+
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InvalidArgumentError(f"port must be an int in [0, 65535], got {port!r}")
+    if not _is_loopback(host) and api_key is None:
+        logger.warning(
+            "serving %s on %s without an API key: anyone who can reach it can write", index_dir, host
+        )
+    app = create_app(index_dir, api_key=api_key, preload_model=True, **limits)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+
+
+class _Pools:
+    """Worker threads: reads (searches, gets, stats) ``size`` at a time, adds, and deletes one at a time.
+
+    Requests beyond a bound wait in the event loop, not in a thread: on a small machine a few
+    search threads use the cores as well as many would, and fewer threads contend for the GIL.
+    Adds get threads of their own, which mostly wait for the group commit that takes them
+    (:class:`~quantsearch.server.writer.GroupCommitter`), so that they never hold up searches.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.sizes = {"read": size, "add": 64, "delete": 1}
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+
+    async def _run(self, kind: str, call: Callable[[], T]) -> T:
+        limiter = self._limiters.get(kind)
+        if limiter is None:  # limiters belong to the running event loop: made on first use
+            limiter = self._limiters[kind] = anyio.CapacityLimiter(self.sizes[kind])
+        return await anyio.to_thread.run_sync(call, limiter=limiter)
+
+    async def read(self, call: Callable[[], T]) -> T:
+        return await self._run("read", call)
+
+    async def add(self, call: Callable[[], T]) -> T:
+        return await self._run("add", call)
+
+    async def write(self, call: Callable[[], T]) -> T:
+        return await self._run("delete", call)
+
+
+# ---- helpers --------------------------------------------------------------------------------------------
+def _key_checker(api_key: str) -> Callable[..., Awaitable[None]]:
+    expected = hashlib.sha256(api_key.encode()).digest()
+    bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <api key>")
+    header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key")
+
+    async def check(  # async: runs in the event loop, no thread hop for a comparison
+        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+        key: str | None = Depends(header),  # noqa: B008
+    ) -> None:
+        given = key if key is not None else (credentials.credentials if credentials is not None else None)
+        if given is None:
+            raise AuthError("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        # compare digests: constant time, and the key's length does not leak either
+        if not hmac.compare_digest(hashlib.sha256(given.encode()).digest(), expected):
+            raise AuthError("invalid API key")
+
+    return check
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error, ours or the framework's, as ``{"error": {"type", "message"}}`` with its status."""
+
+    @app.exception_handler(QuantsearchError)
+    async def ours(_request: Request, exc: QuantsearchError) -> JSONResponse:
+        status = status_of(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status >= 500:
+            logger.error("%s: %s", type(exc).__name__, exc)
+        return JSONResponse(error_body(type(exc).__name__, str(exc)), status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
+        if bad_json is not None:
+            where = bad_json["loc"][-1] if bad_json.get("loc") else "?"
+            reason = (bad_json.get("ctx") or {}).get("error", "cannot be parsed")
+            return JSONResponse(
+                error_body(
+                    "MalformedJSON", f"request body is not valid JSON: {reason} (at character {where})"
+                ),
+                status_code=400,
+            )
+        return JSONResponse(
+            error_body("ValidationError", "; ".join(_describe(e) for e in errors[:5])), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        names = {404: "NotFound", 405: "MethodNotAllowed", 400: "BadRequest", 413: "PayloadTooLargeError"}
+        return JSONResponse(
+            error_body(names.get(exc.status_code, "HTTPError"), str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("internal error in %s %s", request.method, request.url.path)
+        return JSONResponse(
+            error_body("InternalError", f"internal error: {type(exc).__name__} (see the server log)"),
+            status_code=500,
+        )
+
+
+def _describe(error: Any) -> str:
+    """One validation error as ``field.path: message (got value)``."""
+    loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+    where = ".".join(loc) if loc else "request body"
+    msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    value = error.get("input")
+    got = ""
+    if error.get("type") != "missing" and (isinstance(value, (int, float, str, bool)) or value is None):
+        text = repr(value)
+        got = f" (got {text[:60]}{'...' if len(text) > 60 else ''})"
+    return f"{where}: {msg}{got}"
+
+
+def _resource(name: str) -> bytes:
+    return (importlib.resources.files(__package__) / "static" / name).read_bytes()
+
+
+def _file_route(content: bytes, media_type: str) -> Callable[[], Awaitable[Response]]:
+    async def route() -> Response:
+        return Response(content, media_type=media_type, headers={"X-Content-Type-Options": "nosniff"})
+
+    return route
+
+
+def _docs_assets() -> dict[str, bytes] | None:
+    """Swagger UI's files from the ``fastapi-offline`` package (extra ``server``), so /docs works offline."""
+    try:
+        root = importlib.resources.files("fastapi_offline") / "static"
+        return {name: (root / name).read_bytes() for name in _DOCS_ASSETS}
+    except (ImportError, OSError):
+        logger.warning(
+            "fastapi-offline is not installed: /docs is disabled (the API works; see /openapi.json)"
+        )
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
