@@ -134,7 +134,9 @@ def _linear_form(
     return None
 
 
-def _rescore_generic(tier: TierView, starts: np.ndarray, prepared: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _rescore_generic(
+    tier: TierView, starts: np.ndarray, prepared: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
     """Scores through ``quantizer.score`` on gathered codes, in query chunks so that the gathered
     codes and the float work array stay within a fixed budget whatever the batch size."""
     nq, c = rows.shape

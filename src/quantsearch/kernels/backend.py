@@ -43,6 +43,7 @@ def native_module() -> ModuleType | None:
     global _native, _native_loaded
     with _lock:
         if not _native_loaded:
+            module: ModuleType | None
             try:
                 from . import _native as module
             except ImportError as exc:
@@ -117,8 +118,8 @@ def _default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _check_threads(value: object, source: str) -> int:
-    if isinstance(value, str):
+def _check_threads(value: object, source: str, *, parse: bool = False) -> int:
+    if parse and isinstance(value, str):
         try:
             value = int(value)
         except ValueError:
@@ -135,7 +136,7 @@ def get_num_threads() -> int:
         return _threads
     env = os.environ.get(_ENV_THREADS, "").strip()
     if env:
-        return _check_threads(env, _ENV_THREADS)
+        return _check_threads(env, _ENV_THREADS, parse=True)
     return _default_threads()
 
 

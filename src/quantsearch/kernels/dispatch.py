@@ -81,9 +81,7 @@ def hamming_topk(
     backend = get_backend()
     if backend == "numpy":
         return numpy_backend.hamming_topk(queries, codes, k, valid=valid)
-    return native_backend.hamming_topk(
-        queries, codes, k, valid=valid, isa=backend, threads=get_num_threads()
-    )
+    return native_backend.hamming_topk(queries, codes, k, valid=valid, isa=backend, threads=get_num_threads())
 
 
 def dot_rows(
@@ -131,14 +129,17 @@ def dot_rows(
         raise InvalidDtypeError(f"segment arrays must have dtype {want}, got {dtype}")
     weights = np.asarray(weights)
     if weights.ndim != 2 or not np.issubdtype(weights.dtype, np.floating):
-        raise InvalidDtypeError(f"weights must be a 2-D float array (nq, dim), got {weights.dtype}{weights.shape}")
+        raise InvalidDtypeError(
+            f"weights must be a 2-D float array (nq, dim), got {weights.dtype}{weights.shape}"
+        )
     weights = np.ascontiguousarray(weights, dtype=np.float32)
     nq, dim = weights.shape
     width = (dim + 1) // 2 if nibbles else dim
     for i, array in enumerate(arrays):
         if array.dtype != dtype or array.ndim != 2 or array.shape[1] != width:
             raise DimensionMismatchError(
-                f"segment {i} must be {dtype}(n, {width}) for weights of dim {dim}, got {array.dtype}{array.shape}"
+                f"segment {i} must be {dtype}(n, {width}) for weights of dim {dim}, "
+                f"got {array.dtype}{array.shape}"
             )
         if not array.flags.c_contiguous:
             raise InvalidArgumentError(f"segment {i} must be C-contiguous, got strides {array.strides}")
@@ -146,7 +147,9 @@ def dot_rows(
     lengths = np.array([a.shape[0] for a in arrays], np.int64)
     expected = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     if starts.shape != (len(arrays),) or not np.array_equal(starts, expected):
-        raise InvalidArgumentError(f"starts must be {expected.tolist()} for these segments, got {starts.tolist()}")
+        raise InvalidArgumentError(
+            f"starts must be {expected.tolist()} for these segments, got {starts.tolist()}"
+        )
     rows = np.asarray(rows)
     if rows.dtype.kind not in "iu":
         raise InvalidDtypeError(f"rows must be integers, got dtype {rows.dtype}")
@@ -155,12 +158,21 @@ def dot_rows(
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     total = int(lengths.sum())
     if rows.size and (rows.min() < -1 or rows.max() >= total):
-        raise InvalidArgumentError(f"rows must be in [0, {total}) or -1 for padding, got [{rows.min()}, {rows.max()}]")
+        raise InvalidArgumentError(
+            f"rows must be in [0, {total}) or -1 for padding, got [{rows.min()}, {rows.max()}]"
+        )
     if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or abs(int(offset)) > 1 << 16:
         raise InvalidArgumentError(f"offset must be an integer in [-65536, 65536], got {offset!r}")
     backend = get_backend()
     if backend == "numpy":
         return numpy_backend.dot_rows(arrays, starts, rows, weights, offset=int(offset), nibbles=nibbles)
     return native_backend.dot_rows(
-        arrays, starts, rows, weights, offset=int(offset), nibbles=nibbles, isa=backend, threads=get_num_threads()
+        arrays,
+        starts,
+        rows,
+        weights,
+        offset=int(offset),
+        nibbles=nibbles,
+        isa=backend,
+        threads=get_num_threads(),
     )

@@ -8,6 +8,7 @@ releases the GIL while it computes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Literal
 
 import numpy as np
@@ -22,7 +23,7 @@ _KIND = {np.dtype(np.int8): 0, np.dtype(np.uint8): 1, np.dtype(np.float16): 3, n
 _KIND_INT4 = 2
 
 
-def _module():  # type: ignore[no-untyped-def]
+def _module() -> ModuleType:
     module = native_module()
     if module is None:
         raise MissingDependencyError(
