@@ -1,11 +1,12 @@
 /* Exact Hamming top-k: the driver (threads, blocks, heaps, merge) and the portable kernel.
  *
- * The code rows are split into one contiguous range per thread; each thread streams its range in
- * cache-sized blocks and runs every query of the chunk over a block before moving on, so a block
- * is read from memory once per chunk of queries. Each thread keeps a max-heap of the k best
- * (distance, row) pairs per query; only a distance below the heap top can enter, so the common
- * case is one compare per code. Ties go to the smaller row: rows reach a heap in ascending order,
- * so an equal distance never replaces the top, and the final merge orders by (distance, row).
+ * The code rows are cut into cache-sized blocks; each thread takes the next block from a shared
+ * counter (so a thread that the OS preempts does not hold the others up) and runs every query of
+ * the chunk over it before taking another, so a block is read from memory once per chunk of
+ * queries. Each thread keeps a max-heap of the k best (distance, row) pairs per query; only a
+ * distance below the heap top can enter, so the common case is one compare per code. Ties go to
+ * the smaller row: the counter only grows, so rows reach each heap in ascending order and an equal
+ * distance never needs to replace the top; the final merge orders by (distance, row).
  */
 #include <stdlib.h>
 
@@ -32,6 +33,21 @@ int qs_isa_supported(int isa) {
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq");
 #endif
     return 0;
+}
+
+uint64_t qs_stream_xor(const uint8_t *p, size_t bytes, int isa) {
+#if QS_X86
+    if (isa == QS_ISA_AVX512) return qs_stream_xor_avx512(p, bytes);
+#else
+    (void)isa;
+#endif
+    uint64_t a[8] = {0}, x = 0;
+    size_t i = 0;
+    for (; i + 64 <= bytes; i += 64)
+        for (int l = 0; l < 8; l++) a[l] ^= qs_load64(p + i + 8 * l);
+    for (int l = 0; l < 8; l++) x ^= a[l];
+    for (; i < bytes; i++) x ^= p[i];
+    return x;
 }
 
 /* ---------------------------------------------------------------- heaps */
@@ -145,7 +161,8 @@ typedef struct {
     const qs_scan *s;
     qs_direct_fn direct;
     qs_blocked_fn blocked; /* NULL: scan row-major */
-    int64_t r0, r1, block_rows;
+    int64_t block_rows;
+    int64_t *next_block; /* shared by the workers of one pass */
     qs_heaps h;
     uint64_t *scratch;
 } worker;
@@ -155,8 +172,10 @@ static void *worker_main(void *arg) {
     const qs_scan *s = w->s;
     heaps_init(&w->h, s->nq);
     const int64_t bpad = (w->block_rows + 7) & ~(int64_t)7;
-    for (int64_t b0 = w->r0; b0 < w->r1; b0 += w->block_rows) {
-        int64_t nblk = w->r1 - b0 < w->block_rows ? w->r1 - b0 : w->block_rows;
+    for (;;) {
+        const int64_t b0 = __atomic_fetch_add(w->next_block, 1, __ATOMIC_RELAXED) * w->block_rows;
+        if (b0 >= s->n) break;
+        const int64_t nblk = s->n - b0 < w->block_rows ? s->n - b0 : w->block_rows;
         if (w->blocked) {
             transpose_block(s, b0, nblk, w->scratch, bpad);
             w->blocked(s, b0, nblk, w->scratch, bpad, 0, s->nq, &w->h);
@@ -265,16 +284,13 @@ int qs_hamming_topk(const uint8_t *queries, const uint8_t *codes, const uint8_t 
     }
     for (int64_t c0 = 0; c0 < nq && status == 0; c0 += chunk) {
         qs_scan s = {codes, valid, queries + c0 * nb, qwords + c0 * W, n, nq - c0 < chunk ? nq - c0 : chunk, nb, W, k};
+        int64_t next_block = 0;
         for (int t = 0; t < nt; t++) {
             ws[t].s = &s;
             ws[t].direct = direct;
             ws[t].blocked = blocked;
             ws[t].block_rows = block_rows;
-            /* split at multiples of 8 rows so that vector lanes never straddle two threads */
-            ws[t].r0 = ((n * t / nt) + 7) & ~(int64_t)7;
-            ws[t].r1 = t == nt - 1 ? n : ((n * (t + 1) / nt) + 7) & ~(int64_t)7;
-            if (ws[t].r0 > n) ws[t].r0 = n;
-            if (ws[t].r1 > n) ws[t].r1 = n;
+            ws[t].next_block = &next_block;
         }
         qs_parallel(worker_main, ws, sizeof(worker), nt);
         merge(ws, nt, s.nq, k, out_dist + c0 * k, out_rows + c0 * k);

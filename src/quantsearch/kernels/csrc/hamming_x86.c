@@ -168,6 +168,27 @@ QS_TARGET_AVX512 void qs_blocked_avx512(const qs_scan *s, int64_t b0, int64_t nb
     if (q < q1) blocked_queries(s, b0, nblk, T, bpad, q, h, 1);
 }
 
+/* ================================================================ memory read probe
+ * XOR of every 64-byte line, four independent accumulators: one sequential read of a buffer as
+ * fast as one core can stream it (benchmarks/kernels.py compares the single-query scan with it). */
+
+QS_TARGET_AVX512 uint64_t qs_stream_xor_avx512(const uint8_t *p, size_t bytes) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 256 <= bytes; i += 256) {
+        a0 = _mm512_xor_si512(a0, _mm512_loadu_si512(p + i));
+        a1 = _mm512_xor_si512(a1, _mm512_loadu_si512(p + i + 64));
+        a2 = _mm512_xor_si512(a2, _mm512_loadu_si512(p + i + 128));
+        a3 = _mm512_xor_si512(a3, _mm512_loadu_si512(p + i + 192));
+    }
+    __m512i a = _mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3));
+    uint64_t lanes[8], x = 0;
+    _mm512_storeu_si512(lanes, a);
+    for (int l = 0; l < 8; l++) x ^= lanes[l];
+    for (; i < bytes; i++) x ^= p[i];
+    return x;
+}
+
 /* ================================================================ AVX2, transposed
  * No vector popcount: count nibbles with a vpshufb table into byte counters (at most 8 per word,
  * so 31 words fit in a byte) and widen them with vpsadbw. Four codes per ymm. */

@@ -218,6 +218,22 @@ done:
     Py_RETURN_NONE;
 }
 
+static PyObject *py_stream_xor(PyObject *self, PyObject *args) {
+    PyObject *obj;
+    int isa;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Oi", &obj, &isa)) return NULL;
+    if (check_isa(isa) < 0) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    uint64_t x;
+    Py_BEGIN_ALLOW_THREADS;
+    x = qs_stream_xor((const uint8_t *)view.buf, (size_t)view.len, isa);
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLongLong(x);
+}
+
 static PyMethodDef methods[] = {
     {"isa_supported", py_isa_supported, METH_VARARGS,
      "isa_supported(isa) -> bool: whether this CPU runs the given instruction set (0 portable, 1 AVX2, 2 AVX-512)."},
@@ -225,6 +241,8 @@ static PyMethodDef methods[] = {
      "hamming_topk(queries, codes, valid, k, isa, strategy, nthreads, block_bytes, out_dist, out_rows)"},
     {"rescore", py_rescore, METH_VARARGS,
      "rescore(arrays, starts, rows, weights, kind, offset, isa, nthreads, out)"},
+    {"stream_xor", py_stream_xor, METH_VARARGS,
+     "stream_xor(buffer, isa) -> int: XOR of every byte-aligned word; a one-pass read (bandwidth probe)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -69,7 +69,10 @@ void qs_blocked_avx512(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_
 void qs_direct_popcnt(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h);
 void qs_blocked_avx2(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T, int64_t bpad,
                      int64_t q0, int64_t q1, qs_heaps *h);
+uint64_t qs_stream_xor_avx512(const uint8_t *p, size_t bytes);
 #endif
+/* XOR of every word of a buffer: a one-pass sequential read (memory bandwidth probe). */
+uint64_t qs_stream_xor(const uint8_t *p, size_t bytes, int isa);
 
 /* rescore.c: segments of one tier, row r of segment i at base[i] + (r - starts[i]) * row_bytes */
 typedef struct {

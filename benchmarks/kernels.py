@@ -1,0 +1,304 @@
+"""Speed of the Hamming and rescoring kernels next to faiss, usearch and numpy, in one run.
+
+Same random data for every engine. Measures, each figure the median of ``--runs`` timed calls after
+a warm-up (slow peers on a subset of the queries, stated in the output):
+
+1. batched exact Hamming top-k over N codes of 1024 and 384 bits, ``--queries`` queries, 1 and
+   2 threads: quantsearch, faiss IndexBinaryFlat, usearch exact b1 (brute force), numpy;
+2. one query over N x 1024 bits, next to the time one core takes to read 128 MB once (a
+   sequential XOR over the 128 MB of codes, and numpy's sum of them; the faster counts);
+3. end to end, one query over N x 1024-d vectors: our Index (binary top 100 -> int8 rescoring
+   from the memory-mapped tier -> top 10) against faiss IndexFlatIP float32 exact search.
+
+    python benchmarks/kernels.py [--n 1000000] [--queries 1000] [--runs 5] [--json FILE] [--quick]
+
+``--json FILE`` writes every figure as one flat JSON object (keys such as
+``qps_ratio_vs_faiss_1024``, ``single_query_ms_1024``, ``read_128mb_ms``, ``e2e_speedup_vs_float32``).
+Needs the eval extra (faiss-cpu, usearch). The machine is shared: the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantsearch import Index
+from quantsearch.kernels import get_backend, hamming_topk, numpy_backend, set_num_threads
+from quantsearch.kernels.backend import ISA, native_module
+
+THREADS = (1, 2)
+
+
+def median_seconds(fn: Callable[[], object], runs: int) -> float:
+    """Median wall time of ``runs`` calls of ``fn`` after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def latency_ms(fn: Callable[[np.ndarray], object], queries: np.ndarray) -> float:
+    """Median over single-row calls (one per query, after one warm-up call), in ms."""
+    fn(queries[:1])
+    times = []
+    for i in range(queries.shape[0]):
+        t0 = time.perf_counter()
+        fn(queries[i : i + 1])
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def load() -> str:
+    return "load average %.2f %.2f %.2f" % os.getloadavg()
+
+
+def hamming_section(args: argparse.Namespace, bits: int, out: dict[str, Any], rows: list[tuple]) -> None:
+    import faiss
+    from usearch.index import MetricKind, ScalarKind
+    from usearch.index import search as usearch_search
+
+    rng = np.random.default_rng(bits)
+    codes = rng.integers(0, 256, (args.n, bits // 8), dtype=np.uint8)
+    queries = rng.integers(0, 256, (args.queries, bits // 8), dtype=np.uint8)
+    few = queries[: args.peer_queries]
+    k = args.k
+    print(f"\n[{bits} bits] {load()}", flush=True)
+
+    ours: dict[int, tuple] = {}
+    for t in THREADS:
+        set_num_threads(t)
+        ours[t] = hamming_topk(queries, codes, k)
+        seconds = median_seconds(lambda: hamming_topk(queries, codes, k), args.runs)
+        out[f"ours_qps_{bits}_t{t}"] = args.queries / seconds
+        rows.append((bits, f"quantsearch ({get_backend()})", t, args.queries, args.queries / seconds))
+    set_num_threads(None)
+    assert np.array_equal(ours[1][1], ours[2][1]), "thread counts disagree"
+
+    index = faiss.IndexBinaryFlat(bits)
+    index.add(codes)
+    for t in THREADS:
+        faiss.omp_set_num_threads(t)
+        distances, _ = index.search(queries, k)
+        # faiss orders ties differently; the sorted distances must be the same
+        assert np.array_equal(distances, ours[t][0]), "faiss and quantsearch distances differ"
+        seconds = median_seconds(lambda: index.search(queries, k), args.runs)
+        out[f"faiss_qps_{bits}_t{t}"] = args.queries / seconds
+        rows.append((bits, "faiss IndexBinaryFlat", t, args.queries, args.queries / seconds))
+    del index
+    out[f"faiss_agrees_{bits}"] = True
+
+    slow_runs = min(args.runs, 3)
+    for t in THREADS:
+        matches = usearch_search(
+            codes, few, k, MetricKind.Hamming, exact=True, threads=t, dtype=ScalarKind.B1
+        )
+        assert np.array_equal(np.asarray(matches.distances, np.int64), ours[1][0][: len(few)])
+        seconds = median_seconds(
+            lambda t=t: usearch_search(
+                codes, few, k, MetricKind.Hamming, exact=True, threads=t, dtype=ScalarKind.B1
+            ),
+            slow_runs,
+        )
+        out[f"usearch_qps_{bits}_t{t}"] = len(few) / seconds
+        rows.append((bits, "usearch exact b1", t, len(few), len(few) / seconds))
+    seconds = median_seconds(lambda: numpy_backend.hamming_topk(few, codes, k), slow_runs)
+    out[f"numpy_qps_{bits}_t1"] = len(few) / seconds
+    rows.append((bits, "numpy (xor + bitwise_count)", 1, len(few), len(few) / seconds))
+    for t in THREADS:
+        out[f"qps_ratio_vs_faiss_{bits}_t{t}"] = out[f"ours_qps_{bits}_t{t}"] / out[f"faiss_qps_{bits}_t{t}"]
+    out[f"qps_ratio_vs_faiss_{bits}"] = out[f"qps_ratio_vs_faiss_{bits}_t2"]
+
+    if bits == 1024:
+        single_query_section(args, codes, queries, index_factory=lambda: _faiss_binary(codes), out=out)
+
+
+def _faiss_binary(codes: np.ndarray) -> Any:
+    import faiss
+
+    index = faiss.IndexBinaryFlat(codes.shape[1] * 8)
+    index.add(codes)
+    return index
+
+
+def single_query_section(
+    args: argparse.Namespace, codes: np.ndarray, queries: np.ndarray, index_factory: Callable, out: dict
+) -> None:
+    import faiss
+
+    k = args.k
+    sample = queries[: args.latency_queries]
+    for t in THREADS:
+        set_num_threads(t)
+        out[f"single_query_ms_1024_t{t}"] = latency_ms(lambda q: hamming_topk(q, codes, k), sample)
+    set_num_threads(None)
+    out["single_query_ms_1024"] = out["single_query_ms_1024_t2"]
+    index = index_factory()
+    for t in THREADS:
+        faiss.omp_set_num_threads(t)
+        out[f"faiss_single_query_ms_1024_t{t}"] = latency_ms(lambda q: index.search(q, k), sample[:20])
+    del index
+
+    # reading the same 128 MB once, on one core
+    mb = codes.nbytes / 2**20
+    native = native_module()
+    runs = max(args.runs, 5)
+    if native is not None:
+        isa = ISA["avx512"] if native.isa_supported(ISA["avx512"]) else ISA["portable"]
+        out["read_xor_ms"] = median_seconds(lambda: native.stream_xor(codes, isa), runs) * 1e3 * 128 / mb
+    words = codes.view(np.uint64)
+    out["read_numpy_sum_ms"] = median_seconds(lambda: words.sum(), runs) * 1e3 * 128 / mb
+    out["read_128mb_ms"] = min(out.get("read_xor_ms", np.inf), out["read_numpy_sum_ms"])
+    for t in THREADS:
+        # scaled to 128 MB when --n is not 1M (quick runs)
+        out[f"single_query_vs_read_t{t}"] = (
+            out[f"single_query_ms_1024_t{t}"] * 128 / mb / out["read_128mb_ms"]
+        )
+    out["single_query_vs_read"] = out["single_query_vs_read_t2"]
+
+
+def e2e_section(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """One query: our Index (binary x10 -> int8 from the memory map -> top 10) vs faiss flat IP."""
+    import faiss
+
+    dim, n, chunk, k = 1024, args.n, 100_000, args.k
+    rng = np.random.default_rng(1)
+    print(f"\n[end to end, {n:,} x {dim}-d] building... {load()}", flush=True)
+    flat = faiss.IndexFlatIP(dim)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        index = Index.create(Path(tmp) / "idx", dim, rescore=("int8",))
+        first = None
+        for start in range(0, n, chunk):
+            x = rng.standard_normal((min(chunk, n - start), dim), dtype=np.float32)
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
+            if first is None:
+                first = x
+                index.calibrate(x)
+            index.add(x)
+            flat.add(x)
+        assert first is not None
+        print(f"built in {time.perf_counter() - t0:.0f} s", flush=True)
+        picks = rng.choice(first.shape[0], args.latency_queries, replace=False)
+        queries = first[picks] + 0.05 * rng.standard_normal((len(picks), dim), dtype=np.float32)
+        del first
+        gc.collect()
+
+        def ours(q: np.ndarray) -> Any:
+            return index.search(q, k, with_payload=False)
+
+        for t in THREADS:
+            set_num_threads(t)
+            faiss.omp_set_num_threads(t)
+            out[f"e2e_ms_t{t}"] = latency_ms(ours, queries)
+            out[f"faiss_flat_ip_ms_t{t}"] = latency_ms(lambda q: flat.search(q, k), queries[:10])
+            out[f"e2e_speedup_vs_float32_t{t}"] = out[f"faiss_flat_ip_ms_t{t}"] / out[f"e2e_ms_t{t}"]
+        set_num_threads(None)
+        res = ours(queries)
+        stages = res.timings
+        out["e2e_hamming_ms"] = stages.get("hamming", float("nan"))
+        out["e2e_rescore_ms"] = stages.get("rescore:int8", float("nan"))
+        _, exact = flat.search(queries, k)
+        hits = sum(len(set(a) & set(b)) for a, b in zip(res.ids.tolist(), exact.tolist(), strict=True))
+        out["e2e_recall_at_10_vs_float32"] = hits / exact.size
+        out["e2e_speedup_vs_float32"] = out["e2e_speedup_vs_float32_t2"]
+        index.close()
+    del flat
+    gc.collect()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=1_000_000, help="codes / vectors (default 1M)")
+    parser.add_argument("--queries", type=int, default=1000, help="batch size of the batched runs")
+    parser.add_argument("--peer-queries", type=int, default=100, help="queries for the slow peers")
+    parser.add_argument("--latency-queries", type=int, default=50, help="queries timed one by one")
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per figure (median)")
+    parser.add_argument("--json", type=Path, help="also write the figures as a flat JSON object")
+    parser.add_argument("--quick", action="store_true", help="smoke run: N=100,000, 200 queries, 3 runs")
+    parser.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end section")
+    parser.add_argument("--tmp", help="directory for the end-to-end index (default: the system's)")
+    args = parser.parse_args()
+    if args.quick:
+        args.n, args.queries, args.peer_queries, args.latency_queries, args.runs = 100_000, 200, 50, 20, 3
+    out: dict[str, Any] = {
+        "n": args.n,
+        "queries": args.queries,
+        "k": args.k,
+        "runs": args.runs,
+        "quick": args.quick,
+        "backend": get_backend(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "loadavg_start": list(os.getloadavg()),
+    }
+    print(
+        f"benchmarks/kernels.py: N={args.n:,} queries={args.queries} k={args.k}, median of {args.runs} runs"
+    )
+    print(f"backend {get_backend()}, {os.cpu_count()} cores, {load()}")
+    if args.quick:
+        print("QUICK RUN: N shrunk to 100,000 (a smoke test, not the issue's figures)")
+    rows: list[tuple] = []
+    for bits in (1024, 384):
+        hamming_section(args, bits, out, rows)
+        gc.collect()
+    if not args.skip_e2e:
+        e2e_section(args, out)
+    out["loadavg_end"] = list(os.getloadavg())
+
+    print(f"\nExact Hamming top-{args.k}, N={args.n:,} ({load()})")
+    print(f"{'bits':>4}  {'engine':<28} {'thr':>3} {'queries':>7} {'QPS':>9} {'ms/query':>9} {'vs faiss':>8}")
+    for bits, name, t, nq, qps in rows:
+        ratio = qps / out[f"faiss_qps_{bits}_t{t}"]
+        print(f"{bits:>4}  {name:<28} {t:>3} {nq:>7} {qps:>9.1f} {1e3 / qps:>9.3f} {ratio:>7.2f}x")
+    print("\nOne query over N x 1024 bits (ms, median over single-query calls)")
+    for t in THREADS:
+        print(
+            f"  {t} thread(s): quantsearch {out[f'single_query_ms_1024_t{t}']:.2f}"
+            f"  faiss {out[f'faiss_single_query_ms_1024_t{t}']:.2f}"
+            f"  = {out[f'single_query_vs_read_t{t}']:.2f}x the 128 MB read"
+        )
+    print(
+        f"  read 128 MB once, one core: {out['read_128mb_ms']:.2f} ms "
+        f"(sequential XOR {out.get('read_xor_ms', float('nan')):.2f}, numpy sum {out['read_numpy_sum_ms']:.2f})"
+    )
+    if not args.skip_e2e:
+        print(f"\nEnd to end, one query over N x 1024-d (binary x10 -> int8 from mmap -> top {args.k})")
+        for t in THREADS:
+            print(
+                f"  {t} thread(s): quantsearch {out[f'e2e_ms_t{t}']:.2f} ms, faiss IndexFlatIP float32 "
+                f"{out[f'faiss_flat_ip_ms_t{t}']:.1f} ms: {out[f'e2e_speedup_vs_float32_t{t}']:.1f}x faster"
+            )
+        print(
+            f"  stages: hamming {out['e2e_hamming_ms']:.2f} ms, int8 rescoring {out['e2e_rescore_ms']:.2f} ms; "
+            f"recall@{args.k} vs float32 exact {out['e2e_recall_at_10_vs_float32']:.3f}"
+        )
+    print(
+        f"\nheadline (2 threads): {out['qps_ratio_vs_faiss_1024']:.2f}x faiss at 1024 bits, "
+        f"{out['qps_ratio_vs_faiss_384']:.2f}x at 384; single query {out['single_query_ms_1024']:.2f} ms "
+        f"= {out['single_query_vs_read']:.2f}x read_128mb"
+        + ("" if args.skip_e2e else f"; end to end {out['e2e_speedup_vs_float32']:.1f}x float32")
+    )
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
