@@ -63,7 +63,8 @@ def latency_ms(fn: Callable[[np.ndarray], object], queries: np.ndarray) -> float
 
 
 def load() -> str:
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def hamming_section(args: argparse.Namespace, bits: int, out: dict[str, Any], rows: list[tuple]) -> None:
@@ -88,17 +89,16 @@ def hamming_section(args: argparse.Namespace, bits: int, out: dict[str, Any], ro
     set_num_threads(None)
     assert np.array_equal(ours[1][1], ours[2][1]), "thread counts disagree"
 
-    index = faiss.IndexBinaryFlat(bits)
-    index.add(codes)
+    binary_flat = _faiss_binary(codes)
     for t in THREADS:
         faiss.omp_set_num_threads(t)
-        distances, _ = index.search(queries, k)
+        distances, _ = binary_flat.search(queries, k)
         # faiss orders ties differently; the sorted distances must be the same
         assert np.array_equal(distances, ours[t][0]), "faiss and quantsearch distances differ"
-        seconds = median_seconds(lambda: index.search(queries, k), args.runs)
+        seconds = median_seconds(lambda: binary_flat.search(queries, k), args.runs)
         out[f"faiss_qps_{bits}_t{t}"] = args.queries / seconds
         rows.append((bits, "faiss IndexBinaryFlat", t, args.queries, args.queries / seconds))
-    del index
+    binary_flat.reset()  # free its copy of the codes
     out[f"faiss_agrees_{bits}"] = True
 
     slow_runs = min(args.runs, 3)
@@ -123,7 +123,7 @@ def hamming_section(args: argparse.Namespace, bits: int, out: dict[str, Any], ro
     out[f"qps_ratio_vs_faiss_{bits}"] = out[f"qps_ratio_vs_faiss_{bits}_t2"]
 
     if bits == 1024:
-        single_query_section(args, codes, queries, index_factory=lambda: _faiss_binary(codes), out=out)
+        single_query_section(args, codes, queries, out)
 
 
 def _faiss_binary(codes: np.ndarray) -> Any:
@@ -134,9 +134,7 @@ def _faiss_binary(codes: np.ndarray) -> Any:
     return index
 
 
-def single_query_section(
-    args: argparse.Namespace, codes: np.ndarray, queries: np.ndarray, index_factory: Callable, out: dict
-) -> None:
+def single_query_section(args: argparse.Namespace, codes: np.ndarray, queries: np.ndarray, out: dict) -> None:
     import faiss
 
     k = args.k
@@ -146,11 +144,11 @@ def single_query_section(
         out[f"single_query_ms_1024_t{t}"] = latency_ms(lambda q: hamming_topk(q, codes, k), sample)
     set_num_threads(None)
     out["single_query_ms_1024"] = out["single_query_ms_1024_t2"]
-    index = index_factory()
+    binary_flat = _faiss_binary(codes)
     for t in THREADS:
         faiss.omp_set_num_threads(t)
-        out[f"faiss_single_query_ms_1024_t{t}"] = latency_ms(lambda q: index.search(q, k), sample[:20])
-    del index
+        out[f"faiss_single_query_ms_1024_t{t}"] = latency_ms(lambda q: binary_flat.search(q, k), sample[:20])
+    binary_flat.reset()
 
     # reading the same 128 MB once, on one core
     mb = codes.nbytes / 2**20
@@ -181,7 +179,7 @@ def e2e_section(args: argparse.Namespace, out: dict[str, Any]) -> None:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         index = Index.create(Path(tmp) / "idx", dim, rescore=("int8",))
-        first = None
+        first: np.ndarray | None = None
         for start in range(0, n, chunk):
             x = rng.standard_normal((min(chunk, n - start), dim), dtype=np.float32)
             x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -193,30 +191,40 @@ def e2e_section(args: argparse.Namespace, out: dict[str, Any]) -> None:
         assert first is not None
         print(f"built in {time.perf_counter() - t0:.0f} s", flush=True)
         picks = rng.choice(first.shape[0], args.latency_queries, replace=False)
-        queries = first[picks] + 0.05 * rng.standard_normal((len(picks), dim), dtype=np.float32)
-        del first
+        # a query near a stored vector (noise norm ~0.3 against unit vectors)
+        noise = rng.standard_normal((len(picks), dim), dtype=np.float32) * np.float32(0.3 / np.sqrt(dim))
+        queries = first[picks] + noise
+        first = None
         gc.collect()
+        stage_times: dict[str, list[float]] = {"hamming": [], "rescore:int8": []}
 
         def ours(q: np.ndarray) -> Any:
-            return index.search(q, k, with_payload=False)
+            res = index.search(q, k, with_payload=False)
+            for name, values in stage_times.items():
+                values.append(res.timings[name])
+            return res
 
         for t in THREADS:
             set_num_threads(t)
             faiss.omp_set_num_threads(t)
+            for values in stage_times.values():
+                values.clear()
             out[f"e2e_ms_t{t}"] = latency_ms(ours, queries)
+            out[f"e2e_hamming_ms_t{t}"] = statistics.median(stage_times["hamming"][1:])
+            out[f"e2e_rescore_ms_t{t}"] = statistics.median(stage_times["rescore:int8"][1:])
             out[f"faiss_flat_ip_ms_t{t}"] = latency_ms(lambda q: flat.search(q, k), queries[:10])
             out[f"e2e_speedup_vs_float32_t{t}"] = out[f"faiss_flat_ip_ms_t{t}"] / out[f"e2e_ms_t{t}"]
         set_num_threads(None)
-        res = ours(queries)
-        stages = res.timings
-        out["e2e_hamming_ms"] = stages.get("hamming", float("nan"))
-        out["e2e_rescore_ms"] = stages.get("rescore:int8", float("nan"))
+        res = index.search(queries, k, with_payload=False)
         _, exact = flat.search(queries, k)
         hits = sum(len(set(a) & set(b)) for a, b in zip(res.ids.tolist(), exact.tolist(), strict=True))
         out["e2e_recall_at_10_vs_float32"] = hits / exact.size
+        # random data: past the query's source vector the exact neighbours are near-ties, so the
+        # top-1 agreement is the meaningful check; recall@10 is printed for completeness
+        out["e2e_top1_agreement"] = float(np.mean(res.ids[:, 0] == exact[:, 0]))
         out["e2e_speedup_vs_float32"] = out["e2e_speedup_vs_float32_t2"]
         index.close()
-    del flat
+    flat.reset()
     gc.collect()
 
 
@@ -276,7 +284,8 @@ def main() -> None:
         )
     print(
         f"  read 128 MB once, one core: {out['read_128mb_ms']:.2f} ms "
-        f"(sequential XOR {out.get('read_xor_ms', float('nan')):.2f}, numpy sum {out['read_numpy_sum_ms']:.2f})"
+        f"(sequential XOR {out.get('read_xor_ms', float('nan')):.2f}, "
+        f"numpy sum {out['read_numpy_sum_ms']:.2f})"
     )
     if not args.skip_e2e:
         print(f"\nEnd to end, one query over N x 1024-d (binary x10 -> int8 from mmap -> top {args.k})")
@@ -286,8 +295,10 @@ def main() -> None:
                 f"{out[f'faiss_flat_ip_ms_t{t}']:.1f} ms: {out[f'e2e_speedup_vs_float32_t{t}']:.1f}x faster"
             )
         print(
-            f"  stages: hamming {out['e2e_hamming_ms']:.2f} ms, int8 rescoring {out['e2e_rescore_ms']:.2f} ms; "
-            f"recall@{args.k} vs float32 exact {out['e2e_recall_at_10_vs_float32']:.3f}"
+            f"  stages (2 threads): hamming {out['e2e_hamming_ms_t2']:.2f} ms, "
+            f"int8 rescoring {out['e2e_rescore_ms_t2']:.2f} ms; "
+            f"vs float32 exact: top-1 agreement {out['e2e_top1_agreement']:.2f}, "
+            f"recall@{args.k} {out['e2e_recall_at_10_vs_float32']:.2f} (random data: near-ties past the first)"
         )
     print(
         f"\nheadline (2 threads): {out['qps_ratio_vs_faiss_1024']:.2f}x faiss at 1024 bits, "

@@ -243,10 +243,11 @@ int qs_hamming_topk(const uint8_t *queries, const uint8_t *codes, const uint8_t 
     /* the transposed layout pays off once a few queries share each block */
     if (strategy == QS_STRATEGY_DIRECT || (strategy == QS_STRATEGY_AUTO && nq < 4)) blocked = NULL;
 
-    /* threads: split the rows, but give each thread at least ~1 MiB x query of work */
+    /* threads: at least ~4 MiB x query of codes each (~0.1 ms), else starting one costs more than
+     * it saves */
     if (nthreads > 64) nthreads = 64;
     if (nthreads < 1) nthreads = 1;
-    int64_t min_rows = ((int64_t)1 << 20) / (nb * (nq < 64 ? nq : 64));
+    int64_t min_rows = ((int64_t)4 << 20) / (nb * (nq < 64 ? nq : 64));
     if (min_rows < 64) min_rows = 64;
     int64_t by_work = n / min_rows;
     int nt = by_work < nthreads ? (int)(by_work > 1 ? by_work : 1) : nthreads;
