@@ -298,7 +298,7 @@ def main() -> None:
             f"  stages (2 threads): hamming {out['e2e_hamming_ms_t2']:.2f} ms, "
             f"int8 rescoring {out['e2e_rescore_ms_t2']:.2f} ms; "
             f"vs float32 exact: top-1 agreement {out['e2e_top1_agreement']:.2f}, "
-            f"recall@{args.k} {out['e2e_recall_at_10_vs_float32']:.2f} (random data: near-ties past the first)"
+            f"recall@{args.k} {out['e2e_recall_at_10_vs_float32']:.2f} (random data: near-ties after #1)"
         )
     print(
         f"\nheadline (2 threads): {out['qps_ratio_vs_faiss_1024']:.2f}x faiss at 1024 bits, "
