@@ -34,6 +34,7 @@ _ENV_THREADS = "QUANTSEARCH_NUM_THREADS"
 _lock = threading.Lock()
 _native: ModuleType | None = None
 _native_loaded = False
+_available: tuple[str, ...] | None = None  # the CPU's features do not change: computed once
 _backend: str | None = None  # set_backend() override; None = environment or fastest
 _threads: int | None = None  # set_num_threads() override; None = environment or all cores
 
@@ -60,10 +61,16 @@ def native_module() -> ModuleType | None:
 
 def available_backends() -> tuple[str, ...]:
     """Backends this machine can run, fastest first (``"numpy"`` is always there)."""
-    module = native_module()
-    if module is None:
-        return ("numpy",)
-    return tuple(name for name in BACKENDS if name == "numpy" or module.isa_supported(ISA[name]))
+    global _available
+    if _available is None:
+        module = native_module()
+        if module is None:
+            _available = ("numpy",)
+        else:
+            _available = tuple(
+                name for name in BACKENDS if name == "numpy" or module.isa_supported(ISA[name])
+            )
+    return _available
 
 
 def _check_backend(name: object, source: str) -> str:

@@ -144,19 +144,18 @@ def dot_rows(
         if not array.flags.c_contiguous:
             raise InvalidArgumentError(f"segment {i} must be C-contiguous, got strides {array.strides}")
     starts = np.ascontiguousarray(starts, dtype=np.int64)
-    lengths = np.array([a.shape[0] for a in arrays], np.int64)
-    expected = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    if starts.shape != (len(arrays),) or not np.array_equal(starts, expected):
-        raise InvalidArgumentError(
-            f"starts must be {expected.tolist()} for these segments, got {starts.tolist()}"
-        )
+    expected, total = [], 0
+    for array in arrays:
+        expected.append(total)
+        total += array.shape[0]
+    if starts.shape != (len(arrays),) or starts.tolist() != expected:
+        raise InvalidArgumentError(f"starts must be {expected} for these segments, got {starts.tolist()}")
     rows = np.asarray(rows)
     if rows.dtype.kind not in "iu":
         raise InvalidDtypeError(f"rows must be integers, got dtype {rows.dtype}")
     if rows.ndim != 2 or rows.shape[0] != nq:
         raise DimensionMismatchError(f"rows must have shape ({nq}, c), got {rows.shape}")
     rows = np.ascontiguousarray(rows, dtype=np.int64)
-    total = int(lengths.sum())
     if rows.size and (rows.min() < -1 or rows.max() >= total):
         raise InvalidArgumentError(
             f"rows must be in [0, {total}) or -1 for padding, got [{rows.min()}, {rows.max()}]"
