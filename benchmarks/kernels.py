@@ -8,7 +8,9 @@ a warm-up (slow peers on a subset of the queries, stated in the output):
 2. one query over N x 1024 bits, next to the time one core takes to read 128 MB once (a
    sequential XOR over the 128 MB of codes, and numpy's sum of them; the faster counts);
 3. end to end, one query over N x 1024-d vectors: our Index (binary top 100 -> int8 rescoring
-   from the memory-mapped tier -> top 10) against faiss IndexFlatIP float32 exact search.
+   from the memory-mapped tier -> top 10) against faiss IndexFlatIP float32 exact search; the
+   int8 tier is read into the OS page cache first (a server's steady state), and a second pass
+   times it evicted (candidates read from disk).
 
     python benchmarks/kernels.py [--n 1000000] [--queries 1000] [--runs 5] [--json FILE] [--quick]
 
@@ -143,7 +145,7 @@ def single_query_section(args: argparse.Namespace, codes: np.ndarray, queries: n
         set_num_threads(t)
         out[f"single_query_ms_1024_t{t}"] = latency_ms(lambda q: hamming_topk(q, codes, k), sample)
     set_num_threads(None)
-    out["single_query_ms_1024"] = out["single_query_ms_1024_t2"]
+    out["single_query_ms_1024"] = min(out[f"single_query_ms_1024_t{t}"] for t in THREADS)
     binary_flat = _faiss_binary(codes)
     for t in THREADS:
         faiss.omp_set_num_threads(t)
@@ -165,7 +167,21 @@ def single_query_section(args: argparse.Namespace, codes: np.ndarray, queries: n
         out[f"single_query_vs_read_t{t}"] = (
             out[f"single_query_ms_1024_t{t}"] * 128 / mb / out["read_128mb_ms"]
         )
-    out["single_query_vs_read"] = out["single_query_vs_read_t2"]
+    out["single_query_vs_read"] = out["single_query_ms_1024"] * 128 / mb / out["read_128mb_ms"]
+
+
+def _page_cache(files: list[Path], *, keep: bool) -> None:
+    """Read ``files`` once into the OS page cache, or evict them from it (they are clean)."""
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if keep:
+                while os.read(fd, 1 << 24):
+                    pass
+            else:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def e2e_section(args: argparse.Namespace, out: dict[str, Any]) -> None:
@@ -190,6 +206,8 @@ def e2e_section(args: argparse.Namespace, out: dict[str, Any]) -> None:
             flat.add(x)
         assert first is not None
         print(f"built in {time.perf_counter() - t0:.0f} s", flush=True)
+        tier_files = sorted((Path(tmp) / "idx" / "segments").glob("*int8*"))
+        _page_cache(tier_files, keep=True)  # the steady state of a server: the tier is cached by the OS
         picks = rng.choice(first.shape[0], args.latency_queries, replace=False)
         # a query near a stored vector (noise norm ~0.3 against unit vectors)
         noise = rng.standard_normal((len(picks), dim), dtype=np.float32) * np.float32(0.3 / np.sqrt(dim))
@@ -215,6 +233,17 @@ def e2e_section(args: argparse.Namespace, out: dict[str, Any]) -> None:
             out[f"faiss_flat_ip_ms_t{t}"] = latency_ms(lambda q: flat.search(q, k), queries[:10])
             out[f"e2e_speedup_vs_float32_t{t}"] = out[f"faiss_flat_ip_ms_t{t}"] / out[f"e2e_ms_t{t}"]
         set_num_threads(None)
+        # each engine at its faster thread setting
+        out["e2e_ms"] = min(out[f"e2e_ms_t{t}"] for t in THREADS)
+        out["faiss_flat_ip_ms"] = min(out[f"faiss_flat_ip_ms_t{t}"] for t in THREADS)
+        out["e2e_speedup_vs_float32_best"] = out["faiss_flat_ip_ms"] / out["e2e_ms"]
+        # cold tier: the candidates' int8 rows come from disk (evicted from the page cache)
+        _page_cache(tier_files, keep=False)
+        for values in stage_times.values():
+            values.clear()
+        cold = queries + rng.standard_normal(queries.shape, dtype=np.float32) * np.float32(0.01)
+        out["e2e_cold_tier_ms"] = latency_ms(ours, cold)
+        out["e2e_cold_tier_rescore_ms"] = statistics.median(stage_times["rescore:int8"][1:])
         res = index.search(queries, k, with_payload=False)
         _, exact = flat.search(queries, k)
         hits = sum(len(set(a) & set(b)) for a, b in zip(res.ids.tolist(), exact.tolist(), strict=True))
@@ -222,7 +251,7 @@ def e2e_section(args: argparse.Namespace, out: dict[str, Any]) -> None:
         # random data: past the query's source vector the exact neighbours are near-ties, so the
         # top-1 agreement is the meaningful check; recall@10 is printed for completeness
         out["e2e_top1_agreement"] = float(np.mean(res.ids[:, 0] == exact[:, 0]))
-        out["e2e_speedup_vs_float32"] = out["e2e_speedup_vs_float32_t2"]
+        out["e2e_speedup_vs_float32"] = out["e2e_speedup_vs_float32_best"]
         index.close()
     flat.reset()
     gc.collect()
@@ -295,15 +324,23 @@ def main() -> None:
                 f"{out[f'faiss_flat_ip_ms_t{t}']:.1f} ms: {out[f'e2e_speedup_vs_float32_t{t}']:.1f}x faster"
             )
         print(
+            f"  each at its faster setting: {out['e2e_ms']:.2f} ms vs {out['faiss_flat_ip_ms']:.1f} ms = "
+            f"{out['e2e_speedup_vs_float32']:.1f}x; int8 tier in the page cache (read once before timing)"
+        )
+        print(
+            f"  cold int8 tier (evicted from the page cache): {out['e2e_cold_tier_ms']:.2f} ms, "
+            f"of which rescoring {out['e2e_cold_tier_rescore_ms']:.2f} ms"
+        )
+        print(
             f"  stages (2 threads): hamming {out['e2e_hamming_ms_t2']:.2f} ms, "
             f"int8 rescoring {out['e2e_rescore_ms_t2']:.2f} ms; "
             f"vs float32 exact: top-1 agreement {out['e2e_top1_agreement']:.2f}, "
             f"recall@{args.k} {out['e2e_recall_at_10_vs_float32']:.2f} (random data: near-ties after #1)"
         )
     print(
-        f"\nheadline (2 threads): {out['qps_ratio_vs_faiss_1024']:.2f}x faiss at 1024 bits, "
-        f"{out['qps_ratio_vs_faiss_384']:.2f}x at 384; single query {out['single_query_ms_1024']:.2f} ms "
-        f"= {out['single_query_vs_read']:.2f}x read_128mb"
+        f"\nheadline: batches on 2 threads {out['qps_ratio_vs_faiss_1024']:.2f}x faiss at 1024 bits, "
+        f"{out['qps_ratio_vs_faiss_384']:.2f}x at 384; "
+        f"best single query {out['single_query_ms_1024']:.2f} ms = {out['single_query_vs_read']:.2f}x read_128mb"
         + ("" if args.skip_e2e else f"; end to end {out['e2e_speedup_vs_float32']:.1f}x float32")
     )
     if args.json:
