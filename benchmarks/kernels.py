@@ -340,7 +340,8 @@ def main() -> None:
     print(
         f"\nheadline: batches on 2 threads {out['qps_ratio_vs_faiss_1024']:.2f}x faiss at 1024 bits, "
         f"{out['qps_ratio_vs_faiss_384']:.2f}x at 384; "
-        f"best single query {out['single_query_ms_1024']:.2f} ms = {out['single_query_vs_read']:.2f}x read_128mb"
+        f"best single query {out['single_query_ms_1024']:.2f} ms "
+        f"= {out['single_query_vs_read']:.2f}x read_128mb"
         + ("" if args.skip_e2e else f"; end to end {out['e2e_speedup_vs_float32']:.1f}x float32")
     )
     if args.json:
