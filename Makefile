@@ -13,7 +13,8 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # torch first, pinned to the CPU build, so that sentence-transformers does not pull a CUDA build
-$(STAMP): $(BIN)/python pyproject.toml
+# setup.py and the C sources too: the native kernels are built by this install
+$(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard src/quantsearch/kernels/csrc/*)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[embed,dev,eval,server]"
 	touch $(STAMP)
@@ -39,3 +40,4 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -f src/quantsearch/kernels/_native*.so

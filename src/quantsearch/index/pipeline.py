@@ -3,6 +3,9 @@
 Stage 1 scans the binary codes in RAM for ``k x oversampling`` candidates. Each rescoring stage
 reads only those candidates' codes from its tier (a memory map on disk), scores them
 asymmetrically (float query . dequantized code) and keeps the best; the last stage keeps ``k``.
+Both run on the kernels of :mod:`quantsearch.kernels` (native when built): the scan is a blocked
+popcount top-k, and rescoring of the scalar and float tiers is a fused gather + dot that reads
+each candidate row straight from the memory map.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import gather_rows, hamming_topk
-from ..quantization import Quantizer
+from ..kernels import dot_rows, gather_rows, hamming_topk
+from ..quantization import FloatQuantizer, MatryoshkaQuantizer, Precision, Quantizer, ScalarQuantizer
 
 # bound on the float32 work array of one rescoring chunk (queries x candidates x dim)
 _RESCORE_CHUNK_BYTES = 32 << 20
@@ -94,11 +97,49 @@ def run_pipeline(
 def _rescore(tier: TierView, starts: np.ndarray, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Asymmetric scores (nq, c) float32 of each query against its candidates' codes; nan at padding.
 
-    Works through the queries in chunks so that the gathered codes and the float work array stay
-    within a fixed budget whatever the batch size.
+    Scalar (int8/uint8/int4) and float tiers are scored by the fused gather + dot kernel, with the
+    calibration folded into the query; any other quantizer by its own ``score``.
     """
-    nq, c = rows.shape
     prepared = tier.quantizer.prepare_queries(queries)
+    form = _linear_form(tier.quantizer, prepared)
+    if form is None:
+        return _rescore_generic(tier, starts, prepared, rows)
+    weights, bias, offset, nibbles = form
+    scores = dot_rows(tier.arrays, starts, rows, weights, offset=offset, nibbles=nibbles)
+    return scores + bias[:, None]
+
+
+def _linear_form(
+    quantizer: Quantizer, prepared: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int, bool] | None:
+    """``(weights (nq, dim), bias (nq,), offset, nibbles)`` with score = (code + offset) . weights + bias.
+
+    For a scalar tier q . (level * scale + min) = level . (q * scale) + q . min, and level = code +
+    128 for int8; a float tier is a plain dot. None for quantizers scored another way. Exact types
+    only: a subclass may override ``score``.
+    """
+    base = quantizer.base if type(quantizer) is MatryoshkaQuantizer else quantizer
+    if type(base) is ScalarQuantizer:
+        weights = np.ascontiguousarray(prepared * base.scale_, dtype=np.float32)
+        bias = (prepared @ base.min_).astype(np.float32)
+        offset = 128 if base.precision is Precision.INT8 else 0
+        return weights, bias, offset, base.precision is Precision.INT4
+    if type(base) is FloatQuantizer:
+        return (
+            np.ascontiguousarray(prepared, dtype=np.float32),
+            np.zeros(prepared.shape[0], np.float32),
+            0,
+            False,
+        )
+    return None
+
+
+def _rescore_generic(
+    tier: TierView, starts: np.ndarray, prepared: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
+    """Scores through ``quantizer.score`` on gathered codes, in query chunks so that the gathered
+    codes and the float work array stay within a fixed budget whatever the batch size."""
+    nq, c = rows.shape
     per_query = max(1, c * max(tier.quantizer.code_bytes, tier.quantizer.code_dim * 4))
     chunk = max(1, _RESCORE_CHUNK_BYTES // per_query)
     scores = np.full((nq, c), np.nan, np.float32)

@@ -1,11 +1,35 @@
-"""Hot loops behind the search pipeline. One backend per module; this module picks one.
+"""Hot loops behind the search pipeline: exact Hamming top-k and fused gather + dot rescoring.
 
-Only the portable numpy backend exists so far; native backends plug in here with the same
-signatures.
+The native extension (C, built at install) provides AVX-512 VPOPCNTDQ, AVX2 and portable paths,
+chosen at run time by CPU; :mod:`.numpy_backend` is the pure-numpy reference and the fallback when
+the extension is missing. See :mod:`.backend` for forcing a path and setting the thread count.
 """
 
 from __future__ import annotations
 
-from .numpy_backend import PAD_DISTANCE, gather_rows, hamming_distances, hamming_topk
+from .backend import (
+    BACKENDS,
+    available_backends,
+    get_backend,
+    get_num_threads,
+    set_backend,
+    set_num_threads,
+    use_backend,
+)
+from .dispatch import dot_rows, hamming_topk
+from .numpy_backend import PAD_DISTANCE, gather_rows, hamming_distances
 
-__all__ = ["PAD_DISTANCE", "gather_rows", "hamming_distances", "hamming_topk"]
+__all__ = [
+    "BACKENDS",
+    "PAD_DISTANCE",
+    "available_backends",
+    "dot_rows",
+    "gather_rows",
+    "get_backend",
+    "get_num_threads",
+    "hamming_distances",
+    "hamming_topk",
+    "set_backend",
+    "set_num_threads",
+    "use_backend",
+]

@@ -1,4 +1,4 @@
-"""Portable kernels in plain numpy: blocked Hamming top-k and candidate rescoring.
+"""Reference kernels in plain numpy: blocked Hamming top-k, row gathering, gather + dot.
 
 Scans stream over the codes in blocks and merge a running top-k, so memory stays bounded by the
 block size whatever N is; no (n_queries x N) matrix is ever built.
@@ -120,4 +120,50 @@ def gather_rows(arrays: list[np.ndarray], starts: np.ndarray, rows: np.ndarray) 
         lo, hi = bounds[i], bounds[i + 1]
         if lo < hi:
             out[order[lo:hi]] = array[sorted_rows[lo:hi] - starts[i]]
+    return out
+
+
+# bound on the float32 work arrays of one dot_rows chunk (rows x dim, twice)
+_DOT_CHUNK_BYTES = 32 << 20
+
+
+def _code_values(codes: np.ndarray, dim: int, offset: int, nibbles: bool) -> np.ndarray:
+    """Stored values of gathered code rows as float32 (m, dim), plus ``offset`` for integer codes."""
+    if nibbles:
+        levels = np.empty((codes.shape[0], codes.shape[1] * 2), np.int32)
+        levels[:, 0::2] = codes & 0x0F  # even dimension in the low nibble
+        levels[:, 1::2] = codes >> 4
+        return (levels[:, :dim] + offset).astype(np.float32)
+    if codes.dtype.kind in "iu":
+        return (codes.astype(np.int32) + offset).astype(np.float32)
+    return codes.astype(np.float32)
+
+
+def dot_rows(
+    arrays: list[np.ndarray],
+    starts: np.ndarray,
+    rows: np.ndarray,
+    weights: np.ndarray,
+    *,
+    offset: int = 0,
+    nibbles: bool = False,
+) -> np.ndarray:
+    """Reference of the fused gather + dot: see :func:`quantsearch.kernels.dot_rows`.
+
+    Gathers only the referenced rows (query chunk by query chunk, so memory stays bounded) and
+    returns scores (nq, c) float32, nan where ``rows`` is -1.
+    """
+    nq, c = rows.shape
+    dim = weights.shape[1]
+    out = np.full((nq, c), np.nan, np.float32)
+    chunk = max(1, _DOT_CHUNK_BYTES // max(1, c * dim * 8))
+    for q0 in range(0, nq, chunk):
+        block = rows[q0 : q0 + chunk]
+        present = block >= 0
+        if not present.any():
+            continue
+        values = _code_values(gather_rows(arrays, starts, block[present]), dim, offset, nibbles)
+        owner = np.nonzero(present)[0]  # query of each gathered row, within the chunk
+        sums = np.einsum("md,md->m", values, weights[q0 : q0 + chunk][owner], dtype=np.float32)
+        out[q0 : q0 + chunk][present] = sums
     return out

@@ -1,0 +1,153 @@
+"""Which kernel implementation runs, and on how many threads.
+
+Backends, fastest first: ``"avx512"`` (AVX-512 with VPOPCNTDQ), ``"avx2"``, ``"portable"`` (the
+native extension's plain C path, any CPU) and ``"numpy"`` (pure numpy, the reference; also what
+runs when the extension was not built). The default is the fastest this CPU supports; the
+``QUANTSEARCH_KERNEL`` environment variable or :func:`set_backend` forces one. The thread count
+defaults to every core this process may use; ``QUANTSEARCH_NUM_THREADS`` or
+:func:`set_num_threads` changes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
+
+import numpy as np
+
+from ..exceptions import InvalidArgumentError
+
+logger = logging.getLogger(__name__)
+
+#: every backend name, fastest first
+BACKENDS = ("avx512", "avx2", "portable", "numpy")
+#: instruction-set codes of the native module
+ISA = {"portable": 0, "avx2": 1, "avx512": 2}
+
+_ENV_KERNEL = "QUANTSEARCH_KERNEL"
+_ENV_THREADS = "QUANTSEARCH_NUM_THREADS"
+
+_lock = threading.Lock()
+_native: ModuleType | None = None
+_native_loaded = False
+_available: tuple[str, ...] | None = None  # the CPU's features do not change: computed once
+_backend: str | None = None  # set_backend() override; None = environment or fastest
+_threads: int | None = None  # set_num_threads() override; None = environment or all cores
+
+
+def native_module() -> ModuleType | None:
+    """The compiled extension, or None (with one warning logged) if it was not built."""
+    global _native, _native_loaded
+    with _lock:
+        if not _native_loaded:
+            module: ModuleType | None
+            try:
+                from . import _native as module
+            except ImportError as exc:
+                module = None
+                logger.warning(
+                    "quantsearch's native kernels are not built (%s); using the numpy kernels, "
+                    "which are 10-50x slower. Reinstall quantsearch with a C compiler (gcc) "
+                    "available to build them.",
+                    exc,
+                )
+            _native, _native_loaded = module, True
+    return _native
+
+
+def available_backends() -> tuple[str, ...]:
+    """Backends this machine can run, fastest first (``"numpy"`` is always there)."""
+    global _available
+    if _available is None:
+        module = native_module()
+        if module is None:
+            _available = ("numpy",)
+        else:
+            _available = tuple(
+                name for name in BACKENDS if name == "numpy" or module.isa_supported(ISA[name])
+            )
+    return _available
+
+
+def _check_backend(name: object, source: str) -> str:
+    if not isinstance(name, str) or name.strip().lower() not in (*BACKENDS, "auto"):
+        raise InvalidArgumentError(f"{source} must be one of auto, {', '.join(BACKENDS)}; got {name!r}")
+    name = name.strip().lower()
+    if name == "auto":
+        return available_backends()[0]
+    if name not in available_backends():
+        raise InvalidArgumentError(
+            f"{source}={name!r} cannot run here; available: {', '.join(available_backends())}"
+        )
+    return name
+
+
+def get_backend() -> str:
+    """The backend searches use now: the :func:`set_backend` override, else ``QUANTSEARCH_KERNEL``,
+    else the fastest available."""
+    if _backend is not None:
+        return _backend
+    env = os.environ.get(_ENV_KERNEL, "").strip()
+    if env:
+        return _check_backend(env, _ENV_KERNEL)
+    return available_backends()[0]
+
+
+def set_backend(name: str | None) -> None:
+    """Force a backend for this process (``None`` or ``"auto"``: back to the default).
+
+    Raises :class:`InvalidArgumentError` for an unknown name or one this CPU cannot run.
+    """
+    global _backend
+    _backend = None if name is None or name == "auto" else _check_backend(name, "backend")
+
+
+@contextmanager
+def use_backend(name: str | None) -> Iterator[str]:
+    """Run a block with the given backend forced; restores the previous setting afterwards."""
+    global _backend
+    previous = _backend
+    set_backend(name)
+    try:
+        yield get_backend()
+    finally:
+        _backend = previous
+
+
+def _default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _check_threads(value: object, source: str, *, parse: bool = False) -> int:
+    if parse and isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise InvalidArgumentError(f"{source} must be an integer in [1, 64], got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= 64:
+        raise InvalidArgumentError(f"{source} must be an integer in [1, 64], got {value!r}")
+    return int(value)
+
+
+def get_num_threads() -> int:
+    """Threads one search may use: the :func:`set_num_threads` override, else
+    ``QUANTSEARCH_NUM_THREADS``, else every core this process may run on."""
+    if _threads is not None:
+        return _threads
+    env = os.environ.get(_ENV_THREADS, "").strip()
+    if env:
+        return _check_threads(env, _ENV_THREADS, parse=True)
+    return _default_threads()
+
+
+def set_num_threads(n: int | None) -> None:
+    """Set the threads one search may use (1 to 64); ``None`` restores the default."""
+    global _threads
+    _threads = None if n is None else _check_threads(n, "num_threads")

@@ -1,0 +1,308 @@
+/* Exact Hamming top-k: the driver (threads, blocks, heaps, merge) and the portable kernel.
+ *
+ * The code rows are cut into cache-sized blocks; each thread takes the next block from a shared
+ * counter (so a thread that the OS preempts does not hold the others up) and runs every query of
+ * the chunk over it before taking another, so a block is read from memory once per chunk of
+ * queries. Each thread keeps a max-heap of the k best (distance, row) pairs per query; only a
+ * distance below the heap top can enter, so the common case is one compare per code. Ties go to
+ * the smaller row: the counter only grows, so rows reach each heap in ascending order and an equal
+ * distance never needs to replace the top; the final merge orders by (distance, row).
+ */
+#include <stdlib.h>
+
+#include "qs_kernels.h"
+
+#if QS_X86
+#include <cpuid.h>
+#endif
+
+/* ---------------------------------------------------------------- CPU features */
+
+int qs_isa_supported(int isa) {
+    if (isa == QS_ISA_PORTABLE) return 1;
+#if QS_X86
+    __builtin_cpu_init();
+    if (isa == QS_ISA_AVX2) {
+        unsigned a, b, c, d;
+        int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("popcnt") && f16c;
+    }
+    if (isa == QS_ISA_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq");
+#endif
+    return 0;
+}
+
+uint64_t qs_stream_xor(const uint8_t *p, size_t bytes, int isa) {
+#if QS_X86
+    if (isa == QS_ISA_AVX512) return qs_stream_xor_avx512(p, bytes);
+#else
+    (void)isa;
+#endif
+    uint64_t a[8] = {0}, x = 0;
+    size_t i = 0;
+    for (; i + 64 <= bytes; i += 64)
+        for (int l = 0; l < 8; l++) a[l] ^= qs_load64(p + i + 8 * l);
+    for (int l = 0; l < 8; l++) x ^= a[l];
+    for (; i < bytes; i++) x ^= p[i];
+    return x;
+}
+
+/* ---------------------------------------------------------------- heaps */
+
+static inline int worse(uint32_t da, int64_t ra, uint32_t db, int64_t rb) {
+    return da > db || (da == db && ra > rb);
+}
+
+static void sift_down(uint32_t *hd, int64_t *hr, int64_t len, int64_t i, uint32_t d, int64_t r) {
+    for (;;) {
+        int64_t c = 2 * i + 1;
+        if (c >= len) break;
+        if (c + 1 < len && worse(hd[c + 1], hr[c + 1], hd[c], hr[c])) c++;
+        if (!worse(hd[c], hr[c], d, r)) break;
+        hd[i] = hd[c];
+        hr[i] = hr[c];
+        i = c;
+    }
+    hd[i] = d;
+    hr[i] = r;
+}
+
+void qs_offer(qs_heaps *h, const qs_scan *s, int64_t q, unsigned mask, const uint64_t *d, int64_t row0) {
+    const int64_t k = h->k;
+    uint32_t *hd = h->dist + q * k;
+    int64_t *hr = h->rows + q * k;
+    while (mask) {
+        int lane = __builtin_ctz(mask);
+        mask &= mask - 1;
+        int64_t row = row0 + lane;
+        if (s->valid && !s->valid[row]) continue;
+        if (d[lane] >= hd[0]) continue; /* the top may have dropped since the vector compare */
+        sift_down(hd, hr, k, 0, (uint32_t)d[lane], row);
+    }
+    h->thr[q] = hd[0];
+}
+
+static void heaps_init(qs_heaps *h, int64_t nq) {
+    for (int64_t i = 0; i < nq * h->k; i++) {
+        h->dist[i] = QS_SENTINEL_DIST;
+        h->rows[i] = QS_SENTINEL_ROW;
+    }
+    for (int64_t q = 0; q < nq; q++) h->thr[q] = QS_SENTINEL_DIST;
+}
+
+/* In-place heapsort of every query's heap into ascending (dist, row). */
+static void heaps_sort(qs_heaps *h, int64_t nq) {
+    const int64_t k = h->k;
+    for (int64_t q = 0; q < nq; q++) {
+        uint32_t *hd = h->dist + q * k;
+        int64_t *hr = h->rows + q * k;
+        for (int64_t end = k - 1; end > 0; end--) {
+            uint32_t d = hd[end];
+            int64_t r = hr[end];
+            hd[end] = hd[0];
+            hr[end] = hr[0];
+            sift_down(hd, hr, end, 0, d, r);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- portable kernel */
+
+/* Row-major scan with scalar popcounts; inlined into the portable and the popcnt-targeted copy. */
+static inline __attribute__((always_inline)) void direct_scalar(const qs_scan *s, int64_t b0, int64_t nblk,
+                                                                int64_t q0, int64_t q1, qs_heaps *h) {
+    const int64_t nb = s->nb, W = s->W, nfull = nb / 8;
+    for (int64_t q = q0; q < q1; q++) {
+        const uint64_t *qw = s->qwords + q * W;
+        uint64_t thr = h->thr[q];
+        const uint8_t *p = s->codes + b0 * nb;
+        for (int64_t i = 0; i < nblk; i++, p += nb) {
+            uint64_t d = 0;
+            for (int64_t w = 0; w < nfull; w++) d += (uint64_t)__builtin_popcountll(qs_load64(p + 8 * w) ^ qw[w]);
+            if (nfull < W) d += (uint64_t)__builtin_popcountll(qs_word(p, nb, nfull) ^ qw[nfull]);
+            if (d < thr) {
+                qs_offer(h, s, q, 1u, &d, b0 + i);
+                thr = h->thr[q];
+            }
+        }
+    }
+}
+
+static void direct_portable(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h) {
+    direct_scalar(s, b0, nblk, q0, q1, h);
+}
+
+#if QS_X86
+__attribute__((target("popcnt"))) void qs_direct_popcnt(const qs_scan *s, int64_t b0, int64_t nblk,
+                                                         int64_t q0, int64_t q1, qs_heaps *h) {
+    direct_scalar(s, b0, nblk, q0, q1, h);
+}
+#endif
+
+/* Word-major copy of rows [b0, b0 + nblk): T[w * bpad + i]; rows up to bpad are zero. */
+static void transpose_block(const qs_scan *s, int64_t b0, int64_t nblk, uint64_t *T, int64_t bpad) {
+    const int64_t nb = s->nb, W = s->W, nfull = nb / 8;
+    const uint8_t *p = s->codes + b0 * nb;
+    for (int64_t i = 0; i < nblk; i++, p += nb) {
+        uint64_t *t = T + i;
+        for (int64_t w = 0; w < nfull; w++) t[w * bpad] = qs_load64(p + 8 * w);
+        if (nfull < W) t[nfull * bpad] = qs_word(p, nb, nfull);
+    }
+    for (int64_t w = 0; w < W; w++)
+        for (int64_t i = nblk; i < bpad; i++) T[w * bpad + i] = 0;
+}
+
+/* ---------------------------------------------------------------- driver */
+
+typedef struct {
+    const qs_scan *s;
+    qs_direct_fn direct;
+    qs_blocked_fn blocked; /* NULL: scan row-major */
+    int64_t block_rows;
+    int64_t *next_block; /* shared by the workers of one pass */
+    qs_heaps h;
+    uint64_t *scratch;
+} worker;
+
+static void *worker_main(void *arg) {
+    worker *w = (worker *)arg;
+    const qs_scan *s = w->s;
+    heaps_init(&w->h, s->nq);
+    const int64_t bpad = (w->block_rows + 7) & ~(int64_t)7;
+    for (;;) {
+        const int64_t b0 = __atomic_fetch_add(w->next_block, 1, __ATOMIC_RELAXED) * w->block_rows;
+        if (b0 >= s->n) break;
+        const int64_t nblk = s->n - b0 < w->block_rows ? s->n - b0 : w->block_rows;
+        if (w->blocked) {
+            transpose_block(s, b0, nblk, w->scratch, bpad);
+            w->blocked(s, b0, nblk, w->scratch, bpad, 0, s->nq, &w->h);
+        } else {
+            w->direct(s, b0, nblk, 0, s->nq, &w->h);
+        }
+    }
+    heaps_sort(&w->h, s->nq);
+    return NULL;
+}
+
+/* Merge the threads' sorted lists of each query into the output rows, padding with -1 / INT32_MAX. */
+static void merge(const worker *ws, int nt, int64_t nq, int64_t k, int32_t *out_d, int64_t *out_r) {
+    int64_t head[64];
+    for (int64_t q = 0; q < nq; q++) {
+        for (int t = 0; t < nt; t++) head[t] = 0;
+        for (int64_t i = 0; i < k; i++) {
+            int best = 0;
+            for (int t = 1; t < nt; t++) {
+                const qs_heaps *a = &ws[t].h, *b = &ws[best].h;
+                if (worse(b->dist[q * k + head[best]], b->rows[q * k + head[best]], a->dist[q * k + head[t]],
+                          a->rows[q * k + head[t]]))
+                    best = t;
+            }
+            const qs_heaps *hb = &ws[best].h;
+            uint32_t d = hb->dist[q * k + head[best]];
+            int64_t r = hb->rows[q * k + head[best]];
+            head[best]++;
+            if (d == QS_SENTINEL_DIST) {
+                out_d[q * k + i] = INT32_MAX;
+                out_r[q * k + i] = -1;
+            } else {
+                out_d[q * k + i] = (int32_t)d;
+                out_r[q * k + i] = r;
+            }
+        }
+    }
+}
+
+/* Queries per pass: every thread holds (chunk, k) heaps, bounded to ~64 MiB in all. */
+static int64_t query_chunk(int64_t nq, int64_t k, int nt) {
+    int64_t per_query = k * 12 * nt + 8 * nt;
+    int64_t chunk = ((int64_t)64 << 20) / per_query;
+    if (chunk < 1) chunk = 1;
+    return chunk < nq ? chunk : nq;
+}
+
+int qs_hamming_topk(const uint8_t *queries, const uint8_t *codes, const uint8_t *valid, int64_t nq,
+                    int64_t n, int64_t nb, int64_t k, int isa, int strategy, int nthreads,
+                    int64_t block_bytes, int32_t *out_dist, int64_t *out_rows) {
+    const int64_t W = (nb + 7) / 8;
+    qs_direct_fn direct = direct_portable;
+    qs_blocked_fn blocked = NULL;
+#if QS_X86
+    if (isa == QS_ISA_AVX512) {
+        direct = qs_direct_avx512;
+        blocked = qs_blocked_avx512;
+    } else if (isa == QS_ISA_AVX2) {
+        direct = qs_direct_popcnt;
+        blocked = qs_blocked_avx2;
+    }
+#else
+    (void)isa;
+#endif
+    /* the transposed layout pays off once a few queries share each block */
+    if (strategy == QS_STRATEGY_DIRECT || (strategy == QS_STRATEGY_AUTO && nq < 4)) blocked = NULL;
+
+    /* threads: at least ~4 MiB x query of codes each (~0.1 ms), else starting one costs more than
+     * it saves */
+    if (nthreads > 64) nthreads = 64;
+    if (nthreads < 1) nthreads = 1;
+    int64_t min_rows = ((int64_t)4 << 20) / (nb * (nq < 64 ? nq : 64));
+    if (min_rows < 64) min_rows = 64;
+    int64_t by_work = n / min_rows;
+    int nt = by_work < nthreads ? (int)(by_work > 1 ? by_work : 1) : nthreads;
+
+    int64_t block_rows;
+    if (blocked) {
+        if (block_bytes <= 0) block_bytes = 32 << 10; /* the transposed block stays in L1 */
+        block_rows = (block_bytes / (W * 8)) & ~(int64_t)7;
+    } else {
+        if (block_bytes <= 0) block_bytes = 256 << 10; /* L2 */
+        block_rows = block_bytes / nb;
+    }
+    if (block_rows < 8) block_rows = 8;
+
+    uint64_t *qwords = (uint64_t *)malloc((size_t)(nq > 0 ? nq : 1) * (size_t)W * 8);
+    worker *ws = (worker *)calloc((size_t)nt, sizeof(worker));
+    if (!qwords || !ws) {
+        free(qwords);
+        free(ws);
+        return -1;
+    }
+    for (int64_t q = 0; q < nq; q++)
+        for (int64_t w = 0; w < W; w++) qwords[q * W + w] = qs_word(queries + q * nb, nb, w);
+
+    const int64_t chunk = nq > 0 ? query_chunk(nq, k, nt) : 1;
+    const int64_t bpad = (block_rows + 7) & ~(int64_t)7;
+    int status = 0;
+    for (int t = 0; t < nt && status == 0; t++) {
+        ws[t].h.k = k;
+        ws[t].h.dist = (uint32_t *)malloc((size_t)(chunk * k) * 4);
+        ws[t].h.rows = (int64_t *)malloc((size_t)(chunk * k) * 8);
+        ws[t].h.thr = (uint64_t *)malloc((size_t)chunk * 8);
+        ws[t].scratch = blocked ? (uint64_t *)malloc((size_t)(W * bpad) * 8) : NULL;
+        if (!ws[t].h.dist || !ws[t].h.rows || !ws[t].h.thr || (blocked && !ws[t].scratch)) status = -1;
+    }
+    for (int64_t c0 = 0; c0 < nq && status == 0; c0 += chunk) {
+        qs_scan s = {codes, valid, queries + c0 * nb, qwords + c0 * W, n, nq - c0 < chunk ? nq - c0 : chunk, nb, W, k};
+        int64_t next_block = 0;
+        for (int t = 0; t < nt; t++) {
+            ws[t].s = &s;
+            ws[t].direct = direct;
+            ws[t].blocked = blocked;
+            ws[t].block_rows = block_rows;
+            ws[t].next_block = &next_block;
+        }
+        qs_parallel(worker_main, ws, sizeof(worker), nt);
+        merge(ws, nt, s.nq, k, out_dist + c0 * k, out_rows + c0 * k);
+    }
+    for (int t = 0; t < nt; t++) {
+        free(ws[t].h.dist);
+        free(ws[t].h.rows);
+        free(ws[t].h.thr);
+        free(ws[t].scratch);
+    }
+    free(ws);
+    free(qwords);
+    return status;
+}

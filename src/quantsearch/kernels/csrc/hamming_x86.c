@@ -1,0 +1,249 @@
+/* x86 Hamming kernels: AVX-512 VPOPCNTDQ (row-major and transposed) and AVX2 (transposed,
+ * nibble-table popcount). Each function carries its own target attribute; nothing here runs unless
+ * qs_isa_supported() said the CPU has the instructions. */
+#include "qs_kernels.h"
+
+#if QS_X86
+#include <immintrin.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* ================================================================ AVX-512, row-major ("direct")
+ * One code = nz zmm loads; eight codes' per-lane popcounts are reduced to one vector of eight
+ * distances by a transposing add tree, compared with the heap threshold in one instruction. Used
+ * for one to a few queries, where the scan is bound by memory bandwidth.
+ * Byte-masked loads are slow here (measured 1.5x slower on 64-byte rows on Zen 5), so a row is read
+ * with plain loads and its bytes beyond nb are cleared with an AND; only the last rows of the array,
+ * where a full-width read could cross its end, use masked loads. */
+
+#define NZ_MAX 32 /* codes up to 2048 bytes stay in registers / L1; wider ones use the scalar kernel */
+
+QS_TARGET_AVX512 INLINE __m512i reduce8(__m512i s0, __m512i s1, __m512i s2, __m512i s3, __m512i s4,
+                                        __m512i s5, __m512i s6, __m512i s7) {
+    /* within each 128-bit lane: (s_a pair sum, s_b pair sum) */
+    __m512i a01 = _mm512_add_epi64(_mm512_unpacklo_epi64(s0, s1), _mm512_unpackhi_epi64(s0, s1));
+    __m512i a23 = _mm512_add_epi64(_mm512_unpacklo_epi64(s2, s3), _mm512_unpackhi_epi64(s2, s3));
+    __m512i a45 = _mm512_add_epi64(_mm512_unpacklo_epi64(s4, s5), _mm512_unpackhi_epi64(s4, s5));
+    __m512i a67 = _mm512_add_epi64(_mm512_unpacklo_epi64(s6, s7), _mm512_unpackhi_epi64(s6, s7));
+    /* fold 128-bit lanes pairwise: 0x88 picks lanes (0, 2 | 0, 2), 0xDD picks (1, 3 | 1, 3) */
+    __m512i b0 = _mm512_add_epi64(_mm512_shuffle_i64x2(a01, a23, 0x88), _mm512_shuffle_i64x2(a01, a23, 0xDD));
+    __m512i b1 = _mm512_add_epi64(_mm512_shuffle_i64x2(a45, a67, 0x88), _mm512_shuffle_i64x2(a45, a67, 0xDD));
+    return _mm512_add_epi64(_mm512_shuffle_i64x2(b0, b1, 0x88), _mm512_shuffle_i64x2(b0, b1, 0xDD));
+}
+
+/* Per-lane popcounts of one code against the query. `safe`: the full nz * 64 bytes may be read. */
+QS_TARGET_AVX512 INLINE __m512i code_popcounts(const uint8_t *p, const __m512i *qv, const int64_t nz,
+                                               __mmask64 tail, __m512i tailvec, const int full,
+                                               const int safe) {
+    __m512i acc = _mm512_setzero_si512();
+    for (int64_t z = 0; z < nz; z++) {
+        __m512i v;
+        if (z == nz - 1 && !full)
+            v = safe ? _mm512_and_si512(_mm512_loadu_si512(p + 64 * z), tailvec)
+                     : _mm512_maskz_loadu_epi8(tail, p + 64 * z);
+        else
+            v = _mm512_loadu_si512(p + 64 * z);
+        acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(v, qv[z])));
+    }
+    return acc;
+}
+
+QS_TARGET_AVX512 INLINE void direct_query(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q, qs_heaps *h,
+                                          const int64_t nz, const int full) {
+    const int64_t nb = s->nb;
+    const int64_t rest = nb - 64 * (nz - 1);
+    const __mmask64 tail = rest == 64 ? ~(__mmask64)0 : (((__mmask64)1 << rest) - 1);
+    const __m512i tailvec = _mm512_maskz_mov_epi8(tail, _mm512_set1_epi8(-1));
+    /* rows whose full-width read ends inside the array */
+    const int64_t span = 64 * nz, total = s->n * nb;
+    const int64_t safe_rows = total >= span ? (total - span) / nb + 1 : 0;
+    __m512i qv[NZ_MAX];
+    const uint8_t *qp = s->qbytes + q * nb;
+    for (int64_t z = 0; z < nz; z++)
+        qv[z] = z == nz - 1 ? _mm512_maskz_loadu_epi8(tail, qp + 64 * z) : _mm512_loadu_si512(qp + 64 * z);
+    uint64_t thr = h->thr[q];
+    const uint8_t *p = s->codes + b0 * nb;
+    int64_t i = 0;
+    for (; i + 8 <= nblk && b0 + i + 8 <= safe_rows; i += 8, p += 8 * nb) {
+        __m512i d = reduce8(code_popcounts(p, qv, nz, tail, tailvec, full, 1),
+                            code_popcounts(p + nb, qv, nz, tail, tailvec, full, 1),
+                            code_popcounts(p + 2 * nb, qv, nz, tail, tailvec, full, 1),
+                            code_popcounts(p + 3 * nb, qv, nz, tail, tailvec, full, 1),
+                            code_popcounts(p + 4 * nb, qv, nz, tail, tailvec, full, 1),
+                            code_popcounts(p + 5 * nb, qv, nz, tail, tailvec, full, 1),
+                            code_popcounts(p + 6 * nb, qv, nz, tail, tailvec, full, 1),
+                            code_popcounts(p + 7 * nb, qv, nz, tail, tailvec, full, 1));
+        __mmask8 m = _mm512_cmplt_epu64_mask(d, _mm512_set1_epi64((long long)thr));
+        if (m) {
+            uint64_t buf[8];
+            _mm512_storeu_si512(buf, d);
+            qs_offer(h, s, q, m, buf, b0 + i);
+            thr = h->thr[q];
+        }
+    }
+    for (; i < nblk; i += 8, p += 8 * nb) { /* the last rows: masked loads, partial groups */
+        const int64_t left = nblk - i < 8 ? nblk - i : 8;
+        __m512i v[8];
+        for (int l = 0; l < 8; l++)
+            v[l] = l < left ? code_popcounts(p + l * nb, qv, nz, tail, tailvec, 0, 0) : _mm512_setzero_si512();
+        __m512i d = reduce8(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+        __mmask8 m = _mm512_mask_cmplt_epu64_mask((__mmask8)((1u << left) - 1), d,
+                                                  _mm512_set1_epi64((long long)thr));
+        if (m) {
+            uint64_t buf[8];
+            _mm512_storeu_si512(buf, d);
+            qs_offer(h, s, q, m, buf, b0 + i);
+            thr = h->thr[q];
+        }
+    }
+}
+
+QS_TARGET_AVX512 void qs_direct_avx512(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1,
+                                       qs_heaps *h) {
+    const int64_t nz = (s->nb + 63) / 64;
+    const int full = s->nb % 64 == 0;
+    if (nz > NZ_MAX) {
+        qs_direct_popcnt(s, b0, nblk, q0, q1, h);
+        return;
+    }
+    /* constant nz for the common widths (<= 512 and <= 1024 bits) so the loops unroll */
+    for (int64_t q = q0; q < q1; q++) {
+        if (nz == 1 && full)
+            direct_query(s, b0, nblk, q, h, 1, 1);
+        else if (nz == 1)
+            direct_query(s, b0, nblk, q, h, 1, 0);
+        else if (nz == 2 && full)
+            direct_query(s, b0, nblk, q, h, 2, 1);
+        else if (nz == 2)
+            direct_query(s, b0, nblk, q, h, 2, 0);
+        else
+            direct_query(s, b0, nblk, q, h, nz, 0);
+    }
+}
+
+/* ================================================================ AVX-512, transposed ("blocked")
+ * The block is word-major, so one zmm holds word w of eight consecutive codes and a query word is
+ * a broadcast: distances of eight codes accumulate lane-wise with no horizontal reduction, for any
+ * number of words per code (6 at 384 bits, 16 at 1024). Q queries share every code load. */
+
+QS_TARGET_AVX512 INLINE void blocked_queries(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T,
+                                             int64_t bpad, int64_t q0, qs_heaps *h, const int Q) {
+    const int64_t W = s->W;
+    const uint64_t *qw = s->qwords + q0 * W;
+    for (int64_t c = 0; c < nblk; c += 8) {
+        __m512i acc[8];
+        for (int j = 0; j < Q; j++) acc[j] = _mm512_setzero_si512();
+        const uint64_t *col = T + c;
+        for (int64_t w = 0; w < W; w++) {
+            const __m512i v = _mm512_loadu_si512(col + w * bpad);
+            for (int j = 0; j < Q; j++)
+                acc[j] = _mm512_add_epi64(
+                    acc[j], _mm512_popcnt_epi64(_mm512_xor_si512(v, _mm512_set1_epi64((long long)qw[j * W + w]))));
+        }
+        const int64_t left = nblk - c;
+        const __mmask8 lanes = left >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << left) - 1);
+        for (int j = 0; j < Q; j++) {
+            __mmask8 m = _mm512_mask_cmplt_epu64_mask(lanes, acc[j], _mm512_set1_epi64((long long)h->thr[q0 + j]));
+            if (m) {
+                uint64_t buf[8];
+                _mm512_storeu_si512(buf, acc[j]);
+                qs_offer(h, s, q0 + j, m, buf, b0 + c);
+            }
+        }
+    }
+}
+
+QS_TARGET_AVX512 void qs_blocked_avx512(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T,
+                                        int64_t bpad, int64_t q0, int64_t q1, qs_heaps *h) {
+    int64_t q = q0;
+    for (; q + 8 <= q1; q += 8) blocked_queries(s, b0, nblk, T, bpad, q, h, 8);
+    if (q + 4 <= q1) {
+        blocked_queries(s, b0, nblk, T, bpad, q, h, 4);
+        q += 4;
+    }
+    if (q + 2 <= q1) {
+        blocked_queries(s, b0, nblk, T, bpad, q, h, 2);
+        q += 2;
+    }
+    if (q < q1) blocked_queries(s, b0, nblk, T, bpad, q, h, 1);
+}
+
+/* ================================================================ memory read probe
+ * XOR of every 64-byte line, four independent accumulators: one sequential read of a buffer as
+ * fast as one core can stream it (benchmarks/kernels.py compares the single-query scan with it). */
+
+QS_TARGET_AVX512 uint64_t qs_stream_xor_avx512(const uint8_t *p, size_t bytes) {
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 256 <= bytes; i += 256) {
+        a0 = _mm512_xor_si512(a0, _mm512_loadu_si512(p + i));
+        a1 = _mm512_xor_si512(a1, _mm512_loadu_si512(p + i + 64));
+        a2 = _mm512_xor_si512(a2, _mm512_loadu_si512(p + i + 128));
+        a3 = _mm512_xor_si512(a3, _mm512_loadu_si512(p + i + 192));
+    }
+    __m512i a = _mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3));
+    uint64_t lanes[8], x = 0;
+    _mm512_storeu_si512(lanes, a);
+    for (int l = 0; l < 8; l++) x ^= lanes[l];
+    for (; i < bytes; i++) x ^= p[i];
+    return x;
+}
+
+/* ================================================================ AVX2, transposed
+ * No vector popcount: count nibbles with a vpshufb table into byte counters (at most 8 per word,
+ * so 31 words fit in a byte) and widen them with vpsadbw. Four codes per ymm. */
+
+QS_TARGET_AVX2 INLINE void blocked2_queries(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T,
+                                            int64_t bpad, int64_t q0, qs_heaps *h, const int Q) {
+    const int64_t W = s->W;
+    const uint64_t *qw = s->qwords + q0 * W;
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3,
+                                         1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    const __m256i zero = _mm256_setzero_si256();
+    for (int64_t c = 0; c < nblk; c += 4) {
+        __m256i tot[4];
+        for (int j = 0; j < Q; j++) tot[j] = zero;
+        const uint64_t *col = T + c;
+        for (int64_t w = 0; w < W;) {
+            const int64_t wend = W - w > 31 ? w + 31 : W;
+            __m256i acc[4];
+            for (int j = 0; j < Q; j++) acc[j] = zero;
+            for (; w < wend; w++) {
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(col + w * bpad));
+                for (int j = 0; j < Q; j++) {
+                    __m256i x = _mm256_xor_si256(v, _mm256_set1_epi64x((long long)qw[j * W + w]));
+                    __m256i lo = _mm256_and_si256(x, low);
+                    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
+                    acc[j] = _mm256_add_epi8(
+                        acc[j], _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi)));
+                }
+            }
+            for (int j = 0; j < Q; j++) tot[j] = _mm256_add_epi64(tot[j], _mm256_sad_epu8(acc[j], zero));
+        }
+        const int64_t left = nblk - c;
+        const unsigned lanes = left >= 4 ? 0xFu : (1u << left) - 1;
+        for (int j = 0; j < Q; j++) {
+            __m256i below = _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)h->thr[q0 + j]), tot[j]);
+            unsigned m = (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(below)) & lanes;
+            if (m) {
+                uint64_t buf[4];
+                _mm256_storeu_si256((__m256i *)buf, tot[j]);
+                qs_offer(h, s, q0 + j, m, buf, b0 + c);
+            }
+        }
+    }
+}
+
+QS_TARGET_AVX2 void qs_blocked_avx2(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T, int64_t bpad,
+                                    int64_t q0, int64_t q1, qs_heaps *h) {
+    int64_t q = q0;
+    for (; q + 4 <= q1; q += 4) blocked2_queries(s, b0, nblk, T, bpad, q, h, 4);
+    if (q + 2 <= q1) {
+        blocked2_queries(s, b0, nblk, T, bpad, q, h, 2);
+        q += 2;
+    }
+    if (q < q1) blocked2_queries(s, b0, nblk, T, bpad, q, h, 1);
+}
+
+#endif

@@ -1,0 +1,254 @@
+/* Python bindings of the native kernels (quantsearch.kernels._native).
+ *
+ * Arrays arrive through the buffer protocol (no numpy C API, so building needs only a C compiler
+ * and the Python headers). quantsearch.kernels validates every argument with its own exceptions
+ * first; the checks here are the last line of defence that keeps a bad call from reading out of
+ * bounds. The GIL is released around every scan and every rescoring. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdlib.h>
+
+#include "qs_kernels.h"
+
+static int format_is(const char *format, const char *accepted) {
+    if (!format) return 0;
+    if (*format == '@' || *format == '=' || *format == '<') format++;
+    return format[0] != '\0' && format[1] == '\0' && strchr(accepted, format[0]) != NULL;
+}
+
+/* A C-contiguous buffer of `ndim` dimensions whose items have the given size and format. */
+static int get_array(PyObject *obj, Py_buffer *view, int writable, int ndim, Py_ssize_t itemsize,
+                     const char *formats, const char *name) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "%s must be a C-contiguous%s array", name, writable ? " writable" : "");
+        return -1;
+    }
+    if (view->ndim != ndim || view->itemsize != itemsize || !format_is(view->format, formats)) {
+        PyErr_Format(PyExc_ValueError, "%s must be %d-D with items of format '%s' and %zd bytes, got %d-D '%s' (%zd)",
+                     name, ndim, formats, itemsize, view->ndim, view->format ? view->format : "B", view->itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_isa(int isa) {
+    if (isa < QS_ISA_PORTABLE || isa > QS_ISA_AVX512 || !qs_isa_supported(isa)) {
+        PyErr_Format(PyExc_ValueError, "instruction set %d is not supported by this CPU", isa);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_isa_supported(PyObject *self, PyObject *args) {
+    int isa;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i", &isa)) return NULL;
+    return PyBool_FromLong(isa >= QS_ISA_PORTABLE && isa <= QS_ISA_AVX512 && qs_isa_supported(isa));
+}
+
+static PyObject *py_hamming_topk(PyObject *self, PyObject *args) {
+    PyObject *oq, *oc, *ov, *od, *orr;
+    Py_ssize_t k, block_bytes;
+    int isa, strategy, nthreads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOniiinOO", &oq, &oc, &ov, &k, &isa, &strategy, &nthreads, &block_bytes, &od,
+                          &orr))
+        return NULL;
+    if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be >= 1, got %zd", k);
+    if (strategy < QS_STRATEGY_AUTO || strategy > QS_STRATEGY_BLOCKED)
+        return PyErr_Format(PyExc_ValueError, "unknown strategy %d", strategy);
+    if (nthreads < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %d", nthreads);
+    if (check_isa(isa) < 0) return NULL;
+    Py_buffer q, c, v, d, r;
+    int have_valid = ov != Py_None;
+    if (get_array(oq, &q, 0, 2, 1, "B", "queries") < 0) return NULL;
+    if (get_array(oc, &c, 0, 2, 1, "B", "codes") < 0) goto fail_q;
+    if (have_valid && get_array(ov, &v, 0, 1, 1, "?B", "valid") < 0) goto fail_c;
+    if (get_array(od, &d, 1, 2, 4, "i", "out_dist") < 0) goto fail_v;
+    if (get_array(orr, &r, 1, 2, 8, "lq", "out_rows") < 0) goto fail_d;
+    const Py_ssize_t nq = q.shape[0], nb = q.shape[1], n = c.shape[0];
+    if (c.shape[1] != nb || nb < 1) {
+        PyErr_Format(PyExc_ValueError, "codes have %zd bytes per row, queries %zd", c.shape[1], nb);
+        goto fail_r;
+    }
+    if (have_valid && v.shape[0] != n) {
+        PyErr_Format(PyExc_ValueError, "valid has %zd entries for %zd codes", v.shape[0], n);
+        goto fail_r;
+    }
+    if (d.shape[0] != nq || d.shape[1] != k || r.shape[0] != nq || r.shape[1] != k) {
+        PyErr_Format(PyExc_ValueError, "outputs must have shape (%zd, %zd)", nq, k);
+        goto fail_r;
+    }
+    int rc = 0;
+    if (nq > 0) {
+        Py_BEGIN_ALLOW_THREADS;
+        rc = qs_hamming_topk((const uint8_t *)q.buf, (const uint8_t *)c.buf,
+                             have_valid ? (const uint8_t *)v.buf : NULL, nq, n, nb, k, isa, strategy, nthreads,
+                             block_bytes, (int32_t *)d.buf, (int64_t *)r.buf);
+        Py_END_ALLOW_THREADS;
+    }
+    PyBuffer_Release(&r);
+    PyBuffer_Release(&d);
+    if (have_valid) PyBuffer_Release(&v);
+    PyBuffer_Release(&c);
+    PyBuffer_Release(&q);
+    if (rc < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail_r:
+    PyBuffer_Release(&r);
+fail_d:
+    PyBuffer_Release(&d);
+fail_v:
+    if (have_valid) PyBuffer_Release(&v);
+fail_c:
+    PyBuffer_Release(&c);
+fail_q:
+    PyBuffer_Release(&q);
+    return NULL;
+}
+
+static const char *kind_format(int kind, Py_ssize_t *itemsize) {
+    switch (kind) {
+    case QS_KIND_INT8: *itemsize = 1; return "b";
+    case QS_KIND_UINT8:
+    case QS_KIND_INT4: *itemsize = 1; return "B";
+    case QS_KIND_FLOAT16: *itemsize = 2; return "e";
+    case QS_KIND_FLOAT32: *itemsize = 4; return "f";
+    default: return NULL;
+    }
+}
+
+static PyObject *py_rescore(PyObject *self, PyObject *args) {
+    PyObject *oarrays, *ostarts, *orows, *ow, *oout;
+    int kind, offset, isa, nthreads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOiiiiO", &oarrays, &ostarts, &orows, &ow, &kind, &offset, &isa, &nthreads,
+                          &oout))
+        return NULL;
+    Py_ssize_t itemsize = 0;
+    const char *format = kind_format(kind, &itemsize);
+    if (!format) return PyErr_Format(PyExc_ValueError, "unknown code kind %d", kind);
+    if (nthreads < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %d", nthreads);
+    if (check_isa(isa) < 0) return NULL;
+    PyObject *seq = PySequence_Fast(oarrays, "arrays must be a sequence of arrays");
+    if (!seq) return NULL;
+    const Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    Py_buffer *views = (Py_buffer *)calloc((size_t)(count > 0 ? count : 1), sizeof(Py_buffer));
+    const uint8_t **base = (const uint8_t **)calloc((size_t)(count > 0 ? count : 1), sizeof(uint8_t *));
+    int64_t *nrows = (int64_t *)calloc((size_t)(count > 0 ? count : 1), sizeof(int64_t));
+    Py_ssize_t got = 0;
+    Py_buffer st, rw, wt, out;
+    int have_st = 0, have_rw = 0, have_wt = 0, have_out = 0, ok = 0;
+    if (!views || !base || !nrows) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (get_array(ow, &wt, 0, 2, 4, "f", "weights") < 0) goto done;
+    have_wt = 1;
+    const Py_ssize_t nq = wt.shape[0], dim = wt.shape[1];
+    const int64_t row_bytes = qs_row_bytes(kind, dim);
+    for (; got < count; got++) {
+        if (get_array(PySequence_Fast_GET_ITEM(seq, got), &views[got], 0, 2, itemsize, format, "segment array") < 0)
+            goto done;
+        if (views[got].shape[1] * itemsize != row_bytes) {
+            PyErr_Format(PyExc_ValueError, "segment %zd has rows of %zd bytes, expected %lld", got,
+                         views[got].shape[1] * itemsize, (long long)row_bytes);
+            got++;
+            goto done;
+        }
+        base[got] = (const uint8_t *)views[got].buf;
+        nrows[got] = views[got].shape[0];
+    }
+    if (get_array(ostarts, &st, 0, 1, 8, "lq", "starts") < 0) goto done;
+    have_st = 1;
+    if (get_array(orows, &rw, 0, 2, 8, "lq", "rows") < 0) goto done;
+    have_rw = 1;
+    if (get_array(oout, &out, 1, 2, 4, "f", "out") < 0) goto done;
+    have_out = 1;
+    const int64_t *starts = (const int64_t *)st.buf;
+    if (st.shape[0] != count) {
+        PyErr_Format(PyExc_ValueError, "starts has %zd entries for %zd segments", st.shape[0], count);
+        goto done;
+    }
+    int64_t total = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (starts[i] != total) {
+            PyErr_Format(PyExc_ValueError, "segment %zd starts at row %lld, expected %lld", i, (long long)starts[i],
+                         (long long)total);
+            goto done;
+        }
+        total += nrows[i];
+    }
+    const Py_ssize_t c = rw.shape[1];
+    if (rw.shape[0] != nq || out.shape[0] != nq || out.shape[1] != c) {
+        PyErr_Format(PyExc_ValueError, "rows and out must have shape (%zd, c), weights has %zd rows", nq, nq);
+        goto done;
+    }
+    const int64_t *rows = (const int64_t *)rw.buf;
+    for (Py_ssize_t i = 0; i < nq * c; i++) {
+        if (rows[i] >= total || rows[i] < -1) {
+            PyErr_Format(PyExc_ValueError, "row %lld is outside the %lld stored rows", (long long)rows[i],
+                         (long long)total);
+            goto done;
+        }
+    }
+    qs_segments segs = {base, starts, nrows, count, row_bytes};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS;
+    rc = qs_rescore(&segs, rows, nq, c, (const float *)wt.buf, dim, kind, offset, isa, nthreads, (float *)out.buf);
+    Py_END_ALLOW_THREADS;
+    if (rc < 0)
+        PyErr_NoMemory();
+    else
+        ok = 1;
+done:
+    for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&views[i]);
+    if (have_st) PyBuffer_Release(&st);
+    if (have_rw) PyBuffer_Release(&rw);
+    if (have_wt) PyBuffer_Release(&wt);
+    if (have_out) PyBuffer_Release(&out);
+    free(views);
+    free(base);
+    free(nrows);
+    Py_DECREF(seq);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_stream_xor(PyObject *self, PyObject *args) {
+    PyObject *obj;
+    int isa;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Oi", &obj, &isa)) return NULL;
+    if (check_isa(isa) < 0) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(obj, &view, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    uint64_t x;
+    Py_BEGIN_ALLOW_THREADS;
+    x = qs_stream_xor((const uint8_t *)view.buf, (size_t)view.len, isa);
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLongLong(x);
+}
+
+static PyMethodDef methods[] = {
+    {"isa_supported", py_isa_supported, METH_VARARGS,
+     "isa_supported(isa) -> bool: whether this CPU runs the given instruction set (0 portable, 1 AVX2, 2 AVX-512)."},
+    {"hamming_topk", py_hamming_topk, METH_VARARGS,
+     "hamming_topk(queries, codes, valid, k, isa, strategy, nthreads, block_bytes, out_dist, out_rows)"},
+    {"rescore", py_rescore, METH_VARARGS,
+     "rescore(arrays, starts, rows, weights, kind, offset, isa, nthreads, out)"},
+    {"stream_xor", py_stream_xor, METH_VARARGS,
+     "stream_xor(buffer, isa) -> int: XOR of every byte-aligned word; a one-pass read (bandwidth probe)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_native", "Native kernels of quantsearch (see quantsearch.kernels).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }

@@ -1,0 +1,177 @@
+"""The public kernel entry points: validate once, then run the selected backend.
+
+Every backend returns identical Hamming results (exact integers, ties to the smaller row);
+``dot_rows`` results agree to float32 rounding (the summation order differs between backends).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._validation import check_positive_int
+from ..exceptions import DimensionMismatchError, InvalidArgumentError, InvalidDtypeError
+from . import native_backend, numpy_backend
+from .backend import get_backend, get_num_threads
+
+_ROW_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.float16), np.dtype(np.float32))
+
+
+def _packed_codes(x: Any, name: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype != np.uint8:
+        raise InvalidDtypeError(f"{name} must be packed bits with dtype uint8, got {arr.dtype}")
+    if arr.ndim != 2:
+        raise DimensionMismatchError(f"{name} must be 2-D (n, n_bytes), got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise DimensionMismatchError(f"{name} must have at least one byte per row, got shape {arr.shape}")
+    return arr
+
+
+def hamming_topk(
+    queries: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Hamming top-k of packed codes, ties broken by the smaller row index.
+
+    Runs on the backend :func:`get_backend` names, over :func:`get_num_threads` threads, with the
+    GIL released. Memory stays bounded: no (nq x n) matrix is built.
+
+    Parameters
+    ----------
+    queries : ndarray of shape (nq, nb), uint8
+        Packed query codes (copied if not C-contiguous).
+    codes : ndarray of shape (n, nb), uint8, C-contiguous
+        Packed database codes (not copied: a non-contiguous array is rejected).
+    k : int
+        Neighbours per query (>= 1). When fewer than ``k`` valid codes exist the tail is padded with
+        row ``-1`` and distance :data:`PAD_DISTANCE`.
+    valid : ndarray of shape (n,), bool, optional
+        Rows to consider (``False`` = deleted).
+
+    Returns
+    -------
+    distances : ndarray of shape (nq, k), int32, ascending
+    rows : ndarray of shape (nq, k), int64
+    """
+    queries = np.ascontiguousarray(_packed_codes(queries, "queries"))
+    codes = _packed_codes(codes, "codes")
+    if not codes.flags.c_contiguous:
+        raise InvalidArgumentError(
+            f"codes must be C-contiguous (n, {codes.shape[1]}) uint8, got strides {codes.strides}; "
+            "use np.ascontiguousarray(codes) once, not per search"
+        )
+    if queries.shape[1] != codes.shape[1]:
+        raise DimensionMismatchError(
+            f"queries have {queries.shape[1]} bytes per code, codes have {codes.shape[1]}"
+        )
+    k = check_positive_int(k, "k")
+    if valid is not None:
+        valid = np.asarray(valid)
+        if valid.dtype != np.bool_:
+            raise InvalidDtypeError(f"valid must be a bool mask, got dtype {valid.dtype}")
+        if valid.shape != (codes.shape[0],):
+            raise DimensionMismatchError(f"valid must have shape ({codes.shape[0]},), got {valid.shape}")
+        valid = np.ascontiguousarray(valid)
+    backend = get_backend()
+    if backend == "numpy":
+        return numpy_backend.hamming_topk(queries, codes, k, valid=valid)
+    return native_backend.hamming_topk(queries, codes, k, valid=valid, isa=backend, threads=get_num_threads())
+
+
+def dot_rows(
+    arrays: Sequence[np.ndarray],
+    starts: np.ndarray,
+    rows: np.ndarray,
+    weights: np.ndarray,
+    *,
+    offset: int = 0,
+    nibbles: bool = False,
+) -> np.ndarray:
+    """Fused gather + dot for rescoring: read each candidate's code row where it lies (a memory
+    map included) and dot it with its query's weights, without building a (nq, c, dim) array.
+
+    ``scores[q, j] = sum_d (value[rows[q, j], d] + offset) * weights[q, d]``, where ``value`` is
+    the stored number (an int8/uint8 code, a 4-bit level, a float16/float32 value).
+
+    Parameters
+    ----------
+    arrays : sequence of ndarray of shape (n_i, width), int8 / uint8 / float16 / float32
+        Segments in row order, one dtype, each C-contiguous; global row ``starts[i] + r`` is row
+        ``r`` of ``arrays[i]``.
+    starts : ndarray of shape (n_segments,), int64
+        First global row of each segment (``0`` first, no gaps).
+    rows : ndarray of shape (nq, c), int64
+        Candidate rows per query; ``-1`` marks padding (its score is nan).
+    weights : ndarray of shape (nq, dim), float32
+        Per-query weights (the query with the code calibration folded in).
+    offset : int
+        Added to integer codes before the product (e.g. 128 turns int8 codes into levels 0..255).
+    nibbles : bool
+        The uint8 arrays hold two 4-bit levels per byte (even dimension in the low nibble), so
+        ``width == ceil(dim / 2)``.
+
+    Returns
+    -------
+    scores : ndarray of shape (nq, c), float32
+    """
+    arrays = list(arrays)
+    if not arrays:
+        raise InvalidArgumentError("arrays must hold at least one segment array")
+    dtype = arrays[0].dtype
+    if dtype not in _ROW_DTYPES or (nibbles and dtype != np.uint8):
+        want = "uint8 (nibbles)" if nibbles else "int8, uint8, float16 or float32"
+        raise InvalidDtypeError(f"segment arrays must have dtype {want}, got {dtype}")
+    weights = np.asarray(weights)
+    if weights.ndim != 2 or not np.issubdtype(weights.dtype, np.floating):
+        raise InvalidDtypeError(
+            f"weights must be a 2-D float array (nq, dim), got {weights.dtype}{weights.shape}"
+        )
+    weights = np.ascontiguousarray(weights, dtype=np.float32)
+    nq, dim = weights.shape
+    width = (dim + 1) // 2 if nibbles else dim
+    for i, array in enumerate(arrays):
+        if array.dtype != dtype or array.ndim != 2 or array.shape[1] != width:
+            raise DimensionMismatchError(
+                f"segment {i} must be {dtype}(n, {width}) for weights of dim {dim}, "
+                f"got {array.dtype}{array.shape}"
+            )
+        if not array.flags.c_contiguous:
+            raise InvalidArgumentError(f"segment {i} must be C-contiguous, got strides {array.strides}")
+    starts = np.ascontiguousarray(starts, dtype=np.int64)
+    expected, total = [], 0
+    for array in arrays:
+        expected.append(total)
+        total += array.shape[0]
+    if starts.shape != (len(arrays),) or starts.tolist() != expected:
+        raise InvalidArgumentError(f"starts must be {expected} for these segments, got {starts.tolist()}")
+    rows = np.asarray(rows)
+    if rows.dtype.kind not in "iu":
+        raise InvalidDtypeError(f"rows must be integers, got dtype {rows.dtype}")
+    if rows.ndim != 2 or rows.shape[0] != nq:
+        raise DimensionMismatchError(f"rows must have shape ({nq}, c), got {rows.shape}")
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if rows.size and (rows.min() < -1 or rows.max() >= total):
+        raise InvalidArgumentError(
+            f"rows must be in [0, {total}) or -1 for padding, got [{rows.min()}, {rows.max()}]"
+        )
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or abs(int(offset)) > 1 << 16:
+        raise InvalidArgumentError(f"offset must be an integer in [-65536, 65536], got {offset!r}")
+    backend = get_backend()
+    if backend == "numpy":
+        return numpy_backend.dot_rows(arrays, starts, rows, weights, offset=int(offset), nibbles=nibbles)
+    return native_backend.dot_rows(
+        arrays,
+        starts,
+        rows,
+        weights,
+        offset=int(offset),
+        nibbles=nibbles,
+        isa=backend,
+        threads=get_num_threads(),
+    )

@@ -1,0 +1,93 @@
+"""Thin wrappers over the compiled extension (``_native``): allocate outputs, pass arrays through.
+
+Arguments are assumed validated (see :mod:`quantsearch.kernels.dispatch`); the extension checks
+shapes and dtypes again so that a bad call raises instead of reading out of bounds. Every call
+releases the GIL while it computes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Literal
+
+import numpy as np
+
+from ..exceptions import MissingDependencyError
+from .backend import ISA, native_module
+
+Strategy = Literal["auto", "direct", "blocked"]
+_STRATEGY = {"auto": 0, "direct": 1, "blocked": 2}
+# code kinds of the extension's rescoring kernel
+_KIND = {np.dtype(np.int8): 0, np.dtype(np.uint8): 1, np.dtype(np.float16): 3, np.dtype(np.float32): 4}
+_KIND_INT4 = 2
+
+
+def _module() -> ModuleType:
+    module = native_module()
+    if module is None:
+        raise MissingDependencyError(
+            "the native kernels are not built; reinstall quantsearch with a C compiler available"
+        )
+    return module
+
+
+def hamming_topk(
+    queries: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    valid: np.ndarray | None = None,
+    isa: str = "avx512",
+    threads: int = 1,
+    strategy: Strategy = "auto",
+    block_bytes: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Hamming top-k on the native kernels; same contract as the numpy reference.
+
+    Parameters
+    ----------
+    queries : ndarray of shape (nq, nb), uint8, C-contiguous
+    codes : ndarray of shape (n, nb), uint8, C-contiguous
+    k : int
+    valid : ndarray of shape (n,), bool, optional
+    isa : {"avx512", "avx2", "portable"}
+    threads : int
+        Threads to split the code rows over (fewer are used for small inputs).
+    strategy : {"auto", "direct", "blocked"}
+        ``"direct"`` scans rows as stored (best for one or a few queries); ``"blocked"`` transposes
+        each cache-sized block so that a group of queries shares every load (best for batches);
+        ``"auto"`` picks by the number of queries. Exposed so that tests cover both.
+    block_bytes : int
+        Cache block size in bytes (0: the kernel's default).
+
+    Returns
+    -------
+    distances : ndarray of shape (nq, k), int32, ascending; ``PAD_DISTANCE`` in padding slots
+    rows : ndarray of shape (nq, k), int64; -1 in padding slots
+    """
+    nq = queries.shape[0]
+    distances = np.empty((nq, k), np.int32)
+    rows = np.empty((nq, k), np.int64)
+    _module().hamming_topk(
+        queries, codes, valid, k, ISA[isa], _STRATEGY[strategy], threads, block_bytes, distances, rows
+    )
+    return distances, rows
+
+
+def dot_rows(
+    arrays: Sequence[np.ndarray],
+    starts: np.ndarray,
+    rows: np.ndarray,
+    weights: np.ndarray,
+    *,
+    offset: int = 0,
+    nibbles: bool = False,
+    isa: str = "avx512",
+    threads: int = 1,
+) -> np.ndarray:
+    """Fused gather + dot on the native kernels; see :func:`quantsearch.kernels.dot_rows`."""
+    kind = _KIND_INT4 if nibbles else _KIND[arrays[0].dtype] if arrays else 0
+    out = np.empty(rows.shape, np.float32)
+    _module().rescore(list(arrays), starts, rows, weights, kind, offset, ISA[isa], threads, out)
+    return out
