@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from quantsearch.exceptions import DimensionMismatchError, InvalidArgumentError, InvalidDtypeError
-from quantsearch.index.pipeline import TierView, _rescore, _rescore_generic
+from quantsearch.index.pipeline import TierView, _rescore_generic, score_candidates
 from quantsearch.kernels import (
     available_backends,
     dot_rows,
@@ -213,7 +213,7 @@ def test_fused_rescoring_matches_quantizer_score(backend, quantizer, make_vector
     tier = TierView("t", quantizer, tuple(np.array_split(codes, [100, 101, 450])))
     starts = np.array([0, 100, 101, 450], np.int64)
     rows = candidate_rows(np.random.default_rng(5), 9, 60, 700)
-    fused = _rescore(tier, starts, queries, rows)
+    fused = score_candidates(tier, starts, queries, rows)
     reference = _rescore_generic(tier, starts, quantizer.prepare_queries(queries), rows)
     np.testing.assert_array_equal(np.isnan(fused), rows < 0)
     np.testing.assert_allclose(fused, reference, rtol=1e-5, atol=1e-5)

@@ -36,6 +36,7 @@ import numpy as np
 
 from quantsearch.exceptions import InvalidArgumentError, MissingDependencyError
 from quantsearch.index import Index
+from quantsearch.index.pipeline import TierView, score_candidates
 from quantsearch.quantization import Quantizer, make_quantizer, quantizer_from_config
 
 __all__ = [
@@ -173,25 +174,29 @@ class FlatConfig(Config):
 
 
 class _FlatSearcher(Searcher):
-    # documents dequantized per block, so memory stays bounded and the codes are what is held
+    # rows scored per kernel call: bounds the (nq, block) work arrays whatever N is
     _BLOCK = 4096
 
     def __init__(self, quantizer: Quantizer, docs: np.ndarray) -> None:
         self.quantizer = quantizer
         self.codes = quantizer.encode(docs)
         self.ram_bytes_per_vector = float(quantizer.code_bytes)
-        self._float32 = self.codes.dtype == np.float32  # the reference: no decode step
+        self._float32 = self.codes.dtype == np.float32  # the reference: plain BLAS, no decode step
+        self._tier = TierView("flat", quantizer, (self.codes,))
+        self._starts = np.zeros(1, np.int64)
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        nq, n = queries.shape[0], self.codes.shape[0]
         prepared = np.ascontiguousarray(self.quantizer.prepare_queries(queries), dtype=np.float32)
-        n = self.codes.shape[0]
-        best_rows = np.empty((queries.shape[0], 0), np.int64)
-        best_scores = np.empty((queries.shape[0], 0), np.float32)
+        best_rows = np.empty((nq, 0), np.int64)
+        best_scores = np.empty((nq, 0), np.float32)
         for start in range(0, n, self._BLOCK):
-            block = self.codes[start : start + self._BLOCK]
-            vectors = block if self._float32 else self.quantizer.decode(block)
-            scores = prepared @ vectors.T
-            rows = np.broadcast_to(np.arange(start, start + block.shape[0]), scores.shape)
+            stop = min(n, start + self._BLOCK)
+            rows = np.broadcast_to(np.arange(start, stop, dtype=np.int64), (nq, stop - start))
+            if self._float32:
+                scores = prepared @ self.codes[start:stop].T
+            else:  # the index's rescoring kernel (fused gather + dot on the codes) over every row
+                scores = score_candidates(self._tier, self._starts, queries, np.ascontiguousarray(rows))
             best_rows, best_scores = _merge_top(
                 np.concatenate([best_rows, rows], axis=1), np.concatenate([best_scores, scores], axis=1), k
             )

@@ -82,7 +82,7 @@ def run_pipeline(
         keep = k if i == len(stages) - 1 else min(rows.shape[1], k * keep_factor)
         t0 = time.perf_counter()
         counts[f"rescore:{name}"] = rows.shape[1]
-        scores = _rescore(tier, view.starts, queries, rows)
+        scores = score_candidates(tier, view.starts, queries, rows)
         rows, scores = _top(rows, scores, keep)
         timings[f"rescore:{name}"] = _ms(t0)
 
@@ -94,7 +94,7 @@ def run_pipeline(
     return PipelineOutput(rows, scores.astype(np.float32), timings, counts)
 
 
-def _rescore(tier: TierView, starts: np.ndarray, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def score_candidates(tier: TierView, starts: np.ndarray, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Asymmetric scores (nq, c) float32 of each query against its candidates' codes; nan at padding.
 
     Scalar (int8/uint8/int4) and float tiers are scored by the fused gather + dot kernel, with the
