@@ -34,23 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _timing import median_seconds
 
 from quantsearch import Index
 from quantsearch.kernels import get_backend, hamming_topk, numpy_backend, set_num_threads
 from quantsearch.kernels.backend import ISA, native_module
 
 THREADS = (1, 2)
-
-
-def median_seconds(fn: Callable[[], object], runs: int) -> float:
-    """Median wall time of ``runs`` calls of ``fn`` after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def latency_ms(fn: Callable[[np.ndarray], object], queries: np.ndarray) -> float:

@@ -13,26 +13,15 @@ brute force (``queries @ docs.T`` + argpartition), with ratios.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _timing import median_seconds
 
 from quantsearch import Index
 from quantsearch.kernels import get_backend, get_num_threads
-
-
-def timed(fn, runs: int) -> float:
-    """Median wall time in seconds of ``runs`` calls (after one warm-up call)."""
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def float32_topk(docs: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -73,8 +62,8 @@ def main() -> None:
         ]
         results = []
         for name, fn in rows:
-            single = timed(lambda fn=fn: fn(one), args.runs)
-            batch = timed(lambda fn=fn: fn(queries), args.runs)
+            single = median_seconds(lambda fn=fn: fn(one), args.runs)
+            batch = median_seconds(lambda fn=fn: fn(queries), args.runs)
             results.append((name, single, args.batch / batch))
         index.close()
     base_single, base_qps = results[0][1], results[0][2]
