@@ -22,9 +22,10 @@ from quantsearch.evaluation import (
     run_eval,
     write_report,
 )
-from quantsearch.evaluation.configs import _FlatSearcher, _merge_top
+from quantsearch.evaluation.configs import _FlatSearcher
 from quantsearch.exceptions import DimensionMismatchError, InvalidArgumentError
 from quantsearch.quantization import ScalarQuantizer
+from quantsearch.quantization.base import merge_top as _merge_top
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 
@@ -92,7 +93,7 @@ def test_parse_config(spec: str, kind: type, fields: dict[str, object]) -> None:
         ("", "non-empty"),
         ("int7", "unknown precision"),
         ("int8@4", "exhaustive scan takes no oversampling"),
-        ("int8>binary", "must be 1-bit"),
+        ("int8>binary", "needs compact codes"),
         ("binary@4", "needs a rescoring stage"),
         ("binary>int8@0.5", "oversampling must be >= 1"),
         ("binary>int8@x", "unknown precision"),

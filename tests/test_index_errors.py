@@ -271,7 +271,7 @@ def test_deleted_id_is_unknown(built) -> None:
         ({"id_type": "uuid"}, "id_type must be 'int' or 'str'"),
         ({"oversampling": 0}, "oversampling must be a number >= 1"),
         ({"rescore": ("int8", "i8")}, "distinct precisions"),
-        ({"binary": "int8"}, "1-bit codes"),
+        ({"binary": "int8"}, "packed byte codes"),
     ],
 )
 def test_create_rejects_bad_options_and_writes_nothing(tmp_path, kwargs: dict[str, Any], match: str) -> None:

@@ -270,3 +270,30 @@ def test_encode_rejects_wrong_dim() -> None:
 def test_bad_parameters(factory, message: str) -> None:
     with pytest.raises(InvalidArgumentError, match=message):
         factory()
+
+
+@pytest.mark.parametrize("k", [1, 7, 300])
+def test_default_scan_topk_is_the_exact_brute_force_top_k(k: int) -> None:
+    """The generic candidate scan (decode + matmul, blocked) equals a full sort, deleted rows skipped."""
+    from quantsearch.quantization.base import topk_blocks
+
+    rng = np.random.default_rng(3)
+    docs = rng.standard_normal((250, 24)).astype(np.float32)
+    queries = rng.standard_normal((5, 24)).astype(np.float32)
+    valid = rng.random(250) > 0.3
+    q = ScalarQuantizer("int8").fit(docs)
+    codes = q.encode(docs)
+    exact = queries @ q.decode(codes).T
+    scores, rows = q.scan_topk(queries, codes, k, valid=valid)
+    # a small block size exercises the merge across blocks
+    scores_b, rows_b = topk_blocks(
+        lambda a, b: q.score_all(queries, codes[a:b]), 5, 250, k, valid=valid, block=16
+    )
+    live = np.flatnonzero(valid)
+    for i in range(5):
+        order = live[np.lexsort((live, -exact[i, live]))][:k]
+        want = np.pad(order, (0, k - order.size), constant_values=-1)
+        np.testing.assert_array_equal(rows[i], want)
+        np.testing.assert_array_equal(rows_b[i], want)
+        np.testing.assert_allclose(scores[i, : order.size], exact[i, order], rtol=1e-5, atol=1e-5)
+        assert np.isnan(scores[i, order.size :]).all()

@@ -4,10 +4,11 @@ Our configurations, as spec strings (what ``--configs`` takes and the report pri
 
     [mrl<DIM>:]<stage>[><stage>...][@<OVERSAMPLING>]
 
-* one 1-bit stage (``binary``): the Hamming ranking of a real :class:`~quantsearch.Index`, no rescoring;
+* one stage of compact codes (<= 2 bits per dimension: ``binary`` and the better 1- and 2-bit codes):
+  the candidate scan of a real :class:`~quantsearch.Index` (Hamming for ``binary``), no rescoring;
 * one stage of any other precision (``float32``, ``float16``, ``int8``, ``int4``, ...): an exhaustive scan
   of the dequantized codes, float query against every document (``float32`` is the exact reference);
-* several stages (``binary>int8``, ``binary>int8>float16``): the index pipeline, a Hamming scan for
+* several stages (``binary>int8``, ``binary>int8>float16``): the index pipeline, a candidate scan for
   ``k x OVERSAMPLING`` candidates (default 10) rescored by each later stage from its memory-mapped tier;
 * ``mrl<DIM>:`` truncates every stage to the first DIM dimensions (Matryoshka) and renormalises.
 
@@ -38,6 +39,7 @@ from quantsearch.exceptions import InvalidArgumentError, MissingDependencyError
 from quantsearch.index import Index
 from quantsearch.index.pipeline import TierView, score_candidates
 from quantsearch.quantization import Quantizer, make_quantizer, quantizer_from_config
+from quantsearch.quantization.base import merge_top
 
 __all__ = [
     "DEFAULT_CONFIGS",
@@ -197,28 +199,12 @@ class _FlatSearcher(Searcher):
                 scores = prepared @ self.codes[start:stop].T
             else:  # the index's rescoring kernel (fused gather + dot on the codes) over every row
                 scores = score_candidates(self._tier, self._starts, queries, np.ascontiguousarray(rows))
-            best_rows, best_scores = _merge_top(
+            best_rows, best_scores = merge_top(
                 np.concatenate([best_rows, rows], axis=1), np.concatenate([best_scores, scores], axis=1), k
             )
         if best_rows.shape[1] < k:
             best_rows = np.pad(best_rows, ((0, 0), (0, k - best_rows.shape[1])), constant_values=-1)
         return best_rows
-
-
-def _merge_top(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` per query by score descending, ties to the smaller row (exact, as the index does)."""
-    if scores.shape[1] > k:
-        # everything scoring at least the k-th best survives, ties included, then an exact sort
-        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
-        keep = scores >= kth
-        width = int(keep.sum(axis=1).max())
-        order = np.argsort(~keep, axis=1, kind="stable")[:, :width]
-        rows = np.take_along_axis(rows, order, axis=1)
-        scores = np.where(
-            np.take_along_axis(keep, order, axis=1), np.take_along_axis(scores, order, axis=1), -np.inf
-        )
-    order = np.lexsort((rows, -scores.astype(np.float64)), axis=-1)[:, :k]
-    return np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
 
 def _fresh(spec: Any) -> Any:
@@ -391,13 +377,14 @@ def parse_config(spec: str) -> Config:
         raise InvalidArgumentError(f"configuration {spec!r} has an empty stage")
     quantizers = [make_quantizer(s) for s in stages]  # validates every spelling
     name = spec.strip().lower()
-    if len(stages) == 1 and quantizers[0].precision.bits != 1:
+    if len(stages) == 1 and not _compact(quantizers[0]):
         if oversampling is not None:
             raise InvalidArgumentError(f"configuration {spec!r}: an exhaustive scan takes no oversampling")
         return FlatConfig(name, quantizer=stages[0], truncate_dim=truncate_dim)
-    if quantizers[0].precision.bits != 1:
+    if not _compact(quantizers[0]):
         raise InvalidArgumentError(
-            f"configuration {spec!r}: the first of several stages must be 1-bit (binary), got {stages[0]!r}"
+            f"configuration {spec!r}: the first of several stages is the in-RAM candidate tier and "
+            f"needs compact codes (<= 2 bits per dimension, e.g. binary), got {stages[0]!r}"
         )
     if len(stages) == 1 and oversampling is not None:
         raise InvalidArgumentError(f"configuration {spec!r}: oversampling needs a rescoring stage")
@@ -418,6 +405,11 @@ def parse_configs(specs: Sequence[str]) -> list[Config]:
         if names.count(name) > 1:
             raise InvalidArgumentError(f"configuration {name!r} is listed twice")
     return configs
+
+
+def _compact(quantizer: Quantizer) -> bool:
+    """Whether a quantizer's codes are meant for the in-RAM candidate tier (packed, <= 2 bits/dim)."""
+    return quantizer.code_dtype == np.uint8 and quantizer.precision.bits <= 2
 
 
 def _number(text: str, spec: str, what: str) -> float:

@@ -31,7 +31,7 @@ from ..exceptions import (
     UnknownIdError,
 )
 from ..kernels import gather_rows
-from ..quantization import MatryoshkaQuantizer, Quantizer, make_quantizer, quantizer_from_config
+from ..quantization import Quantizer, make_quantizer, quantizer_from_config
 from ..results import SearchResults
 from . import layout
 from .catalog import Catalog, Payload, Segment
@@ -121,9 +121,10 @@ class Index:
         if truncate_dim is not None:
             truncate_dim = check_positive_int(truncate_dim, "truncate_dim", maximum=dim)
         candidate = make_quantizer(binary if binary is not None else "binary", truncate_dim=truncate_dim)
-        if candidate.precision.bits != 1:
+        if candidate.code_dtype != np.uint8:
             raise InvalidArgumentError(
-                f"the candidate tier needs 1-bit codes, got {candidate.precision.value}"
+                f"the candidate tier keeps packed byte codes in RAM; {candidate.name!r} codes are "
+                f"{candidate.code_dtype} (use it as a rescoring tier)"
             )
         if rescore is None:
             rescore_specs: list[Any] = []
@@ -854,10 +855,7 @@ def _map_random(array: np.ndarray) -> np.ndarray:
 
 
 def _tier_name(quantizer: Quantizer) -> str:
-    name = quantizer.precision.value
-    if isinstance(quantizer, MatryoshkaQuantizer):
-        name += f"@{quantizer.dim}"
-    return name
+    return quantizer.name
 
 
 def _check_manifest(root: Path, manifest: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
-"""The search pipeline: a Hamming candidate stage followed by rescoring stages.
+"""The search pipeline: a candidate stage over the codes in RAM followed by rescoring stages.
 
-Stage 1 scans the binary codes in RAM for ``k x oversampling`` candidates. Each rescoring stage
-reads only those candidates' codes from its tier (a memory map on disk), scores them
+Stage 1 scans the codes in RAM for ``k x oversampling`` candidates with the candidate quantizer's
+own ``scan_topk`` (a Hamming popcount top-k for sign bits, an asymmetric scan for others).
+Each rescoring stage reads only those candidates' codes from its tier (a memory map on disk), scores them
 asymmetrically (float query . dequantized code) and keeps the best; the last stage keeps ``k``.
 Both run on the kernels of :mod:`quantsearch.kernels` (native when built): the scan is a blocked
 popcount top-k, and rescoring of the scalar and float tiers is a fused gather + dot that reads
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..kernels import dot_rows, gather_rows, hamming_topk
+from ..kernels import dot_rows, gather_rows
 from ..quantization import FloatQuantizer, MatryoshkaQuantizer, Precision, Quantizer, ScalarQuantizer
 
 # bound on the float32 work array of one rescoring chunk (queries x candidates x dim)
@@ -71,11 +72,10 @@ def run_pipeline(
     n_cand = max(n_cand, 1)
 
     t0 = time.perf_counter()
-    qcodes = view.candidates.encode(queries)
-    distances, rows = hamming_topk(qcodes, view.codes, n_cand, valid=view.valid)
-    timings["hamming"] = _ms(t0)
-    counts["hamming"] = view.codes.shape[0]
-    scores = np.where(rows >= 0, -distances.astype(np.float32), np.float32(np.nan))
+    scores, rows = view.candidates.scan_topk(queries, view.codes, n_cand, valid=view.valid)
+    stage = view.candidates.scan_stage
+    timings[stage] = _ms(t0)
+    counts[stage] = view.codes.shape[0]
 
     for i, name in enumerate(stages):
         tier = view.rescore[name]

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Precision, Quantizer, parse_precision, quantizer_from_config
+from .base import (
+    _NAMED,
+    Precision,
+    Quantizer,
+    parse_precision,
+    quantizer_from_config,
+    quantizer_names,
+    register_quantizer_name,
+)
 from .binary import BinaryQuantizer
 from .matryoshka import MatryoshkaQuantizer
 from .scalar import FloatQuantizer, ScalarQuantizer
@@ -19,6 +27,8 @@ __all__ = [
     "make_quantizer",
     "parse_precision",
     "quantizer_from_config",
+    "quantizer_names",
+    "register_quantizer_name",
 ]
 
 
@@ -31,11 +41,14 @@ DEFAULT_PERCENTILE = 99.9
 def make_quantizer(spec: Any, *, truncate_dim: int | None = None) -> Quantizer:
     """Build an unfitted quantizer from a precision spelling or pass a :class:`Quantizer` through.
 
-    Strings give the measured defaults: scalar codes use :data:`DEFAULT_PERCENTILE` clipping.
+    Strings give the measured defaults: scalar codes use :data:`DEFAULT_PERCENTILE` clipping; names
+    registered with :func:`register_quantizer_name` give their family's defaults.
     ``truncate_dim`` wraps the result in :class:`MatryoshkaQuantizer`.
     """
     if isinstance(spec, Quantizer):
         quantizer = spec
+    elif isinstance(spec, str) and spec.strip().lower() in _NAMED:
+        quantizer = _NAMED[spec.strip().lower()]()
     else:
         precision = parse_precision(spec)
         if precision is Precision.BINARY:

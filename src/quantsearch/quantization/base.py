@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,6 +21,8 @@ class Precision(str, enum.Enum):
     INT8 = "int8"
     UINT8 = "uint8"
     INT4 = "int4"
+    INT2 = "int2"
+    TERNARY = "ternary"
     BINARY = "binary"
 
     @property
@@ -34,6 +37,8 @@ _BITS = {
     Precision.INT8: 8,
     Precision.UINT8: 8,
     Precision.INT4: 4,
+    Precision.INT2: 2,
+    Precision.TERNARY: 2,  # log2(3) = 1.58 bits of information, stored in at most 2
     Precision.BINARY: 1,
 }
 
@@ -45,6 +50,9 @@ _ALIASES = {
     "int8": Precision.INT8, "i8": Precision.INT8, "q8": Precision.INT8,
     "uint8": Precision.UINT8, "u8": Precision.UINT8,
     "int4": Precision.INT4, "i4": Precision.INT4, "q4": Precision.INT4, "uint4": Precision.INT4,
+    "int2": Precision.INT2, "i2": Precision.INT2, "2bit": Precision.INT2, "2-bit": Precision.INT2,
+    "q2": Precision.INT2, "uint2": Precision.INT2,
+    "ternary": Precision.TERNARY, "1.58bit": Precision.TERNARY, "trit": Precision.TERNARY,
     "binary": Precision.BINARY, "ubinary": Precision.BINARY, "bit": Precision.BINARY,
     "bits": Precision.BINARY,
     "1bit": Precision.BINARY, "1-bit": Precision.BINARY, "sign": Precision.BINARY,
@@ -159,6 +167,17 @@ class Quantizer(ABC):
         return (self.code_dim * self.precision.bits + 7) // 8
 
     @property
+    def name(self) -> str:
+        """Short name of the codes, used as the index tier name (file-name safe, unique per family)."""
+        return self.precision.value
+
+    @property
+    def bits_per_dim(self) -> float:
+        """Stored bits per input dimension, overheads (scales, corrective factors) included."""
+        self.check_fitted()
+        return self.code_bytes * 8 / int(self.dim_)
+
+    @property
     def code_dtype(self) -> np.dtype:
         return np.dtype(np.uint8)
 
@@ -223,6 +242,43 @@ class Quantizer(ABC):
         vectors = self._decode(codes.reshape(-1, codes.shape[-1])).reshape(codes.shape[0], codes.shape[1], -1)
         return np.einsum("qcd,qd->qc", vectors, queries, dtype=np.float32)
 
+    @property
+    def scan_stage(self) -> str:
+        """Name of this quantizer's candidate stage in timings and candidate counts."""
+        return f"scan:{self.name}"
+
+    def scan_topk(
+        self, queries: np.ndarray, codes: np.ndarray, k: int, *, valid: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exhaustive candidate stage: the ``k`` best rows of ``codes`` for each float query.
+
+        Parameters
+        ----------
+        queries : ndarray of shape (nq, dim), float32
+            Raw float queries (this method prepares them).
+        codes : ndarray of shape (n, width), ``code_dtype``
+            Every stored code, in RAM.
+        k : int
+        valid : ndarray of shape (n,), bool, optional
+            False for rows that must never be returned (deleted).
+
+        Returns
+        -------
+        scores, rows : ndarrays of shape (nq, k)
+            Larger score is better; ties go to the smaller row; ``-1`` rows (score nan) pad
+            when fewer than ``k`` rows are valid.
+
+        The default decodes ``codes`` block by block and scores them with :meth:`score_all`;
+        families with a faster kernel (Hamming popcount, bit-plane asymmetric scans) override it.
+        """
+        prepared = np.ascontiguousarray(self.prepare_queries(queries), dtype=np.float32)
+        nq, n = prepared.shape[0], codes.shape[0]
+        return topk_blocks(lambda a, b: self.score_all(prepared, codes[a:b]), nq, n, k, valid=valid)
+
+    def score_all(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Scores (nq, n) of prepared queries against every code of a block (n, width)."""
+        return np.ascontiguousarray(queries @ self._decode(codes).T, dtype=np.float32)
+
     # ---- persistence ------------------------------------------------------------------------
     def get_state(self) -> dict[str, np.ndarray]:
         """Fitted arrays (names ending in ``_``) to save with an index."""
@@ -244,6 +300,24 @@ class Quantizer(ABC):
         return f"{type(self).__name__}({params})"
 
 
+#: Named quantizers beyond the plain precisions (``"rabitq"``, ``"q4_0"``, ...): name -> factory of an
+#: unfitted quantizer with the measured defaults. Families register their names at import.
+_NAMED: dict[str, Callable[[], Quantizer]] = {}
+
+
+def register_quantizer_name(name: str, factory: Callable[[], Quantizer]) -> None:
+    """Make ``name`` (any case) usable wherever a precision spelling is accepted (tiers, eval specs)."""
+    key = name.strip().lower()
+    if key in _NAMED:
+        raise InvalidArgumentError(f"quantizer name {key!r} is registered twice")
+    _NAMED[key] = factory
+
+
+def quantizer_names() -> list[str]:
+    """Every name :func:`make_quantizer` accepts besides the precision spellings."""
+    return sorted(_NAMED)
+
+
 def quantizer_from_config(config: dict[str, Any]) -> Quantizer:
     """Recreate an unfitted quantizer from :meth:`Quantizer.to_config` output."""
     try:
@@ -254,3 +328,52 @@ def quantizer_from_config(config: dict[str, Any]) -> Quantizer:
     if "base" in params and isinstance(params["base"], dict):
         params["base"] = quantizer_from_config(params["base"])
     return cls(**params)
+
+
+# rows scored per block in a default scan: bounds the (nq, block) work arrays whatever n is
+_SCAN_BLOCK = 8192
+
+
+def topk_blocks(
+    score_block: Any, nq: int, n: int, k: int, *, valid: np.ndarray | None = None, block: int = _SCAN_BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` (scores descending, ties to the smaller row) over ``n`` rows scored in blocks.
+
+    ``score_block(start, stop)`` returns the (nq, stop - start) float32 scores of those rows.
+    Rows with ``valid[row] == False`` are skipped; missing results are row -1, score nan.
+    """
+    best_rows = np.empty((nq, 0), np.int64)
+    best_scores = np.empty((nq, 0), np.float32)
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        scores = np.asarray(score_block(start, stop), np.float32)
+        rows = np.broadcast_to(np.arange(start, stop, dtype=np.int64), scores.shape)
+        if valid is not None:
+            scores = np.where(valid[start:stop][None, :], scores, -np.inf)
+        best_rows, best_scores = merge_top(
+            np.concatenate([best_rows, rows], axis=1), np.concatenate([best_scores, scores], axis=1), k
+        )
+    found = np.isfinite(best_scores)
+    best_rows = np.where(found, best_rows, -1)
+    best_scores = np.where(found, best_scores, np.float32(np.nan)).astype(np.float32)
+    if best_rows.shape[1] < k:
+        pad = k - best_rows.shape[1]
+        best_rows = np.pad(best_rows, ((0, 0), (0, pad)), constant_values=-1)
+        best_scores = np.pad(best_scores, ((0, 0), (0, pad)), constant_values=np.nan)
+    return best_scores, best_rows
+
+
+def merge_top(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` per query by score descending, ties to the smaller row (exact)."""
+    if scores.shape[1] > k:
+        # everything scoring at least the k-th best survives, ties included, then an exact sort
+        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
+        keep = scores >= kth
+        width = int(keep.sum(axis=1).max())
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :width]
+        rows = np.take_along_axis(rows, order, axis=1)
+        scores = np.where(
+            np.take_along_axis(keep, order, axis=1), np.take_along_axis(scores, order, axis=1), -np.inf
+        )
+    order = np.lexsort((rows, -scores.astype(np.float64)), axis=-1)[:, :k]
+    return np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)

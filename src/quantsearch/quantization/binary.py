@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..kernels import hamming_topk
 from .base import Precision, Quantizer
 
 __all__ = ["BinaryQuantizer", "pack_bits"]
@@ -41,6 +42,17 @@ class BinaryQuantizer(Quantizer):
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
         return pack_bits(x > 0)
+
+    @property
+    def scan_stage(self) -> str:
+        return "hamming"
+
+    def scan_topk(
+        self, queries: np.ndarray, codes: np.ndarray, k: int, *, valid: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Symmetric Hamming scan on the popcount kernel: the query is binarized too; score = -distance."""
+        distances, rows = hamming_topk(self.encode(queries), codes, k, valid=valid)
+        return np.where(rows >= 0, -distances.astype(np.float32), np.float32(np.nan)), rows
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
         """Codes as +-1 vectors (n, dim) float32: the centroid of each sign cell up to scale."""

@@ -87,6 +87,22 @@ class MatryoshkaQuantizer(Quantizer):
     def score(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
         return self.base.score(queries, codes)
 
+    @property
+    def name(self) -> str:
+        return f"{self.base.name}@{self.dim}"
+
+    @property
+    def scan_stage(self) -> str:
+        return self.base.scan_stage
+
+    def scan_topk(
+        self, queries: np.ndarray, codes: np.ndarray, k: int, *, valid: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.base.scan_topk(self.prepare_queries(queries), codes, k, valid=valid)
+
+    def score_all(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        return self.base.score_all(queries, codes)
+
     def get_state(self) -> dict[str, np.ndarray]:
         state = {k: np.asarray(v) for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
         state.update({f"base.{k}": v for k, v in self.base.get_state().items()})
