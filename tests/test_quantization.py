@@ -297,3 +297,39 @@ def test_default_scan_topk_is_the_exact_brute_force_top_k(k: int) -> None:
         np.testing.assert_array_equal(rows_b[i], want)
         np.testing.assert_allclose(scores[i, : order.size], exact[i, order], rtol=1e-5, atol=1e-5)
         assert np.isnan(scores[i, order.size :]).all()
+
+
+# ---- rotations ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dim", [1, 7, 64, 384])
+def test_random_rotation_is_orthogonal_and_seeded(dim: int) -> None:
+    from quantsearch.quantization.rotation import random_orthogonal
+
+    r = random_orthogonal(dim, seed=5)
+    np.testing.assert_allclose(r.T @ r, np.eye(dim), atol=1e-5)
+    np.testing.assert_array_equal(r, random_orthogonal(dim, seed=5))
+    assert not np.array_equal(r, random_orthogonal(dim, seed=6)) or dim == 1
+
+
+def test_itq_is_orthogonal_and_lowers_the_quantization_error() -> None:
+    """ITQ's objective ||sign(VR) - VR||_F never exceeds the random start's, and R stays orthogonal."""
+    from quantsearch.quantization.rotation import itq_rotation, random_orthogonal
+
+    rng = np.random.default_rng(0)
+    # anisotropic data: a few strong directions, where a learned rotation matters
+    v = (rng.standard_normal((2000, 32)) * np.geomspace(4, 0.2, 32)).astype(np.float32)
+    v -= v.mean(0)
+
+    def loss(r: np.ndarray) -> float:
+        p = v @ r
+        return float(np.linalg.norm(np.where(p >= 0, 1.0, -1.0) * np.abs(p).mean() - p))
+
+    def itq_loss(r: np.ndarray) -> float:
+        p = v @ r
+        return float(np.linalg.norm(np.where(p >= 0, 1.0, -1.0) - p))
+
+    r = itq_rotation(v, iterations=30, seed=1)
+    np.testing.assert_allclose(r.T @ r, np.eye(32), atol=1e-4)
+    start = random_orthogonal(32, seed=1)
+    assert itq_loss(r) < itq_loss(start)
+    assert loss(r) < loss(start)
+    np.testing.assert_array_equal(itq_rotation(v, iterations=0, seed=1), start)
