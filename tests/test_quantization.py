@@ -333,3 +333,66 @@ def test_itq_is_orthogonal_and_lowers_the_quantization_error() -> None:
     assert itq_loss(r) < itq_loss(start)
     assert loss(r) < loss(start)
     np.testing.assert_array_equal(itq_rotation(v, iterations=0, seed=1), start)
+
+
+# ---- PCA (LeanVec-style) reduction ------------------------------------------------------------------
+def test_pca_projection_is_orthonormal_ordered_and_optimal() -> None:
+    from quantsearch.quantization.reduction import pca_projection
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3000, 16)) @ rng.standard_normal((16, 16))).astype(np.float32)
+    p, values = pca_projection(x, 5)
+    np.testing.assert_allclose(p.T @ p, np.eye(5), atol=1e-5)
+    assert (np.diff(values) <= 1e-9).all()
+    # the energy kept equals the top eigenvalues' sum, and beats random orthonormal projections
+    kept = float(((x @ p) ** 2).sum(1).mean())
+    np.testing.assert_allclose(kept, values[:5].sum(), rtol=1e-4)
+    for seed in range(5):
+        q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((16, 5)))
+        assert float(((x @ q) ** 2).sum(1).mean()) <= kept + 1e-3
+
+
+def test_pca_quantizer_scores_approximate_inner_products_within_the_residual() -> None:
+    """Full-rank PCA with float32 codes is an exact rotation; rank r errs by at most |q| |x - P P^T x|."""
+    from quantsearch.quantization import FloatQuantizer, PCAQuantizer
+
+    rng = np.random.default_rng(1)
+    docs = (rng.standard_normal((500, 12)) * np.geomspace(3, 0.1, 12)).astype(np.float32)
+    queries = rng.standard_normal((4, 12)).astype(np.float32)
+    full = PCAQuantizer(12, FloatQuantizer("float32")).fit(docs)
+    codes = full.encode(docs)
+    np.testing.assert_allclose(
+        full.score_all(full.prepare_queries(queries), codes), queries @ docs.T, atol=1e-4
+    )
+    low = PCAQuantizer(4, FloatQuantizer("float32")).fit(docs)
+    est = low.score_all(low.prepare_queries(queries), low.encode(docs))
+    p = low.components_
+    residual = np.linalg.norm(docs - docs @ p @ p.T, axis=1)
+    bound = np.linalg.norm(queries, axis=1)[:, None] * residual[None, :]
+    assert (np.abs(est - queries @ docs.T) <= bound + 1e-4).all()
+    assert 0.9 < float(low.explained_) <= 1.0
+
+
+def test_pca_tiers_survive_an_index_round_trip(tmp_path) -> None:
+    from quantsearch import Index
+    from quantsearch.quantization import PCAQuantizer, make_quantizer
+
+    rng = np.random.default_rng(2)
+    docs = rng.standard_normal((300, 32)).astype(np.float32)
+    index = Index.build(
+        tmp_path / "ix",
+        docs,
+        binary=PCAQuantizer(16, make_quantizer("binary")),
+        rescore=[PCAQuantizer(16, make_quantizer("int8"))],
+    )
+    before = index.search(docs[:5], k=5, with_payload=False)
+    index.close()
+    again = Index.open(tmp_path / "ix")
+    after = again.search(docs[:5], k=5, with_payload=False)
+    np.testing.assert_array_equal(before.ids, after.ids)
+    assert [t["name"] for t in again.info()["tiers"]] == ["binary-pca16", "int8-pca16"]
+    again.close()
+    with pytest.raises(DimensionMismatchError):
+        PCAQuantizer(40, make_quantizer("int8")).fit(docs)
+    with pytest.raises(InvalidArgumentError):
+        PCAQuantizer(0, make_quantizer("int8"))

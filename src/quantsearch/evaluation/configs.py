@@ -2,7 +2,7 @@
 
 Our configurations, as spec strings (what ``--configs`` takes and the report prints)::
 
-    [mrl<DIM>:]<stage>[><stage>...][@<OVERSAMPLING>]
+    [mrl<DIM>:|pca<DIM>:]<stage>[><stage>...][@<OVERSAMPLING>]
 
 * one stage of compact codes (<= 2 bits per dimension: ``binary`` and the better 1- and 2-bit codes):
   the candidate scan of a real :class:`~quantsearch.Index` (Hamming for ``binary``), no rescoring;
@@ -10,7 +10,8 @@ Our configurations, as spec strings (what ``--configs`` takes and the report pri
   of the dequantized codes, float query against every document (``float32`` is the exact reference);
 * several stages (``binary>int8``, ``binary>int8>float16``): the index pipeline, a candidate scan for
   ``k x OVERSAMPLING`` candidates (default 10) rescored by each later stage from its memory-mapped tier;
-* ``mrl<DIM>:`` truncates every stage to the first DIM dimensions (Matryoshka) and renormalises.
+* ``mrl<DIM>:`` truncates every stage to the first DIM dimensions (Matryoshka) and renormalises;
+  ``pca<DIM>:`` projects every stage onto the top DIM principal directions of the documents (LeanVec-style).
 
 Stage names go through :func:`~quantsearch.quantization.make_quantizer`, so a quantizer registered
 there is usable here without changes to this module; programmatic callers can also pass fitted-to-be
@@ -38,7 +39,7 @@ import numpy as np
 from quantsearch.exceptions import InvalidArgumentError, MissingDependencyError
 from quantsearch.index import Index
 from quantsearch.index.pipeline import TierView, score_candidates
-from quantsearch.quantization import Quantizer, make_quantizer, quantizer_from_config
+from quantsearch.quantization import PCAQuantizer, Quantizer, make_quantizer, quantizer_from_config
 from quantsearch.quantization.base import merge_top
 
 __all__ = [
@@ -339,6 +340,7 @@ PEERS: dict[str, tuple[_Factory, tuple[Callable[[], Any], ...]]] = {
 
 # ---- parsing ------------------------------------------------------------------------------------------
 _MRL = re.compile(r"^mrl(\d+):(.+)$")
+_PCA = re.compile(r"^pca(\d+):(.+)$")
 _OVERSAMPLING = re.compile(r"^(.+)@([0-9]*\.?[0-9]+)$")
 
 
@@ -361,12 +363,17 @@ def parse_config(spec: str) -> Config:
         factory, loaders = PEERS[base]
         return PeerConfig(text, factory=factory, multiplier=int(m), loaders=loaders)
 
-    truncate_dim = None
+    truncate_dim = pca_dim = None
     if mrl := _MRL.match(text):
         truncate_dim = int(mrl.group(1))
         if truncate_dim < 1:
             raise InvalidArgumentError(f"configuration {spec!r}: the Matryoshka dim must be >= 1")
         text = mrl.group(2)
+    elif pca := _PCA.match(text):
+        pca_dim = int(pca.group(1))
+        if pca_dim < 1:
+            raise InvalidArgumentError(f"configuration {spec!r}: the PCA dim must be >= 1")
+        text = pca.group(2)
     oversampling: float | None = None
     if over := _OVERSAMPLING.match(text):
         text, oversampling = over.group(1), _number(over.group(2), spec, "oversampling")
@@ -376,11 +383,14 @@ def parse_config(spec: str) -> Config:
     if any(not s for s in stages):
         raise InvalidArgumentError(f"configuration {spec!r} has an empty stage")
     quantizers = [make_quantizer(s) for s in stages]  # validates every spelling
+    stage_specs: list[Any] = list(stages)
+    if pca_dim is not None:  # every stage codes the same projection (fitted on the same documents)
+        stage_specs = quantizers = [PCAQuantizer(pca_dim, q) for q in quantizers]
     name = spec.strip().lower()
     if len(stages) == 1 and not _compact(quantizers[0]):
         if oversampling is not None:
             raise InvalidArgumentError(f"configuration {spec!r}: an exhaustive scan takes no oversampling")
-        return FlatConfig(name, quantizer=stages[0], truncate_dim=truncate_dim)
+        return FlatConfig(name, quantizer=stage_specs[0], truncate_dim=truncate_dim)
     if not _compact(quantizers[0]):
         raise InvalidArgumentError(
             f"configuration {spec!r}: the first of several stages is the in-RAM candidate tier and "
@@ -390,8 +400,8 @@ def parse_config(spec: str) -> Config:
         raise InvalidArgumentError(f"configuration {spec!r}: oversampling needs a rescoring stage")
     return IndexConfig(
         name,
-        candidates=stages[0],
-        rescore=tuple(stages[1:]),
+        candidates=stage_specs[0],
+        rescore=tuple(stage_specs[1:]),
         oversampling=10.0 if oversampling is None else oversampling,
         truncate_dim=truncate_dim,
     )

@@ -15,12 +15,14 @@ from .base import (
 )
 from .binary import BinaryQuantizer
 from .matryoshka import MatryoshkaQuantizer
+from .reduction import PCAQuantizer
 from .scalar import FloatQuantizer, ScalarQuantizer
 
 __all__ = [
     "BinaryQuantizer",
     "FloatQuantizer",
     "MatryoshkaQuantizer",
+    "PCAQuantizer",
     "Precision",
     "Quantizer",
     "ScalarQuantizer",
