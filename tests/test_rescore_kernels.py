@@ -15,7 +15,7 @@ from quantsearch.kernels import (
     set_num_threads,
     use_backend,
 )
-from quantsearch.quantization import FloatQuantizer, MatryoshkaQuantizer, ScalarQuantizer
+from quantsearch.quantization import FloatQuantizer, MatryoshkaQuantizer, PCAQuantizer, ScalarQuantizer
 from quantsearch.quantization.scalar import pack_nibbles
 
 BACKENDS = ["numpy", "avx512", "avx2", "portable"]
@@ -201,6 +201,8 @@ def quantizers():
         FloatQuantizer("float32"),
         MatryoshkaQuantizer(40, ScalarQuantizer("int8", percentile=99.9)),
         MatryoshkaQuantizer(33, ScalarQuantizer("int4")),
+        PCAQuantizer(20, ScalarQuantizer("int8", percentile=99.9)),
+        PCAQuantizer(65, FloatQuantizer("float16")),
     ]
 
 

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..kernels import dot_rows, gather_rows
-from ..quantization import FloatQuantizer, MatryoshkaQuantizer, Precision, Quantizer, ScalarQuantizer
+from ..quantization import (
+    FloatQuantizer,
+    MatryoshkaQuantizer,
+    PCAQuantizer,
+    Precision,
+    Quantizer,
+    ScalarQuantizer,
+)
 
 # bound on the float32 work array of one rescoring chunk (queries x candidates x dim)
 _RESCORE_CHUNK_BYTES = 32 << 20
@@ -118,7 +125,8 @@ def _linear_form(
     128 for int8; a float tier is a plain dot. None for quantizers scored another way. Exact types
     only: a subclass may override ``score``.
     """
-    base = quantizer.base if type(quantizer) is MatryoshkaQuantizer else quantizer
+    # the reduction wrappers map the query in prepare_queries and leave the codes to their base
+    base = quantizer.base if type(quantizer) in (MatryoshkaQuantizer, PCAQuantizer) else quantizer
     if type(base) is ScalarQuantizer:
         weights = np.ascontiguousarray(prepared * base.scale_, dtype=np.float32)
         bias = (prepared @ base.min_).astype(np.float32)
