@@ -219,7 +219,8 @@ def score_keys(scores: np.ndarray) -> np.ndarray:
     return np.where(bits & np.uint32(0x80000000), bits, bits ^ np.uint32(0x7FFFFFFF)).astype(np.uint32)
 
 
-_PLANES_BLOCK_BYTES = 16 << 20
+# float64 work arrays of one block (unpacked bits and scores); large blocks keep BLAS calls few
+_PLANES_BLOCK_BYTES = 32 << 20
 
 
 def planes_topk(
@@ -255,7 +256,7 @@ def planes_topk(
     qoff = query_offset.astype(np.float64)
     sentinel = np.uint64(0xFFFFFFFF)
     best = np.full((nq, k), np.iinfo(np.uint64).max, np.uint64)
-    rows_per_block = max(64, _PLANES_BLOCK_BYTES // (8 * dim * max(nq, 1)))
+    rows_per_block = max(256, _PLANES_BLOCK_BYTES // (8 * (dim + nq)))
     for r0 in range(0, n, rows_per_block):
         block = codes[r0 : r0 + rows_per_block]
         m = block.shape[0]
