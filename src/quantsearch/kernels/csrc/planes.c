@@ -140,7 +140,7 @@ int qs_planes_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_
         qs_blocked_fn blocked = NULL;
 #if QS_X86
         if (isa == QS_ISA_AVX512) {
-            direct = qs_planes_direct_popcnt;
+            direct = qs_planes_direct_avx512;
             blocked = qs_planes_blocked_avx512;
         } else if (isa == QS_ISA_AVX2) {
             direct = qs_planes_direct_popcnt;
@@ -149,9 +149,10 @@ int qs_planes_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_
 #else
         (void)isa;
 #endif
-        /* unlike the Hamming scan, one query is compute-bound (qbits + 1 popcounts a word), so the
-         * transposed block pays off from the first query */
-        if (strategy == QS_STRATEGY_DIRECT) blocked = NULL;
+        /* the transposed layout pays off once a few queries share each block (AVX-512); with AVX2
+         * the scalar popcounts of the row-major kernel lose to vector nibble tables even for one */
+        if (strategy == QS_STRATEGY_DIRECT || (strategy == QS_STRATEGY_AUTO && isa == QS_ISA_AVX512 && nq < 4))
+            blocked = NULL;
         uint64_t *uwords = (uint64_t *)malloc((size_t)(nq * qbits * W > 0 ? nq * qbits * W : 1) * 8);
         if (!uwords) return -1;
         for (int64_t i = 0; i < nq * qbits; i++)

@@ -117,6 +117,7 @@ void qs_planes_blocked_avx512(const qs_scan *s, int64_t b0, int64_t nblk, const 
                               int64_t q0, int64_t q1, qs_heaps *h);
 void qs_planes_blocked_avx2(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T, int64_t bpad,
                             int64_t q0, int64_t q1, qs_heaps *h);
+void qs_planes_direct_avx512(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h);
 void qs_planes_direct_popcnt(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h);
 #endif
 
