@@ -28,7 +28,7 @@ PATHS = [
 ]
 PATHS += [("portable", "direct")]
 PATH_IDS = [b if s is None else f"{b}-{s}" for b, s in PATHS]
-DIMS = [8, 12, 63, 64, 65, 100, 384, 1000]
+DIMS = [8, 12, 63, 64, 65, 100, 384, 1000, 1500]  # 1500: wider than the AVX-512 row kernel
 
 
 def full_args(nq: int, n: int, planes: int, **kw):
