@@ -1,4 +1,5 @@
-"""Hot loops behind the search pipeline: exact Hamming top-k and fused gather + dot rescoring.
+"""Hot loops behind the search pipeline: exact Hamming top-k, float query x bit-plane codes top-k
+(asymmetric scoring with popcounts) and fused gather + dot rescoring.
 
 The native extension (C, built at install) provides AVX-512 VPOPCNTDQ, AVX2 and portable paths,
 chosen at run time by CPU; :mod:`.numpy_backend` is the pure-numpy reference and the fallback when
@@ -16,7 +17,7 @@ from .backend import (
     set_num_threads,
     use_backend,
 )
-from .dispatch import dot_rows, hamming_topk
+from .dispatch import dot_rows, hamming_topk, planes_topk
 from .numpy_backend import PAD_DISTANCE, gather_rows, hamming_distances
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "get_num_threads",
     "hamming_distances",
     "hamming_topk",
+    "planes_topk",
     "set_backend",
     "set_num_threads",
     "use_backend",

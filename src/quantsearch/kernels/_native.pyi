@@ -30,3 +30,26 @@ def rescore(
     /,
 ) -> None: ...
 def stream_xor(buffer: np.ndarray, isa: int, /) -> int: ...
+def planes_topk(
+    codes: np.ndarray,
+    valid: np.ndarray | None,
+    k: int,
+    planes: int,
+    dim: int,
+    weights: np.ndarray,
+    query_bits: int,
+    query_planes: np.ndarray | None,
+    lo: np.ndarray,
+    delta: np.ndarray,
+    plane_coef: np.ndarray,
+    row_scale: np.ndarray | None,
+    row_bias: np.ndarray | None,
+    query_offset: np.ndarray,
+    isa: int,
+    strategy: int,
+    nthreads: int,
+    block_bytes: int,
+    out_scores: np.ndarray,
+    out_rows: np.ndarray,
+    /,
+) -> None: ...

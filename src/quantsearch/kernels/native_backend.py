@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 
 from ..exceptions import MissingDependencyError
+from . import numpy_backend
 from .backend import ISA, native_module
 
 Strategy = Literal["auto", "direct", "blocked"]
@@ -91,3 +92,63 @@ def dot_rows(
     out = np.empty(rows.shape, np.float32)
     _module().rescore(list(arrays), starts, rows, weights, kind, offset, ISA[isa], threads, out)
     return out
+
+
+def planes_topk(
+    weights: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    planes: int,
+    dim: int,
+    plane_coef: np.ndarray,
+    row_scale: np.ndarray | None,
+    row_bias: np.ndarray | None,
+    query_offset: np.ndarray,
+    valid: np.ndarray | None,
+    query_bits: int | None,
+    isa: str = "avx512",
+    threads: int = 1,
+    strategy: Strategy = "auto",
+    block_bytes: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Float query x bit-plane codes top-k on the native kernels; same contract as the numpy
+    reference (:func:`quantsearch.kernels.numpy_backend.planes_topk`).
+
+    The queries are quantized here, in numpy (:func:`~.numpy_backend.quantize_weights`), so every
+    backend scores with the same integer levels. ``strategy``: ``"blocked"`` (the default on
+    AVX-512 / AVX2: SIMD popcounts over a transposed block) or ``"direct"`` (scalar popcounts over
+    rows as stored; the only kernel of the portable path and of the exact mode).
+    """
+    nq = weights.shape[0]
+    if query_bits is None:
+        lo = delta = np.zeros(nq)
+        uplanes = None
+    else:
+        lo, delta, levels = numpy_backend.quantize_weights(weights, query_bits)
+        uplanes = numpy_backend.level_planes(levels, query_bits, dim)
+    scores = np.empty((nq, k), np.float32)
+    rows = np.empty((nq, k), np.int64)
+    _module().planes_topk(
+        codes,
+        valid,
+        k,
+        planes,
+        dim,
+        weights,
+        query_bits or 0,
+        uplanes,
+        lo,
+        delta,
+        plane_coef,
+        row_scale,
+        row_bias,
+        query_offset,
+        ISA[isa],
+        _STRATEGY[strategy],
+        threads,
+        block_bytes,
+        scores,
+        rows,
+    )
+    return scores, rows

@@ -167,3 +167,121 @@ def dot_rows(
         sums = np.einsum("md,md->m", values, weights[q0 : q0 + chunk][owner], dtype=np.float32)
         out[q0 : q0 + chunk][present] = sums
     return out
+
+
+# ---------------------------------------------------------------- float query x bit-plane codes
+
+
+def quantize_weights(weights: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-query uniform quantization behind the popcount estimate of :func:`planes_topk`.
+
+    The rule (every backend uses these exact levels): in float64, ``lo = min_j w_j``,
+    ``delta = (max_j w_j - lo) / (2**bits - 1)`` and ``u_j = floor((w_j - lo) / delta + 0.5)``
+    (round half up) clipped to ``[0, 2**bits - 1]``; a constant query has ``delta = 0`` and
+    ``u = 0``. Then ``|w_j - (lo + delta * u_j)| <= delta / 2``.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (nq, d), float32
+    bits : int
+        Bits per level, 1 to 8.
+
+    Returns
+    -------
+    lo : ndarray of shape (nq,), float64
+    delta : ndarray of shape (nq,), float64
+    levels : ndarray of shape (nq, d), uint8
+    """
+    w = weights.astype(np.float64)
+    nq = w.shape[0]
+    if w.shape[1] == 0 or nq == 0:
+        return np.zeros(nq), np.zeros(nq), np.zeros(w.shape, np.uint8)
+    lo = w.min(axis=1)
+    top = (1 << bits) - 1
+    delta = (w.max(axis=1) - lo) / top
+    safe = np.where(delta > 0, delta, 1.0)
+    levels = np.floor((w - lo[:, None]) / safe[:, None] + 0.5)
+    levels = np.where(delta[:, None] > 0, np.clip(levels, 0, top), 0).astype(np.uint8)
+    return lo, delta, levels
+
+
+def level_planes(levels: np.ndarray, bits: int, dim: int) -> np.ndarray:
+    """Bit planes of quantized levels, packed like the codes: (nq, bits, ceil(dim / 8)) uint8,
+    plane ``j`` holding bit ``j`` of every level."""
+    shifts = np.arange(bits, dtype=np.uint8)[None, :, None]
+    return np.packbits((levels[:, None, :dim] >> shifts) & 1, axis=2)
+
+
+def score_keys(scores: np.ndarray) -> np.ndarray:
+    """uint32 keys of float32 scores that sort ascending as the scores sort descending (-0 == +0):
+    the order of the native heaps."""
+    bits = (scores.astype(np.float32) + np.float32(0.0)).view(np.uint32)
+    return np.where(bits & np.uint32(0x80000000), bits, bits ^ np.uint32(0x7FFFFFFF)).astype(np.uint32)
+
+
+# float64 work arrays of one block (unpacked bits and scores); large blocks keep BLAS calls few
+_PLANES_BLOCK_BYTES = 32 << 20
+
+
+def planes_topk(
+    weights: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    planes: int,
+    dim: int,
+    plane_coef: np.ndarray,
+    row_scale: np.ndarray | None,
+    row_bias: np.ndarray | None,
+    query_offset: np.ndarray,
+    valid: np.ndarray | None,
+    query_bits: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference of :func:`quantsearch.kernels.planes_topk` on unpacked bits (arguments validated).
+
+    Per plane ``p`` the estimate is ``lo * popcount(b_p) + delta * <u, b_p>`` with the levels of
+    :func:`quantize_weights` (``<u, b> = sum_j 2^j popcount(U_j & b)``, exact in float64), or the
+    exact ``<w, b_p>`` when ``query_bits`` is None; then, in float64 and rounded to float32 once,
+    ``score = row_scale * (sum_p plane_coef[p] * ip_p + query_offset) + row_bias``.
+    """
+    nq, n = weights.shape[0], codes.shape[0]
+    nb = (dim + 7) // 8
+    if query_bits is None:
+        w64 = weights.astype(np.float64)
+        lo = delta = np.zeros(nq)
+    else:
+        lo, delta, levels = quantize_weights(weights, query_bits)
+        w64 = levels.astype(np.float64)
+    coef = plane_coef.astype(np.float64)
+    qoff = query_offset.astype(np.float64)
+    sentinel = np.uint64(0xFFFFFFFF)
+    best = np.full((nq, k), np.iinfo(np.uint64).max, np.uint64)
+    rows_per_block = max(256, _PLANES_BLOCK_BYTES // (8 * (dim + nq)))
+    for r0 in range(0, n, rows_per_block):
+        block = codes[r0 : r0 + rows_per_block]
+        m = block.shape[0]
+        ip = np.zeros((nq, m))
+        for p in range(planes):
+            bits = np.unpackbits(block[:, p * nb : (p + 1) * nb], axis=1, count=dim).astype(np.float64)
+            dots = w64 @ bits.T
+            if query_bits is not None:
+                dots = lo[:, None] * bits.sum(axis=1)[None, :] + delta[:, None] * dots
+            ip += coef[p] * dots
+        scale = 1.0 if row_scale is None else row_scale[r0 : r0 + m].astype(np.float64)
+        bias = 0.0 if row_bias is None else row_bias[r0 : r0 + m].astype(np.float64)
+        keys = score_keys((scale * (ip + qoff[:, None]) + bias).astype(np.float32)).astype(np.uint64)
+        if valid is not None:
+            keys[:, ~valid[r0 : r0 + m]] = sentinel
+        # a unique key per (score, row): the top k of a plain sort is exact and tie-aware
+        keys = (keys << np.uint64(32)) | np.arange(r0, r0 + m, dtype=np.uint64)
+        merged = np.concatenate([best, keys], axis=1)
+        if merged.shape[1] > k:
+            merged = np.take_along_axis(merged, np.argpartition(merged, k - 1, axis=1)[:, :k], axis=1)
+        best = merged
+    best.sort(axis=1)
+    key = (best >> np.uint64(32)).astype(np.uint32)
+    pad = key == np.uint32(0xFFFFFFFF)
+    rows = np.where(pad, -1, (best & np.uint64(0xFFFFFFFF)).astype(np.int64))
+    flipped = np.where(key & np.uint32(0x80000000), key, key ^ np.uint32(0x7FFFFFFF)).astype(np.uint32)
+    scores = np.where(pad, np.float32(np.nan), flipped.view(np.float32))
+    return scores.astype(np.float32), rows.astype(np.int64)

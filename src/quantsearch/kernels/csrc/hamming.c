@@ -142,16 +142,22 @@ __attribute__((target("popcnt"))) void qs_direct_popcnt(const qs_scan *s, int64_
 }
 #endif
 
-/* Word-major copy of rows [b0, b0 + nblk): T[w * bpad + i]; rows up to bpad are zero. */
+/* Word-major copy of rows [b0, b0 + nblk): word w of plane p of row b0 + i at T[(p * W + w) * bpad + i];
+ * rows up to bpad are zero. */
 static void transpose_block(const qs_scan *s, int64_t b0, int64_t nblk, uint64_t *T, int64_t bpad) {
-    const int64_t nb = s->nb, W = s->W, nfull = nb / 8;
-    const uint8_t *p = s->codes + b0 * nb;
-    for (int64_t i = 0; i < nblk; i++, p += nb) {
-        uint64_t *t = T + i;
-        for (int64_t w = 0; w < nfull; w++) t[w * bpad] = qs_load64(p + 8 * w);
-        if (nfull < W) t[nfull * bpad] = qs_word(p, nb, nfull);
+    const int64_t nb = s->nb, W = s->W, nfull = nb / 8, P = s->planes;
+    const uint64_t last = s->last_mask;
+    const uint8_t *p = s->codes + b0 * s->stride;
+    for (int64_t i = 0; i < nblk; i++, p += s->stride) {
+        for (int64_t pl = 0; pl < P; pl++) {
+            uint64_t *t = T + pl * W * bpad + i;
+            const uint8_t *row = p + pl * nb;
+            for (int64_t w = 0; w < nfull; w++) t[w * bpad] = qs_load64(row + 8 * w);
+            if (nfull < W) t[nfull * bpad] = qs_word(row, nb, nfull);
+            t[(W - 1) * bpad] &= last;
+        }
     }
-    for (int64_t w = 0; w < W; w++)
+    for (int64_t w = 0; w < P * W; w++)
         for (int64_t i = nblk; i < bpad; i++) T[w * bpad + i] = 0;
 }
 
@@ -187,8 +193,8 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-/* Merge the threads' sorted lists of each query into the output rows, padding with -1 / INT32_MAX. */
-static void merge(const worker *ws, int nt, int64_t nq, int64_t k, int32_t *out_d, int64_t *out_r) {
+/* Merge the threads' sorted lists of each query into the output rows, padding with -1 / the sentinel. */
+static void merge(const worker *ws, int nt, int64_t nq, int64_t k, uint32_t *out_d, int64_t *out_r) {
     int64_t head[64];
     for (int64_t q = 0; q < nq; q++) {
         for (int t = 0; t < nt; t++) head[t] = 0;
@@ -204,13 +210,8 @@ static void merge(const worker *ws, int nt, int64_t nq, int64_t k, int32_t *out_
             uint32_t d = hb->dist[q * k + head[best]];
             int64_t r = hb->rows[q * k + head[best]];
             head[best]++;
-            if (d == QS_SENTINEL_DIST) {
-                out_d[q * k + i] = INT32_MAX;
-                out_r[q * k + i] = -1;
-            } else {
-                out_d[q * k + i] = (int32_t)d;
-                out_r[q * k + i] = r;
-            }
+            out_d[q * k + i] = d;
+            out_r[q * k + i] = d == QS_SENTINEL_DIST ? -1 : r;
         }
     }
 }
@@ -221,6 +222,68 @@ static int64_t query_chunk(int64_t nq, int64_t k, int nt) {
     int64_t chunk = ((int64_t)64 << 20) / per_query;
     if (chunk < 1) chunk = 1;
     return chunk < nq ? chunk : nq;
+}
+
+int qs_scan_topk(const qs_scan *tmpl, qs_direct_fn direct, qs_blocked_fn blocked, int nthreads,
+                 int64_t block_bytes, int64_t row_cost, uint32_t *out_keys, int64_t *out_rows) {
+    const int64_t nq = tmpl->nq, n = tmpl->n, k = tmpl->k, W = tmpl->W, P = tmpl->planes;
+    /* threads: at least ~4 MiB x query of work each (~0.1 ms), else starting one costs more than
+     * it saves */
+    if (nthreads > 64) nthreads = 64;
+    if (nthreads < 1) nthreads = 1;
+    int64_t min_rows = ((int64_t)4 << 20) / (row_cost * (nq < 64 ? nq : 64));
+    if (min_rows < 64) min_rows = 64;
+    int64_t by_work = n / min_rows;
+    int nt = by_work < nthreads ? (int)(by_work > 1 ? by_work : 1) : nthreads;
+
+    int64_t block_rows;
+    if (blocked) {
+        if (block_bytes <= 0) block_bytes = 32 << 10; /* the transposed block stays in L1 */
+        block_rows = (block_bytes / (P * W * 8)) & ~(int64_t)7;
+    } else {
+        if (block_bytes <= 0) block_bytes = 256 << 10; /* L2 */
+        block_rows = block_bytes / tmpl->stride;
+    }
+    if (block_rows < 8) block_rows = 8;
+
+    worker *ws = (worker *)calloc((size_t)nt, sizeof(worker));
+    if (!ws) return -1;
+    const int64_t chunk = nq > 0 ? query_chunk(nq, k, nt) : 1;
+    const int64_t bpad = (block_rows + 7) & ~(int64_t)7;
+    int status = 0;
+    for (int t = 0; t < nt && status == 0; t++) {
+        ws[t].h.k = k;
+        ws[t].h.dist = (uint32_t *)malloc((size_t)(chunk * k) * 4);
+        ws[t].h.rows = (int64_t *)malloc((size_t)(chunk * k) * 8);
+        ws[t].h.thr = (uint64_t *)malloc((size_t)chunk * 8);
+        ws[t].scratch = blocked ? (uint64_t *)malloc((size_t)(P * W * bpad) * 8) : NULL;
+        if (!ws[t].h.dist || !ws[t].h.rows || !ws[t].h.thr || (blocked && !ws[t].scratch)) status = -1;
+    }
+    for (int64_t c0 = 0; c0 < nq && status == 0; c0 += chunk) {
+        qs_scan s = *tmpl;
+        s.nq = nq - c0 < chunk ? nq - c0 : chunk;
+        s.q0 = tmpl->q0 + c0;
+        if (tmpl->qbytes) s.qbytes = tmpl->qbytes + c0 * tmpl->nb;
+        if (tmpl->qwords) s.qwords = tmpl->qwords + c0 * W;
+        int64_t next_block = 0;
+        for (int t = 0; t < nt; t++) {
+            ws[t].s = &s;
+            ws[t].direct = direct;
+            ws[t].blocked = blocked;
+            ws[t].block_rows = block_rows;
+            ws[t].next_block = &next_block;
+        }
+        qs_parallel(worker_main, ws, sizeof(worker), nt);
+        merge(ws, nt, s.nq, k, out_keys + c0 * k, out_rows + c0 * k);
+    }
+    for (int t = 0; t < nt; t++) {
+        free(ws[t].h.dist);
+        free(ws[t].h.rows);
+        free(ws[t].h.thr);
+        free(ws[t].scratch);
+    }
+    free(ws);
+    return status;
 }
 
 int qs_hamming_topk(const uint8_t *queries, const uint8_t *codes, const uint8_t *valid, int64_t nq,
@@ -243,66 +306,15 @@ int qs_hamming_topk(const uint8_t *queries, const uint8_t *codes, const uint8_t 
     /* the transposed layout pays off once a few queries share each block */
     if (strategy == QS_STRATEGY_DIRECT || (strategy == QS_STRATEGY_AUTO && nq < 4)) blocked = NULL;
 
-    /* threads: at least ~4 MiB x query of codes each (~0.1 ms), else starting one costs more than
-     * it saves */
-    if (nthreads > 64) nthreads = 64;
-    if (nthreads < 1) nthreads = 1;
-    int64_t min_rows = ((int64_t)4 << 20) / (nb * (nq < 64 ? nq : 64));
-    if (min_rows < 64) min_rows = 64;
-    int64_t by_work = n / min_rows;
-    int nt = by_work < nthreads ? (int)(by_work > 1 ? by_work : 1) : nthreads;
-
-    int64_t block_rows;
-    if (blocked) {
-        if (block_bytes <= 0) block_bytes = 32 << 10; /* the transposed block stays in L1 */
-        block_rows = (block_bytes / (W * 8)) & ~(int64_t)7;
-    } else {
-        if (block_bytes <= 0) block_bytes = 256 << 10; /* L2 */
-        block_rows = block_bytes / nb;
-    }
-    if (block_rows < 8) block_rows = 8;
-
     uint64_t *qwords = (uint64_t *)malloc((size_t)(nq > 0 ? nq : 1) * (size_t)W * 8);
-    worker *ws = (worker *)calloc((size_t)nt, sizeof(worker));
-    if (!qwords || !ws) {
-        free(qwords);
-        free(ws);
-        return -1;
-    }
+    if (!qwords) return -1;
     for (int64_t q = 0; q < nq; q++)
         for (int64_t w = 0; w < W; w++) qwords[q * W + w] = qs_word(queries + q * nb, nb, w);
-
-    const int64_t chunk = nq > 0 ? query_chunk(nq, k, nt) : 1;
-    const int64_t bpad = (block_rows + 7) & ~(int64_t)7;
-    int status = 0;
-    for (int t = 0; t < nt && status == 0; t++) {
-        ws[t].h.k = k;
-        ws[t].h.dist = (uint32_t *)malloc((size_t)(chunk * k) * 4);
-        ws[t].h.rows = (int64_t *)malloc((size_t)(chunk * k) * 8);
-        ws[t].h.thr = (uint64_t *)malloc((size_t)chunk * 8);
-        ws[t].scratch = blocked ? (uint64_t *)malloc((size_t)(W * bpad) * 8) : NULL;
-        if (!ws[t].h.dist || !ws[t].h.rows || !ws[t].h.thr || (blocked && !ws[t].scratch)) status = -1;
-    }
-    for (int64_t c0 = 0; c0 < nq && status == 0; c0 += chunk) {
-        qs_scan s = {codes, valid, queries + c0 * nb, qwords + c0 * W, n, nq - c0 < chunk ? nq - c0 : chunk, nb, W, k};
-        int64_t next_block = 0;
-        for (int t = 0; t < nt; t++) {
-            ws[t].s = &s;
-            ws[t].direct = direct;
-            ws[t].blocked = blocked;
-            ws[t].block_rows = block_rows;
-            ws[t].next_block = &next_block;
-        }
-        qs_parallel(worker_main, ws, sizeof(worker), nt);
-        merge(ws, nt, s.nq, k, out_dist + c0 * k, out_rows + c0 * k);
-    }
-    for (int t = 0; t < nt; t++) {
-        free(ws[t].h.dist);
-        free(ws[t].h.rows);
-        free(ws[t].h.thr);
-        free(ws[t].scratch);
-    }
-    free(ws);
+    qs_scan s = {codes, valid, queries, qwords, n, nq, nb, W, k, nb, 1, ~(uint64_t)0, 0, NULL};
+    /* keys are the distances: written in place, then the padding sentinel becomes INT32_MAX */
+    int status = qs_scan_topk(&s, direct, blocked, nthreads, block_bytes, nb, (uint32_t *)out_dist, out_rows);
+    for (int64_t i = 0; i < nq * k; i++)
+        if ((uint32_t)out_dist[i] == QS_SENTINEL_DIST) out_dist[i] = INT32_MAX;
     free(qwords);
     return status;
 }

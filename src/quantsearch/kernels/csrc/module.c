@@ -218,6 +218,96 @@ done:
     Py_RETURN_NONE;
 }
 
+/* Buffers of one call, released together. */
+typedef struct {
+    Py_buffer views[16];
+    int count;
+} buffers;
+
+static Py_buffer *take(buffers *b, PyObject *obj, int writable, int ndim, Py_ssize_t itemsize, const char *formats,
+                       const char *name) {
+    if (get_array(obj, &b->views[b->count], writable, ndim, itemsize, formats, name) < 0) return NULL;
+    return &b->views[b->count++];
+}
+
+static void release_all(buffers *b) {
+    while (b->count > 0) PyBuffer_Release(&b->views[--b->count]);
+}
+
+static PyObject *py_planes_topk(PyObject *self, PyObject *args) {
+    PyObject *oc, *ov, *ow, *ou, *olo, *odl, *ocf, *osc, *obi, *oqo, *os, *orr;
+    Py_ssize_t k, planes, dim, block_bytes;
+    int qbits, isa, strategy, nthreads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOnnnOiOOOOOOOiiinOO", &oc, &ov, &k, &planes, &dim, &ow, &qbits, &ou, &olo, &odl,
+                          &ocf, &osc, &obi, &oqo, &isa, &strategy, &nthreads, &block_bytes, &os, &orr))
+        return NULL;
+    if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be >= 1, got %zd", k);
+    if (planes < 1 || planes > QS_PLANES_MAX)
+        return PyErr_Format(PyExc_ValueError, "planes must be in [1, %d], got %zd", QS_PLANES_MAX, planes);
+    if (dim < 1) return PyErr_Format(PyExc_ValueError, "dim must be >= 1, got %zd", dim);
+    if (qbits < 0 || qbits > QS_QUERY_BITS_MAX)
+        return PyErr_Format(PyExc_ValueError, "query bits must be in [0, %d], got %d", QS_QUERY_BITS_MAX, qbits);
+    if (strategy < QS_STRATEGY_AUTO || strategy > QS_STRATEGY_BLOCKED)
+        return PyErr_Format(PyExc_ValueError, "unknown strategy %d", strategy);
+    if (nthreads < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %d", nthreads);
+    if (check_isa(isa) < 0) return NULL;
+    buffers b = {.count = 0};
+    Py_buffer *c, *v = NULL, *w, *u = NULL, *lo, *dl, *cf, *sc = NULL, *bi = NULL, *qo, *sv, *rv;
+    const Py_ssize_t nb = (dim + 7) / 8;
+    if (!(c = take(&b, oc, 0, 2, 1, "B", "codes"))) goto fail;
+    if (ov != Py_None && !(v = take(&b, ov, 0, 1, 1, "?B", "valid"))) goto fail;
+    if (!(w = take(&b, ow, 0, 2, 4, "f", "weights"))) goto fail;
+    if (ou != Py_None && !(u = take(&b, ou, 0, 3, 1, "B", "query planes"))) goto fail;
+    if (!(lo = take(&b, olo, 0, 1, 8, "d", "lo"))) goto fail;
+    if (!(dl = take(&b, odl, 0, 1, 8, "d", "delta"))) goto fail;
+    if (!(cf = take(&b, ocf, 0, 1, 8, "d", "plane_coef"))) goto fail;
+    if (osc != Py_None && !(sc = take(&b, osc, 0, 1, 4, "f", "row_scale"))) goto fail;
+    if (obi != Py_None && !(bi = take(&b, obi, 0, 1, 4, "f", "row_bias"))) goto fail;
+    if (!(qo = take(&b, oqo, 0, 1, 8, "d", "query_offset"))) goto fail;
+    if (!(sv = take(&b, os, 1, 2, 4, "f", "out_scores"))) goto fail;
+    if (!(rv = take(&b, orr, 1, 2, 8, "lq", "out_rows"))) goto fail;
+    const Py_ssize_t n = c->shape[0], nq = w->shape[0];
+    if (c->shape[1] < planes * nb) {
+        PyErr_Format(PyExc_ValueError, "codes have %zd bytes per row, %zd planes of dim %zd need %zd", c->shape[1],
+                     planes, dim, planes * nb);
+        goto fail;
+    }
+    if (w->shape[1] != dim || (v && v->shape[0] != n) || (sc && sc->shape[0] != n) || (bi && bi->shape[0] != n) ||
+        lo->shape[0] != nq || dl->shape[0] != nq || qo->shape[0] != nq || cf->shape[0] != planes) {
+        PyErr_SetString(PyExc_ValueError, "weights, valid, lo, delta, plane_coef, row_scale, row_bias or "
+                                          "query_offset do not match the codes and queries");
+        goto fail;
+    }
+    if ((qbits > 0) != (u != NULL) ||
+        (u && (u->shape[0] != nq || u->shape[1] != qbits || u->shape[2] != nb))) {
+        PyErr_Format(PyExc_ValueError, "query planes must have shape (%zd, %d, %zd) when query bits > 0, else None",
+                     nq, qbits, nb);
+        goto fail;
+    }
+    if (sv->shape[0] != nq || sv->shape[1] != k || rv->shape[0] != nq || rv->shape[1] != k) {
+        PyErr_Format(PyExc_ValueError, "outputs must have shape (%zd, %zd)", nq, k);
+        goto fail;
+    }
+    int rc = 0;
+    if (nq > 0) {
+        Py_BEGIN_ALLOW_THREADS;
+        rc = qs_planes_topk((const uint8_t *)c->buf, v ? (const uint8_t *)v->buf : NULL, n, c->shape[1], planes, dim,
+                            (const float *)w->buf, nq, qbits, u ? (const uint8_t *)u->buf : NULL,
+                            (const double *)lo->buf, (const double *)dl->buf, (const double *)cf->buf,
+                            sc ? (const float *)sc->buf : NULL, bi ? (const float *)bi->buf : NULL,
+                            (const double *)qo->buf, k, isa, strategy, nthreads, block_bytes, (float *)sv->buf,
+                            (int64_t *)rv->buf);
+        Py_END_ALLOW_THREADS;
+    }
+    release_all(&b);
+    if (rc < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail:
+    release_all(&b);
+    return NULL;
+}
+
 static PyObject *py_stream_xor(PyObject *self, PyObject *args) {
     PyObject *obj;
     int isa;
@@ -241,6 +331,9 @@ static PyMethodDef methods[] = {
      "hamming_topk(queries, codes, valid, k, isa, strategy, nthreads, block_bytes, out_dist, out_rows)"},
     {"rescore", py_rescore, METH_VARARGS,
      "rescore(arrays, starts, rows, weights, kind, offset, isa, nthreads, out)"},
+    {"planes_topk", py_planes_topk, METH_VARARGS,
+     "planes_topk(codes, valid, k, planes, dim, weights, query_bits, query_planes, lo, delta, plane_coef, "
+     "row_scale, row_bias, query_offset, isa, strategy, nthreads, block_bytes, out_scores, out_rows)"},
     {"stream_xor", py_stream_xor, METH_VARARGS,
      "stream_xor(buffer, isa) -> int: XOR of every byte-aligned word; a one-pass read (bandwidth probe)."},
     {NULL, NULL, 0, NULL},

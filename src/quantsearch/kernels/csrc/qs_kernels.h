@@ -27,13 +27,20 @@ enum { QS_KIND_INT8 = 0, QS_KIND_UINT8 = 1, QS_KIND_INT4 = 2, QS_KIND_FLOAT16 = 
 #define QS_SENTINEL_DIST UINT32_MAX
 #define QS_SENTINEL_ROW INT64_MAX
 
-/* One scan: a chunk of queries against the code rows [0, n). */
+/* One scan: a chunk of queries against the code rows [0, n).
+ * A code row is `stride` bytes and begins with `planes` bit planes of nb bytes each (Hamming: one
+ * plane, stride == nb); the transposed block holds word w of plane p of row b0 + i at
+ * T[(p * W + w) * bpad + i], the last word of each plane ANDed with `last_mask`. */
 typedef struct {
-    const uint8_t *codes;   /* (n, nb) packed codes, row-major */
+    const uint8_t *codes;   /* (n, stride) codes, row-major */
     const uint8_t *valid;   /* (n,) 0 = deleted, or NULL */
-    const uint8_t *qbytes;  /* (nq, nb) packed queries */
-    const uint64_t *qwords; /* (nq, W) queries as little-endian words, last word zero padded */
+    const uint8_t *qbytes;  /* (nq, nb) packed queries of this chunk (Hamming), or NULL */
+    const uint64_t *qwords; /* (nq, W) queries as little-endian words, last word zero padded, or NULL */
     int64_t n, nq, nb, W, k;
+    int64_t stride, planes;
+    uint64_t last_mask;
+    int64_t q0;      /* index of the chunk's first query within the call */
+    const void *ctx; /* per-call data of the kernel (the planes scan's query tables) */
 } qs_scan;
 
 /* Per-thread running top-k of every query of the chunk: max-heaps keyed by (dist, row). */
@@ -55,7 +62,13 @@ typedef void (*qs_blocked_fn)(const qs_scan *s, int64_t b0, int64_t nblk, const 
  * rows row0 + i to query q's heap. Rows must arrive in ascending order per heap. */
 void qs_offer(qs_heaps *h, const qs_scan *s, int64_t q, unsigned mask, const uint64_t *d, int64_t row0);
 
-/* hamming.c */
+/* hamming.c: the scan driver, shared by the Hamming and the bit-plane scans. `tmpl` gives the
+ * codes, layout and per-call data (q0 and the query pointers are set per chunk of queries; qbytes
+ * and qwords, where present, are for the whole call). `row_cost` weighs the work per row (bytes of
+ * popcounts) for choosing the thread count. Outputs (nq, k) keys ascending and their rows;
+ * QS_SENTINEL_DIST / -1 in padding slots. */
+int qs_scan_topk(const qs_scan *tmpl, qs_direct_fn direct, qs_blocked_fn blocked, int nthreads,
+                 int64_t block_bytes, int64_t row_cost, uint32_t *out_keys, int64_t *out_rows);
 int qs_isa_supported(int isa);
 int qs_hamming_topk(const uint8_t *queries, const uint8_t *codes, const uint8_t *valid, int64_t nq,
                     int64_t n, int64_t nb, int64_t k, int isa, int strategy, int nthreads,
@@ -71,6 +84,43 @@ void qs_blocked_avx2(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t 
                      int64_t q0, int64_t q1, qs_heaps *h);
 uint64_t qs_stream_xor_avx512(const uint8_t *p, size_t bytes);
 #endif
+/* planes.c: top-k of float query weights against bit-plane codes; see planes.c */
+enum { QS_PLANES_MAX = 8, QS_QUERY_BITS_MAX = 8 };
+typedef struct {
+    int qbits;               /* bits per quantized query weight, 0 = exact float byte tables */
+    const uint64_t *uwords;  /* (nq, qbits, W) the queries' level bit planes as words */
+    const double *lo, *delta; /* (nq,) weight ~ lo + delta * level */
+    const float *tables;     /* exact mode: (nq, nb, 256) sum of the weights of a byte's set bits */
+    const double *coef;      /* (planes,) */
+    const float *row_scale, *row_bias; /* (n,) or NULL (1, 0) */
+    const double *qoff;      /* (nq,) */
+} qs_planes_ctx;
+int qs_planes_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t planes,
+                   int64_t dim, const float *weights, int64_t nq, int qbits, const uint8_t *uplanes,
+                   const double *lo, const double *delta, const double *coef, const float *row_scale,
+                   const float *row_bias, const double *qoff, int64_t k, int isa, int strategy, int nthreads,
+                   int64_t block_bytes, float *out_scores, int64_t *out_rows);
+/* key of a float score: smaller key = larger score; -0 and +0 share a key (the caller adds +0) */
+static inline uint32_t qs_score_key(float f) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    return (b & 0x80000000u) ? b : b ^ 0x7fffffffu;
+}
+static inline float qs_key_score(uint32_t key) {
+    uint32_t b = (key & 0x80000000u) ? key : key ^ 0x7fffffffu;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+#if QS_X86
+void qs_planes_blocked_avx512(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T, int64_t bpad,
+                              int64_t q0, int64_t q1, qs_heaps *h);
+void qs_planes_blocked_avx2(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T, int64_t bpad,
+                            int64_t q0, int64_t q1, qs_heaps *h);
+void qs_planes_direct_avx512(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h);
+void qs_planes_direct_popcnt(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h);
+#endif
+
 /* XOR of every word of a buffer: a one-pass sequential read (memory bandwidth probe). */
 uint64_t qs_stream_xor(const uint8_t *p, size_t bytes, int isa);
 
