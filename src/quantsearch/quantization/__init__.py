@@ -14,21 +14,25 @@ from .base import (
     register_quantizer_name,
 )
 from .binary import BinaryQuantizer
+from .learned import LearnedBinaryQuantizer, load_quantizer, save_quantizer
 from .matryoshka import MatryoshkaQuantizer
 from .scalar import FloatQuantizer, ScalarQuantizer
 
 __all__ = [
     "BinaryQuantizer",
     "FloatQuantizer",
+    "LearnedBinaryQuantizer",
     "MatryoshkaQuantizer",
     "Precision",
     "Quantizer",
     "ScalarQuantizer",
+    "load_quantizer",
     "make_quantizer",
     "parse_precision",
     "quantizer_from_config",
     "quantizer_names",
     "register_quantizer_name",
+    "save_quantizer",
 ]
 
 
