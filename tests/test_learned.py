@@ -78,10 +78,10 @@ def test_gradients_flow_and_the_loss_decreases() -> None:
 
 def test_training_improves_agreement_over_the_itq_start() -> None:
     x = clustered(800, seed=3)
-    result = training.train_head(x, bits=DIM, epochs=10, lr=1e-3, temperature=0.05, seed=0, threads=1)
+    result = training.train_head(x, bits=DIM, epochs=20, lr=1e-3, temperature=0.1, seed=0, threads=1)
     report = result.report
     assert report["held_out"] == 80
-    assert report["agreement_trained"] > report["agreement_before"] + 0.02
+    assert report["agreement_trained"] > report["agreement_before"] + 0.03
     assert report["kept"] == "trained"
 
 
