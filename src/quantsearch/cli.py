@@ -1,4 +1,4 @@
-"""Command line: ``quantsearch index | search | info | delete | compact | eval | serve | demo``.
+"""Command line: ``quantsearch index | search | info | delete | compact | eval | train | serve | demo``.
 
 A thin layer over the library: parse arguments, call the API, print. Every error a user can cause
 prints one line on stderr and exits with status 2.
@@ -101,6 +101,7 @@ def build_index(
     *,
     model: str | None = None,
     rescore: Sequence[str] = ("int8",),
+    candidates: str | None = None,
     truncate_dim: int | None = None,
     batch_size: int = 4096,
     calibration_size: int = 20_000,
@@ -109,7 +110,8 @@ def build_index(
     """Embed documents and add them to the index at ``index_dir`` (created if it does not exist).
 
     A new index is calibrated explicitly on the embeddings of the first ``calibration_size``
-    documents before anything is added.
+    documents before anything is added. ``candidates`` names the candidate (RAM) tier of a new
+    index: a quantizer spec (``"binary"``, ``"qat"``, ...) or a file written by ``quantsearch train``.
     """
     from .embed import Embedder
     from .index import Index
@@ -119,7 +121,10 @@ def build_index(
         raise InvalidArgumentError("the input holds no documents")
     for spec in rescore:  # fail on a bad option before spending minutes embedding
         make_quantizer(spec, truncate_dim=truncate_dim)
+    candidate = None if candidates is None else candidate_quantizer(candidates)
     exists = (index_dir / "manifest.json").is_file()
+    if exists and candidate is not None:
+        raise InvalidArgumentError(f"{index_dir} exists: --candidates applies only when an index is created")
     index = Index.open(index_dir) if exists else None
     if index is not None:
         problem = None
@@ -144,6 +149,7 @@ def build_index(
                 index_dir,
                 pending.shape[1],
                 rescore=list(rescore),
+                binary=candidate,
                 truncate_dim=truncate_dim,
                 id_type="str",
                 model=embedder.name,
@@ -169,6 +175,43 @@ def build_index(
         bar.close()
     index.embedder = embedder
     return index
+
+
+def candidate_quantizer(spec: str) -> Any:
+    """The candidate-tier quantizer named by ``spec``: a trained-head file (``quantsearch train``) or a
+    quantizer name (``binary``, ``qat``, ...)."""
+    from .quantization import load_quantizer, make_quantizer
+
+    path = Path(spec)
+    if path.suffix == ".npz" or path.is_file():
+        return load_quantizer(path)
+    return make_quantizer(spec)
+
+
+def training_vectors(
+    corpus: Path, *, model: str | None = None, cache_dir: str | None = None, progress: bool = True
+) -> Any:
+    """Document vectors to train on: a ``.npy`` matrix, or the (cached) embeddings of a corpus that
+    ``quantsearch index`` reads (BEIR folder, JSONL, folder of text files)."""
+    import numpy as np
+
+    from ._validation import as_float_matrix
+
+    if corpus.suffix == ".npy":
+        if not corpus.is_file():
+            raise InvalidArgumentError(f"input not found: {corpus}")
+        try:
+            vectors = np.load(corpus, allow_pickle=False)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"{corpus} is not a readable .npy array: {exc}") from None
+        return as_float_matrix(vectors, f"vectors in {corpus}", allow_1d=False)
+    from .embed import Embedder, EmbeddingCache
+
+    _, texts, _ = read_documents(corpus)
+    if not texts:
+        raise InvalidArgumentError(f"{corpus} holds no documents")
+    vectors, _ = EmbeddingCache(cache_dir).embed(Embedder(model), texts, progress=progress)
+    return vectors
 
 
 # ---- printing -------------------------------------------------------------------------------------
@@ -235,6 +278,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         Path(args.index),
         model=args.model,
         rescore=args.rescore,
+        candidates=args.candidates,
         truncate_dim=args.truncate_dim,
         batch_size=args.batch_size,
         progress=not args.quiet,
@@ -357,6 +401,51 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .quantization import LearnedBinaryQuantizer, save_quantizer
+
+    if args.out.suffix != ".npz":
+        raise InvalidArgumentError(f"--out must name a .npz file, got {args.out}")
+    if not args.out.parent.is_dir():
+        raise InvalidArgumentError(f"--out: folder {args.out.parent} does not exist")
+    options = {k: getattr(args, k) for k in ("epochs", "lr", "temperature", "max_samples")}
+    quantizer = LearnedBinaryQuantizer(
+        args.bits,
+        hidden=args.hidden,
+        seed=args.seed,
+        **{k: v for k, v in options.items() if v is not None},  # None: the quantizer's default
+    )
+    vectors = training_vectors(
+        args.corpus, model=args.model, cache_dir=args.cache_dir, progress=not args.quiet
+    )
+    if quantizer.bits is not None and quantizer.bits > 8 * vectors.shape[1]:
+        raise InvalidArgumentError(
+            f"--bits {quantizer.bits} is more than 8x the dimension {vectors.shape[1]}"
+        )
+    t0 = time.perf_counter()
+    quantizer.fit(vectors)
+    seconds = time.perf_counter() - t0
+    save_quantizer(quantizer, args.out)
+    report = quantizer.training_report or {}
+    if args.json:
+        print(json.dumps({**report, "out": str(args.out), "code_bytes": quantizer.code_bytes}, indent=2))
+        return 0
+    losses = report.get("loss", [])
+    print(
+        f"trained on {report.get('samples')} vectors ({vectors.shape[1]}-d -> {quantizer.n_bits_} bits, "
+        f"{quantizer.code_bytes} bytes per code) in {seconds:.1f} s"
+    )
+    if losses:
+        print(f"loss       {losses[0]:.5f} (epoch 1) -> {losses[-1]:.5f} (epoch {len(losses)})")
+    print(
+        f"top-{report.get('k')} agreement with float32 on {report.get('held_out')} held-out documents: "
+        f"ITQ start {report.get('agreement_before', float('nan')):.3f}, "
+        f"trained {report.get('agreement_trained', float('nan')):.3f}; kept: {report.get('kept')}"
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="quantsearch", description="Compressed embedding retrieval: binary + int8 rescoring."
@@ -374,6 +463,11 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rescore", nargs="*", default=["int8"], help="rescoring tiers in order (int8 float16 ...)"
+    )
+    p.add_argument(
+        "--candidates",
+        default=None,
+        help="candidate (RAM) tier of a new index: binary (default), qat, ... or a quantsearch train .npz",
     )
     p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka truncation of every tier")
     p.add_argument("--text-field", default="text")
@@ -433,6 +527,30 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "train",
+        help="train learned 1-bit codes (quantization-aware head) on a corpus",
+        description="Train a projection head whose sign bits keep the float32 neighbour rankings of the "
+        "corpus (self-distillation, no queries or qrels); write it as a .npz usable by "
+        "`quantsearch index --candidates FILE` or Index.create(binary=load_quantizer(FILE)).",
+    )
+    p.add_argument("corpus", type=Path, help="a .npy of document vectors, or a corpus as for `index`")
+    p.add_argument("--out", type=Path, required=True, help="the .npz file to write")
+    p.add_argument("--bits", type=int, default=None, help="output bits (default: the dimension)")
+    p.add_argument("--hidden", type=int, default=0, help="MLP width (0: linear head)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--model", default=None, help="embedding model (default: bundled all-MiniLM-L6-v2)")
+    p.add_argument(
+        "--cache-dir", default=None, help="embedding cache (default: ~/.cache/quantsearch/embeddings)"
+    )
+    p.add_argument("--json", action="store_true", help="print the training figures as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("serve", help="HTTP API and web page over an index (extra: server)")
     p.add_argument("index")

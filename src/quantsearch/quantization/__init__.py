@@ -14,6 +14,7 @@ from .base import (
     register_quantizer_name,
 )
 from .binary import BinaryQuantizer
+from .learned import LearnedBinaryQuantizer, load_quantizer, save_quantizer
 from .matryoshka import MatryoshkaQuantizer
 from .reduction import PCAQuantizer
 from .scalar import FloatQuantizer, ScalarQuantizer
@@ -21,16 +22,19 @@ from .scalar import FloatQuantizer, ScalarQuantizer
 __all__ = [
     "BinaryQuantizer",
     "FloatQuantizer",
+    "LearnedBinaryQuantizer",
     "MatryoshkaQuantizer",
     "PCAQuantizer",
     "Precision",
     "Quantizer",
     "ScalarQuantizer",
+    "load_quantizer",
     "make_quantizer",
     "parse_precision",
     "quantizer_from_config",
     "quantizer_names",
     "register_quantizer_name",
+    "save_quantizer",
 ]
 
 
