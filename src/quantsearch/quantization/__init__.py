@@ -14,16 +14,21 @@ from .base import (
     register_quantizer_name,
 )
 from .binary import BinaryQuantizer
+from .blocks import BlockQuantizer
+from .lowbit import Int2Quantizer, TernaryQuantizer
 from .matryoshka import MatryoshkaQuantizer
 from .scalar import FloatQuantizer, ScalarQuantizer
 
 __all__ = [
     "BinaryQuantizer",
+    "BlockQuantizer",
     "FloatQuantizer",
+    "Int2Quantizer",
     "MatryoshkaQuantizer",
     "Precision",
     "Quantizer",
     "ScalarQuantizer",
+    "TernaryQuantizer",
     "make_quantizer",
     "parse_precision",
     "quantizer_from_config",
@@ -53,6 +58,10 @@ def make_quantizer(spec: Any, *, truncate_dim: int | None = None) -> Quantizer:
         precision = parse_precision(spec)
         if precision is Precision.BINARY:
             quantizer = BinaryQuantizer()
+        elif precision is Precision.INT2:
+            quantizer = Int2Quantizer()
+        elif precision is Precision.TERNARY:
+            quantizer = TernaryQuantizer()
         elif precision in (Precision.FLOAT32, Precision.FLOAT16):
             quantizer = FloatQuantizer(precision)
         else:
