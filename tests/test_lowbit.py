@@ -291,19 +291,20 @@ def test_int2_lloyd_levels_are_centroids_of_their_cells(levels: str) -> None:
             assert m + dev[~inner].mean() == pytest.approx(lv[j, 3], abs=1e-4)
 
 
-def test_int2_plane_weights_reproduce_levels() -> None:
+@pytest.mark.parametrize("levels", ["lloyd", "symmetric", "uniform"])
+def test_int2_plane_weights_reproduce_levels(levels: str) -> None:
     x = _data(500, 10)
-    q = Int2Quantizer(rotate=False).fit(x)
-    offset, w0, w1 = q.plane_weights()
+    q = Int2Quantizer(levels=levels, rotate=False).fit(x)
+    offset, w0, w1, w01 = q.plane_weights()
     for b0, b1 in itertools.product([0, 1], repeat=2):
-        assert np.allclose(offset + w0 * b0 + w1 * b1, q.levels_[:, b0 + 2 * b1], atol=1e-6)
-    with pytest.raises(InvalidArgumentError):
-        Int2Quantizer(levels="lloyd").fit(x).plane_weights()
+        assert np.allclose(offset + w0 * b0 + w1 * b1 + w01 * b0 * b1, q.levels_[:, b0 + 2 * b1], atol=1e-6)
+    if levels != "lloyd":  # levels symmetric about a centre need no AND term
+        assert np.allclose(w01, 0, atol=1e-6)
 
 
 def test_int2_rotation_and_factor() -> None:
     x = _data(400, 24)
-    q = Int2Quantizer(center=True).fit(x)
+    q = Int2Quantizer(center=True, levels="symmetric").fit(x)
     codes = q.encode(x)
     assert codes.shape == (400, 2 * 3 + 4)
     assert np.allclose(q.rotation_ @ q.rotation_.T, np.eye(24), atol=1e-5)
@@ -337,7 +338,7 @@ def test_int2_constant_dimensions_decode_to_their_value() -> None:
 
 
 # ---- every family: scoring, state, index --------------------------------------------------------------
-ALL_SPECS = ["q8_0", "q4_0", "q4_1", "int2", "int2-lloyd", "int2-uniform", "ternary", "ternary-planes",
+ALL_SPECS = ["q8_0", "q4_0", "q4_1", "int2", "int2-symmetric", "int2-uniform", "ternary", "ternary-planes",
              "ternary-twn"]  # fmt: skip
 
 

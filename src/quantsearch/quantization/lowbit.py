@@ -11,9 +11,9 @@ Code layout (one row per vector, uint8):
 * int2: two bit planes of ``ceil(d / 8)`` bytes, plane 0 holding the least significant bit of each level
   index and plane 1 the most significant, in ``np.packbits`` order (dimension 0 in the high bit of the
   first byte); then the factor (4 bytes) when ``correction`` is on. Level indices are sorted, so level
-  ``l = b0 + 2 * b1`` of dimension ``j`` decodes to ``levels_[j, l]``; with ``levels="symmetric"`` (the
-  default) and ``"uniform"`` that is affine in the bits, ``offset_j + w0_j * b0 + w1_j * b1``
-  (:meth:`Int2Quantizer.plane_weights`), which a bit-plane popcount kernel can fold into the query.
+  ``l = b0 + 2 * b1`` of dimension ``j`` decodes to ``levels_[j, l] = offset_j + w0_j b0 + w1_j b1 +
+  w01_j b0 b1`` (:meth:`Int2Quantizer.plane_weights`; ``w01 = 0`` for symmetric and uniform levels),
+  which a bit-plane popcount kernel can fold into the query.
 * ternary, ``layout="base3"``: 5 trits per byte, ``byte = sum_i (t_i + 1) * 3**i`` over dimensions
   ``5k .. 5k+4`` (``i`` = position in the group, padding trits are 0), ``ceil(d / 5)`` bytes = 1.6
   bits/dim; ``layout="planes"``: the int2 plane layout with level index ``t + 1`` (so ``t = -1 + b0 +
@@ -228,10 +228,10 @@ class Int2Quantizer(_RotatedCodes):
 
     Parameters
     ----------
-    levels : {"symmetric", "lloyd", "uniform"}
-        ``"symmetric"``: Lloyd-Max levels ``m -+ s1, m -+ s2`` around each dimension's mean (affine in
-        the two bit planes); ``"lloyd"``: unconstrained per-dimension 4-level Lloyd-Max; ``"uniform"``:
-        4 evenly spaced levels over each dimension's ``[100 - p, p]`` percentile range.
+    levels : {"lloyd", "symmetric", "uniform"}
+        ``"lloyd"``: per-dimension 4-level Lloyd-Max (k-means in 1-d, started at quantiles);
+        ``"symmetric"``: Lloyd-Max levels ``m -+ s1, m -+ s2`` around each dimension's mean;
+        ``"uniform"``: 4 evenly spaced levels over each dimension's ``[100 - p, p]`` percentile range.
     percentile : float
         ``p`` of the uniform levels (ignored otherwise).
     rotate : bool
@@ -257,7 +257,7 @@ class Int2Quantizer(_RotatedCodes):
     def __init__(
         self,
         *,
-        levels: str = "symmetric",
+        levels: str = "lloyd",
         percentile: float = 99.0,
         rotate: bool = True,
         center: bool = False,
@@ -294,7 +294,7 @@ class Int2Quantizer(_RotatedCodes):
     @property
     def name(self) -> str:
         parts = ["int2"]
-        if self.levels != "symmetric":
+        if self.levels != "lloyd":
             parts.append(self.levels)
         if not self.rotate:
             parts.append("norot")
@@ -320,18 +320,22 @@ class Int2Quantizer(_RotatedCodes):
         else:
             self.levels_ = _symmetric_levels(y)
 
-    def plane_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(offset, w0, w1)`` (d,) float32: level ``b0 + 2 b1`` of dim j = ``offset_j + w0_j b0 + w1_j b1``.
+    def plane_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(offset, w0, w1, w01)`` (d,) float32 with level ``b0 + 2 b1`` of dimension j equal to
+        ``offset_j + w0_j b0 + w1_j b1 + w01_j b0 b1``.
 
-        Exact for ``levels="symmetric"`` and ``"uniform"``; raises for ``"lloyd"`` (4 free levels need a
-        ``b0 * b1`` term).
+        A bit-plane kernel folds these into the query: the score is ``<q, offset>`` plus weighted sums over
+        plane 0, plane 1 and their AND. ``w01`` is 0 for ``"symmetric"`` and ``"uniform"`` levels.
         """
         self.check_fitted()
         lv = self.levels_.astype(np.float64)
-        if self.levels == "lloyd":
-            raise InvalidArgumentError("Lloyd-Max levels are not affine in the bit planes")
-        return (lv[:, 0].astype(np.float32), (lv[:, 1] - lv[:, 0]).astype(np.float32),
-                (lv[:, 2] - lv[:, 0]).astype(np.float32))  # fmt: skip
+        terms = (
+            lv[:, 0],
+            lv[:, 1] - lv[:, 0],
+            lv[:, 2] - lv[:, 0],
+            lv[:, 3] - lv[:, 2] - lv[:, 1] + lv[:, 0],
+        )
+        return tuple(t.astype(np.float32) for t in terms)  # type: ignore[return-value]
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
         y = self._to_rotated(x)
@@ -522,7 +526,7 @@ class TernaryQuantizer(_RotatedCodes):
 _NAMES: dict[str, dict[str, Any]] = {
     "int2": {},
     "int2-refine": {"refine": 3},
-    "int2-lloyd": {"levels": "lloyd"},
+    "int2-symmetric": {"levels": "symmetric"},
     "int2-nofactor": {"correction": False},
     "int2-lloyd-plain": {"levels": "lloyd", "rotate": False, "correction": False},
     "int2-uniform": {"levels": "uniform", "rotate": False, "correction": False},
