@@ -14,20 +14,25 @@ from .base import (
     register_quantizer_name,
 )
 from .binary import BinaryQuantizer
+from .blocks import BlockQuantizer
 from .learned import LearnedBinaryQuantizer, load_quantizer, save_quantizer
+from .lowbit import Int2Quantizer, TernaryQuantizer
 from .matryoshka import MatryoshkaQuantizer
 from .reduction import PCAQuantizer
 from .scalar import FloatQuantizer, ScalarQuantizer
 
 __all__ = [
     "BinaryQuantizer",
+    "BlockQuantizer",
     "FloatQuantizer",
+    "Int2Quantizer",
     "LearnedBinaryQuantizer",
     "MatryoshkaQuantizer",
     "PCAQuantizer",
     "Precision",
     "Quantizer",
     "ScalarQuantizer",
+    "TernaryQuantizer",
     "load_quantizer",
     "make_quantizer",
     "parse_precision",
@@ -59,6 +64,10 @@ def make_quantizer(spec: Any, *, truncate_dim: int | None = None) -> Quantizer:
         precision = parse_precision(spec)
         if precision is Precision.BINARY:
             quantizer = BinaryQuantizer()
+        elif precision is Precision.INT2:
+            quantizer = Int2Quantizer()
+        elif precision is Precision.TERNARY:
+            quantizer = TernaryQuantizer()
         elif precision in (Precision.FLOAT32, Precision.FLOAT16):
             quantizer = FloatQuantizer(precision)
         else:

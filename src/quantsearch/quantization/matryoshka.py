@@ -57,6 +57,11 @@ class MatryoshkaQuantizer(Quantizer):
         self.check_fitted()
         return self.dim
 
+    @property
+    def code_bytes(self) -> int:
+        # the base's own count: codes may carry extra bytes (block scales, per-vector factors)
+        return self.base.code_bytes
+
     def get_params(self) -> dict[str, Any]:
         return {"dim": self.dim, "base": self.base.to_config()}
 

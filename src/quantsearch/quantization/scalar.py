@@ -9,7 +9,7 @@ import numpy as np
 from ..exceptions import InvalidArgumentError
 from .base import Precision, Quantizer, parse_precision
 
-__all__ = ["FloatQuantizer", "ScalarQuantizer", "pack_nibbles", "unpack_nibbles"]
+__all__ = ["FloatQuantizer", "ScalarQuantizer", "pack_nibbles", "reservoir_add", "unpack_nibbles"]
 
 
 class FloatQuantizer(Quantizer):
@@ -142,22 +142,13 @@ class ScalarQuantizer(Quantizer):
         self.max_ = np.percentile(self._sample, q, axis=0).astype(np.float32)
 
     def _reservoir_add(self, x: np.ndarray) -> None:
-        """Uniform reservoir sample (Algorithm R, vectorised per batch) over all rows seen."""
-        sample = getattr(self, "_sample", None)
-        seen = int(getattr(self, "n_samples_seen_", 0))
-        rng = np.random.default_rng(self.seed + seen)
-        if sample is None:
-            sample = np.empty((0, x.shape[1]), np.float32)
-        room = self.max_samples - sample.shape[0]
-        take, rest = x[: max(room, 0)], x[max(room, 0) :]
-        sample = np.concatenate([sample, take]) if take.shape[0] else sample
-        if rest.shape[0]:
-            positions = seen + take.shape[0] + np.arange(rest.shape[0])
-            slots = (rng.random(rest.shape[0]) * (positions + 1)).astype(np.int64)
-            keep = slots < self.max_samples
-            sample = sample.copy()
-            sample[slots[keep]] = rest[keep]
-        self._sample = sample
+        self._sample = reservoir_add(
+            getattr(self, "_sample", None),
+            x,
+            int(getattr(self, "n_samples_seen_", 0)),
+            self.max_samples,
+            self.seed,
+        )
 
     def _finish_fit(self) -> None:
         span = (self.max_ - self.min_).astype(np.float32)
@@ -198,6 +189,29 @@ class ScalarQuantizer(Quantizer):
         weights = queries * self.scale_
         bias = queries @ self.min_
         return np.einsum("qcd,qd->qc", levels, weights, dtype=np.float32) + bias[:, None]
+
+
+def reservoir_add(
+    sample: np.ndarray | None, x: np.ndarray, seen: int, max_samples: int, seed: int
+) -> np.ndarray:
+    """Uniform reservoir sample (Algorithm R, vectorised per batch) of at most ``max_samples`` rows.
+
+    ``sample`` holds the reservoir after ``seen`` earlier rows (None before the first batch); returns
+    the reservoir after ``x`` too. The generator is seeded by ``seed + seen``, so refits are reproducible.
+    """
+    rng = np.random.default_rng(seed + seen)
+    if sample is None:
+        sample = np.empty((0, x.shape[1]), np.float32)
+    room = max_samples - sample.shape[0]
+    take, rest = x[: max(room, 0)], x[max(room, 0) :]
+    sample = np.concatenate([sample, take]) if take.shape[0] else sample
+    if rest.shape[0]:
+        positions = seen + take.shape[0] + np.arange(rest.shape[0])
+        slots = (rng.random(rest.shape[0]) * (positions + 1)).astype(np.int64)
+        keep = slots < max_samples
+        sample = sample.copy()
+        sample[slots[keep]] = rest[keep]
+    return sample
 
 
 def pack_nibbles(levels: np.ndarray) -> np.ndarray:

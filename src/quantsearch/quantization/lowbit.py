@@ -1,0 +1,545 @@
+"""2-bit and ternary (1.58-bit) codes calibrated on data, optionally after a random rotation.
+
+Both families code ``y = (x - c) @ R`` (``c`` the calibration mean or 0, ``R`` a random orthogonal matrix
+or the identity), so ``<q, x> = <q, c> + <q @ R, y>``: a query is rotated once and scored against the
+dequantized ``y``. A per-vector factor ``f`` (stored after the codes as a little-endian float32) rescales
+each vector's reconstruction ``f * y_hat``; :meth:`decode` returns ``c + f * y_hat @ R.T``, so every
+score is exactly the float query's dot product with the decoded vector.
+
+Code layout (one row per vector, uint8):
+
+* int2: two bit planes of ``ceil(d / 8)`` bytes, plane 0 holding the least significant bit of each level
+  index and plane 1 the most significant, in ``np.packbits`` order (dimension 0 in the high bit of the
+  first byte); then the factor (4 bytes) when ``correction`` is on. Level indices are sorted, so level
+  ``l = b0 + 2 * b1`` of dimension ``j`` decodes to ``levels_[j, l] = offset_j + w0_j b0 + w1_j b1 +
+  w01_j b0 b1`` (:meth:`Int2Quantizer.plane_weights`; ``w01 = 0`` for symmetric and uniform levels),
+  which a bit-plane popcount kernel can fold into the query.
+* ternary, ``layout="base3"``: 5 trits per byte, ``byte = sum_i (t_i + 1) * 3**i`` over dimensions
+  ``5k .. 5k+4`` (``i`` = position in the group, padding trits are 0), ``ceil(d / 5)`` bytes = 1.6
+  bits/dim; ``layout="planes"``: the int2 plane layout with level index ``t + 1`` (so ``t = -1 + b0 +
+  2 * b1``), for the same kernel as int2; then the per-vector scale (4 bytes) with ``scale="vector"``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..exceptions import InvalidArgumentError
+from .base import Precision, Quantizer, register_quantizer_name
+from .rotation import random_orthogonal
+from .scalar import reservoir_add
+
+__all__ = [
+    "Int2Quantizer",
+    "TernaryQuantizer",
+    "pack_planes",
+    "pack_trits",
+    "unpack_planes",
+    "unpack_trits",
+]
+
+_FACTOR_BYTES = 4  # one float32 per vector
+_LLOYD_ITERATIONS = 30
+
+
+# ---- packing ------------------------------------------------------------------------------------------
+def pack_planes(levels: np.ndarray) -> np.ndarray:
+    """Pack 2-bit level indices (n, d) in [0, 3] as two bit planes (n, 2 * ceil(d / 8)): LSB plane first."""
+    levels = np.asarray(levels, np.uint8)
+    return np.concatenate([np.packbits(levels & 1, axis=1), np.packbits(levels >> 1, axis=1)], axis=1)
+
+
+def unpack_planes(codes: np.ndarray, dim: int) -> np.ndarray:
+    """Inverse of :func:`pack_planes`: (n, dim) uint8 level indices of the first ``2 ceil(dim / 8)`` bytes."""
+    width = (dim + 7) // 8
+    low = np.unpackbits(codes[:, :width], axis=1, count=dim)
+    high = np.unpackbits(codes[:, width : 2 * width], axis=1, count=dim)
+    return low | (high << 1)
+
+
+_POWERS = np.array([1, 3, 9, 27, 81], np.int32)
+# byte value -> its five trits in {-1, 0, +1}; only 0..242 are valid codes
+_TRIT_TABLE = ((np.arange(256)[:, None] // _POWERS[None, :]) % 3 - 1).astype(np.int8)
+
+
+def pack_trits(trits: np.ndarray) -> np.ndarray:
+    """Pack trits (n, d) in {-1, 0, +1} five to a byte: (n, ceil(d / 5)) uint8 in [0, 242]."""
+    trits = np.asarray(trits)
+    n, d = trits.shape
+    groups = (d + 4) // 5
+    digits = np.ones((n, groups * 5), np.int32)  # padding trits are 0 (digit 1)
+    digits[:, :d] = trits.astype(np.int32) + 1
+    return (digits.reshape(n, groups, 5) @ _POWERS).astype(np.uint8)
+
+
+def unpack_trits(packed: np.ndarray, dim: int) -> np.ndarray:
+    """Inverse of :func:`pack_trits`: (n, ceil(dim / 5)) bytes -> (n, dim) int8 trits."""
+    n = packed.shape[0]
+    return _TRIT_TABLE[packed].reshape(n, -1)[:, :dim]
+
+
+def _factor_bytes(factor: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(factor, dtype="<f4").view(np.uint8).reshape(-1, _FACTOR_BYTES)
+
+
+def _factor_from_bytes(codes: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(codes[:, -_FACTOR_BYTES:]).view("<f4")[:, 0].astype(np.float32)
+
+
+def _least_squares_factor(y: np.ndarray, approx: np.ndarray) -> np.ndarray:
+    """Per row, the f minimising ||y - f * approx||; 1 where approx is 0."""
+    num = np.einsum("nd,nd->n", y, approx, dtype=np.float64)
+    den = np.einsum("nd,nd->n", approx, approx, dtype=np.float64)
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0).astype(np.float32)
+
+
+# ---- shared machinery ------------------------------------------------------------------------------------
+class _RotatedCodes(Quantizer):
+    """Calibration sample, centre and rotation shared by the 2-bit and ternary families."""
+
+    rotation_: np.ndarray
+    center_: np.ndarray
+
+    def __init__(self, *, rotate: bool, center: bool, max_samples: int, seed: int) -> None:
+        if int(max_samples) < 1:
+            raise InvalidArgumentError(f"max_samples must be >= 1, got {max_samples!r}")
+        self.rotate = bool(rotate)
+        self.center = bool(center)
+        self.max_samples = int(max_samples)
+        self.seed = int(seed)
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._sample: np.ndarray | None = None
+
+    def _fit_rows(self, x: np.ndarray) -> None:
+        seen = int(getattr(self, "n_samples_seen_", 0))
+        self._sample = reservoir_add(getattr(self, "_sample", None), x, seen, self.max_samples, self.seed)
+
+    def _finish_fit(self) -> None:
+        sample = self._sample
+        assert sample is not None
+        dim = sample.shape[1]
+        self.center_ = sample.mean(axis=0).astype(np.float32) if self.center else np.zeros(dim, np.float32)
+        if self.rotate:
+            self.rotation_ = random_orthogonal(dim, self.seed)
+        else:
+            self.rotation_ = np.eye(dim, dtype=np.float32)
+        self._fit_rotated(self._to_rotated(sample))
+
+    def _fit_rotated(self, y: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _to_rotated(self, x: np.ndarray) -> np.ndarray:
+        y = x - self.center_
+        return np.ascontiguousarray(y @ self.rotation_ if self.rotate else y, dtype=np.float32)
+
+    # the codes live in the rotated space: the estimate is <q, c> + <q @ R, f * y_hat>
+    def _rotated_estimate(self, codes: np.ndarray) -> np.ndarray:
+        """``f * y_hat`` (n, d) float32 of each code, in the rotated space."""
+        raise NotImplementedError
+
+    def _decode(self, codes: np.ndarray) -> np.ndarray:
+        y = self._rotated_estimate(codes)
+        x = y @ self.rotation_.T if self.rotate else y
+        return np.ascontiguousarray(x + self.center_, dtype=np.float32)
+
+    def _rotate_queries(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q = np.asarray(queries, np.float32)
+        rotated = q @ self.rotation_ if self.rotate else q
+        return np.ascontiguousarray(rotated, dtype=np.float32), (q @ self.center_).astype(np.float32)
+
+    def score(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        nq, c, width = codes.shape
+        rotated, bias = self._rotate_queries(queries)
+        y = self._rotated_estimate(codes.reshape(-1, width)).reshape(nq, c, -1)
+        return np.einsum("qcd,qd->qc", y, rotated, dtype=np.float32) + bias[:, None]
+
+    def score_all(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        rotated, bias = self._rotate_queries(queries)
+        scores = rotated @ self._rotated_estimate(codes).T + bias[:, None]
+        return np.ascontiguousarray(scores, dtype=np.float32)
+
+    def _common_params(self) -> dict[str, Any]:
+        return {
+            "rotate": self.rotate,
+            "center": self.center,
+            "max_samples": self.max_samples,
+            "seed": self.seed,
+        }
+
+
+def _nearest_level(y: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Index (n, d) uint8 of the nearest of each dimension's sorted levels (d, L)."""
+    cuts = (levels[:, 1:] + levels[:, :-1]) / np.float32(2.0)
+    index = np.zeros(y.shape, np.uint8)
+    for t in range(cuts.shape[1]):
+        index += y > cuts[:, t]
+    return index
+
+
+def _lloyd_levels(y: np.ndarray) -> np.ndarray:
+    """Per-dimension 4-level Lloyd-Max quantizer (d, 4) of the sample ``y`` (n, d), started at quantiles."""
+    levels = np.quantile(y, [0.125, 0.375, 0.625, 0.875], axis=0).T.astype(np.float64)
+    for _ in range(_LLOYD_ITERATIONS):
+        index = _nearest_level(y, levels.astype(np.float32))
+        updated = levels.copy()
+        for lv in range(4):
+            member = index == lv
+            count = member.sum(axis=0)
+            total = np.where(member, y, 0).sum(axis=0, dtype=np.float64)
+            updated[:, lv] = np.where(count > 0, total / np.maximum(count, 1), levels[:, lv])
+        updated.sort(axis=1)
+        if np.allclose(updated, levels, rtol=0, atol=1e-7):
+            levels = updated
+            break
+        levels = updated
+    return levels.astype(np.float32)
+
+
+def _symmetric_levels(y: np.ndarray) -> np.ndarray:
+    """Per-dimension levels ``m -+ s1, m -+ s2`` (d, 4): 2-level Lloyd-Max on ``|y - m|`` around the mean.
+
+    Four levels symmetric about ``m`` are affine in the two bits of the index (``m - s2 + (s2 - s1) b0 +
+    (s2 + s1) b1``), which keeps the codes scorable plane by plane.
+    """
+    mean = y.mean(axis=0, dtype=np.float64)
+    dev = np.abs(y - mean)
+    inner, outer = np.quantile(dev, [0.25, 0.75], axis=0).astype(np.float64)
+    for _ in range(_LLOYD_ITERATIONS):
+        far = dev > ((inner + outer) / 2)[None, :]
+        n_far = far.sum(axis=0)
+        n_near = dev.shape[0] - n_far
+        new_inner = np.where(n_near > 0, np.where(far, 0, dev).sum(axis=0) / np.maximum(n_near, 1), inner)
+        new_outer = np.where(n_far > 0, np.where(far, dev, 0).sum(axis=0) / np.maximum(n_far, 1), outer)
+        done = np.allclose(new_inner, inner, atol=1e-7) and np.allclose(new_outer, outer, atol=1e-7)
+        inner, outer = new_inner, new_outer
+        if done:
+            break
+    return np.stack([mean - outer, mean - inner, mean + inner, mean + outer], axis=1).astype(np.float32)
+
+
+# ---- 2-bit codes -----------------------------------------------------------------------------------------
+class Int2Quantizer(_RotatedCodes):
+    """Per-dimension 2-bit codes (4 levels per dimension) calibrated on data.
+
+    Parameters
+    ----------
+    levels : {"lloyd", "symmetric", "uniform"}
+        ``"lloyd"``: per-dimension 4-level Lloyd-Max (k-means in 1-d, started at quantiles);
+        ``"symmetric"``: Lloyd-Max levels ``m -+ s1, m -+ s2`` around each dimension's mean;
+        ``"uniform"``: 4 evenly spaced levels over each dimension's ``[100 - p, p]`` percentile range.
+    percentile : float
+        ``p`` of the uniform levels (ignored otherwise).
+    rotate : bool
+        Code ``x @ R`` for a random orthogonal ``R`` (seeded by ``seed``, saved with the index): spreads
+        the energy evenly over the dimensions (MiniLM has constant ones).
+    center : bool
+        Subtract the calibration mean before rotating.
+    correction : bool
+        Store a per-vector factor ``f`` (float32) minimising ``||y - f * y_hat||``.
+    refine : int
+        With ``correction``, alternate this many times between re-encoding ``y / f`` and refitting ``f``
+        (each step lowers the reconstruction error).
+    max_samples : int
+        Rows kept (uniform reservoir) to fit the levels on.
+    seed : int
+        Seed of the rotation and of the reservoir.
+    """
+
+    kind = "int2"
+    levels_: np.ndarray
+    _LEVELS: ClassVar[tuple[str, ...]] = ("symmetric", "lloyd", "uniform")
+
+    def __init__(
+        self,
+        *,
+        levels: str = "lloyd",
+        percentile: float = 99.0,
+        rotate: bool = True,
+        center: bool = False,
+        correction: bool = True,
+        refine: int = 0,
+        max_samples: int = 20_000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(rotate=rotate, center=center, max_samples=max_samples, seed=seed)
+        if levels not in self._LEVELS:
+            raise InvalidArgumentError(f"levels must be one of {self._LEVELS}, got {levels!r}")
+        if not (50.0 < float(percentile) <= 100.0):
+            raise InvalidArgumentError(f"percentile must be in (50, 100], got {percentile!r}")
+        if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
+            raise InvalidArgumentError(f"refine must be an integer >= 0, got {refine!r}")
+        self.levels = levels
+        self.percentile = float(percentile)
+        self.correction = bool(correction)
+        self.refine = int(refine)
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "levels": self.levels,
+            "percentile": self.percentile,
+            "correction": self.correction,
+            "refine": self.refine,
+            **self._common_params(),
+        }
+
+    @property
+    def precision(self) -> Precision:
+        return Precision.INT2
+
+    @property
+    def name(self) -> str:
+        parts = ["int2"]
+        if self.levels != "lloyd":
+            parts.append(self.levels)
+        if not self.rotate:
+            parts.append("norot")
+        if self.center:
+            parts.append("ctr")
+        if not self.correction:
+            parts.append("nofactor")
+        elif self.refine:
+            parts.append(f"refine{self.refine}")
+        return "-".join(parts)
+
+    @property
+    def code_bytes(self) -> int:
+        return 2 * ((self.code_dim + 7) // 8) + (_FACTOR_BYTES if self.correction else 0)
+
+    def _fit_rotated(self, y: np.ndarray) -> None:
+        if self.levels == "uniform":
+            lo = np.percentile(y, 100.0 - self.percentile, axis=0)
+            hi = np.percentile(y, self.percentile, axis=0)
+            self.levels_ = (lo[:, None] + (hi - lo)[:, None] * np.arange(4)[None, :] / 3.0).astype(np.float32)
+        elif self.levels == "lloyd":
+            self.levels_ = _lloyd_levels(y)
+        else:
+            self.levels_ = _symmetric_levels(y)
+
+    def plane_weights(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(offset, w0, w1, w01)`` (d,) float32 with level ``b0 + 2 b1`` of dimension j equal to
+        ``offset_j + w0_j b0 + w1_j b1 + w01_j b0 b1``.
+
+        A bit-plane kernel folds these into the query: the score is ``<q, offset>`` plus weighted sums over
+        plane 0, plane 1 and their AND. ``w01`` is 0 for ``"symmetric"`` and ``"uniform"`` levels.
+        """
+        self.check_fitted()
+        lv = self.levels_.astype(np.float64)
+        terms = (
+            lv[:, 0],
+            lv[:, 1] - lv[:, 0],
+            lv[:, 2] - lv[:, 0],
+            lv[:, 3] - lv[:, 2] - lv[:, 1] + lv[:, 0],
+        )
+        return tuple(t.astype(np.float32) for t in terms)  # type: ignore[return-value]
+
+    def _encode(self, x: np.ndarray) -> np.ndarray:
+        y = self._to_rotated(x)
+        index = _nearest_level(y, self.levels_)
+        if not self.correction:
+            return pack_planes(index)
+        factor = _least_squares_factor(y, self._level_values(index))
+        for _ in range(self.refine):
+            safe = np.where(factor > 0, factor, np.float32(1.0))[:, None]
+            index = _nearest_level(y / safe, self.levels_)
+            factor = _least_squares_factor(y, self._level_values(index))
+        return np.concatenate([pack_planes(index), _factor_bytes(factor)], axis=1)
+
+    def _level_values(self, index: np.ndarray) -> np.ndarray:
+        return self.levels_[np.arange(index.shape[1])[None, :], index]
+
+    def _rotated_estimate(self, codes: np.ndarray) -> np.ndarray:
+        y = self._level_values(unpack_planes(codes, self.code_dim))
+        if self.correction:
+            y = y * _factor_from_bytes(codes)[:, None]
+        return np.ascontiguousarray(y, dtype=np.float32)
+
+
+# ---- ternary codes ---------------------------------------------------------------------------------------
+def _optimal_support(a: np.ndarray, axis: int) -> np.ndarray:
+    """Threshold per row (axis=1) or column (axis=0) keeping the m largest ``a`` that maximise sum/sqrt(m).
+
+    For a single scale ``alpha`` the ternary approximation ``alpha * sign(u) * [|u| >= t]`` of ``u`` removes
+    ``(sum of kept |u|)^2 / m`` of its squared error, so this m is the exact optimum (ties kept together).
+    """
+    ordered = -np.sort(-a, axis=axis)
+    counts = np.arange(1, a.shape[axis] + 1, dtype=np.float64)
+    counts = counts[None, :] if axis == 1 else counts[:, None]
+    gain = np.cumsum(ordered, axis=axis, dtype=np.float64) / np.sqrt(counts)
+    best = np.argmax(gain, axis=axis)
+    if axis == 1:
+        return ordered[np.arange(a.shape[0]), best]
+    return ordered[best, np.arange(a.shape[1])]
+
+
+class TernaryQuantizer(_RotatedCodes):
+    """Ternary codes: each dimension is -1, 0 or +1 times a scale (1.58 bits of information per dimension).
+
+    ``u = (y - m) / s`` with ``m``, ``s`` the per-dimension mean and standard deviation of the (rotated)
+    calibration sample; a dimension's trit is ``sign(u_j)`` where ``|u_j|`` clears the threshold, else 0.
+
+    Parameters
+    ----------
+    scale : {"vector", "dimension"}
+        ``"vector"``: the threshold and the scale ``alpha`` (float32, stored after the trits) are chosen per
+        vector at encoding, decoding to ``m + s * alpha * t``; ``"dimension"``: threshold and scale per
+        dimension, fitted on the calibration sample (no per-vector bytes), decoding to ``m + alpha_j t_j``.
+    threshold : "optimal" or float
+        ``"optimal"`` keeps the support that minimises the squared error for a single scale (exact,
+        by sorting); a number ``k`` gives the TWN rule ``k * mean |u|`` (Li et al. 2016 use 0.7).
+    layout : {"base3", "planes"}
+        ``"base3"``: 5 trits per byte (1.6 bits/dim); ``"planes"``: the 2-bit plane layout of
+        :class:`Int2Quantizer` (index ``t + 1``, 2 bits/dim), for bit-plane kernels.
+    rotate, max_samples, seed
+        As in :class:`Int2Quantizer`.
+    """
+
+    kind = "ternary"
+    mean_: np.ndarray
+    spread_: np.ndarray
+    alpha_: np.ndarray
+    threshold_: np.ndarray
+
+    def __init__(
+        self,
+        *,
+        scale: str = "vector",
+        threshold: str | float = "optimal",
+        layout: str = "base3",
+        rotate: bool = True,
+        max_samples: int = 20_000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(rotate=rotate, center=False, max_samples=max_samples, seed=seed)
+        if scale not in ("vector", "dimension"):
+            raise InvalidArgumentError(f"scale must be 'vector' or 'dimension', got {scale!r}")
+        if layout not in ("base3", "planes"):
+            raise InvalidArgumentError(f"layout must be 'base3' or 'planes', got {layout!r}")
+        if threshold != "optimal":
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
+                raise InvalidArgumentError(f"threshold must be 'optimal' or a number > 0, got {threshold!r}")
+            threshold = float(threshold)
+        self.scale = scale
+        self.threshold = threshold
+        self.layout = layout
+
+    def get_params(self) -> dict[str, Any]:
+        params = {
+            "scale": self.scale,
+            "threshold": self.threshold,
+            "layout": self.layout,
+            **self._common_params(),
+        }
+        del params["center"]  # the per-dimension mean is always part of the code
+        return params
+
+    @property
+    def precision(self) -> Precision:
+        return Precision.TERNARY
+
+    @property
+    def name(self) -> str:
+        parts = ["ternary"]
+        if self.scale == "dimension":
+            parts.append("dim")
+        if self.threshold != "optimal":
+            parts.append(f"twn{self.threshold:g}".replace(".", "p"))
+        if not self.rotate:
+            parts.append("norot")
+        if self.layout == "planes":
+            parts.append("planes")
+        return "-".join(parts)
+
+    @property
+    def _trit_bytes(self) -> int:
+        d = self.code_dim
+        return 2 * ((d + 7) // 8) if self.layout == "planes" else (d + 4) // 5
+
+    @property
+    def code_bytes(self) -> int:
+        return self._trit_bytes + (_FACTOR_BYTES if self.scale == "vector" else 0)
+
+    def _fit_rotated(self, y: np.ndarray) -> None:
+        self.mean_ = y.mean(axis=0).astype(np.float32)
+        dev = y - self.mean_
+        if self.scale == "vector":
+            spread = dev.std(axis=0)
+            # constant dimensions (MiniLM has some) code as 0 whatever their unit
+            self.spread_ = np.where(spread > 0, spread, 1.0).astype(np.float32)
+            return
+        a = np.abs(dev)
+        if self.threshold == "optimal":
+            thr = _optimal_support(a, axis=0)
+        else:
+            thr = np.float32(self.threshold) * a.mean(axis=0)
+        kept = a >= thr[None, :]
+        count = kept.sum(axis=0)
+        self.threshold_ = thr.astype(np.float32)
+        self.alpha_ = np.where(count > 0, np.where(kept, a, 0).sum(axis=0) / np.maximum(count, 1), 0).astype(
+            np.float32
+        )
+
+    def _trits(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        dev = y - self.mean_
+        if self.scale == "dimension":
+            return (np.sign(dev) * (np.abs(dev) >= self.threshold_)).astype(np.int8), None
+        u = dev / self.spread_
+        a = np.abs(u)
+        if self.threshold == "optimal":
+            thr = _optimal_support(a, axis=1)
+        else:
+            thr = np.float32(self.threshold) * a.mean(axis=1)
+        kept = (a >= thr[:, None]) & (a > 0)
+        count = kept.sum(axis=1)
+        alpha = np.where(count > 0, np.where(kept, a, 0).sum(axis=1) / np.maximum(count, 1), 0)
+        return (np.sign(u) * kept).astype(np.int8), alpha.astype(np.float32)
+
+    def _encode(self, x: np.ndarray) -> np.ndarray:
+        trits, alpha = self._trits(self._to_rotated(x))
+        packed = pack_planes(trits + 1) if self.layout == "planes" else pack_trits(trits)
+        return packed if alpha is None else np.concatenate([packed, _factor_bytes(alpha)], axis=1)
+
+    def decode_trits(self, codes: np.ndarray) -> np.ndarray:
+        """The (n, code_dim) int8 trits of stored codes."""
+        codes = self._check_codes(codes)
+        return self._unpack(codes)
+
+    def _unpack(self, codes: np.ndarray) -> np.ndarray:
+        if self.layout == "planes":
+            return unpack_planes(codes, self.code_dim).astype(np.int8) - 1
+        return unpack_trits(codes[:, : self._trit_bytes], self.code_dim)
+
+    def _rotated_estimate(self, codes: np.ndarray) -> np.ndarray:
+        trits = self._unpack(codes).astype(np.float32)
+        if self.scale == "dimension":
+            y = trits * self.alpha_ + self.mean_
+        else:
+            y = trits * (_factor_from_bytes(codes)[:, None] * self.spread_) + self.mean_
+        return np.ascontiguousarray(y, dtype=np.float32)
+
+
+# ---- spec names (measured defaults and the variants of docs/benchmarks.md) --------------------------------
+_NAMES: dict[str, dict[str, Any]] = {
+    "int2": {},
+    "int2-refine": {"refine": 3},
+    "int2-symmetric": {"levels": "symmetric"},
+    "int2-nofactor": {"correction": False},
+    "int2-lloyd-plain": {"levels": "lloyd", "rotate": False, "correction": False},
+    "int2-uniform": {"levels": "uniform", "rotate": False, "correction": False},
+    "int2-uniform-rot": {"levels": "uniform", "correction": False},
+}
+for _name, _params in _NAMES.items():
+    register_quantizer_name(_name, partial(Int2Quantizer, **_params))
+
+_TERNARY_NAMES: dict[str, dict[str, Any]] = {
+    "ternary": {},
+    "ternary-planes": {"layout": "planes"},
+    "ternary-twn": {"scale": "dimension", "threshold": 0.7, "rotate": False},
+    "ternary-dim": {"scale": "dimension"},
+}
+for _name, _params in _TERNARY_NAMES.items():
+    register_quantizer_name(_name, partial(TernaryQuantizer, **_params))
