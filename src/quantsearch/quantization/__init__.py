@@ -15,14 +15,17 @@ from .base import (
 )
 from .binary import BinaryQuantizer
 from .matryoshka import MatryoshkaQuantizer
+from .rabitq import BitPlaneForm, RaBitQQuantizer
 from .scalar import FloatQuantizer, ScalarQuantizer
 
 __all__ = [
     "BinaryQuantizer",
+    "BitPlaneForm",
     "FloatQuantizer",
     "MatryoshkaQuantizer",
     "Precision",
     "Quantizer",
+    "RaBitQQuantizer",
     "ScalarQuantizer",
     "make_quantizer",
     "parse_precision",
