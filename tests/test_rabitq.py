@@ -45,6 +45,19 @@ def test_hadamard_spreads_a_basis_vector_over_every_coordinate() -> None:
     assert np.abs(h).max() < 0.3  # no coordinate keeps most of its energy (1/sqrt(384) = 0.05 is ideal)
 
 
+def test_itq_restarts_keep_the_lowest_quantization_error() -> None:
+    from quantsearch.quantization.rotation import itq_rotation
+
+    rng = np.random.default_rng(0)
+    v = (rng.standard_normal((500, 16)) * np.geomspace(3, 0.3, 16)).astype(np.float32)
+    v -= v.mean(axis=0)
+    single = [float(np.abs(v @ itq_rotation(v, iterations=10, seed=s)).sum()) for s in (7, 8, 9)]
+    best = itq_rotation(v, iterations=10, seed=7, restarts=3)
+    np.testing.assert_allclose(best.T @ best, np.eye(16), atol=1e-5)
+    # ||sign(VR) - VR||^2 = const - 2 sum |VR|: the kept start has the largest L1 norm
+    assert float(np.abs(v @ best).sum()) == pytest.approx(max(single), rel=1e-6)
+
+
 # ---- estimator math -----------------------------------------------------------------------------------
 def test_one_bit_estimate_matches_the_rabitq_formula() -> None:
     """score = ||x - c|| <R q, b> / <b, R (x - c) / ||x - c||> + <q, c> with b = sign(R (x - c))/sqrt(d)."""
@@ -199,7 +212,7 @@ def test_index_saves_and_reloads_rabitq_tier(tmp_path) -> None:
 def test_named_configurations_fit_and_round_trip_their_config() -> None:
     rng = np.random.default_rng(3)
     docs = clustered(rng, 200, 40)
-    names = ["sign-asym", "itq", "rabitq", "rabitq-itq", "rabitq2", "rabitq3", "rabitq4"]
+    names = ["sign-asym", "itq", "rabitq", "rabitq-hadamard", "rabitq-itq", "rabitq2", "rabitq3", "rabitq4"]
     tiers = set()
     for name in names:
         quantizer = make_quantizer(name)

@@ -370,6 +370,7 @@ register_quantizer_name(
 )  # float query . sign(x)
 register_quantizer_name("itq", lambda: _itq(1, correct=False, magnitudes=True))
 register_quantizer_name("rabitq", lambda: RaBitQQuantizer(1, "random"))
+register_quantizer_name("rabitq-hadamard", lambda: RaBitQQuantizer(1, "hadamard"))
 register_quantizer_name("rabitq-itq", lambda: _itq(1, magnitudes=True))
 register_quantizer_name("rabitq2", lambda: _itq(2))
 register_quantizer_name("rabitq3", lambda: _itq(3))
