@@ -6,7 +6,8 @@ from ITQ (the rotation that brings the centred corpus closest to the hypercube's
 per-bit magnitudes in ``D``) and is trained by self-distillation: query-like views of corpus
 documents (unit vectors at cosine 0.7 to their document) act as pseudo-queries, and the softmax over
 each one's candidates (its float32 nearest neighbours plus random documents) of the estimated
-scores is pulled towards the softmax of the float32 scores (KL divergence at ``temperature``). ``sign`` is replaced by ``tanh(beta * z / sigma)`` whose scale
+scores is pulled towards the softmax of the float32 scores (KL divergence at ``temperature``).
+``sign`` is replaced by ``tanh(beta * z / sigma)`` whose scale
 ``beta`` grows geometrically during training; the forward pass uses the hard sign (straight-through),
 so the loss is that of the real codes.
 

@@ -18,11 +18,13 @@ from .blocks import BlockQuantizer
 from .learned import LearnedBinaryQuantizer, load_quantizer, save_quantizer
 from .lowbit import Int2Quantizer, TernaryQuantizer
 from .matryoshka import MatryoshkaQuantizer
+from .rabitq import BitPlaneForm, RaBitQQuantizer
 from .reduction import PCAQuantizer
 from .scalar import FloatQuantizer, ScalarQuantizer
 
 __all__ = [
     "BinaryQuantizer",
+    "BitPlaneForm",
     "BlockQuantizer",
     "FloatQuantizer",
     "Int2Quantizer",
@@ -31,6 +33,7 @@ __all__ = [
     "PCAQuantizer",
     "Precision",
     "Quantizer",
+    "RaBitQQuantizer",
     "ScalarQuantizer",
     "TernaryQuantizer",
     "load_quantizer",
