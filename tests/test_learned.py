@@ -13,7 +13,7 @@ from quantsearch.cli import main
 from quantsearch.exceptions import CorruptIndexError, InvalidArgumentError, NotFittedError
 from quantsearch.quantization import (
     LearnedBinaryQuantizer,
-    learned,
+    base,
     load_quantizer,
     make_quantizer,
     quantizer_from_config,
@@ -123,7 +123,7 @@ def test_codes_and_scores_match_the_brute_force_estimator(bits: int | None, hidd
     # each returned score is within the quantization bound of the exact estimate, and nothing left
     # out beats the k-th returned row by more than twice that bound
     w, _ = q.query_form(queries)
-    delta = (w.max(1) - w.min(1)) / (2**learned.SCAN_QUERY_BITS - 1)
+    delta = (w.max(1) - w.min(1)) / (2**base.SCAN_QUERY_BITS - 1)
     _, alpha = q.split_codes(codes)
     # |<w, s> - estimate| <= 2 * delta / 2 * bits for s = 2b - 1
     bound = (delta[:, None] * n_bits) * np.abs(alpha)[None, :] + 1e-4
@@ -133,7 +133,7 @@ def test_codes_and_scores_match_the_brute_force_estimator(bits: int | None, hidd
     assert (ref.max(1) <= got.max(1) + 2 * bound.max(1)).all()
     # with exact float weights the scan is the brute-force top-k of the estimator itself
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(learned, "SCAN_QUERY_BITS", None)
+        mp.setattr(base, "SCAN_QUERY_BITS", None)
         _, rows = q.scan_topk(queries, codes, 5)
     np.testing.assert_array_equal(rows, np.argsort(-ref, axis=1, kind="stable")[:, :5])
     # the bits are the signs of the projection, packed in np.packbits order

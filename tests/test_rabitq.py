@@ -7,7 +7,7 @@ import pytest
 
 from quantsearch import Index, MatryoshkaQuantizer, make_quantizer
 from quantsearch.exceptions import InvalidArgumentError
-from quantsearch.quantization import RaBitQQuantizer, quantizer_from_config
+from quantsearch.quantization import RaBitQQuantizer, base, quantizer_from_config
 from quantsearch.quantization.rotation import hadamard_signs, hadamard_transform
 
 
@@ -172,12 +172,22 @@ def test_decode_score_and_scan_agree(params: dict) -> None:
         quantizer.score(queries, codes[pick]), np.take_along_axis(reference, pick, 1), rtol=1e-4, atol=1e-5
     )
     valid = rng.random(120) > 0.2
-    scores, rows = quantizer.scan_topk(queries, codes, 10, valid=valid)
+    with pytest.MonkeyPatch.context() as mp:  # exact float weights: the scan is the brute force
+        mp.setattr(base, "SCAN_QUERY_BITS", None)
+        scores, rows = quantizer.scan_topk(queries, codes, 10, valid=valid)
     masked = np.where(valid, all_scores, -np.inf)
     for i in range(4):
         order = np.lexsort((np.arange(120), -masked[i].astype(np.float64)))[:10]
         np.testing.assert_array_equal(rows[i], order)
-        np.testing.assert_allclose(scores[i], masked[i, order], rtol=1e-6)
+        np.testing.assert_allclose(scores[i], masked[i, order], rtol=1e-5, atol=1e-6)
+    # the default popcount scan (8-bit query levels) returns estimates within the quantization bound
+    scores8, rows8 = quantizer.scan_topk(queries, codes, 10, valid=valid)
+    assert valid[rows8].all()
+    form = quantizer.bit_plane_form(queries, codes)
+    delta = (form.weights.max(1) - form.weights.min(1)) / 255
+    bound = delta * quantizer.code_dim * form.plane_coefs.sum() * np.abs(form.row_scale).max() / 2
+    exact = np.take_along_axis(all_scores, rows8, 1)
+    assert (np.abs(scores8 - exact) <= bound[:, None] + 1e-5).all()
 
 
 def test_estimates_rank_better_with_more_bits() -> None:

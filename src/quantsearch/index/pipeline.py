@@ -126,7 +126,7 @@ def _linear_form(
     only: a subclass may override ``score``.
     """
     # the reduction wrappers map the query in prepare_queries and leave the codes to their base
-    base = quantizer.base if type(quantizer) in (MatryoshkaQuantizer, PCAQuantizer) else quantizer
+    base = quantizer.base if isinstance(quantizer, (MatryoshkaQuantizer, PCAQuantizer)) else quantizer
     if type(base) is ScalarQuantizer:
         weights = np.ascontiguousarray(prepared * base.scale_, dtype=np.float32)
         bias = (prepared @ base.min_).astype(np.float32)

@@ -330,6 +330,12 @@ def quantizer_from_config(config: dict[str, Any]) -> Quantizer:
     return cls(**params)
 
 
+#: query levels of the popcount candidate scans of asymmetric bit-plane codes (RaBitQ, learned): the
+#: query weights are quantized to 8 bits so the scan runs on popcounts, which keeps ~98% of the exact
+#: scan's top-10 (docs/benchmarks.md); rescoring (``score``) always uses the exact float weights.
+#: ``None`` makes the scans exact (byte lookup tables, ~5x slower).
+SCAN_QUERY_BITS: int | None = 8
+
 # rows scored per block in a default scan: bounds the (nq, block) work arrays whatever n is
 _SCAN_BLOCK = 8192
 

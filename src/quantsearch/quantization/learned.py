@@ -31,14 +31,12 @@ import numpy as np
 
 from ..exceptions import CorruptIndexError, InvalidArgumentError
 from ..kernels import planes_topk
+from . import base
 from .base import Precision, Quantizer, quantizer_from_config, register_quantizer_name
 from .binary import pack_bits
 
 __all__ = ["LearnedBinaryQuantizer", "load_quantizer", "save_quantizer"]
 
-#: query levels of the candidate scan: 8-bit weights keep ~98% of the exact scan's top-10 (docs/benchmarks.md)
-#: at popcount speed; rescoring (``score``) uses the exact float weights
-SCAN_QUERY_BITS = 8
 #: bytes of the per-vector factor stored after the bit plane
 FACTOR_BYTES = 2
 _FACTOR_DTYPE = np.dtype("<f2")
@@ -282,12 +280,12 @@ class LearnedBinaryQuantizer(Quantizer):
         self, queries: np.ndarray, codes: np.ndarray, k: int, *, valid: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Candidate scan on the popcount kernel: <w, s> = 2 <w, b> - sum(w) for s = 2b - 1 in {-1, +1},
-        with the query weights quantized to :data:`SCAN_QUERY_BITS` levels (see ``planes_topk``)."""
+        with the query weights quantized to ``base.SCAN_QUERY_BITS`` levels (see ``planes_topk``)."""
         w, bias = self.query_form(queries)
         _, alpha = self.split_codes(codes)
         scores, rows = planes_topk(
             w, codes, k, planes=1, plane_coef=np.array([2.0], np.float32), row_scale=alpha,
-            query_offset=-w.sum(axis=1), valid=valid, query_bits=SCAN_QUERY_BITS,
+            query_offset=-w.sum(axis=1), valid=valid, query_bits=base.SCAN_QUERY_BITS,
         )  # fmt: skip
         return (scores + bias[:, None]).astype(np.float32), rows
 

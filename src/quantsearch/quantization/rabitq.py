@@ -30,7 +30,9 @@ import numpy as np
 
 from .._validation import check_positive_int
 from ..exceptions import InvalidArgumentError
-from .base import Precision, Quantizer, register_quantizer_name, topk_blocks
+from ..kernels import planes_topk
+from . import base
+from .base import Precision, Quantizer, register_quantizer_name
 from .rotation import hadamard_signs, hadamard_transform, itq_rotation, random_orthogonal
 
 __all__ = ["BitPlaneForm", "RaBitQQuantizer"]
@@ -349,11 +351,16 @@ class RaBitQQuantizer(Quantizer):
     def scan_topk(
         self, queries: np.ndarray, codes: np.ndarray, k: int, *, valid: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-``k`` of the estimates over every row (numpy bit-plane matmul, in blocks)."""
+        """Top-``k`` of the estimates over every row on the popcount kernel (``planes_topk``), the
+        query weights quantized to ``base.SCAN_QUERY_BITS`` levels (exact float weights with None)."""
         q = np.ascontiguousarray(self.prepare_queries(queries), dtype=np.float32)
-        return topk_blocks(
-            lambda a, b: self.score_all(q, codes[a:b]), q.shape[0], codes.shape[0], k, valid=valid
-        )
+        form = self.bit_plane_form(q, codes)
+        scores, rows = planes_topk(
+            form.weights, codes, k, planes=self.bits, plane_coef=form.plane_coefs,
+            row_scale=form.row_scale, row_bias=form.row_bias, query_offset=form.query_offset,
+            valid=valid, query_bits=base.SCAN_QUERY_BITS,
+        )  # fmt: skip
+        return (scores + form.query_bias[:, None]).astype(np.float32), rows
 
 
 # ---- named configurations ------------------------------------------------------------------------------
