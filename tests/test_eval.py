@@ -326,3 +326,29 @@ def test_table_and_markdown_are_sorted_by_ram(toy_report) -> None:
     assert sum(line.startswith("| ") for line in md) == len(toy_report.rows) + 1  # header + rows
     assert any("faiss-flat-ip | peer" in line for line in md)
     assert not any(math.isnan(r["retention"]) for r in toy_report.rows)
+
+
+def test_plot_labels_are_placed_apart_and_placement_ends() -> None:
+    """Label placement ends on near-equal retentions (rounding once made it loop forever) and
+    leaves labels that are close in x at least ``gap`` apart in y."""
+    import random
+
+    from quantsearch.evaluation.report import _label_positions
+
+    rng = random.Random(0)
+    for _ in range(300):
+        rows = [
+            {
+                "retention": rng.choice([0.95, 0.9632, 0.97, 1.0]) + rng.random() * 1e-3,
+                "b": rng.choice([48, 52, 100]),
+            }
+            for _ in range(12)
+        ]
+        gap = 0.028 * rng.choice([0.3, 5.0, 17.3])
+        placed = _label_positions(rows, "b", gap)
+        assert len(placed) == 12
+        for i, (a, ya) in enumerate(placed):
+            assert ya <= 100 * a["retention"]
+            for b, yb in placed[:i]:
+                if abs(math.log(a["b"] / b["b"])) < math.log(2.5):
+                    assert abs(ya - yb) >= gap * (1 - 1e-6)

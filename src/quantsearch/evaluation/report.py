@@ -158,13 +158,16 @@ def _label_positions(rows: list[dict[str, Any]], key: str, gap: float) -> list[t
     placed: list[tuple[dict[str, Any], float]] = []
     for r in sorted(rows, key=lambda r: -r["retention"]):
         y = 100 * r["retention"]
-        moved = True
-        while moved:
-            moved = False
-            for other, other_y in placed:
-                # a label spans about a factor 2.5 to the right of its point on these log axes
-                if abs(math.log(r[key] / other[key])) < math.log(2.5) and abs(y - other_y) < gap:
-                    y, moved = other_y - gap, True
+        # a label spans about a factor 2.5 to the right of its point on these log axes
+        near = sorted(
+            (other_y for other, other_y in placed if abs(math.log(r[key] / other[key])) < math.log(2.5)),
+            reverse=True,
+        )
+        # walk down past the labels in the way, highest first: y only decreases, so this ends
+        # (comparing y - gap against other_y - gap, which rounding can make equal, looped forever)
+        for other_y in near:
+            if abs(y - other_y) < gap * (1 - 1e-9):
+                y = min(y, other_y - gap)
         placed.append((r, y))
     return placed
 
