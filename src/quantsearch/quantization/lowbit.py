@@ -244,6 +244,14 @@ class Int2Quantizer(_RotatedCodes):
     refine : int
         With ``correction``, alternate this many times between re-encoding ``y / f`` and refitting ``f``
         (each step lowers the reconstruction error).
+    learn_rotation : int
+        With ``rotate``, learn the rotation instead of drawing it: this many alternations between
+        fitting the levels to ``V R`` and the orthogonal Procrustes step ``R = U W^T`` of
+        ``V^T Y_hat = U S W^T`` (ITQ, generalised from sign bits to the 2-bit levels), each lowering
+        ``||V R - Y_hat||``. 0 keeps the random rotation.
+    restarts : int
+        With ``learn_rotation``, random starts (seeds ``seed``, ``seed + 1``, ...); the rotation with
+        the lowest relative quantization error is kept (the local optimum depends on the start).
     max_samples : int
         Rows kept (uniform reservoir) to fit the levels on.
     seed : int
@@ -263,10 +271,17 @@ class Int2Quantizer(_RotatedCodes):
         center: bool = False,
         correction: bool = True,
         refine: int = 0,
+        learn_rotation: int = 0,
+        restarts: int = 1,
         max_samples: int = 20_000,
         seed: int = 0,
     ) -> None:
         super().__init__(rotate=rotate, center=center, max_samples=max_samples, seed=seed)
+        for value, what, low in ((learn_rotation, "learn_rotation", 0), (restarts, "restarts", 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise InvalidArgumentError(f"{what} must be an integer >= {low}, got {value!r}")
+        self.learn_rotation = int(learn_rotation)
+        self.restarts = int(restarts)
         if levels not in self._LEVELS:
             raise InvalidArgumentError(f"levels must be one of {self._LEVELS}, got {levels!r}")
         if not (50.0 < float(percentile) <= 100.0):
@@ -284,6 +299,8 @@ class Int2Quantizer(_RotatedCodes):
             "percentile": self.percentile,
             "correction": self.correction,
             "refine": self.refine,
+            "learn_rotation": self.learn_rotation,
+            "restarts": self.restarts,
             **self._common_params(),
         }
 
@@ -298,6 +315,8 @@ class Int2Quantizer(_RotatedCodes):
             parts.append(self.levels)
         if not self.rotate:
             parts.append("norot")
+        elif self.learn_rotation:
+            parts.append(f"itq{self.learn_rotation}x{self.restarts}")
         if self.center:
             parts.append("ctr")
         if not self.correction:
@@ -309,6 +328,30 @@ class Int2Quantizer(_RotatedCodes):
     @property
     def code_bytes(self) -> int:
         return 2 * ((self.code_dim + 7) // 8) + (_FACTOR_BYTES if self.correction else 0)
+
+    def _finish_fit(self) -> None:
+        super()._finish_fit()  # centre, a random rotation and the levels
+        if not (self.rotate and self.learn_rotation):
+            return
+        assert self._sample is not None
+        v = (self._sample - self.center_).astype(np.float64)
+        best_error, best_rotation = np.inf, self.rotation_
+        for start in range(self.restarts):
+            rotation = random_orthogonal(v.shape[1], self.seed + start).astype(np.float64)
+            for _ in range(self.learn_rotation):
+                self._fit_rotated((v @ rotation).astype(np.float32))
+                target = self._level_values(_nearest_level((v @ rotation).astype(np.float32), self.levels_))
+                u, _, wt = np.linalg.svd(v.T @ target)
+                rotation = u @ wt
+            y = (v @ rotation).astype(np.float32)
+            self._fit_rotated(y)
+            error = float(
+                ((y - self._level_values(_nearest_level(y, self.levels_))) ** 2).sum() / (y**2).sum()
+            )
+            if error < best_error:
+                best_error, best_rotation = error, rotation.astype(np.float32)
+        self.rotation_ = best_rotation
+        self._fit_rotated(self._to_rotated(self._sample))
 
     def _fit_rotated(self, y: np.ndarray) -> None:
         if self.levels == "uniform":
@@ -525,6 +568,7 @@ class TernaryQuantizer(_RotatedCodes):
 # ---- spec names (measured defaults and the variants of docs/benchmarks.md) --------------------------------
 _NAMES: dict[str, dict[str, Any]] = {
     "int2": {},
+    "int2-itq": {"center": True, "learn_rotation": 15, "restarts": 5},
     "int2-refine": {"refine": 3},
     "int2-symmetric": {"levels": "symmetric"},
     "int2-nofactor": {"correction": False},
