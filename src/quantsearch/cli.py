@@ -364,7 +364,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation.configs import DEFAULT_CONFIGS, DEFAULT_PEERS
+    from .evaluation.configs import PRESETS
     from .evaluation.harness import evaluate_dataset
     from .evaluation.report import format_table, write_report
 
@@ -372,11 +372,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"  {row['config']:<28} NDCG@{args.k} {row[f'ndcg@{args.k}']:.4f}", file=sys.stderr)
 
-    peers = () if args.no_peers else (args.peers if args.peers is not None else DEFAULT_PEERS)
+    preset_configs, preset_peers = PRESETS[args.preset]
+    peers = () if args.no_peers else (args.peers if args.peers is not None else preset_peers)
     t0 = time.perf_counter()
     report = evaluate_dataset(
         args.dataset,
-        args.configs if args.configs is not None else DEFAULT_CONFIGS,
+        args.configs if args.configs is not None else preset_configs,
         peers=peers,
         split=args.split,
         model=args.model,
@@ -505,11 +506,18 @@ def make_parser() -> argparse.ArgumentParser:
         help="quality, memory and latency of every configuration on a BEIR collection, with peers",
         description="Embed a BEIR collection once (cached), then measure NDCG@10, recall, MRR, retention, "
         "bytes per vector and latency of each configuration and of peer libraries on the same embeddings. "
-        "Config specs: [mrl<DIM>:]<stage>[><stage>...][@<oversampling>], e.g. float32, int8, binary, "
-        "binary>int8@10, mrl256:binary>int8@4.",
+        "Config specs: [mrl<DIM>:|pca<DIM>:]<stage>[><stage>...][@<oversampling>], e.g. float32, int8, "
+        "binary, binary>int8@10, rabitq-itq, int2-itq, q4_0, mrl256:binary>int8@4, pca256:rabitq-itq.",
     )
     p.add_argument("dataset", help="BEIR-layout folder, or a BEIR dataset name (scifact, nfcorpus, ...)")
-    p.add_argument("--configs", nargs="+", default=None, help="our configurations (default: the full sweep)")
+    p.add_argument("--configs", nargs="+", default=None, help="our configurations (default: the preset's)")
+    p.add_argument(
+        "--preset",
+        choices=("default", "codes"),
+        default="default",
+        help="named sweep: 'default' (precisions, oversampling, Matryoshka) or 'codes' (issue 5: every "
+        "code family at its byte budget); --configs / --peers replace its rows",
+    )
     p.add_argument(
         "--peers", nargs="+", default=None, help="peer rows (default: faiss and sentence-transformers)"
     )

@@ -43,9 +43,12 @@ from quantsearch.quantization import PCAQuantizer, Quantizer, make_quantizer, qu
 from quantsearch.quantization.base import merge_top
 
 __all__ = [
+    "CODES_CONFIGS",
+    "CODES_PEERS",
     "DEFAULT_CONFIGS",
     "DEFAULT_PEERS",
     "PEERS",
+    "PRESETS",
     "Config",
     "FlatConfig",
     "IndexConfig",
@@ -85,6 +88,56 @@ DEFAULT_PEERS: tuple[str, ...] = (
     "st-usearch-ubinary@4",
     "st-usearch-int8@4",
 )
+
+#: Issue 5's comparison of codes at a byte budget (``quantsearch eval --preset codes``): every
+#: method next to sign binarization, in the same run.
+CODES_CONFIGS: tuple[str, ...] = (
+    "float32",
+    # scalar and llama.cpp block formats (stand-alone codes)
+    "int8",
+    "q8_0",
+    "int4",
+    "q4_0",
+    "q4_1",
+    "rabitq3",
+    # 2 bits per dimension and less, no rescoring
+    "int2",
+    "int2-itq",
+    "rabitq2",
+    "ternary",
+    # 1 bit per dimension (d bits, plus a per-vector factor where corrected), no rescoring
+    "binary",
+    "sign-asym",
+    "itq",
+    "rabitq",
+    "rabitq-hadamard",
+    "rabitq-itq",
+    "qat0",
+    "qat",
+    # <= 2 bits per dimension in RAM, rescoring from the memory-mapped disk tier
+    "binary>int8@4",
+    "binary>int8@10",
+    "rabitq-itq>int8@4",
+    "rabitq-itq>int8@10",
+    "int2-itq>int8@4",
+    "qat>int8@10",
+    "binary>q4_0@10",
+    # dimension reduction composed with the codes
+    "mrl256:int8",
+    "pca256:int8",
+    "mrl256:rabitq-itq",
+    "pca256:rabitq-itq",
+    "pca256:rabitq-itq>int8@10",
+)
+
+#: Peers of the codes comparison: exact float32 and sentence-transformers' binary rescoring.
+CODES_PEERS: tuple[str, ...] = ("faiss-flat-ip", "st-faiss-ubinary@4", "st-faiss-ubinary@10")
+
+#: Named sweeps for ``quantsearch eval --preset``: (configs, peers).
+PRESETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "default": (DEFAULT_CONFIGS, DEFAULT_PEERS),
+    "codes": (CODES_CONFIGS, CODES_PEERS),
+}
 
 _INSTALL_EVAL = 'pip install "quantsearch[eval,embed]"'
 
