@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..exceptions import InvalidArgumentError
 from .base import (
     _NAMED,
     Precision,
@@ -64,7 +65,14 @@ def make_quantizer(spec: Any, *, truncate_dim: int | None = None) -> Quantizer:
     elif isinstance(spec, str) and spec.strip().lower() in _NAMED:
         quantizer = _NAMED[spec.strip().lower()]()
     else:
-        precision = parse_precision(spec)
+        try:
+            precision = parse_precision(spec)
+        except InvalidArgumentError:
+            precisions = ", ".join(p.value for p in Precision)
+            raise InvalidArgumentError(
+                f"unknown precision {spec!r} (and no quantizer of that name); expected a precision "
+                f"({precisions}) or a named code ({', '.join(quantizer_names())})"
+            ) from None
         if precision is Precision.BINARY:
             quantizer = BinaryQuantizer()
         elif precision is Precision.INT2:
