@@ -352,3 +352,22 @@ def test_plot_labels_are_placed_apart_and_placement_ends() -> None:
             for b, yb in placed[:i]:
                 if abs(math.log(a["b"] / b["b"])) < math.log(2.5):
                     assert abs(ya - yb) >= gap * (1 - 1e-6)
+
+
+def test_every_preset_parses_and_candidate_stages_go_through_the_index() -> None:
+    """The named sweeps of `quantsearch eval --preset` are valid specs; compact single stages (1-2 bits)
+    run through a real Index, wider ones are flat scans, and pca/mrl prefixes wrap every stage."""
+    from quantsearch.evaluation.configs import PRESETS
+    from quantsearch.quantization import PCAQuantizer
+
+    for configs, peers in PRESETS.values():
+        parsed = parse_configs(list(configs) + list(peers))
+        assert [c.name for c in parsed] == [s.lower() for s in list(configs) + list(peers)]
+    by_name = {c.name: c for c in parse_configs(list(PRESETS["codes"][0]))}
+    for name in ("rabitq-itq", "int2-itq", "binary", "qat", "ternary"):
+        assert isinstance(by_name[name], IndexConfig) and by_name[name].rescore == ()
+    for name in ("q4_0", "int8", "rabitq3"):
+        assert isinstance(by_name[name], FlatConfig)
+    chained = by_name["pca256:rabitq-itq>int8@10"]
+    assert isinstance(chained, IndexConfig) and chained.oversampling == 10
+    assert all(isinstance(q, PCAQuantizer) and q.dim == 256 for q in (chained.candidates, *chained.rescore))
