@@ -17,14 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..kernels import dot_rows, gather_rows
-from ..quantization import (
-    FloatQuantizer,
-    MatryoshkaQuantizer,
-    PCAQuantizer,
-    Precision,
-    Quantizer,
-    ScalarQuantizer,
-)
+from ..quantization import FloatQuantizer, Precision, Quantizer, ScalarQuantizer
+from ..quantization.reducing import ReducingQuantizer
 
 # bound on the float32 work array of one rescoring chunk (queries x candidates x dim)
 _RESCORE_CHUNK_BYTES = 32 << 20
@@ -126,7 +120,7 @@ def _linear_form(
     only: a subclass may override ``score``.
     """
     # the reduction wrappers map the query in prepare_queries and leave the codes to their base
-    base = quantizer.base if isinstance(quantizer, (MatryoshkaQuantizer, PCAQuantizer)) else quantizer
+    base = quantizer.base if isinstance(quantizer, ReducingQuantizer) else quantizer
     if type(base) is ScalarQuantizer:
         weights = np.ascontiguousarray(prepared * base.scale_, dtype=np.float32)
         bias = (prepared @ base.min_).astype(np.float32)
