@@ -9,12 +9,10 @@ the native AVX-512 / AVX2 (transposed SIMD kernel and scalar row-major kernel) a
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 import pytest
 
+from kernel_helpers import assert_releases_gil
 from quantsearch.exceptions import DimensionMismatchError, InvalidArgumentError, InvalidDtypeError
 from quantsearch.kernels import available_backends, native_backend, numpy_backend, planes_topk, use_backend
 from quantsearch.kernels.dispatch import planes_topk as dispatch_planes_topk
@@ -398,31 +396,10 @@ def test_extension_rejects_bad_buffers_without_crashing() -> None:
 
 
 def test_scan_releases_the_gil() -> None:
-    # another Python thread must run during the middle half of a long scan (see test_kernels.py)
+    # another Python thread must run during the middle half of a long scan (kernel_helpers)
     if "portable" not in available_backends():
         pytest.skip("the native extension is not built")
     rng = np.random.default_rng(21)
     codes = rng.integers(0, 256, (200_000, 48), dtype=np.uint8)
     weights = rng.standard_normal((4, 384)).astype(np.float32)
-    stop = threading.Event()
-    stamps: list[float] = []
-
-    def tick() -> None:
-        while not stop.is_set():
-            stamps.append(time.perf_counter())
-            time.sleep(0.001)
-
-    worker = threading.Thread(target=tick)
-    worker.start()
-    try:
-        time.sleep(0.02)
-        t0 = time.perf_counter()
-        run_path(("portable", "direct"), weights, codes, 10)  # the slowest native path
-        t1 = time.perf_counter()
-    finally:
-        stop.set()
-        worker.join()
-    duration = t1 - t0
-    inside = [t for t in stamps if t0 + duration / 4 < t < t1 - duration / 4]
-    assert duration > 0.04, duration
-    assert len(inside) >= 5, (len(inside), duration)
+    assert_releases_gil(lambda: run_path(("portable", "direct"), weights, codes, 10))  # the slowest path

@@ -364,16 +364,17 @@ class RaBitQQuantizer(Quantizer):
 
 
 # ---- named configurations ------------------------------------------------------------------------------
-# NDCG@10 retention vs float32 (`quantsearch eval`, all-MiniLM-L6-v2), nfcorpus / scifact / cranfield / cisi:
-#   sign-asym        93.2 / 96.6 / 89.3 / 92.0   (float query . sign(x); Hamming: 87.1 / 91.2 / 81.7 / 87.1)
-#   itq              95.8 / 96.5 / 96.9 / 91.3   (ITQ + magnitudes, no per-vector factor)
-#   rabitq           92.5 / 96.0 / 94.8 / 99.8   (random rotation; other seeds: mins 93.6-93.9)
-#   rabitq-hadamard  94.4 / 99.8 / 92.4 / 90.7   (fast rotation; as seed-sensitive as the random one)
-#   rabitq-itq       95.3 / 96.1 / 99.8 / 96.7   (best 1-bit; ITQ starts 0-3 / 10-13: mins 97.1 / 96.0)
-#   rabitq2          98.3 / 99.4 / 97.7 / 100.2  (cranfield moves 97.1-100.0 with the ITQ seed; neither
-#                                                 magnitudes nor more restarts made it steadier)
+# NDCG@10 retention vs float32, nfcorpus / scifact / cranfield / cisi (`quantsearch eval --preset codes`,
+# docs/benchmarks.md, docs/eval/codes/):
+#   sign-asym        93.3 / 96.2 / 89.4 / 92.2   (float query . sign(x); Hamming: 87.1 / 91.2 / 81.7 / 87.1)
+#   itq              95.8 / 96.7 / 97.0 / 91.0   (ITQ + magnitudes, no per-vector factor)
+#   rabitq           92.6 / 96.0 / 94.6 / 99.8   (random rotation)
+#   rabitq-hadamard  94.1 / 99.5 / 92.3 / 90.5   (fast rotation)
+#   rabitq-itq       95.3 / 96.1 / 99.8 / 96.8   (best 1-bit)
+#   rabitq2          98.3 / 99.4 / 97.7 / 99.9
 #   rabitq3          98.9 / 101.0 / 100.2 / 100.6
-#   rabitq>int8@10   99.9 / 100.3 / 99.8 / 100.0
+# Random and Hadamard rotations, and single ITQ starts, moved by 1-2 points with the seed in exploratory
+# runs during development; hence 4 ITQ starts keeping the lowest quantization error.
 def _itq(bits: int, **kwargs: Any) -> RaBitQQuantizer:
     return RaBitQQuantizer(bits, "itq", itq_iterations=ITQ_ITERATIONS, itq_restarts=ITQ_RESTARTS, **kwargs)
 
