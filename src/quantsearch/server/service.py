@@ -157,7 +157,8 @@ class SearchService:
             res = self.index.search(q, k, oversampling=_ALL_CANDIDATES, stages=(tier,))
         exact_hits = _hits(res)
         both = {h["id"] for h in hits} & {h["id"] for h in exact_hits}
-        timings = {"scan": res.timings.get("hamming", 0.0) + res.timings.get(f"rescore:{tier}", 0.0)}
+        # every stage but the payload lookup: the candidate stage's key depends on its quantizer
+        timings = {"scan": sum(ms for name, ms in res.timings.items() if name not in ("payload", "ids"))}
         timings["payload"] = res.timings.get("payload", 0.0)
         return {
             "tier": tier,
