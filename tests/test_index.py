@@ -149,7 +149,7 @@ def test_info_binary_ram_bytes(make_index, dim: int) -> None:
 def test_binary_codes_in_ram_and_rescore_tiers_memory_mapped(make_index, tmp_path) -> None:
     index, x = make_index(n=80, dim=20, batches=2, rescore=("int8", "float16"))
     for idx in (index, Index.open(tmp_path / "index")):
-        view = idx._view
+        view = idx._state.view
         assert not isinstance(view.codes, np.memmap)
         np.testing.assert_array_equal(np.unpackbits(view.codes, axis=1, count=20), (x > 0).astype(np.uint8))
         for name in ("int8", "float16"):
@@ -184,7 +184,7 @@ opened, file_pages = rss("VmRSS"), rss("RssFile")
 # maps the touched pages, not megabytes of read-ahead around each one
 index.search(np.ones(index.dim, np.float32), k=10, stages=("int8",))
 searched_file_pages = rss("RssFile")
-arrays = index._view.rescore["int8"].arrays
+arrays = index._state.view.rescore["int8"].arrays
 print(opened - before, searched_file_pages - file_pages, sum(a.nbytes for a in arrays))
 print(all(isinstance(a, np.memmap) for a in arrays))
 """

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
-from ..exceptions import InvalidArgumentError
+from ..exceptions import DuplicateIdError, InvalidArgumentError
+from .catalog import Payload
 
 IdType = Literal["int", "str"]
 
@@ -34,14 +36,25 @@ def check_id(value: Any, id_type: IdType, name: str) -> int | str:
     return value
 
 
-def check_ids(ids: Any, n: int, id_type: IdType) -> list[int | str]:
-    """A batch's ids: a sequence of ``n`` checked ids (uniqueness is the caller's to check)."""
+def check_new_ids(
+    ids: Any, n: int, id_type: IdType, existing: Callable[[list[int | str]], list[int | str]]
+) -> list[int | str]:
+    """A new batch's ids: ``n`` checked ids, unique in the batch, none of them ``existing(ids)``."""
+    if ids is None:
+        raise InvalidArgumentError("ids are required for an index with id_type='str'")
     if isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
         raise InvalidArgumentError(f"ids must be a sequence of {n} ids, got {type(ids).__name__}")
     if len(ids) != n:
         raise InvalidArgumentError(f"ids has {len(ids)} entries, expected {n} (one per vector)")
     values = ids.tolist() if isinstance(ids, np.ndarray) else ids
-    return [check_id(value, id_type, f"ids[{i}]") for i, value in enumerate(values)]
+    out = [check_id(value, id_type, f"ids[{i}]") for i, value in enumerate(values)]
+    if len(set(out)) != n:
+        dup = next(value for value, count in Counter(out).items() if count > 1)
+        raise DuplicateIdError(f"id {dup!r} appears more than once in the batch")
+    found = existing(out)
+    if found:
+        raise DuplicateIdError(f"id {found[0]!r} is already in the index ({len(found)} duplicates)")
+    return out
 
 
 def check_utf8(value: str, name: str) -> None:
@@ -95,3 +108,25 @@ def as_id_list(ids: Any, id_type: IdType) -> list[int | str]:
     else:
         raise InvalidArgumentError(f"ids must be an id or a sequence of ids, got {type(ids).__name__}")
     return [check_id(v, id_type, f"ids[{i}]") for i, v in enumerate(id_list)]
+
+
+def join_payload(
+    rows: np.ndarray, payload: dict[int, Payload], id_type: IdType, with_payload: bool
+) -> tuple[np.ndarray, np.ndarray, Any, Any]:
+    """Ids (nq, k), found mask (nq, k) bool, texts and metadata (lists, or None) of result rows.
+
+    A row missing from ``payload`` is padding, or a document deleted while the search ran.
+    """
+    found = np.zeros(rows.shape, bool)
+    ids = np.full(rows.shape, -1, np.int64) if id_type == "int" else np.full(rows.shape, None)
+    texts: list[list[str | None]] = [[] for _ in range(rows.shape[0])]
+    metas: list[list[dict[str, Any] | None]] = [[] for _ in range(rows.shape[0])]
+    for q in range(rows.shape[0]):
+        for j, row in enumerate(rows[q].tolist()):
+            hit = payload.get(row)
+            texts[q].append(None if hit is None else hit.text)
+            metas[q].append(None if hit is None else hit.metadata)
+            if hit is not None:
+                ids[q, j] = hit.id
+                found[q, j] = True
+    return ids, found, (texts if with_payload else None), (metas if with_payload else None)

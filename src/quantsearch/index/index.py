@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +20,31 @@ import numpy as np
 
 from .._validation import as_float_matrix, check_number, check_positive_int
 from ..exceptions import (
-    CorruptIndexError,
-    DuplicateIdError,
     IndexExistsError,
     IndexLockedError,
     InvalidArgumentError,
     NotFittedError,
-    QuantsearchError,
     UnknownIdError,
 )
-from ..kernels import gather_rows
-from ..quantization import Quantizer, make_quantizer, quantizer_from_config
+from ..quantization import Quantizer, quantizer_from_config
 from ..results import SearchResults
 from . import layout
-from .catalog import Catalog, Payload, Segment
-from .documents import IdType, as_id_list, check_column, check_id, check_ids, dump_metadata
-from .manifest import Manifest, TierSpec
-from .pipeline import IndexView, TierView, run_pipeline
-from .stages import candidate_stage_from_config
+from .catalog import Catalog, Segment
+from .commits import commit_segment, insert_batch, live_chunks, swap_segments
+from .documents import (
+    IdType,
+    as_id_list,
+    check_column,
+    check_id,
+    check_new_ids,
+    dump_metadata,
+    join_payload,
+)
+from .manifest import Manifest, plan_tiers
+from .pipeline import IndexView, run_pipeline
+from .state import IndexState
 from .storage import SegmentStore, WriterLock
+from .summary import describe, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -128,26 +132,7 @@ class Index:
             truncate_dim = check_positive_int(truncate_dim, "truncate_dim", maximum=dim)
         if backend is not None and not isinstance(backend, str):
             raise InvalidArgumentError(f"backend must be a string, got {backend!r}")
-        candidate = make_quantizer(binary if binary is not None else "binary", truncate_dim=truncate_dim)
-        if candidate.code_dtype != np.uint8:
-            raise InvalidArgumentError(
-                f"the candidate tier keeps packed byte codes in RAM; {candidate.name!r} codes are "
-                f"{candidate.code_dtype} (use it as a rescoring tier)"
-            )
-        if rescore is None:
-            rescore_specs: list[Any] = []
-        elif isinstance(rescore, (str, Quantizer)):
-            rescore_specs = [rescore]
-        else:
-            rescore_specs = list(rescore)
-        quantizers = [candidate] + [make_quantizer(s, truncate_dim=truncate_dim) for s in rescore_specs]
-        names = [q.name for q in quantizers]
-        if len(set(names)) != len(names):
-            raise InvalidArgumentError(f"tiers must have distinct precisions, got {names}")
-        tiers = tuple(
-            TierSpec(q.name, "rescore" if i else "candidates", "mmap" if i else "ram", q.to_config())
-            for i, q in enumerate(quantizers)
-        )
+        tiers = plan_tiers(binary, rescore, truncate_dim)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise IndexExistsError(f"{root} already exists and is not an empty directory")
         root.mkdir(parents=True, exist_ok=True)
@@ -200,37 +185,9 @@ class Index:
 
     @staticmethod
     def metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-        """What an index holds, read from its manifest and catalog only (no codes are loaded).
-
-        Returns the settings and counts of :meth:`info` without the byte figures that need the
-        segment files: ``path, format_version, count, rows, deleted, segments, dim, id_type, model,
-        backend, calibrated, default_oversampling, tiers`` (name, role, storage, quantizer).
-        """
-        root = Path(path)
-        manifest = Manifest.read(root)
-        catalog = Catalog(root / layout.CATALOG)
-        try:
-            count, rows, segments = catalog.summary()
-        finally:
-            catalog.close()
-        return {
-            "path": str(root),
-            "format_version": layout.FORMAT_VERSION,
-            "count": count,
-            "rows": rows,
-            "deleted": rows - count,
-            "segments": segments,
-            "dim": manifest.dim,
-            "id_type": manifest.id_type,
-            "model": manifest.model,
-            "backend": manifest.backend,
-            "calibrated": all(t.state is not None for t in manifest.tiers),
-            "default_oversampling": manifest.oversampling,
-            "tiers": [
-                {"name": t.name, "role": t.role, "storage": t.storage, "quantizer": t.quantizer}
-                for t in manifest.tiers
-            ],
-        }
+        """What :meth:`info` says of the index at ``path``, read without loading any codes: the
+        manifest, the calibration state, the catalog's counts and the segment files' sizes."""
+        return describe(Path(path))
 
     # ---- properties -------------------------------------------------------------------------------
     @property
@@ -272,7 +229,7 @@ class Index:
         return all(q.is_fitted for q in self._tiers.values())
 
     def __len__(self) -> int:
-        return self._view.n_live
+        return self._state.view.n_live
 
     def __repr__(self) -> str:
         tiers = "+".join(self._tiers)
@@ -289,62 +246,8 @@ class Index:
         self._lock.release()
         self._catalog.close()
 
-    # ---- the in-memory state ------------------------------------------------------------------------
     def _load_segments(self) -> None:
-        """Read the committed segments and publish a view of them."""
-        segments, live_rows, generation = self._catalog.state()
-        cand = self._manifest.candidate_tier.name
-        loaded = self._store.load(segments, self._tiers, cand)
-        valid = np.zeros(loaded.n_rows, bool)
-        live = np.asarray(live_rows, np.int64)
-        if live.size and (live[0] < 0 or live[-1] >= loaded.n_rows):
-            raise CorruptIndexError(f"catalog of {self.path} lists rows outside the stored segments")
-        valid[live] = True
-        self._stage = candidate_stage_from_config(self._manifest.candidate_stage, self._tiers[cand])
-        if self._tiers[cand].is_fitted:
-            self._stage.load(self.path, loaded.codes)
-        self._segments = segments
-        self._codes_buf = loaded.codes
-        self._arrays = loaded.arrays
-        self._generation = generation
-        self._publish(loaded.n_rows, valid, int(live.size))
-
-    def _publish(self, n_rows: int, valid: np.ndarray, n_live: int) -> None:
-        """Swap in a new immutable view; searches in flight keep the one they started with."""
-        starts = np.asarray([s.start_row for s in self._segments], np.int64)
-        rescore = {
-            name: TierView(name, self._tiers[name], tuple(self._arrays[name])) for name in self.rescore_tiers
-        }
-        self._view = IndexView(
-            stage=self._stage,
-            codes=self._codes_buf[:n_rows],
-            valid=valid[:n_rows],
-            n_live=n_live,
-            starts=starts,
-            rescore=rescore,
-            generation=self._generation,
-        )
-
-    def _append_segment(self, segment: Segment, codes: dict[str, np.ndarray]) -> None:
-        """Extend the in-memory state after a commit (amortised growth of the RAM buffer)."""
-        cand = self._manifest.candidate_tier.name
-        old = self._view.codes.shape[0]
-        new = old + segment.n_rows
-        if new > self._codes_buf.shape[0]:
-            capacity = max(new, int(self._codes_buf.shape[0] * 1.5))
-            buf = np.empty((capacity, codes[cand].shape[1]), np.uint8)
-            buf[:old] = self._codes_buf[:old]
-            self._codes_buf = buf
-        self._codes_buf[old:new] = codes[cand]
-        valid = np.zeros(new, bool)  # copied, not grown in place: searches in flight keep the old mask
-        valid[:old] = self._view.valid
-        valid[old:new] = True
-        self._segments = [*self._segments, segment]
-        for name in self.rescore_tiers:
-            mapped = self._store.open_file(segment, name, self._tiers[name], in_ram=False)
-            self._arrays[name] = [*self._arrays[name], mapped]
-        self._stage.added(self.path, self._codes_buf[:new], old)
-        self._publish(new, valid, self._view.n_live + segment.n_rows)
+        self._state = IndexState.load(self._store, self._manifest, self._tiers, self._catalog)
 
     # ---- writing ------------------------------------------------------------------------------------
     def _acquire_writer(self) -> None:
@@ -375,12 +278,15 @@ class Index:
             self._tiers = self._store.load_quantizers(manifest)
             self._manifest = manifest
             self._load_segments()
-        elif self._catalog.segments() != self._segments or self._catalog.count() != self._view.n_live:
+        elif (
+            self._catalog.segments() != self._state.segments
+            or self._catalog.count() != self._state.view.n_live
+        ):
             self._load_segments()
 
     def _remove_orphans(self) -> None:
         referenced = {ref["path"] for seg in self._catalog.segments() for ref in seg.files.values()}
-        self._store.remove_orphans(referenced | self._manifest.state_files() | self._stage.files())
+        self._store.remove_orphans(referenced | self._manifest.state_files() | self._state.stage.files())
 
     def calibrate(self, sample: np.ndarray) -> Index:
         """Fit every tier's quantizer on a sample of document vectors and save the calibration.
@@ -395,7 +301,7 @@ class Index:
         sample = as_float_matrix(sample, "calibration sample", dim=self.dim)
         with self._write_lock:
             self._acquire_writer()
-            if self._segments:
+            if self._state.segments:
                 raise InvalidArgumentError("calibrate() is only allowed before the first add()")
             fitted = {
                 name: quantizer_from_config(q.to_config()).fit(sample) for name, q in self._tiers.items()
@@ -439,63 +345,22 @@ class Index:
                 raise NotFittedError(
                     "the index is not calibrated: call calibrate(sample) or pass calibration= to create"
                 )
-            id_list = self._new_ids(ids, n)
+            if ids is None and self.id_type == "int":
+                first = max(int(self._catalog.meta("next_id", "0") or 0), 0)
+                id_list: list[int | str] = list(range(first, first + n))
+            else:
+                id_list = check_new_ids(ids, n, self.id_type, self._catalog.existing_ids)
             codes = {name: q.encode(vectors) for name, q in self._tiers.items()}
-            seg_id = max((s.seg_id for s in self._segments), default=0) + 1
-            start = sum(s.n_rows for s in self._segments)
+            seg_id, start = self._state.next_segment()
             files = self._store.write(seg_id, n, {name: [a] for name, a in codes.items()}, self._tiers)
             segment = Segment(seg_id, start, n, files)
 
-            def commit(db: sqlite3.Connection) -> None:
-                Catalog.insert_segment(db, segment)
-                Catalog.insert_docs(
-                    db, zip(range(start, start + n), id_list, texts_list, meta_list, strict=True)
-                )
-                if self.id_type == "int":  # never lower it: auto ids must stay above every id given
-                    next_id = max(
-                        int(self._catalog.meta("next_id", "0") or 0), max(int(i) for i in id_list) + 1
-                    )
-                    Catalog.set_meta(db, "next_id", str(next_id))
-
-            self._commit(segment, commit)
-            self._append_segment(segment, codes)
+            body = insert_batch(
+                self._catalog, segment, id_list, texts_list, meta_list, int_ids=self.id_type == "int"
+            )
+            commit_segment(self._catalog, self._store, segment, body)
+            self._state.append(segment, codes)
         return id_list
-
-    def _commit(self, segment: Segment, body: Callable[[sqlite3.Connection], None]) -> None:
-        """Run ``body`` in the one transaction that commits ``segment``'s files; on failure remove them."""
-        try:
-            with self._catalog.transaction() as db:  # the commit point
-                body(db)
-        except Exception as exc:
-            if not self._segment_committed(segment.seg_id):  # never remove the files of a committed one
-                self._store.discard(segment)
-            if isinstance(exc, sqlite3.IntegrityError):  # ids are checked first: only a foreign writer
-                raise DuplicateIdError(f"an id of the batch is already in the index: {exc}") from None
-            raise
-
-    def _segment_committed(self, seg_id: int) -> bool:
-        """Whether the catalog lists ``seg_id``; True when that cannot be read (the safe answer:
-        files are kept, and the next writer removes them if they turn out to be orphans)."""
-        try:
-            return any(s.seg_id == seg_id for s in self._catalog.segments())
-        except QuantsearchError:
-            return True
-
-    def _new_ids(self, ids: Sequence[int | str] | np.ndarray | None, n: int) -> list[int | str]:
-        """The batch's ids: checked, unique, not yet in the index; assigned when omitted (int ids)."""
-        if ids is None:
-            if self.id_type == "str":
-                raise InvalidArgumentError("ids are required for an index with id_type='str'")
-            first = max(int(self._catalog.meta("next_id", "0") or 0), 0)
-            return list(range(first, first + n))
-        out = check_ids(ids, n, self.id_type)
-        if len(set(out)) != n:
-            dup = next(value for value, count in Counter(out).items() if count > 1)
-            raise DuplicateIdError(f"id {dup!r} appears more than once in the batch")
-        existing = self._catalog.existing_ids(out)
-        if existing:
-            raise DuplicateIdError(f"id {existing[0]!r} is already in the index ({len(existing)} duplicates)")
-        return out
 
     def delete(self, ids: Sequence[int | str] | int | str) -> int:
         """Delete documents by id (all or nothing); returns how many were deleted.
@@ -511,9 +376,7 @@ class Index:
                 raise UnknownIdError(f"id {missing[0]!r} is not in the index ({len(missing)} unknown)")
             with self._catalog.transaction() as db:
                 Catalog.delete_ids(db, checked)
-            valid = self._view.valid.copy()
-            valid[np.fromiter(rows.values(), np.int64, len(rows))] = False
-            self._publish(valid.shape[0], valid, self._view.n_live - len(rows))
+            self._state.delete(np.fromiter(rows.values(), np.int64, len(rows)))
         return len(rows)
 
     def compact(self, *, chunk_rows: int = 65_536) -> int:
@@ -533,34 +396,19 @@ class Index:
         chunk_rows = check_positive_int(chunk_rows, "chunk_rows")
         with self._write_lock:
             self._acquire_writer()
-            view = self._view
+            view = self._state.view
             n_rows = view.codes.shape[0]
-            if n_rows == view.n_live and len(self._segments) <= 1:
+            if n_rows == view.n_live and len(self._state.segments) <= 1:
                 return 0
             live = np.flatnonzero(view.valid).astype(np.int64)
-            seg_id = max((s.seg_id for s in self._segments), default=0) + 1
-            cand = self._manifest.candidate_tier.name
-
-            def live_rows_of(name: str) -> Iterable[np.ndarray]:
-                for i in range(0, live.size, chunk_rows):
-                    rows = live[i : i + chunk_rows]
-                    if name == cand:
-                        yield view.codes[rows]
-                    else:
-                        yield gather_rows(list(view.rescore[name].arrays), view.starts, rows)
-
-            chunks = {name: live_rows_of(name) for name in self._tiers}
+            seg_id, _ = self._state.next_segment()
+            chunks = live_chunks(view, live, self._tiers, self._manifest.candidate_tier.name, chunk_rows)
             files = self._store.write(seg_id, int(live.size), chunks, self._tiers)
             segment = Segment(seg_id, 0, int(live.size), files)
-
-            def commit(db: sqlite3.Connection) -> None:
-                Catalog.replace_segments(db, segment)
-                Catalog.renumber_rows(db, zip(range(live.size), live.tolist(), strict=True))
-                Catalog.set_meta(db, "generation", str(self._generation + 1))
-
-            self._commit(segment, commit)
+            body = swap_segments(segment, live, self._state.generation)
+            commit_segment(self._catalog, self._store, segment, body)
             self._load_segments()
-            self._stage.rebuilt(self.path, self._view.codes)
+            self._state.stage.rebuilt(self.path, self._state.view.codes)
             self._remove_orphans()  # the old segments' files
         logger.info("compacted %s: %d rows -> %d", self.path, n_rows, live.size)
         return n_rows - int(live.size)
@@ -613,7 +461,7 @@ class Index:
         """
         timings: dict[str, float] = {}
         k = check_positive_int(k, "k")
-        self._check_k(k, self._view)
+        self._check_k(k, self._state.view)
         oversampling = (
             self.default_oversampling
             if oversampling is None
@@ -631,7 +479,7 @@ class Index:
             vectors = queries
         vectors = as_float_matrix(vectors, "queries", dim=self.dim)
         for _attempt in range(3):
-            view = self._view
+            view = self._state.view
             self._check_k(k, view)
             out = run_pipeline(view, vectors, k, oversampling=oversampling, stages=stage_names)
             t0 = time.perf_counter()
@@ -645,7 +493,7 @@ class Index:
         else:
             raise IndexLockedError("the index was compacted three times during this search; try again")
         timings.update(out.timings)
-        ids, found, texts_out, meta_out = self._lookup(out.rows, payload, with_payload)
+        ids, found, texts_out, meta_out = join_payload(out.rows, payload, self.id_type, with_payload)
         timings["payload" if with_payload else "ids"] = (time.perf_counter() - t0) * 1e3
         scores = np.where(found, out.scores, np.float32(np.nan))  # a row deleted since is padding, not a hit
         return SearchResults(ids, scores, texts_out, meta_out, timings, out.candidates)
@@ -665,26 +513,6 @@ class Index:
     def _check_k(k: int, view: IndexView) -> None:
         if k > view.n_live:
             raise InvalidArgumentError(f"k={k} exceeds the number of documents in the index ({view.n_live})")
-
-    def _lookup(
-        self, rows: np.ndarray, payload: dict[int, Payload], with_payload: bool
-    ) -> tuple[np.ndarray, np.ndarray, Any, Any]:
-        """Ids, found mask (nq, k) bool, texts and metadata of the given rows."""
-        found = np.zeros(rows.shape, bool)
-        ids = (
-            np.full(rows.shape, -1, np.int64) if self.id_type == "int" else np.full(rows.shape, None, object)
-        )
-        texts: list[list[str | None]] = [[] for _ in range(rows.shape[0])]
-        metas: list[list[dict[str, Any] | None]] = [[] for _ in range(rows.shape[0])]
-        for q in range(rows.shape[0]):
-            for j, row in enumerate(rows[q].tolist()):
-                hit = payload.get(row)  # None: padding, or a row deleted while this search ran
-                texts[q].append(None if hit is None else hit.text)
-                metas[q].append(None if hit is None else hit.metadata)
-                if hit is not None:
-                    ids[q, j] = hit.id
-                    found[q, j] = True
-        return ids, found, (texts if with_payload else None), (metas if with_payload else None)
 
     @property
     def embedder(self) -> Any:
@@ -709,49 +537,12 @@ class Index:
     def info(self) -> dict[str, Any]:
         """Counts, settings and the bytes each tier takes in RAM and on disk.
 
-        :meth:`metadata` gives the counts and settings of an index directory without opening it.
+        :meth:`metadata` answers the same for a directory without opening the index.
         """
-        view = self._view
-        n_rows = view.codes.shape[0]
-        tiers = []
-        for spec in self._manifest.tiers:
-            quantizer = self._tiers[spec.name]
-            per_vector = quantizer.code_bytes if quantizer.is_fitted else None
-            in_ram = spec.storage == "ram"
-            tiers.append(
-                {
-                    "name": spec.name,
-                    "role": spec.role,
-                    "storage": "RAM" if in_ram else "disk (memory-mapped)",
-                    "precision": quantizer.precision.value,
-                    "code_dim": quantizer.code_dim if quantizer.is_fitted else None,
-                    "bytes_per_vector": per_vector,
-                    "ram_bytes": n_rows * (per_vector or 0) if in_ram else 0,
-                    "disk_bytes": self._store.disk_bytes(self._segments, spec.name),
-                    "quantizer": quantizer.to_config(),
-                }
-            )
-        catalog_bytes = sum(p.stat().st_size for p in self.path.glob(layout.CATALOG + "*") if p.is_file())
-        return {
-            "path": str(self.path),
-            "format_version": layout.FORMAT_VERSION,
-            "count": view.n_live,
-            "rows": n_rows,
-            "deleted": n_rows - view.n_live,
-            "segments": len(self._segments),
-            "dim": self.dim,
-            "id_type": self.id_type,
-            "model": self.model,
-            "backend": self.backend,
-            "calibrated": self.is_calibrated,
-            "default_oversampling": self.default_oversampling,
-            "candidate_stage": view.stage.to_config(),
-            "tiers": tiers,
-            "catalog_bytes": catalog_bytes,
-            "valid_mask_ram_bytes": int(view.valid.nbytes),
-            "float32_bytes": n_rows * self.dim * 4,
-        }
+        return summarize(
+            self._store, self._manifest, self._tiers, self._state.segments, n_live=self._state.view.n_live
+        )
 
     def verify(self) -> None:
         """Check every file against the checksums recorded at write time (reads the whole index)."""
-        self._store.verify(self._segments)
+        self._store.verify(self._state.segments)

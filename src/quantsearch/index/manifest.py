@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..exceptions import CorruptIndexError
+import numpy as np
+
+from ..exceptions import CorruptIndexError, InvalidArgumentError
+from ..quantization import Quantizer, make_quantizer
 from . import layout
 
 __all__ = ["Manifest", "StateRef", "TierSpec"]
@@ -184,3 +188,30 @@ def _tier(doc: dict[str, Any]) -> TierSpec:
     if doc["role"] not in ("candidates", "rescore") or doc["storage"] not in ("ram", "mmap"):
         raise ValueError("tier role or storage")
     return TierSpec(doc["name"], doc["role"], doc["storage"], doc["quantizer"], ref)
+
+
+def plan_tiers(
+    binary: Quantizer | None, rescore: Sequence[Any] | str | Quantizer | None, truncate_dim: int | None
+) -> tuple[TierSpec, ...]:
+    """The tiers of a new index: the candidate tier (packed byte codes in RAM) and the rescoring tiers
+    (memory-mapped), from the arguments of :meth:`Index.create`."""
+    candidate = make_quantizer(binary if binary is not None else "binary", truncate_dim=truncate_dim)
+    if candidate.code_dtype != np.uint8:
+        raise InvalidArgumentError(
+            f"the candidate tier keeps packed byte codes in RAM; {candidate.name!r} codes are "
+            f"{candidate.code_dtype} (use it as a rescoring tier)"
+        )
+    if rescore is None:
+        specs: list[Any] = []
+    elif isinstance(rescore, (str, Quantizer)):
+        specs = [rescore]
+    else:
+        specs = list(rescore)
+    quantizers = [candidate] + [make_quantizer(s, truncate_dim=truncate_dim) for s in specs]
+    names = [q.name for q in quantizers]
+    if len(set(names)) != len(names):
+        raise InvalidArgumentError(f"tiers must have distinct precisions, got {names}")
+    return tuple(
+        TierSpec(q.name, "rescore" if i else "candidates", "mmap" if i else "ram", q.to_config())
+        for i, q in enumerate(quantizers)
+    )
