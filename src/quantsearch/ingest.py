@@ -89,6 +89,8 @@ def embed_texts(embedder: Any, texts: Sequence[str], *, bar: Any = None, chunk: 
     -------
     ndarray of shape (len(texts), dim), float32
     """
+    if not len(texts):
+        raise InvalidArgumentError("no texts to embed")
     bar = bar or _Silent()
     parts = []
     for s, e in _batches(len(texts), chunk):

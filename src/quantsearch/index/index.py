@@ -524,9 +524,8 @@ class Index:
 
             model = None if self.model in ("default", None) else self.model
             # an index records its backend only when one was chosen; the default needs no argument
-            self._embedder = (
-                Embedder(model) if self.backend is None else Embedder(model, backend=self.backend)
-            )
+            options: dict[str, Any] = {} if self.backend is None else {"backend": self.backend}
+            self._embedder = Embedder(model, **options)
         return self._embedder
 
     @embedder.setter

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..exceptions import DimensionMismatchError, InvalidArgumentError, QuantsearchError
 from ..index import Index
+from ..ingest import embed_texts
 from ..results import SearchResults
 from .errors import LimitError, PayloadTooLargeError
 from .writer import GroupCommitter
@@ -89,8 +90,8 @@ class SearchService:
                 f"{what}: this index records no embedding model, so texts cannot be embedded; "
                 "send vectors instead"
             )
-        with self._embed_lock:
-            return self.index.embedder.embed(list(texts))
+        with self._embed_lock:  # the library's ingestion embedding, as `quantsearch index` uses it
+            return embed_texts(self.index.embedder, list(texts))
 
     # ---- search ---------------------------------------------------------------------------------
     def search(
