@@ -11,6 +11,8 @@ __all__ = ["top_k", "topk_blocks"]
 
 # rows scored per block in a blocked scan: bounds the (nq, block) work arrays whatever n is
 SCAN_BLOCK = 8192
+# below this many columns one lexsort is cheaper than a partition first
+_PARTITION_FROM = 512
 
 
 def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -28,8 +30,9 @@ def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.
     rows, scores : ndarrays of shape (nq, min(k, c)), the scores unchanged.
     """
     key = np.where(np.isnan(scores), -np.inf, scores)
-    if key.shape[1] > k:
-        # everything scoring at least the k-th best survives (ties included), then an exact sort
+    if key.shape[1] > max(4 * k, _PARTITION_FROM):
+        # wide inputs: everything scoring at least the k-th best survives (ties included), then an
+        # exact sort of the survivors; narrow ones (a rescoring stage's k x oversampling) sort at once
         kth = -np.partition(-key, k - 1, axis=1)[:, k - 1 : k]
         keep = key >= kth
         width = int(keep.sum(axis=1).max())
