@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._validation import check_number, check_positive_int
 from ..exceptions import InvalidArgumentError
 from .base import Precision, Quantizer, register_quantizer_name
 from .bitplanes import factor_bytes, factor_from_bytes, pack_planes, unpack_planes
@@ -246,17 +247,13 @@ class Int2Quantizer(_RotatedCodes):
         seed: int = 0,
     ) -> None:
         super().__init__(rotate=rotate, center=center, max_samples=max_samples, seed=seed)
-        for value, what, low in ((learn_rotation, "learn_rotation", 0), (restarts, "restarts", 1)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise InvalidArgumentError(f"{what} must be an integer >= {low}, got {value!r}")
-        self.learn_rotation = int(learn_rotation)
-        self.restarts = int(restarts)
+        self.learn_rotation = check_positive_int(learn_rotation, "learn_rotation", minimum=0)
+        self.restarts = check_positive_int(restarts, "restarts")
         if levels not in self._LEVELS:
             raise InvalidArgumentError(f"levels must be one of {self._LEVELS}, got {levels!r}")
         if not (50.0 < float(percentile) <= 100.0):
             raise InvalidArgumentError(f"percentile must be in (50, 100], got {percentile!r}")
-        if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
-            raise InvalidArgumentError(f"refine must be an integer >= 0, got {refine!r}")
+        check_positive_int(refine, "refine", minimum=0)
         self.levels = levels
         self.percentile = float(percentile)
         self.correction = bool(correction)
@@ -421,9 +418,7 @@ class TernaryQuantizer(_RotatedCodes):
         if layout not in ("base3", "planes"):
             raise InvalidArgumentError(f"layout must be 'base3' or 'planes', got {layout!r}")
         if threshold != "optimal":
-            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold > 0:
-                raise InvalidArgumentError(f"threshold must be 'optimal' or a number > 0, got {threshold!r}")
-            threshold = float(threshold)
+            threshold = check_number(threshold, "threshold ('optimal' or a number)", positive=True)
         self.scale = scale
         self.threshold = threshold
         self.layout = layout

@@ -108,16 +108,10 @@ class RaBitQQuantizer(Quantizer):
             if not isinstance(value, (bool, np.bool_)):
                 raise InvalidArgumentError(f"{flag} must be a bool, got {value!r}")
         self.center, self.correct, self.magnitudes = bool(center), bool(correct), bool(magnitudes)
-        if isinstance(itq_iterations, bool) or not isinstance(itq_iterations, (int, np.integer)):
-            raise InvalidArgumentError(f"itq_iterations must be an integer >= 0, got {itq_iterations!r}")
-        if itq_iterations < 0:
-            raise InvalidArgumentError(f"itq_iterations must be an integer >= 0, got {itq_iterations!r}")
-        self.itq_iterations = int(itq_iterations)
+        self.itq_iterations = check_positive_int(itq_iterations, "itq_iterations", minimum=0)
         self.itq_restarts = check_positive_int(itq_restarts, "itq_restarts")
         self.max_samples = check_positive_int(max_samples, "max_samples")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise InvalidArgumentError(f"seed must be an integer, got {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_positive_int(seed, "seed", minimum=-(2**63))
 
     # ---- description ----------------------------------------------------------------------------
     @property

@@ -49,8 +49,7 @@ def itq_rotation(x: np.ndarray, *, iterations: int = 50, seed: int = 0, restarts
         Independent starts; the best is returned.
     """
     v = as_float_matrix(x, "ITQ sample").astype(np.float64)
-    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
-        raise InvalidArgumentError(f"iterations must be an integer >= 0, got {iterations!r}")
+    iterations = check_positive_int(iterations, "iterations", minimum=0)
     restarts = check_positive_int(restarts, "restarts")
     best, best_l1 = None, -np.inf
     for start in range(restarts):

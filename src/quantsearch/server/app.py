@@ -251,8 +251,7 @@ def serve(
     """
     import uvicorn
 
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise InvalidArgumentError(f"port must be an int in [0, 65535], got {port!r}")
+    check_positive_int(port, "port", minimum=0, maximum=65535)
     if not _is_loopback(host) and api_key is None:
         logger.warning(
             "serving %s on %s without an API key: anyone who can reach it can write", index_dir, host
