@@ -403,6 +403,49 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.out.suffix != ".npz":  # a model folder: train the model for 1-bit codes (issue 17)
+        return cmd_train_model(args)
+    return cmd_train_head(args)
+
+
+def cmd_train_model(args: argparse.Namespace) -> int:
+    from .finetune import FinetuneConfig, HeadConfig, train_model
+
+    head = HeadConfig(
+        **{
+            k: v
+            for k, v in (("epochs", args.epochs), ("lr", args.lr), ("temperature", args.temperature))
+            if v is not None
+        },
+        seed=args.seed,
+    )
+    e2e = None
+    if args.e2e_steps:
+        e2e = FinetuneConfig(steps=args.e2e_steps, batch_size=args.e2e_batch_size, seed=args.seed)
+    report = train_model(
+        args.corpus,
+        args.out,
+        model=args.model,
+        pairs=args.pairs,
+        head=head,
+        e2e=e2e,
+        cache_dir=args.cache_dir,
+        progress=not args.quiet,
+    )
+    if args.json:
+        print(json.dumps({**report, "out": str(args.out)}, indent=2))
+        return 0
+    h = report["head"]
+    print(
+        f"trained on {report['pairs']['queries']:,} {report['pairs']['source']} queries in "
+        f"{report['total_seconds']:.0f} s; validation NDCG@10 of the 1-bit codes (Hamming): "
+        f"ITQ start {h['val_ndcg@10_itq_start']}, trained {h['val_ndcg@10_kept']} (epoch {h['kept_epoch']})"
+    )
+    print(f"wrote {args.out} (use it as --model {args.out}; its sign bits are the codes)")
+    return 0
+
+
+def cmd_train_head(args: argparse.Namespace) -> int:
     from .quantization import LearnedBinaryQuantizer, save_quantizer
 
     if args.out.suffix != ".npz":
@@ -538,13 +581,33 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="train learned 1-bit codes (quantization-aware head) on a corpus",
-        description="Train a projection head whose sign bits keep the float32 neighbour rankings of the "
-        "corpus (self-distillation, no queries or qrels); write it as a .npz usable by "
-        "`quantsearch index --candidates FILE` or Index.create(binary=load_quantizer(FILE)).",
+        help="train a model whose 1-bit codes rank well (--out DIR), or a QAT head (--out FILE.npz)",
+        description="--out MODEL_DIR: train a model for sign-bit codes on a BEIR folder: a code head on "
+        "the base model trained with a Hamming-surrogate contrastive loss on the train qrels (else on "
+        "inverse cloze pairs from the corpus; never the test split), optionally followed by end-to-end "
+        "fine-tuning (--e2e-steps); the folder is a sentence-transformers model for --model. "
+        "--out FILE.npz: the older projection head trained by self-distillation of the corpus's float32 "
+        "neighbour rankings, usable by `quantsearch index --candidates FILE`.",
     )
-    p.add_argument("corpus", type=Path, help="a .npy of document vectors, or a corpus as for `index`")
-    p.add_argument("--out", type=Path, required=True, help="the .npz file to write")
+    p.add_argument(
+        "corpus",
+        type=Path,
+        help="a BEIR folder (model); for .npz: a .npy of vectors or a corpus as for `index`",
+    )
+    p.add_argument("--out", type=Path, required=True, help="model folder to write, or a .npz file (QAT head)")
+    p.add_argument(
+        "--pairs",
+        choices=("auto", "qrels", "cloze"),
+        default="auto",
+        help="model: train qrels (auto: when present) or inverse cloze pairs from the corpus",
+    )
+    p.add_argument(
+        "--e2e-steps",
+        type=int,
+        default=0,
+        help="model: then fine-tune the whole encoder end to end for this many steps (CPU-heavy)",
+    )
+    p.add_argument("--e2e-batch-size", type=int, default=32, help="model: pairs per end-to-end step")
     p.add_argument("--bits", type=int, default=None, help="output bits (default: the dimension)")
     p.add_argument("--hidden", type=int, default=0, help="MLP width (0: linear head)")
     p.add_argument("--epochs", type=int, default=None)
