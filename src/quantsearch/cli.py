@@ -268,7 +268,47 @@ def format_results(results: Any, query: str | None = None, *, width: int = 100) 
 
 
 # ---- commands -------------------------------------------------------------------------------------
+def _is_image_folder(source: Path) -> bool:
+    """A folder without corpus.jsonl or text files that holds images: indexed with a CLIP model."""
+    from .images import find_images
+
+    if not source.is_dir() or (source / "corpus.jsonl").is_file():
+        return False
+    if any(p.suffix.lower() in (".txt", ".md") for p in source.rglob("*") if p.is_file()):
+        return False
+    return bool(find_images(source))
+
+
+def cmd_index_images(args: argparse.Namespace) -> int:
+    from .images import DEFAULT_IMAGE_MODEL, find_images, index_images
+
+    source = Path(args.input)
+    total = len(find_images(source))
+    bar = _progress(total, "embedding images", not args.quiet)
+    t0 = time.perf_counter()
+    try:
+        result = index_images(
+            source,
+            Path(args.index),
+            model=args.model or DEFAULT_IMAGE_MODEL,
+            rescore=args.rescore,
+            candidates=None if args.candidates is None else candidate_quantizer(args.candidates),
+            batch_size=min(args.batch_size, 256),
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    with result.index as index:
+        print(f"indexed {result.added:,} images into {args.index} in {time.perf_counter() - t0:.1f} s")
+        if result.skipped:
+            print(f"skipped {len(result.skipped)} unreadable files: {', '.join(result.skipped[:5])}")
+        print(format_info(index.info()))
+    return 0
+
+
 def cmd_index(args: argparse.Namespace) -> int:
+    if _is_image_folder(Path(args.input)):
+        return cmd_index_images(args)
     ids, texts, meta = read_documents(Path(args.input), text_field=args.text_field, id_field=args.id_field)
     t0 = time.perf_counter()
     index = build_index(
@@ -297,7 +337,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         k = args.k if args.k is not None else max(1, min(10, len(index)))
         if index.model is not None:
             _ = index.embedder.model  # load the model first: "embed" then times the query alone
-        results = index.search(args.query, k=k, oversampling=args.oversampling, stages=args.stages)
+        query: Any = args.query
+        if args.image is not None:  # image -> image search (an index built with a CLIP model)
+            from .images import embed_images, load_image
+
+            if args.query is not None:
+                raise InvalidArgumentError("give a text query or --image, not both")
+            query = embed_images(index.embedder, [load_image(args.image)])
+            args.query = f"image {args.image}"
+        elif args.query is None:
+            raise InvalidArgumentError("a text query (or --image PATH) is required")
+        results = index.search(query, k=k, oversampling=args.oversampling, stages=args.stages)
         if args.json:
             print(
                 json.dumps({"query": args.query, "hits": results.to_list()[0], "timings_ms": results.timings})
@@ -499,7 +549,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="embed documents and add them to an index")
     p.add_argument(
-        "input", help="BEIR corpus.jsonl (or its folder), a JSONL file, or a folder of .txt/.md files"
+        "input",
+        help="BEIR corpus.jsonl (or its folder), a JSONL file, a folder of .txt/.md files, or a folder of "
+        "images (embedded with a CLIP model: --model, default clip-ViT-B-32)",
     )
     p.add_argument("--index", required=True, help="index directory (created if missing, else appended to)")
     p.add_argument(
@@ -522,7 +574,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="search an index with a text query")
     p.add_argument("index")
-    p.add_argument("query")
+    p.add_argument("query", nargs="?", default=None)
+    p.add_argument("--image", default=None, help="search with this image instead (index built with CLIP)")
     p.add_argument("-k", type=int, default=None, help="results to show (default 10)")
     p.add_argument("--oversampling", type=float, default=None)
     p.add_argument("--stages", nargs="*", default=None, help="rescoring tiers to run (none: Hamming only)")
