@@ -1,9 +1,13 @@
-"""Trained 1-bit codes (issue 17): fine-tune MiniLM per collection, measure on the test queries.
+"""Trained 1-bit codes (issue 17): a code head per collection, measured on the test queries.
 
-For every collection: the base model's float32, sign-bit (Hamming) and ``rabitq-itq`` NDCG@10, then
-``quantsearch.finetune`` on the collection's training pairs (train qrels, else inverse cloze pairs;
-never the test split), NDCG@10 of the trained model's sign bits and float32 at checkpoints (the
-curve), and the final rows through ``run_eval`` (the same code as ``quantsearch eval``).
+For every collection: the base model's float32, sign-bit (Hamming), ``sign-asym`` (float query x
+sign bits) and ``rabitq-itq`` NDCG@10; then the code head trained on the collection's training pairs
+(train qrels, else inverse cloze pairs; never the test split) on the base model's frozen
+embeddings, NDCG@10 of its sign bits and float32 on the test queries after every epoch (the curve;
+the epoch kept is chosen on held-out training queries, never on test), and the final rows through
+``run_eval`` (the code behind ``quantsearch eval``). Base embeddings come from ../shared/embeddings;
+the trained model's are the head applied to them, which is what the saved model computes
+(tests/test_finetune.py checks that).
 
 Run it under the shared lock, one collection at a time (training is CPU-heavy)::
 
@@ -28,9 +32,16 @@ from quantsearch.datasets import load_beir
 from quantsearch.embed import Embedder, EmbeddingCache
 from quantsearch.evaluation.harness import run_eval
 from quantsearch.evaluation.metrics import ndcg_at_k
-from quantsearch.finetune import FinetuneConfig, finetune, training_pairs
+from quantsearch.finetune import (
+    CodeHead,
+    HeadConfig,
+    head_positives,
+    save_with_head,
+    train_code_head,
+    training_pairs,
+)
 
-ROWS = ["float32", "binary", "rabitq-itq"]
+ROWS = ["float32", "binary", "sign-asym", "rabitq-itq"]
 
 
 def _run(dataset: Any, scores: np.ndarray, k: int = 10) -> dict[str, dict[str, float]]:
@@ -64,70 +75,54 @@ def shared_embeddings(dataset: Any, folder: str | Path) -> tuple[np.ndarray, np.
     return np.ascontiguousarray(docs), np.ascontiguousarray(qs)
 
 
-def encode(model: Any, texts: list[str]) -> np.ndarray:
-    out = model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-    return np.ascontiguousarray(out, dtype=np.float32)
-
-
 def measure(dataset: Any, docs: np.ndarray, queries: np.ndarray, model: str) -> dict[str, float]:
-    report = run_eval(dataset, docs, queries, ROWS, model=model)
+    """NDCG@10 of the rows through ``run_eval`` (real indexes, as ``quantsearch eval``)."""
+    report = run_eval(dataset, docs, queries, ROWS, model=model, batch_repeats=1)
     return {r["config"]: round(float(r["ndcg@10"]), 4) for r in report.rows}
 
 
 def one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     root = Path(args.root) / name
     dataset = load_beir(root, "test")
-    cache = EmbeddingCache(args.cache_dir)
-    base = Embedder()
-    docs, _ = cache.embed(base, dataset.corpus_texts)
-    queries, _ = cache.embed(base, dataset.query_texts)
-    result: dict[str, Any] = {"dataset": name, "base": measure(dataset, docs, queries, base.name)}
-    print(f"{name}: base {result['base']}", file=sys.stderr)
+    docs, queries = shared_embeddings(dataset, Path(args.embeddings) / name)
+    result: dict[str, Any] = {"dataset": name, "base": measure(dataset, docs, queries, "base")}
+    print(f"{name}: base {result['base']}", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
     pairs = training_pairs(root, seed=args.seed)
-    config = FinetuneConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
+    train_queries, _ = EmbeddingCache(args.cache_dir).embed(Embedder(), pairs.query_texts)
+    embed_s = time.perf_counter() - t0
+    config = HeadConfig(
+        epochs=args.epochs,
         lr=args.lr,
         temperature=args.temperature,
         beta_start=args.beta_start,
         beta_end=args.beta_end,
-        float_weight=args.float_weight,
         distill_weight=args.distill_weight,
-        max_seq_length=args.max_seq_length,
         seed=args.seed,
-        threads=args.threads,
     )
-    every = args.checkpoint_every
-    marks = list(range(every, args.steps + 1, every)) if every else []
 
-    def on_checkpoint(step: int, model: Any) -> dict[str, Any]:
-        t = time.perf_counter()
-        figures = quick_ndcg(dataset, encode(model, dataset.corpus_texts), encode(model, dataset.query_texts))
-        print(f"  step {step}: {figures} ({time.perf_counter() - t:.0f} s)", file=sys.stderr)
-        return {k: round(v, 4) for k, v in figures.items()}
+    def on_epoch(epoch: int, weight: np.ndarray, bias: np.ndarray) -> dict[str, Any]:
+        head = CodeHead(weight, bias)
+        figures = quick_ndcg(dataset, head.apply(docs), head.apply(queries))
+        return {f"test_{k}": round(v, 4) for k, v in figures.items()}
 
+    head = train_code_head(docs, train_queries, head_positives(pairs), config, on_epoch=on_epoch)
+    result["pairs"] = {"source": pairs.source, "queries": len(pairs)}
+    result["train_seconds"] = {"embed_train_queries": round(embed_s, 1), "head": head.report["seconds"]}
+    result["head"] = {k: v for k, v in head.report.items() if k != "epochs"}
+    result["curve"] = head.report["epochs"]
+    result["trained"] = measure(dataset, head.apply(docs), head.apply(queries), "trained")
     out = Path(args.models) / f"{name}-{args.tag}"
-    t0 = time.perf_counter()
-    trained = finetune(
-        pairs, out, config=config, checkpoints=marks, on_checkpoint=on_checkpoint if marks else None
-    )
-    result["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    result["train_seconds"] = trained.report["train_seconds"]
-    result["pairs"] = trained.report["pairs"]
-    result["config"] = trained.report["config"]
-    result["curve"] = trained.report["checkpoints"]
-    result["loss"] = trained.report["loss"]
+    if not out.exists():
+        save_with_head(head, out, report={"pairs": result["pairs"]})
     result["model_dir"] = str(out)
-    tuned = Embedder(str(out))
-    tdocs = tuned.embed(dataset.corpus_texts)
-    tqueries = tuned.embed(dataset.query_texts)
-    result["trained"] = measure(dataset, tdocs, tqueries, str(out))
     b, t = result["base"], result["trained"]
     result["summary"] = {
         "trained_1bit_vs_base_float32": round(t["binary"] / b["float32"], 4),
         "trained_1bit_vs_base_rabitq_itq": round(t["binary"] / b["rabitq-itq"], 4),
+        "trained_1bit_vs_base_1bit": round(t["binary"] / b["binary"], 4),
     }
-    print(f"{name}: trained {t} summary {result['summary']}", file=sys.stderr)
+    print(f"{name}: trained {t} summary {result['summary']}", file=sys.stderr, flush=True)
     return result
 
 
@@ -140,15 +135,16 @@ def plot(out_dir: Path) -> Path:
     results = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
     for ax, r in zip(axes[0], results, strict=True):
-        curve = [{"step": 0, **_base_point(r)}] + [c for c in r["curve"] if c["step"] > 0]
-        steps = [c["step"] for c in curve]
-        ax.plot(steps, [c["binary"] for c in curve], "o-", label="trained, 1-bit (sign, Hamming)")
-        ax.plot(steps, [c["float32"] for c in curve], "s--", label="trained, float32")
+        curve = r["curve"]
+        steps = [c["epoch"] for c in curve]
+        ax.plot(steps, [c["test_binary"] for c in curve], "o-", ms=3, label="trained, 1-bit (sign, Hamming)")
+        ax.plot(steps, [c["test_float32"] for c in curve], "s--", ms=3, label="trained, float32")
+        ax.axvline(r["head"]["kept_epoch"], color="0.6", lw=0.8, ls="--", label="epoch kept (validation)")
         ax.axhline(r["base"]["float32"], color="k", lw=0.8, label="base float32")
         ax.axhline(r["base"]["rabitq-itq"], color="g", ls=":", label="base rabitq-itq")
         ax.axhline(r["base"]["binary"], color="r", ls=":", label="base 1-bit")
         ax.set_title(f"{r['dataset']} ({r['pairs']['source']})")
-        ax.set_xlabel("training steps")
+        ax.set_xlabel("epochs (0: ITQ start)")
         ax.set_ylabel("NDCG@10 (test queries)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
@@ -156,10 +152,6 @@ def plot(out_dir: Path) -> Path:
     path = out_dir / "ndcg_vs_steps.png"
     fig.savefig(path, dpi=110)
     return path
-
-
-def _base_point(r: dict[str, Any]) -> dict[str, float]:
-    return {"float32": r["base"]["float32"], "binary": r["base"]["binary"]}
 
 
 def main() -> int:
@@ -170,18 +162,16 @@ def main() -> int:
     p.add_argument("--cache-dir", default="/work/scratch/trained-binary/cache")
     p.add_argument("--out", default=None, help="write <dataset>.json here")
     p.add_argument("--plot", action="store_true", help="only redraw the plot from --out")
-    p.add_argument("--tag", default="run")
-    p.add_argument("--steps", type=int, default=FinetuneConfig.steps)
-    p.add_argument("--batch-size", type=int, default=FinetuneConfig.batch_size)
-    p.add_argument("--lr", type=float, default=FinetuneConfig.lr)
-    p.add_argument("--temperature", type=float, default=FinetuneConfig.temperature)
-    p.add_argument("--beta-start", type=float, default=FinetuneConfig.beta_start)
-    p.add_argument("--beta-end", type=float, default=FinetuneConfig.beta_end)
-    p.add_argument("--float-weight", type=float, default=FinetuneConfig.float_weight)
-    p.add_argument("--distill-weight", type=float, default=FinetuneConfig.distill_weight)
-    p.add_argument("--max-seq-length", type=int, default=FinetuneConfig.max_seq_length)
-    p.add_argument("--checkpoint-every", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--embeddings", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "embeddings")
+    )
+    p.add_argument("--tag", default="head")
+    p.add_argument("--epochs", type=int, default=HeadConfig.epochs)
+    p.add_argument("--lr", type=float, default=HeadConfig.lr)
+    p.add_argument("--temperature", type=float, default=HeadConfig.temperature)
+    p.add_argument("--beta-start", type=float, default=HeadConfig.beta_start)
+    p.add_argument("--beta-end", type=float, default=HeadConfig.beta_end)
+    p.add_argument("--distill-weight", type=float, default=HeadConfig.distill_weight)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.plot:
@@ -194,6 +184,8 @@ def main() -> int:
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
             (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    if args.out:
+        print(plot(Path(args.out)), file=sys.stderr)
     return 0
 
 

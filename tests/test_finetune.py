@@ -127,7 +127,9 @@ def _planted(seed: int, n_docs: int = 400, n_queries: int = 600, dim: int = 32):
     docs /= np.linalg.norm(docs, axis=1, keepdims=True)
     target = rng.integers(0, n_docs, n_queries)
     mix = rng.standard_normal((dim, dim)).astype(np.float32) * 0.3 + np.eye(dim, dtype=np.float32)
-    queries = docs[target] @ mix.T + 0.6 * rng.standard_normal((n_queries, dim)).astype(np.float32) / np.sqrt(dim)
+    queries = docs[target] @ mix.T + 0.6 * rng.standard_normal((n_queries, dim)).astype(np.float32) / np.sqrt(
+        dim
+    )
     queries[:, :4] = rng.standard_normal((n_queries, 4)) * 0.5  # the dominant directions carry no signal
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     return docs, queries.astype(np.float32), [np.array([t]) for t in target]
