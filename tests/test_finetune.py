@@ -252,3 +252,21 @@ def test_cli_train_then_index_and_search_with_the_model(tmp_path: Path, capsys) 
     assert "not an empty folder" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "m2"), "-q"]) == 2
     assert not (tmp_path / "m2").exists()
+
+
+def test_embedding_cache_key_follows_a_retrained_model_folder(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from quantsearch.embed import EmbeddingCache
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights v1")
+    cache = EmbeddingCache(tmp_path / "cache")
+    fake = SimpleNamespace(name=str(folder), normalize=True, max_seq_length=None)
+    first = cache.key(fake, ["a text"])
+    assert cache.key(fake, ["a text"]) == first
+    (folder / "model.safetensors").write_bytes(b"weights v2, retrained")
+    assert cache.key(fake, ["a text"]) != first  # new weights, new key: no stale vectors
+    hub = SimpleNamespace(name="org/some-model", normalize=True, max_seq_length=None)
+    assert cache.key(hub, ["a text"]) == cache.key(hub, ["a text"])

@@ -801,18 +801,21 @@ def save_with_head(
     out_path = Path(out)
     _check_out(out_path)
     _imports()
-    try:
-        from sentence_transformers.base.modules import Dense
-    except ImportError:  # sentence-transformers < 5.4
-        from sentence_transformers.models import Dense
+    import importlib
+
     import torch
+
+    try:
+        dense_cls = importlib.import_module("sentence_transformers.base.modules").Dense
+    except (ImportError, AttributeError):  # sentence-transformers < 5.4
+        dense_cls = importlib.import_module("sentence_transformers.models").Dense
 
     from .embed import Embedder
 
     base = Embedder(model).model
     bits, dim = head.weight.shape
     base.append(
-        Dense(
+        dense_cls(
             dim,
             bits,
             bias=True,
