@@ -292,22 +292,28 @@ class FinetuneConfig:
     threads: int | None = None
 
     def validate(self) -> None:
-        for name in ("steps", "batch_size", "max_seq_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
+        _check_recipe(self, ("steps", "batch_size", "max_seq_length"), ("float_weight", "distill_weight"))
         if self.batch_size < 2:
             raise InvalidArgumentError(f"batch_size must be >= 2 (in-batch negatives), got {self.batch_size}")
-        for name in ("lr", "temperature", "beta_start", "beta_end"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise InvalidArgumentError(f"{name} must be a positive number, got {value!r}")
-        for name in ("float_weight", "distill_weight"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise InvalidArgumentError(f"{name} must be a number >= 0, got {value!r}")
         if not 0.0 <= self.warmup < 1.0:
             raise InvalidArgumentError(f"warmup must be in [0, 1), got {self.warmup!r}")
+
+
+def _check_recipe(recipe: Any, positive_ints: Sequence[str], non_negative: Sequence[str]) -> None:
+    """Validate a training recipe: the named positive ints, the tanh/LR/temperature numbers (> 0) and
+    the named weights (>= 0), each error naming the field and the value."""
+    for name in positive_ints:
+        value = getattr(recipe, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
+    for name in ("lr", "temperature", "beta_start", "beta_end"):
+        value = getattr(recipe, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise InvalidArgumentError(f"{name} must be a positive number, got {value!r}")
+    for name in non_negative:
+        value = getattr(recipe, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise InvalidArgumentError(f"{name} must be a number >= 0, got {value!r}")
 
 
 @dataclass
@@ -596,16 +602,7 @@ class HeadConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
-        for name in ("lr", "temperature", "beta_start", "beta_end"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise InvalidArgumentError(f"{name} must be a positive number, got {value!r}")
-        if not (isinstance(self.distill_weight, (int, float)) and self.distill_weight >= 0):
-            raise InvalidArgumentError(f"distill_weight must be a number >= 0, got {self.distill_weight!r}")
+        _check_recipe(self, ("epochs", "batch_size"), ("distill_weight",))
         if not 0.0 <= self.val_fraction < 1.0:
             raise InvalidArgumentError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
 
