@@ -454,6 +454,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     if args.out.suffix != ".npz":  # a model folder: train the model for 1-bit codes (issue 17)
+        if args.corpus.suffix == ".npy" or args.corpus.is_file():
+            raise InvalidArgumentError(
+                f"--out must name a .npz file to train a head on {args.corpus} (a model folder is trained "
+                f"from a BEIR folder), got {args.out}"
+            )
         return cmd_train_model(args)
     return cmd_train_head(args)
 
