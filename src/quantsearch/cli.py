@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from .display import format_info, format_results
 from .exceptions import InvalidArgumentError, QuantsearchError
-from .ingest import index_documents, read_documents, training_vectors
+from .ingest import candidate_quantizer, index_documents, progress_bar, read_documents, training_vectors
 
 logger = logging.getLogger("quantsearch")
 
@@ -32,7 +32,47 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ---- commands -------------------------------------------------------------------------------------
+def _is_image_folder(source: Path) -> bool:
+    """A folder without corpus.jsonl or text files that holds images: indexed with a CLIP model."""
+    from .images import find_images
+
+    if not source.is_dir() or (source / "corpus.jsonl").is_file():
+        return False
+    if any(p.suffix.lower() in (".txt", ".md") for p in source.rglob("*") if p.is_file()):
+        return False
+    return bool(find_images(source))
+
+
+def cmd_index_images(args: argparse.Namespace) -> int:
+    from .images import DEFAULT_IMAGE_MODEL, find_images, index_images
+
+    source = Path(args.input)
+    total = len(find_images(source))
+    bar = progress_bar(total, "embedding images", not args.quiet)
+    t0 = time.perf_counter()
+    try:
+        result = index_images(
+            source,
+            Path(args.index),
+            model=args.model or DEFAULT_IMAGE_MODEL,
+            rescore=args.rescore,
+            candidates=None if args.candidates is None else candidate_quantizer(args.candidates),
+            batch_size=min(args.batch_size, 256),
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    with result.index as index:
+        print(f"indexed {result.added:,} images into {args.index} in {time.perf_counter() - t0:.1f} s")
+        if result.skipped:
+            print(f"skipped {len(result.skipped)} unreadable files: {', '.join(result.skipped[:5])}")
+        print(format_info(index.info()))
+    return 0
+
+
 def cmd_index(args: argparse.Namespace) -> int:
+    if _is_image_folder(Path(args.input)):
+        return cmd_index_images(args)
     ids, texts, meta = read_documents(Path(args.input), text_field=args.text_field, id_field=args.id_field)
     t0 = time.perf_counter()
     index = index_documents(
@@ -61,7 +101,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         k = args.k if args.k is not None else max(1, min(10, len(index)))
         if index.model is not None:
             _ = index.embedder.model  # load the model first: "embed" then times the query alone
-        results = index.search(args.query, k=k, oversampling=args.oversampling, stages=args.stages)
+        query: Any = args.query
+        if args.image is not None:  # image -> image search (an index built with a CLIP model)
+            from .images import embed_images, load_image
+
+            if args.query is not None:
+                raise InvalidArgumentError("give a text query or --image, not both")
+            query = embed_images(index.embedder, [load_image(args.image)])
+            args.query = f"image {args.image}"
+        elif args.query is None:
+            raise InvalidArgumentError("a text query (or --image PATH) is required")
+        results = index.search(query, k=k, oversampling=args.oversampling, stages=args.stages)
         if args.json:
             print(
                 json.dumps({"query": args.query, "hits": results.to_list()[0], "timings_ms": results.timings})
@@ -169,6 +219,54 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.out.suffix != ".npz":  # a model folder: train the model for 1-bit codes (issue 17)
+        if args.corpus.suffix == ".npy" or args.corpus.is_file():
+            raise InvalidArgumentError(
+                f"--out must name a .npz file to train a head on {args.corpus} (a model folder is trained "
+                f"from a BEIR folder), got {args.out}"
+            )
+        return cmd_train_model(args)
+    return cmd_train_head(args)
+
+
+def cmd_train_model(args: argparse.Namespace) -> int:
+    from .finetune import FinetuneConfig, HeadConfig, train_model
+
+    head = HeadConfig(
+        **{
+            k: v
+            for k, v in (("epochs", args.epochs), ("lr", args.lr), ("temperature", args.temperature))
+            if v is not None
+        },
+        seed=args.seed,
+    )
+    e2e = None
+    if args.e2e_steps:
+        e2e = FinetuneConfig(steps=args.e2e_steps, batch_size=args.e2e_batch_size, seed=args.seed)
+    report = train_model(
+        args.corpus,
+        args.out,
+        model=args.model,
+        pairs=args.pairs,
+        head=head,
+        e2e=e2e,
+        cache_dir=args.cache_dir,
+        progress=not args.quiet,
+    )
+    if args.json:
+        print(json.dumps({**report, "out": str(args.out)}, indent=2))
+        return 0
+    h = report["head"]
+    print(
+        f"trained on {report['pairs']['queries']:,} {report['pairs']['source']} queries in "
+        f"{report['total_seconds']:.0f} s; validation NDCG@10 of the 1-bit codes (Hamming): "
+        f"ITQ start {h['val_ndcg@10_itq_start']}, trained {h['val_ndcg@10_kept']} (epoch {h['kept_epoch']})"
+    )
+    print(f"wrote {args.out} (use it as --model {args.out}; its sign bits are the codes)")
+    return 0
+
+
+def cmd_train_head(args: argparse.Namespace) -> int:
     from .quantization import LearnedBinaryQuantizer, save_quantizer
 
     if args.out.suffix != ".npz":
@@ -222,7 +320,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="embed documents and add them to an index")
     p.add_argument(
-        "input", help="BEIR corpus.jsonl (or its folder), a JSONL file, or a folder of .txt/.md files"
+        "input",
+        help="BEIR corpus.jsonl (or its folder), a JSONL file, a folder of .txt/.md files, or a folder of "
+        "images (embedded with a CLIP model: --model, default clip-ViT-B-32)",
     )
     p.add_argument("--index", required=True, help="index directory (created if missing, else appended to)")
     p.add_argument(
@@ -245,7 +345,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="search an index with a text query")
     p.add_argument("index")
-    p.add_argument("query")
+    p.add_argument("query", nargs="?", default=None)
+    p.add_argument("--image", default=None, help="search with this image instead (index built with CLIP)")
     p.add_argument("-k", type=int, default=None, help="results to show (default 10)")
     p.add_argument("--oversampling", type=float, default=None)
     p.add_argument("--stages", nargs="*", default=None, help="rescoring tiers to run (none: Hamming only)")
@@ -304,13 +405,33 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="train learned 1-bit codes (quantization-aware head) on a corpus",
-        description="Train a projection head whose sign bits keep the float32 neighbour rankings of the "
-        "corpus (self-distillation, no queries or qrels); write it as a .npz usable by "
-        "`quantsearch index --candidates FILE` or Index.create(binary=load_quantizer(FILE)).",
+        help="train a model whose 1-bit codes rank well (--out DIR), or a QAT head (--out FILE.npz)",
+        description="--out MODEL_DIR: train a model for sign-bit codes on a BEIR folder: a code head on "
+        "the base model trained with a Hamming-surrogate contrastive loss on the train qrels (else on "
+        "inverse cloze pairs from the corpus; never the test split), optionally followed by end-to-end "
+        "fine-tuning (--e2e-steps); the folder is a sentence-transformers model for --model. "
+        "--out FILE.npz: the older projection head trained by self-distillation of the corpus's float32 "
+        "neighbour rankings, usable by `quantsearch index --candidates FILE`.",
     )
-    p.add_argument("corpus", type=Path, help="a .npy of document vectors, or a corpus as for `index`")
-    p.add_argument("--out", type=Path, required=True, help="the .npz file to write")
+    p.add_argument(
+        "corpus",
+        type=Path,
+        help="a BEIR folder (model); for .npz: a .npy of vectors or a corpus as for `index`",
+    )
+    p.add_argument("--out", type=Path, required=True, help="model folder to write, or a .npz file (QAT head)")
+    p.add_argument(
+        "--pairs",
+        choices=("auto", "qrels", "cloze"),
+        default="auto",
+        help="model: train qrels (auto: when present) or inverse cloze pairs from the corpus",
+    )
+    p.add_argument(
+        "--e2e-steps",
+        type=int,
+        default=0,
+        help="model: then fine-tune the whole encoder end to end for this many steps (CPU-heavy)",
+    )
+    p.add_argument("--e2e-batch-size", type=int, default=32, help="model: pairs per end-to-end step")
     p.add_argument("--bits", type=int, default=None, help="output bits (default: the dimension)")
     p.add_argument("--hidden", type=int, default=0, help="MLP width (0: linear head)")
     p.add_argument("--epochs", type=int, default=None)

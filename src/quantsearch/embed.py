@@ -263,12 +263,23 @@ class EmbeddingCache:
 
     @staticmethod
     def _identity(embedder: Any) -> dict[str, Any]:
-        return {
+        model = str(getattr(embedder, "name", type(embedder).__name__))
+        identity: dict[str, Any] = {
             "format": EmbeddingCache._FORMAT,
-            "model": str(getattr(embedder, "name", type(embedder).__name__)),
+            "model": model,
             "normalize": bool(getattr(embedder, "normalize", True)),
             "max_seq_length": getattr(embedder, "max_seq_length", None),
         }
+        if os.path.isdir(model):
+            # a local model folder can be retrained in place (quantsearch train --out DIR): its files
+            # (relative path, size, mtime) are part of the key, so new weights are never served old vectors
+            root = Path(model)
+            identity["model_files"] = sorted(
+                (p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in root.rglob("*")
+                if p.is_file()
+            )
+        return identity
 
     def key(self, embedder: Any, texts: Sequence[str]) -> str:
         """The cache key of embedding ``texts`` with ``embedder`` (64 hex digits)."""

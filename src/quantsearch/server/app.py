@@ -50,7 +50,7 @@ T = TypeVar("T")
 # the page loads only its own files; nothing from elsewhere, no inline script
 _PAGE_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -163,6 +163,29 @@ def create_app(
             compare=body.compare,
         )
         return await pools.read(call)
+
+    @app.post(
+        "/search/image",
+        response_model=SearchResponse,
+        dependencies=guard,
+        responses=_ERRORS,
+        tags=["search"],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        },
+    )
+    async def search_image(
+        request: Request, k: int = 10, oversampling: float | None = None
+    ) -> dict[str, Any]:
+        """Search with an image (the request body: JPEG, PNG, ... bytes), embedded with the index's
+        CLIP model: image -> image search over an image index."""
+        if k < 1:
+            raise InvalidArgumentError(f"k must be >= 1, got {k}")
+        data = await request.body()
+        return await pools.read(partial(service.search_image, data, k=k, oversampling=oversampling))
 
     @app.post(
         "/documents", response_model=AddResponse, dependencies=guard, responses=_ERRORS, tags=["documents"]

@@ -135,6 +135,23 @@ class SearchService:
         timings["total"] = _ms(t_start)
         return {"k": k, "hits": hits, "timings_ms": timings, "candidates": res.candidates, "exact": exact}
 
+    def search_image(self, data: bytes, *, k: int, oversampling: float | None) -> dict[str, Any]:
+        """Search with an encoded image (JPEG, PNG, ...), embedded with the index's CLIP model."""
+        from quantsearch.images import decode_image, embed_images
+
+        if self.index.model is None:
+            raise InvalidArgumentError("image: this index records no embedding model to embed images with")
+        t0 = time.perf_counter()
+        image = decode_image(data, "image")
+        with self._embed_lock:
+            q = embed_images(self.index.embedder, [image])
+        embed_ms = _ms(t0)
+        out = self.search(
+            query=None, vector=q[0].tolist(), k=k, oversampling=oversampling, stages=None, compare=False
+        )
+        out["timings_ms"] = {"embed": embed_ms, **out["timings_ms"]}
+        return out
+
     def _check_exact(self, compare: bool) -> str | None:
         if not compare:
             return None

@@ -140,6 +140,13 @@ function renderHits(list, hits, others) {
       ]),
       el("div", { className: "hit-text", text: truncate(hit.text || "", others ? 180 : 320) }),
     ]);
+    const thumb = hit.metadata && hit.metadata.thumbnail;
+    if (typeof thumb === "string" && /^[A-Za-z0-9+/=]+$/.test(thumb)) {
+      // an image index: the stored thumbnail (a base64 JPEG made at indexing) as a data: URL
+      item.insertBefore(el("img", {
+        className: "thumb", alt: String(hit.id), src: "data:image/jpeg;base64," + thumb,
+      }), item.children[1]);
+    }
     list.appendChild(item);
   });
 }
@@ -235,8 +242,34 @@ async function search(event) {
   }
 }
 
+// ---- image -> image search (image indexes): the chosen file is the request body --------------------
+async function searchImage() {
+  const file = $("image-query").files[0];
+  if (!file) return;
+  const headers = { "Content-Type": file.type || "application/octet-stream" };
+  const key = apiKey();
+  if (key) headers["Authorization"] = "Bearer " + key;
+  const k = Number($("k").value) || 10;
+  setStatus("searching by image…");
+  const t0 = performance.now();
+  try {
+    const response = await fetch(`/search/image?k=${k}`, { method: "POST", headers, body: file });
+    const res = await response.json().catch(() => null);
+    if (!response.ok) throw new Error(res && res.error ? res.error.message : response.statusText);
+    $("main-title").textContent = `images like ${file.name}`;
+    $("exact-column").hidden = true;
+    $("overlap").hidden = true;
+    renderHits($("results"), res.hits, null);
+    renderTimings(res.timings_ms, res.candidates || {}, performance.now() - t0, null);
+    setStatus(`${res.hits.length} results in ${res.timings_ms.total.toFixed(1)} ms (server)`);
+  } catch (error) {
+    setStatus("Error: " + error.message, true);
+  }
+}
+
 async function init() {
   $("search-form").addEventListener("submit", search);
+  $("image-query").addEventListener("change", searchImage);
   $("api-key").addEventListener("change", loadStats);
   try {
     const health = await api("GET", "/healthz");
