@@ -38,6 +38,7 @@ int qs_isa_supported(int isa) {
 uint64_t qs_stream_xor(const uint8_t *p, size_t bytes, int isa) {
 #if QS_X86
     if (isa == QS_ISA_AVX512) return qs_stream_xor_avx512(p, bytes);
+    if (isa == QS_ISA_AVX2) return qs_stream_xor_avx2(p, bytes);
 #else
     (void)isa;
 #endif
@@ -297,7 +298,7 @@ int qs_hamming_topk(const uint8_t *queries, const uint8_t *codes, const uint8_t 
         direct = qs_direct_avx512;
         blocked = qs_blocked_avx512;
     } else if (isa == QS_ISA_AVX2) {
-        direct = qs_direct_popcnt;
+        direct = qs_direct_avx2;
         blocked = qs_blocked_avx2;
     }
 #else

@@ -80,9 +80,11 @@ void qs_direct_avx512(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, in
 void qs_blocked_avx512(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T, int64_t bpad,
                        int64_t q0, int64_t q1, qs_heaps *h);
 void qs_direct_popcnt(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h);
+void qs_direct_avx2(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h);
 void qs_blocked_avx2(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T, int64_t bpad,
                      int64_t q0, int64_t q1, qs_heaps *h);
 uint64_t qs_stream_xor_avx512(const uint8_t *p, size_t bytes);
+uint64_t qs_stream_xor_avx2(const uint8_t *p, size_t bytes);
 #endif
 /* planes.c: top-k of float query weights against bit-plane codes; see planes.c */
 enum { QS_PLANES_MAX = 8, QS_QUERY_BITS_MAX = 8 };
