@@ -17,7 +17,7 @@ from .backend import (
     set_num_threads,
     use_backend,
 )
-from .dispatch import dot_rows, hamming_topk, planes_topk
+from .dispatch import dot_rows, hamming_topk, planes_topk, table_topk
 from .numpy_backend import PAD_DISTANCE, gather_rows, hamming_distances
 
 __all__ = [
@@ -33,5 +33,6 @@ __all__ = [
     "planes_topk",
     "set_backend",
     "set_num_threads",
+    "table_topk",
     "use_backend",
 ]

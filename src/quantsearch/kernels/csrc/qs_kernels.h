@@ -41,6 +41,13 @@ typedef struct {
     uint64_t last_mask;
     int64_t q0;      /* index of the chunk's first query within the call */
     const void *ctx; /* per-call data of the kernel (the planes scan's query tables) */
+    /* AND-term layout (transposed kernels only): the row holds src_planes planes of src_nb bytes
+     * (src_W words, the last ANDed with src_mask); the transposed block holds them and then their
+     * AND (plane 0 & plane 1), (src_planes + 1) * src_W words in all, which the kernels see as
+     * one plane of W = (src_planes + 1) * src_W words. and_term = 0: the plain layout above. */
+    int and_term;
+    int64_t src_planes, src_nb, src_W;
+    uint64_t src_mask;
 } qs_scan;
 
 /* Per-thread running top-k of every query of the chunk: max-heaps keyed by (dist, row). */
@@ -101,7 +108,12 @@ int qs_planes_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_
                    int64_t dim, const float *weights, int64_t nq, int qbits, const uint8_t *uplanes,
                    const double *lo, const double *delta, const double *coef, const float *row_scale,
                    const float *row_bias, const double *qoff, int64_t k, int isa, int strategy, int nthreads,
-                   int64_t block_bytes, float *out_scores, int64_t *out_rows);
+                   int64_t block_bytes, int and_term, float *out_scores, int64_t *out_rows);
+/* planes.c: top-k of per-query byte lookup tables (nq, nb, 256): score = row_scale * (sum_j
+ * tables[q, j, code[j]] + qoff) + row_bias; codes rows of `stride` bytes, the first nb scored */
+int qs_table_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb,
+                  const float *tables, int64_t nq, const float *row_scale, const float *row_bias, const double *qoff,
+                  int64_t k, int nthreads, int64_t block_bytes, float *out_scores, int64_t *out_rows);
 /* key of a float score: smaller key = larger score; -0 and +0 share a key (the caller adds +0) */
 static inline uint32_t qs_score_key(float f) {
     uint32_t b;
