@@ -242,3 +242,35 @@ def test_index_search_runs_on_the_native_kernels(make_index, monkeypatch) -> Non
     assert calls == ["hamming_topk", "dot_rows", "dot_rows"]  # one scan, one call per rescoring stage
     np.testing.assert_array_equal(native.ids, reference.ids)
     np.testing.assert_allclose(native.scores, reference.scores, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- read-ahead of mapped tiers
+
+
+def test_prefetch_rows_hints_only_mapped_segments_and_keeps_scores(tmp_path) -> None:
+    from quantsearch.kernels import dot_rows, prefetch_rows
+    from quantsearch.kernels.prefetch import is_memory_mapped
+
+    rng = np.random.default_rng(5)
+    first = rng.integers(-128, 128, (3000, 96), dtype=np.int8)
+    np.save(tmp_path / "a.npy", first)
+    mapped = np.load(tmp_path / "a.npy", mmap_mode="r")
+    in_ram = rng.integers(-128, 128, (500, 96), dtype=np.int8)
+    starts = np.array([0, 3000], np.int64)
+    rows = rng.integers(0, 3500, (4, 30))
+    rows[0, :5] = -1  # padding is skipped
+    weights = rng.standard_normal((4, 96)).astype(np.float32)
+    assert is_memory_mapped(mapped) and is_memory_mapped(mapped[10:20]) and not is_memory_mapped(in_ram)
+    calls = prefetch_rows([mapped, in_ram], starts, rows)
+    in_first = np.unique(rows[(rows >= 0) & (rows < 3000)])
+    assert 1 <= calls <= in_first.size  # touching rows share a call
+    assert prefetch_rows([in_ram], np.zeros(1, np.int64), np.array([[1, 2]])) == 0
+    plain = dot_rows([mapped, in_ram], starts, rows, weights)
+    hinted = dot_rows([mapped, in_ram], starts, rows, weights, prefetch=True)
+    np.testing.assert_array_equal(hinted, plain)
+    # against the numpy decode + dot
+    both = np.concatenate([first, in_ram]).astype(np.float64)
+    safe = np.where(rows >= 0, rows, 0)
+    expected = np.einsum("qcd,qd->qc", both[safe], weights.astype(np.float64))
+    np.testing.assert_allclose(np.where(rows >= 0, hinted, 0), np.where(rows >= 0, expected, 0), rtol=1e-4, atol=1e-3)
+    assert np.isnan(hinted[0, :5]).all()

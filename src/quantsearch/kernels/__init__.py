@@ -19,6 +19,7 @@ from .backend import (
 )
 from .dispatch import dot_rows, hamming_topk, planes_topk, table_topk
 from .numpy_backend import PAD_DISTANCE, gather_rows, hamming_distances
+from .prefetch import prefetch_rows
 
 __all__ = [
     "BACKENDS",
@@ -31,6 +32,7 @@ __all__ = [
     "hamming_distances",
     "hamming_topk",
     "planes_topk",
+    "prefetch_rows",
     "set_backend",
     "set_num_threads",
     "table_topk",

@@ -7,6 +7,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdlib.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 #include "qs_kernels.h"
 
@@ -358,6 +362,39 @@ fail:
     return NULL;
 }
 
+/* madvise(WILLNEED) over sorted page addresses, `span` bytes from each, runs of touching pages
+ * merged into one call: the kernel starts reading every page at once instead of one fault at a
+ * time. Returns the number of calls; errors are ignored (the reads then fault as usual). */
+static PyObject *py_willneed(PyObject *self, PyObject *args) {
+    PyObject *oaddr;
+    Py_ssize_t span;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "On", &oaddr, &span)) return NULL;
+    if (span < 1) return PyErr_Format(PyExc_ValueError, "span must be >= 1, got %zd", span);
+    Py_buffer a;
+    if (get_array(oaddr, &a, 0, 1, 8, "QLl", "addresses") < 0) return NULL;
+    const uint64_t *addr = (const uint64_t *)a.buf;
+    const Py_ssize_t count = a.shape[0];
+    Py_ssize_t calls = 0;
+#if defined(__unix__) || defined(__APPLE__)
+    const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    Py_BEGIN_ALLOW_THREADS;
+    Py_ssize_t i = 0;
+    while (i < count) {
+        const uint64_t lo = addr[i] & ~(page - 1);
+        uint64_t hi = addr[i] + (uint64_t)span;
+        while (++i < count && (addr[i] & ~(page - 1)) <= hi) {
+            if (addr[i] + (uint64_t)span > hi) hi = addr[i] + (uint64_t)span;
+        }
+        (void)madvise((void *)(uintptr_t)lo, (size_t)(hi - lo), MADV_WILLNEED);
+        calls++;
+    }
+    Py_END_ALLOW_THREADS;
+#endif
+    PyBuffer_Release(&a);
+    return PyLong_FromSsize_t(calls);
+}
+
 static PyObject *py_stream_xor(PyObject *self, PyObject *args) {
     PyObject *obj;
     int isa;
@@ -387,6 +424,7 @@ static PyMethodDef methods[] = {
     {"table_topk", py_table_topk, METH_VARARGS,
      "table_topk(codes, valid, k, tables, row_scale, row_bias, query_offset, nthreads, block_bytes, out_scores, "
      "out_rows)"},
+    {"willneed", py_willneed, METH_VARARGS, "willneed(sorted_addresses, span) -> number of madvise calls"},
     {"stream_xor", py_stream_xor, METH_VARARGS,
      "stream_xor(buffer, isa) -> int: XOR of every byte-aligned word; a one-pass read (bandwidth probe)."},
     {NULL, NULL, 0, NULL},
