@@ -274,3 +274,53 @@ def test_prefetch_rows_hints_only_mapped_segments_and_keeps_scores(tmp_path) -> 
     expected = np.einsum("qcd,qd->qc", both[safe], weights.astype(np.float64))
     np.testing.assert_allclose(np.where(rows >= 0, hinted, 0), np.where(rows >= 0, expected, 0), rtol=1e-4, atol=1e-3)
     assert np.isnan(hinted[0, :5]).all()
+
+
+# ---------------------------------------------------------------- ggml block formats
+
+
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_1"])
+@pytest.mark.parametrize("dim", [32, 70, 384])
+@pytest.mark.parametrize("backend", ["numpy", "portable", "avx2", "avx512"])
+def test_block_rescore_matches_decode_and_dot(tmp_path, fmt: str, dim: int, backend: str) -> None:
+    from quantsearch.kernels import available_backends, use_backend
+    from quantsearch.quantization import BlockQuantizer
+
+    if backend not in available_backends():
+        pytest.skip(f"{backend} is not available on this machine")
+    rng = np.random.default_rng(dim)
+    x = rng.standard_normal((700, dim)).astype(np.float32)
+    quantizer = BlockQuantizer(fmt).fit(x)
+    codes = quantizer.encode(x)
+    np.save(tmp_path / "seg0.npy", codes[:400])
+    arrays = [np.load(tmp_path / "seg0.npy", mmap_mode="r"), np.ascontiguousarray(codes[400:])]
+    starts = np.array([0, 400], np.int64)
+    queries = rng.standard_normal((5, dim)).astype(np.float32)
+    rows = rng.integers(0, 700, (5, 40))
+    rows[1, -7:] = -1
+    prepared = quantizer.prepare_queries(queries)
+    with use_backend(backend):
+        got = quantizer.rescore(prepared, arrays, starts, rows)
+    assert got.dtype == np.float32 and got.shape == (5, 40)
+    decoded = quantizer.decode(codes).astype(np.float64)  # the numpy decode, independent of the kernel
+    expected = np.einsum("qcd,qd->qc", decoded[np.where(rows >= 0, rows, 0)], prepared.astype(np.float64))
+    assert np.isnan(got[rows < 0]).all()
+    np.testing.assert_allclose(got[rows >= 0], expected[rows >= 0], rtol=1e-4, atol=1e-3)
+    # the pipeline's score path agrees too
+    scored = quantizer.score(prepared, codes[np.where(rows >= 0, rows, 0)])
+    np.testing.assert_allclose(got[rows >= 0], scored[rows >= 0], rtol=1e-4, atol=1e-3)
+
+
+def test_block_rescore_rejects_bad_input() -> None:
+    from quantsearch.exceptions import DimensionMismatchError, InvalidArgumentError
+    from quantsearch.kernels import dot_rows_blocks
+
+    codes = np.zeros((10, 34), np.uint8)
+    with pytest.raises(InvalidArgumentError):
+        dot_rows_blocks([codes], np.zeros(1, np.int64), np.zeros((1, 2), np.int64), np.ones((1, 32), np.float32), format="q5_k")
+    with pytest.raises(DimensionMismatchError):
+        dot_rows_blocks([codes[:, :33]], np.zeros(1, np.int64), np.zeros((1, 2), np.int64), np.ones((1, 32), np.float32), format="q8_0")
+    with pytest.raises(DimensionMismatchError):
+        dot_rows_blocks([codes], np.zeros(1, np.int64), np.zeros((1, 2), np.int64), np.ones((1, 33), np.float32), format="q8_0")
+    with pytest.raises(InvalidArgumentError):
+        dot_rows_blocks([codes], np.zeros(1, np.int64), np.full((1, 2), 10), np.ones((1, 32), np.float32), format="q8_0")

@@ -17,7 +17,7 @@ from .backend import (
     set_num_threads,
     use_backend,
 )
-from .dispatch import dot_rows, hamming_topk, planes_topk, table_topk
+from .dispatch import dot_rows, dot_rows_blocks, hamming_topk, planes_topk, table_topk
 from .numpy_backend import PAD_DISTANCE, gather_rows, hamming_distances
 from .prefetch import prefetch_rows
 
@@ -26,6 +26,7 @@ __all__ = [
     "PAD_DISTANCE",
     "available_backends",
     "dot_rows",
+    "dot_rows_blocks",
     "gather_rows",
     "get_backend",
     "get_num_threads",

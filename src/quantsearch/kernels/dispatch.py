@@ -141,11 +141,34 @@ def dot_rows(
     weights = np.ascontiguousarray(weights, dtype=np.float32)
     nq, dim = weights.shape
     width = (dim + 1) // 2 if nibbles else dim
+    starts, rows = _check_segments(arrays, starts, rows, dtype, width, nq)
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or abs(int(offset)) > 1 << 16:
+        raise InvalidArgumentError(f"offset must be an integer in [-65536, 65536], got {offset!r}")
+    if prefetch:
+        prefetch_rows(arrays, starts, rows)
+    backend = get_backend()
+    if backend == "numpy":
+        return numpy_backend.dot_rows(arrays, starts, rows, weights, offset=int(offset), nibbles=nibbles)
+    return native_backend.dot_rows(
+        arrays,
+        starts,
+        rows,
+        weights,
+        offset=int(offset),
+        nibbles=nibbles,
+        isa=backend,
+        threads=get_num_threads(),
+    )
+
+
+def _check_segments(
+    arrays: list[np.ndarray], starts: Any, rows: Any, dtype: np.dtype, width: int, nq: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate segment arrays (dtype, width, C order), their starts and the candidate rows."""
     for i, array in enumerate(arrays):
         if array.dtype != dtype or array.ndim != 2 or array.shape[1] != width:
             raise DimensionMismatchError(
-                f"segment {i} must be {dtype}(n, {width}) for weights of dim {dim}, "
-                f"got {array.dtype}{array.shape}"
+                f"segment {i} must be {dtype}(n, {width}), got {array.dtype}{array.shape}"
             )
         if not array.flags.c_contiguous:
             raise InvalidArgumentError(f"segment {i} must be C-contiguous, got strides {array.strides}")
@@ -166,23 +189,7 @@ def dot_rows(
         raise InvalidArgumentError(
             f"rows must be in [0, {total}) or -1 for padding, got [{rows.min()}, {rows.max()}]"
         )
-    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or abs(int(offset)) > 1 << 16:
-        raise InvalidArgumentError(f"offset must be an integer in [-65536, 65536], got {offset!r}")
-    if prefetch:
-        prefetch_rows(arrays, starts, rows)
-    backend = get_backend()
-    if backend == "numpy":
-        return numpy_backend.dot_rows(arrays, starts, rows, weights, offset=int(offset), nibbles=nibbles)
-    return native_backend.dot_rows(
-        arrays,
-        starts,
-        rows,
-        weights,
-        offset=int(offset),
-        nibbles=nibbles,
-        isa=backend,
-        threads=get_num_threads(),
-    )
+    return starts, rows
 
 
 #: most bit planes per code row, and most bits per quantized query weight
@@ -426,3 +433,62 @@ def table_topk(
     if get_backend() == "numpy":
         return numpy_backend.table_topk(tables, codes, k, **args)
     return native_backend.table_topk(tables, codes, k, **args, threads=get_num_threads())
+
+
+def dot_rows_blocks(
+    arrays: Sequence[np.ndarray],
+    starts: np.ndarray,
+    rows: np.ndarray,
+    weights: np.ndarray,
+    *,
+    format: str,  # noqa: A002 - ggml's word for it
+    prefetch: bool = False,
+) -> np.ndarray:
+    """Fused gather + dot for ggml block codes (``q8_0``, ``q4_0``, ``q4_1``): each candidate row
+    is decoded block by block where it lies and dotted with its query's weights.
+
+    ``scores[q, j] = sum_b d_b <values_b, w_b> (+ m_b sum(w_b) for q4_1)`` over the 32-dimension
+    blocks of row ``rows[q, j]`` (the decoded vector's dot product with the weights).
+
+    Parameters
+    ----------
+    arrays : sequence of ndarray of shape (n_i, blocks * block_bytes), uint8
+        Segments in row order, each C-contiguous (block_bytes: 34, 18, 20).
+    starts : ndarray of shape (n_segments,), int64
+        First global row of each segment (``0`` first, no gaps).
+    rows : ndarray of shape (nq, c), int64
+        Candidate rows per query; ``-1`` marks padding (its score is nan).
+    weights : ndarray of shape (nq, dim), float32
+        ``dim <= 32 * blocks``; zero padded to whole blocks.
+    format : {"q8_0", "q4_0", "q4_1"}
+    prefetch : bool
+        As in :func:`dot_rows`.
+
+    Returns
+    -------
+    scores : ndarray of shape (nq, c), float32
+    """
+    if format not in numpy_backend.BLOCK_FORMATS:
+        raise InvalidArgumentError(f"format must be one of {sorted(numpy_backend.BLOCK_FORMATS)}, got {format!r}")
+    block_bytes = numpy_backend.BLOCK_FORMATS[format][0]
+    arrays = list(arrays)
+    if not arrays:
+        raise InvalidArgumentError("arrays must hold at least one segment array")
+    width = arrays[0].shape[1] if arrays[0].ndim == 2 else -1
+    if width <= 0 or width % block_bytes:
+        raise DimensionMismatchError(f"{format} rows must be whole blocks of {block_bytes} bytes, got width {width}")
+    blocks = width // block_bytes
+    weights = np.asarray(weights)
+    if weights.ndim != 2 or weights.dtype.kind != "f" or not 1 <= weights.shape[1] <= 32 * blocks:
+        raise DimensionMismatchError(
+            f"weights must be float (nq, dim <= {32 * blocks}) for {blocks} blocks, got {weights.dtype}{weights.shape}"
+        )
+    padded = np.zeros((weights.shape[0], 32 * blocks), np.float32)
+    padded[:, : weights.shape[1]] = weights
+    starts, rows = _check_segments(arrays, starts, rows, np.dtype(np.uint8), width, weights.shape[0])
+    if prefetch:
+        prefetch_rows(arrays, starts, rows)
+    backend = get_backend()
+    if backend == "numpy":
+        return numpy_backend.dot_rows_blocks(arrays, starts, rows, padded, format)
+    return native_backend.dot_rows_blocks(arrays, starts, rows, padded, format, isa=backend, threads=get_num_threads())

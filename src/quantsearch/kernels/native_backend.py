@@ -185,3 +185,23 @@ def table_topk(
         codes, valid, k, tables, row_scale, row_bias, query_offset, threads, block_bytes, scores, rows
     )
     return scores, rows
+
+
+_KIND_BLOCKS = {"q8_0": 5, "q4_0": 6, "q4_1": 7}
+
+
+def dot_rows_blocks(
+    arrays: Sequence[np.ndarray],
+    starts: np.ndarray,
+    rows: np.ndarray,
+    weights: np.ndarray,
+    fmt: str,
+    *,
+    isa: str = "avx512",
+    threads: int = 1,
+) -> np.ndarray:
+    """Fused gather + dot over ggml block rows; see :func:`quantsearch.kernels.dot_rows_blocks`.
+    ``weights`` (nq, 32 * blocks) float32, zero padded."""
+    out = np.empty(rows.shape, np.float32)
+    _module().rescore(list(arrays), starts, rows, weights, _KIND_BLOCKS[fmt], 0, ISA[isa], threads, out)
+    return out

@@ -354,3 +354,35 @@ def table_topk(
         scores = (scale * (sums + query_offset.astype(np.float64)[:, None]) + bias).astype(np.float32)
         best = _merge_scores(best, scores, r0, valid, k)
     return _scores_rows(best)
+
+
+# ggml block formats: bytes per block and float16 header fields (32 dimensions per block)
+BLOCK_FORMATS = {"q8_0": (34, 1), "q4_0": (18, 1), "q4_1": (20, 2)}
+
+
+def dot_rows_blocks(
+    arrays: list[np.ndarray], starts: np.ndarray, rows: np.ndarray, weights: np.ndarray, fmt: str
+) -> np.ndarray:
+    """Reference of :func:`quantsearch.kernels.dot_rows_blocks` (arguments validated; ``weights``
+    (nq, 32 * blocks) zero padded): decode the gathered rows in float64 and take the dot products."""
+    nq, c = rows.shape
+    width, heads = BLOCK_FORMATS[fmt]
+    blocks = weights.shape[1] // 32
+    out = np.full((nq, c), np.nan, np.float32)
+    present = rows >= 0
+    if not present.any():
+        return out
+    raw = gather_rows(arrays, starts, rows[present]).reshape(-1, blocks, width)
+    header = np.ascontiguousarray(raw[:, :, : 2 * heads]).view("<f2").astype(np.float64)
+    body = raw[:, :, 2 * heads :]
+    if fmt == "q8_0":
+        values = body.view(np.int8).astype(np.float64)
+    else:
+        values = np.concatenate([body & 0x0F, body >> 4], axis=2).astype(np.float64) - (8.0 if fmt == "q4_0" else 0.0)
+    decoded = values * header[:, :, :1]
+    if heads == 2:
+        decoded += header[:, :, 1:2]
+    owner = np.nonzero(present)[0]
+    w = weights.astype(np.float64).reshape(nq, blocks, 32)[owner]
+    out[present] = np.einsum("mbi,mbi->m", decoded, w)
+    return out

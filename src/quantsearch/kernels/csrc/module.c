@@ -121,6 +121,9 @@ static const char *kind_format(int kind, Py_ssize_t *itemsize) {
     case QS_KIND_INT4: *itemsize = 1; return "B";
     case QS_KIND_FLOAT16: *itemsize = 2; return "e";
     case QS_KIND_FLOAT32: *itemsize = 4; return "f";
+    case QS_KIND_Q8_0:
+    case QS_KIND_Q4_0:
+    case QS_KIND_Q4_1: *itemsize = 1; return "B";
     default: return NULL;
     }
 }

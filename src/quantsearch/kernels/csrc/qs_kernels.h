@@ -15,6 +15,9 @@
 enum { QS_ISA_PORTABLE = 0, QS_ISA_AVX2 = 1, QS_ISA_AVX512 = 2 };
 enum { QS_STRATEGY_AUTO = 0, QS_STRATEGY_DIRECT = 1, QS_STRATEGY_BLOCKED = 2 };
 enum { QS_KIND_INT8 = 0, QS_KIND_UINT8 = 1, QS_KIND_INT4 = 2, QS_KIND_FLOAT16 = 3, QS_KIND_FLOAT32 = 4 };
+/* ggml block rows (uint8): per 32 dimensions a float16 d (q4_1: then a float16 m) and the values;
+ * the weights are padded to whole blocks (dim = 32 * blocks) */
+enum { QS_KIND_Q8_0 = 5, QS_KIND_Q4_0 = 6, QS_KIND_Q4_1 = 7 };
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define QS_X86 1
