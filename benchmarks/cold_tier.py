@@ -31,7 +31,9 @@ def make_tier(path: Path) -> None:
         return
     tier = np.lib.format.open_memmap(path, "w+", np.int8, (N, DIM))
     for start in range(0, N, 100_000):
-        tier[start : start + 100_000] = np.random.default_rng(start).integers(-128, 128, (100_000, DIM), np.int8)
+        tier[start : start + 100_000] = np.random.default_rng(start).integers(
+            -128, 128, (100_000, DIM), np.int8
+        )
     tier.flush()
     del tier
 
@@ -73,7 +75,9 @@ def child(path: Path, rounds: int, candidates: int, seed: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dir", type=Path, required=True, help="where the 1 GiB tier file goes (not tmpfs)")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--candidates", type=int, default=100)
@@ -89,7 +93,10 @@ def main() -> None:
     from kernels import resident_fraction
 
     make_tier(path)
-    print(f"cold_tier.py: {N:,} x {DIM} int8 ({path}), {args.candidates} candidates per call, load {os.getloadavg()}")
+    print(
+        f"cold_tier.py: {N:,} x {DIM} int8 ({path}), {args.candidates} candidates per call, "
+        f"load {os.getloadavg()}"
+    )
     results = []
     for r in range(args.repeats):
         evict(path)
@@ -103,7 +110,8 @@ def main() -> None:
         results.append(res)
         print(
             f"  run {r}: {100 * resident:.1f}% resident before; cold plain {res['cold_plain_ms']:.2f} ms, "
-            f"prefetch {res['cold_prefetch_ms']:.2f} ms ({res['cold_plain_ms'] / res['cold_prefetch_ms']:.1f}x); "
+            f"prefetch {res['cold_prefetch_ms']:.2f} ms "
+            f"({res['cold_plain_ms'] / res['cold_prefetch_ms']:.1f}x); "
             f"warm plain {res['warm_plain_ms']:.3f} ms, prefetch {res['warm_prefetch_ms']:.3f} ms"
         )
     med = {key: statistics.median(r[key] for r in results) for key in results[0]}

@@ -89,7 +89,9 @@ def test_and_term_identical_for_any_thread_count_and_block(backend: str) -> None
     )  # fmt: skip
     one = native_backend.planes_topk(weights, codes, 9, **args, isa=backend, threads=1)
     for threads, block in ((2, 0), (3, 4096), (1, 512)):
-        other = native_backend.planes_topk(weights, codes, 9, **args, isa=backend, threads=threads, block_bytes=block)
+        other = native_backend.planes_topk(
+            weights, codes, 9, **args, isa=backend, threads=threads, block_bytes=block
+        )
         np.testing.assert_array_equal(other[1], one[1])
         np.testing.assert_array_equal(other[0], one[0])
     assert valid[one[1][one[1] >= 0]].all()
@@ -185,5 +187,7 @@ def test_quantizer_scan_agrees_with_decoded_dot_products(spec: str, backend: str
         assert exact[q, rows[q]].min() >= best[-1] - 2 * tol
     # same rows as the default decode-and-multiply scan, up to near ties
     base_scores, base_rows = Quantizer.scan_topk(quantizer, queries, codes, 10, valid=valid)
-    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows.tolist(), base_rows.tolist(), strict=True)])
+    overlap = np.mean(
+        [len(set(a) & set(b)) / 10 for a, b in zip(rows.tolist(), base_rows.tolist(), strict=True)]
+    )
     assert overlap >= (1.0 if spec == "ternary" else 0.8)

@@ -364,7 +364,9 @@ def test_score_equals_decode_dot_product(spec: str) -> None:
         # the estimates are near the exact scores and near ties may swap (tests/test_code_scans.py)
         tol = 0.03 * np.abs(expected).max()
         assert np.allclose(scores, np.take_along_axis(expected, top, 1), atol=tol)
-        assert (np.take_along_axis(expected, top, 1).min(axis=1) >= np.sort(expected, axis=1)[:, -4] - 2 * tol).all()
+        assert (
+            np.take_along_axis(expected, top, 1).min(axis=1) >= np.sort(expected, axis=1)[:, -4] - 2 * tol
+        ).all()
     else:
         assert (top == np.argsort(-expected, axis=1, kind="stable")[:, :4]).all()
 

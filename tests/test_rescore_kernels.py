@@ -272,7 +272,9 @@ def test_prefetch_rows_hints_only_mapped_segments_and_keeps_scores(tmp_path) -> 
     both = np.concatenate([first, in_ram]).astype(np.float64)
     safe = np.where(rows >= 0, rows, 0)
     expected = np.einsum("qcd,qd->qc", both[safe], weights.astype(np.float64))
-    np.testing.assert_allclose(np.where(rows >= 0, hinted, 0), np.where(rows >= 0, expected, 0), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        np.where(rows >= 0, hinted, 0), np.where(rows >= 0, expected, 0), rtol=1e-4, atol=1e-3
+    )
     assert np.isnan(hinted[0, :5]).all()
 
 
@@ -317,10 +319,30 @@ def test_block_rescore_rejects_bad_input() -> None:
 
     codes = np.zeros((10, 34), np.uint8)
     with pytest.raises(InvalidArgumentError):
-        dot_rows_blocks([codes], np.zeros(1, np.int64), np.zeros((1, 2), np.int64), np.ones((1, 32), np.float32), format="q5_k")
+        dot_rows_blocks(
+            [codes],
+            np.zeros(1, np.int64),
+            np.zeros((1, 2), np.int64),
+            np.ones((1, 32), np.float32),
+            format="q5_k",
+        )
     with pytest.raises(DimensionMismatchError):
-        dot_rows_blocks([codes[:, :33]], np.zeros(1, np.int64), np.zeros((1, 2), np.int64), np.ones((1, 32), np.float32), format="q8_0")
+        dot_rows_blocks(
+            [codes[:, :33]],
+            np.zeros(1, np.int64),
+            np.zeros((1, 2), np.int64),
+            np.ones((1, 32), np.float32),
+            format="q8_0",
+        )
     with pytest.raises(DimensionMismatchError):
-        dot_rows_blocks([codes], np.zeros(1, np.int64), np.zeros((1, 2), np.int64), np.ones((1, 33), np.float32), format="q8_0")
+        dot_rows_blocks(
+            [codes],
+            np.zeros(1, np.int64),
+            np.zeros((1, 2), np.int64),
+            np.ones((1, 33), np.float32),
+            format="q8_0",
+        )
     with pytest.raises(InvalidArgumentError):
-        dot_rows_blocks([codes], np.zeros(1, np.int64), np.full((1, 2), 10), np.ones((1, 32), np.float32), format="q8_0")
+        dot_rows_blocks(
+            [codes], np.zeros(1, np.int64), np.full((1, 2), 10), np.ones((1, 32), np.float32), format="q8_0"
+        )

@@ -264,7 +264,8 @@ def planes_topk(
     2-bit levels ``offset + w0 b0 + w1 b1 + w01 b0 b1``): every plane has its own weights and the
     AND of planes 0 and 1 is one more term,
 
-        score = row_scale[row] * (sum_p <w_p, bits_p> + <w_and, bits_0 & bits_1> + query_offset[q]) + row_bias[row]
+        ip = sum_p <w_p, bits_p> + <w_and, bits_0 & bits_1>
+        score = row_scale[row] * (ip + query_offset[q]) + row_bias[row]
 
     The ``planes + 1`` weight vectors are quantized as one (side by side, each zero padded to a
     whole number of 64-bit words), so the estimate is within ``delta / 2`` per set bit of the exact
@@ -411,7 +412,9 @@ def table_topk(
     """
     tables = np.asarray(tables)
     if tables.ndim != 3 or tables.shape[2] != 256 or tables.dtype.kind not in "iuf":
-        raise InvalidDtypeError(f"tables must be a float array (nq, nb, 256), got {tables.dtype}{tables.shape}")
+        raise InvalidDtypeError(
+            f"tables must be a float array (nq, nb, 256), got {tables.dtype}{tables.shape}"
+        )
     tables = np.ascontiguousarray(tables, dtype=np.float32)
     if not np.isfinite(tables).all():
         raise InvalidArgumentError("tables must be finite")
@@ -427,7 +430,9 @@ def table_topk(
     k = check_positive_int(k, "k")
     scale = None if row_scale is None else _finite_vector(row_scale, "row_scale", n, np.float32)
     bias = None if row_bias is None else _finite_vector(row_bias, "row_bias", n, np.float32)
-    offset = np.zeros(nq) if query_offset is None else _finite_vector(query_offset, "query_offset", nq, np.float64)
+    offset = (
+        np.zeros(nq) if query_offset is None else _finite_vector(query_offset, "query_offset", nq, np.float64)
+    )
     valid = _valid_mask(valid, n)
     args: dict[str, Any] = dict(row_scale=scale, row_bias=bias, query_offset=offset, valid=valid)
     if get_backend() == "numpy":
@@ -469,19 +474,24 @@ def dot_rows_blocks(
     scores : ndarray of shape (nq, c), float32
     """
     if format not in numpy_backend.BLOCK_FORMATS:
-        raise InvalidArgumentError(f"format must be one of {sorted(numpy_backend.BLOCK_FORMATS)}, got {format!r}")
+        raise InvalidArgumentError(
+            f"format must be one of {sorted(numpy_backend.BLOCK_FORMATS)}, got {format!r}"
+        )
     block_bytes = numpy_backend.BLOCK_FORMATS[format][0]
     arrays = list(arrays)
     if not arrays:
         raise InvalidArgumentError("arrays must hold at least one segment array")
     width = arrays[0].shape[1] if arrays[0].ndim == 2 else -1
     if width <= 0 or width % block_bytes:
-        raise DimensionMismatchError(f"{format} rows must be whole blocks of {block_bytes} bytes, got width {width}")
+        raise DimensionMismatchError(
+            f"{format} rows must be whole blocks of {block_bytes} bytes, got width {width}"
+        )
     blocks = width // block_bytes
     weights = np.asarray(weights)
     if weights.ndim != 2 or weights.dtype.kind != "f" or not 1 <= weights.shape[1] <= 32 * blocks:
         raise DimensionMismatchError(
-            f"weights must be float (nq, dim <= {32 * blocks}) for {blocks} blocks, got {weights.dtype}{weights.shape}"
+            f"weights must be float (nq, dim <= {32 * blocks}) for {blocks} blocks, "
+            f"got {weights.dtype}{weights.shape}"
         )
     padded = np.zeros((weights.shape[0], 32 * blocks), np.float32)
     padded[:, : weights.shape[1]] = weights
@@ -491,4 +501,6 @@ def dot_rows_blocks(
     backend = get_backend()
     if backend == "numpy":
         return numpy_backend.dot_rows_blocks(arrays, starts, rows, padded, format)
-    return native_backend.dot_rows_blocks(arrays, starts, rows, padded, format, isa=backend, threads=get_num_threads())
+    return native_backend.dot_rows_blocks(
+        arrays, starts, rows, padded, format, isa=backend, threads=get_num_threads()
+    )

@@ -272,7 +272,9 @@ def planes_topk(
     return _scores_rows(best)
 
 
-def _merge_scores(best: np.ndarray, scores: np.ndarray, r0: int, valid: np.ndarray | None, k: int) -> np.ndarray:
+def _merge_scores(
+    best: np.ndarray, scores: np.ndarray, r0: int, valid: np.ndarray | None, k: int
+) -> np.ndarray:
     """Running top-k of float32 scores (nq, m) of rows [r0, r0 + m) into ``best`` (nq, k) uint64
     keys ``(score key << 32) | row``: unique per (score, row), so a plain sort is exact and tie-aware."""
     m = scores.shape[1]
@@ -297,7 +299,9 @@ def _scores_rows(best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return scores.astype(np.float32), rows.astype(np.int64)
 
 
-def and_term_layout(weights: np.ndarray, codes: np.ndarray, planes: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def and_term_layout(
+    weights: np.ndarray, codes: np.ndarray, planes: int, dim: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The AND-term scan as a one-plane scan: what the native kernels build block by block.
 
     Parameters
@@ -378,7 +382,9 @@ def dot_rows_blocks(
     if fmt == "q8_0":
         values = body.view(np.int8).astype(np.float64)
     else:
-        values = np.concatenate([body & 0x0F, body >> 4], axis=2).astype(np.float64) - (8.0 if fmt == "q4_0" else 0.0)
+        values = np.concatenate([body & 0x0F, body >> 4], axis=2).astype(np.float64) - (
+            8.0 if fmt == "q4_0" else 0.0
+        )
     decoded = values * header[:, :, :1]
     if heads == 2:
         decoded += header[:, :, 1:2]
