@@ -318,31 +318,17 @@ def test_block_rescore_rejects_bad_input() -> None:
     from quantsearch.kernels import dot_rows_blocks
 
     codes = np.zeros((10, 34), np.uint8)
-    with pytest.raises(InvalidArgumentError):
-        dot_rows_blocks(
-            [codes],
-            np.zeros(1, np.int64),
-            np.zeros((1, 2), np.int64),
-            np.ones((1, 32), np.float32),
-            format="q5_k",
-        )
-    with pytest.raises(DimensionMismatchError):
-        dot_rows_blocks(
-            [codes[:, :33]],
-            np.zeros(1, np.int64),
-            np.zeros((1, 2), np.int64),
-            np.ones((1, 32), np.float32),
-            format="q8_0",
-        )
-    with pytest.raises(DimensionMismatchError):
-        dot_rows_blocks(
-            [codes],
-            np.zeros(1, np.int64),
-            np.zeros((1, 2), np.int64),
-            np.ones((1, 33), np.float32),
-            format="q8_0",
-        )
-    with pytest.raises(InvalidArgumentError):
-        dot_rows_blocks(
-            [codes], np.zeros(1, np.int64), np.full((1, 2), 10), np.ones((1, 32), np.float32), format="q8_0"
-        )
+
+    def call(array=codes, rows=np.zeros((1, 2), np.int64), dim=32, fmt="q8_0"):
+        weights = np.ones((1, dim), np.float32)
+        return dot_rows_blocks([array], np.zeros(1, np.int64), rows, weights, format=fmt)
+
+    assert call().shape == (1, 2)  # the valid call
+    for error, bad in (
+        (InvalidArgumentError, dict(fmt="q5_k")),
+        (DimensionMismatchError, dict(array=np.ascontiguousarray(codes[:, :33]))),  # not whole blocks
+        (DimensionMismatchError, dict(dim=33)),  # weights wider than the blocks
+        (InvalidArgumentError, dict(rows=np.full((1, 2), 10))),  # row out of range
+    ):
+        with pytest.raises(error):
+            call(**bad)
