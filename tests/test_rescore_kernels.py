@@ -318,8 +318,9 @@ def test_block_rescore_rejects_bad_input() -> None:
     from quantsearch.kernels import dot_rows_blocks
 
     codes = np.zeros((10, 34), np.uint8)
+    first_rows = np.zeros((1, 2), np.int64)
 
-    def call(array=codes, rows=np.zeros((1, 2), np.int64), dim=32, fmt="q8_0"):
+    def call(array=codes, rows=first_rows, dim=32, fmt="q8_0"):
         weights = np.ones((1, dim), np.float32)
         return dot_rows_blocks([array], np.zeros(1, np.int64), rows, weights, format=fmt)
 
