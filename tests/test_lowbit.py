@@ -354,7 +354,16 @@ def test_score_equals_decode_dot_product(spec: str) -> None:
     rows = np.random.default_rng(0).integers(0, 300, (5, 11))
     assert np.allclose(q.score(prepared, codes[rows]), np.take_along_axis(expected, rows, 1), atol=1e-4)
     scores, top = q.scan_topk(queries, codes, 4)
-    assert (top == np.argsort(-expected, axis=1, kind="stable")[:, :4]).all()
+    if spec.startswith("int2") or spec == "ternary-planes":
+        # bit-plane popcount scan: the query is quantized to 8-bit levels (base.SCAN_QUERY_BITS), so
+        # the estimates are near the exact scores and near ties may swap (tests/test_code_scans.py)
+        tol = 0.03 * np.abs(expected).max()
+        assert np.allclose(scores, np.take_along_axis(expected, top, 1), atol=tol)
+        assert (
+            np.take_along_axis(expected, top, 1).min(axis=1) >= np.sort(expected, axis=1)[:, -4] - 2 * tol
+        ).all()
+    else:
+        assert (top == np.argsort(-expected, axis=1, kind="stable")[:, :4]).all()
 
 
 @pytest.mark.parametrize("spec", ALL_SPECS)
@@ -419,7 +428,14 @@ def test_index_lowbit_candidate_stage_without_rescoring(tmp_path, candidates: st
         res = index.search(queries, k=6, with_payload=False)
         q = make_quantizer(candidates, truncate_dim=32).fit(docs)
         expected = q.score_all(q.prepare_queries(queries), q.encode(docs))
-        assert (np.asarray(res.ids) == np.argsort(-expected, axis=1, kind="stable")[:, :6]).all()
+        ids = np.asarray(res.ids)
+        if candidates == "ternary":  # exact byte tables
+            assert (ids == np.argsort(-expected, axis=1, kind="stable")[:, :6]).all()
+        else:  # 2-bit planes scanned with 8-bit query levels: near ties may swap
+            tol = 0.03 * np.abs(expected).max()
+            got = np.take_along_axis(expected, ids, 1)
+            assert (got.min(axis=1) >= np.sort(expected, axis=1)[:, -6] - 2 * tol).all()
+            assert np.allclose(np.asarray(res.scores), got, atol=tol)
     finally:
         index.close()
 

@@ -360,7 +360,7 @@ def test_extension_rejects_bad_buffers_without_crashing() -> None:
     one, zero = np.ones(1), np.zeros(1)
     planes_u8 = np.zeros((1, 2, 8), np.uint8)
     s, r = np.empty((1, 3), np.float32), np.empty((1, 3), np.int64)
-    args = [codes, None, 3, 1, 64, w, 2, planes_u8, zero, one, one, None, None, zero, 0, 0, 1, 0, s, r]
+    args = [codes, None, 3, 1, 64, w, 2, planes_u8, zero, one, one, None, None, zero, 0, 0, 1, 0, False, s, r]
 
     def call(**changes):
         a = list(args)
@@ -388,8 +388,9 @@ def test_extension_rejects_bad_buffers_without_crashing() -> None:
         {"a14": 7},  # unknown isa
         {"a15": 9},  # unknown strategy
         {"a16": 0},  # threads
-        {"a18": np.empty((1, 3), np.float64)},  # out_scores dtype
-        {"a19": np.empty((3, 1), np.int64)},  # out_rows shape
+        {"a18": True},  # the AND term needs two planes
+        {"a19": np.empty((1, 3), np.float64)},  # out_scores dtype
+        {"a20": np.empty((3, 1), np.int64)},  # out_rows shape
     ):
         with pytest.raises((ValueError, TypeError)):
             call(**bad)

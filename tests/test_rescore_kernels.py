@@ -249,3 +249,94 @@ def test_index_search_runs_on_the_native_kernels(make_index, monkeypatch) -> Non
     assert calls == ["hamming_topk", "dot_rows", "dot_rows"]  # one scan, one call per rescoring stage
     np.testing.assert_array_equal(native.ids, reference.ids)
     np.testing.assert_allclose(native.scores, reference.scores, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- read-ahead of mapped tiers
+
+
+def test_prefetch_rows_hints_only_mapped_segments_and_keeps_scores(tmp_path) -> None:
+    from quantsearch.kernels import dot_rows, prefetch_rows
+    from quantsearch.kernels.prefetch import is_memory_mapped
+
+    rng = np.random.default_rng(5)
+    first = rng.integers(-128, 128, (3000, 96), dtype=np.int8)
+    np.save(tmp_path / "a.npy", first)
+    mapped = np.load(tmp_path / "a.npy", mmap_mode="r")
+    in_ram = rng.integers(-128, 128, (500, 96), dtype=np.int8)
+    starts = np.array([0, 3000], np.int64)
+    rows = rng.integers(0, 3500, (4, 30))
+    rows[0, :5] = -1  # padding is skipped
+    weights = rng.standard_normal((4, 96)).astype(np.float32)
+    assert is_memory_mapped(mapped) and is_memory_mapped(mapped[10:20]) and not is_memory_mapped(in_ram)
+    calls = prefetch_rows([mapped, in_ram], starts, rows)
+    in_first = np.unique(rows[(rows >= 0) & (rows < 3000)])
+    assert 1 <= calls <= in_first.size  # touching rows share a call
+    assert prefetch_rows([in_ram], np.zeros(1, np.int64), np.array([[1, 2]])) == 0
+    plain = dot_rows([mapped, in_ram], starts, rows, weights)
+    hinted = dot_rows([mapped, in_ram], starts, rows, weights, prefetch=True)
+    np.testing.assert_array_equal(hinted, plain)
+    # against the numpy decode + dot
+    both = np.concatenate([first, in_ram]).astype(np.float64)
+    safe = np.where(rows >= 0, rows, 0)
+    expected = np.einsum("qcd,qd->qc", both[safe], weights.astype(np.float64))
+    np.testing.assert_allclose(
+        np.where(rows >= 0, hinted, 0), np.where(rows >= 0, expected, 0), rtol=1e-4, atol=1e-3
+    )
+    assert np.isnan(hinted[0, :5]).all()
+
+
+# ---------------------------------------------------------------- ggml block formats
+
+
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_1"])
+@pytest.mark.parametrize("dim", [32, 70, 384])
+@pytest.mark.parametrize("backend", ["numpy", "portable", "avx2", "avx512"])
+def test_block_rescore_matches_decode_and_dot(tmp_path, fmt: str, dim: int, backend: str) -> None:
+    from quantsearch.kernels import available_backends, use_backend
+    from quantsearch.quantization import BlockQuantizer
+
+    if backend not in available_backends():
+        pytest.skip(f"{backend} is not available on this machine")
+    rng = np.random.default_rng(dim)
+    x = rng.standard_normal((700, dim)).astype(np.float32)
+    quantizer = BlockQuantizer(fmt).fit(x)
+    codes = quantizer.encode(x)
+    np.save(tmp_path / "seg0.npy", codes[:400])
+    arrays = [np.load(tmp_path / "seg0.npy", mmap_mode="r"), np.ascontiguousarray(codes[400:])]
+    starts = np.array([0, 400], np.int64)
+    queries = rng.standard_normal((5, dim)).astype(np.float32)
+    rows = rng.integers(0, 700, (5, 40))
+    rows[1, -7:] = -1
+    prepared = quantizer.prepare_queries(queries)
+    with use_backend(backend):
+        got = quantizer.rescore(prepared, arrays, starts, rows)
+    assert got.dtype == np.float32 and got.shape == (5, 40)
+    decoded = quantizer.decode(codes).astype(np.float64)  # the numpy decode, independent of the kernel
+    expected = np.einsum("qcd,qd->qc", decoded[np.where(rows >= 0, rows, 0)], prepared.astype(np.float64))
+    assert np.isnan(got[rows < 0]).all()
+    np.testing.assert_allclose(got[rows >= 0], expected[rows >= 0], rtol=1e-4, atol=1e-3)
+    # the pipeline's score path agrees too
+    scored = quantizer.score(prepared, codes[np.where(rows >= 0, rows, 0)])
+    np.testing.assert_allclose(got[rows >= 0], scored[rows >= 0], rtol=1e-4, atol=1e-3)
+
+
+def test_block_rescore_rejects_bad_input() -> None:
+    from quantsearch.exceptions import DimensionMismatchError, InvalidArgumentError
+    from quantsearch.kernels import dot_rows_blocks
+
+    codes = np.zeros((10, 34), np.uint8)
+    first_rows = np.zeros((1, 2), np.int64)
+
+    def call(array=codes, rows=first_rows, dim=32, fmt="q8_0"):
+        weights = np.ones((1, dim), np.float32)
+        return dot_rows_blocks([array], np.zeros(1, np.int64), rows, weights, format=fmt)
+
+    assert call().shape == (1, 2)  # the valid call
+    for error, bad in (
+        (InvalidArgumentError, dict(fmt="q5_k")),
+        (DimensionMismatchError, dict(array=np.ascontiguousarray(codes[:, :33]))),  # not whole blocks
+        (DimensionMismatchError, dict(dim=33)),  # weights wider than the blocks
+        (InvalidArgumentError, dict(rows=np.full((1, 2), 10))),  # row out of range
+    ):
+        with pytest.raises(error):
+            call(**bad)

@@ -17,21 +17,25 @@ from .backend import (
     set_num_threads,
     use_backend,
 )
-from .dispatch import dot_rows, hamming_topk, planes_topk
+from .dispatch import dot_rows, dot_rows_blocks, hamming_topk, planes_topk, table_topk
 from .numpy_backend import PAD_DISTANCE, gather_rows, hamming_distances
+from .prefetch import prefetch_rows
 
 __all__ = [
     "BACKENDS",
     "PAD_DISTANCE",
     "available_backends",
     "dot_rows",
+    "dot_rows_blocks",
     "gather_rows",
     "get_backend",
     "get_num_threads",
     "hamming_distances",
     "hamming_topk",
     "planes_topk",
+    "prefetch_rows",
     "set_backend",
     "set_num_threads",
+    "table_topk",
     "use_backend",
 ]

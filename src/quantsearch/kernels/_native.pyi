@@ -49,7 +49,23 @@ def planes_topk(
     strategy: int,
     nthreads: int,
     block_bytes: int,
+    and_term: bool,
     out_scores: np.ndarray,
     out_rows: np.ndarray,
     /,
 ) -> None: ...
+def table_topk(
+    codes: np.ndarray,
+    valid: np.ndarray | None,
+    k: int,
+    tables: np.ndarray,
+    row_scale: np.ndarray | None,
+    row_bias: np.ndarray | None,
+    query_offset: np.ndarray,
+    nthreads: int,
+    block_bytes: int,
+    out_scores: np.ndarray,
+    out_rows: np.ndarray,
+    /,
+) -> None: ...
+def willneed(addresses: np.ndarray, span: int, /) -> int: ...

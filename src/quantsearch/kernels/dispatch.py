@@ -15,6 +15,7 @@ from .._validation import check_positive_int
 from ..exceptions import DimensionMismatchError, InvalidArgumentError, InvalidDtypeError
 from . import native_backend, numpy_backend
 from .backend import get_backend, get_num_threads
+from .prefetch import prefetch_rows
 
 _ROW_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.float16), np.dtype(np.float32))
 
@@ -92,6 +93,7 @@ def dot_rows(
     *,
     offset: int = 0,
     nibbles: bool = False,
+    prefetch: bool = False,
 ) -> np.ndarray:
     """Fused gather + dot for rescoring: read each candidate's code row where it lies (a memory
     map included) and dot it with its query's weights, without building a (nq, c, dim) array.
@@ -115,6 +117,10 @@ def dot_rows(
     nibbles : bool
         The uint8 arrays hold two 4-bit levels per byte (even dimension in the low nibble), so
         ``width == ceil(dim / 2)``.
+    prefetch : bool
+        First ask the OS for every candidate row of the memory-mapped segments at once
+        (:func:`~quantsearch.kernels.prefetch.prefetch_rows`): for a tier that may not be in the
+        page cache (~5-15x faster cold, ~0.15 ms more per 100 rows warm; benchmarks/cold_tier.py).
 
     Returns
     -------
@@ -135,11 +141,34 @@ def dot_rows(
     weights = np.ascontiguousarray(weights, dtype=np.float32)
     nq, dim = weights.shape
     width = (dim + 1) // 2 if nibbles else dim
+    starts, rows = _check_segments(arrays, starts, rows, dtype, width, nq)
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or abs(int(offset)) > 1 << 16:
+        raise InvalidArgumentError(f"offset must be an integer in [-65536, 65536], got {offset!r}")
+    if prefetch:
+        prefetch_rows(arrays, starts, rows)
+    backend = get_backend()
+    if backend == "numpy":
+        return numpy_backend.dot_rows(arrays, starts, rows, weights, offset=int(offset), nibbles=nibbles)
+    return native_backend.dot_rows(
+        arrays,
+        starts,
+        rows,
+        weights,
+        offset=int(offset),
+        nibbles=nibbles,
+        isa=backend,
+        threads=get_num_threads(),
+    )
+
+
+def _check_segments(
+    arrays: list[np.ndarray], starts: Any, rows: Any, dtype: np.dtype, width: int, nq: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate segment arrays (dtype, width, C order), their starts and the candidate rows."""
     for i, array in enumerate(arrays):
         if array.dtype != dtype or array.ndim != 2 or array.shape[1] != width:
             raise DimensionMismatchError(
-                f"segment {i} must be {dtype}(n, {width}) for weights of dim {dim}, "
-                f"got {array.dtype}{array.shape}"
+                f"segment {i} must be {dtype}(n, {width}), got {array.dtype}{array.shape}"
             )
         if not array.flags.c_contiguous:
             raise InvalidArgumentError(f"segment {i} must be C-contiguous, got strides {array.strides}")
@@ -160,26 +189,23 @@ def dot_rows(
         raise InvalidArgumentError(
             f"rows must be in [0, {total}) or -1 for padding, got [{rows.min()}, {rows.max()}]"
         )
-    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or abs(int(offset)) > 1 << 16:
-        raise InvalidArgumentError(f"offset must be an integer in [-65536, 65536], got {offset!r}")
-    backend = get_backend()
-    if backend == "numpy":
-        return numpy_backend.dot_rows(arrays, starts, rows, weights, offset=int(offset), nibbles=nibbles)
-    return native_backend.dot_rows(
-        arrays,
-        starts,
-        rows,
-        weights,
-        offset=int(offset),
-        nibbles=nibbles,
-        isa=backend,
-        threads=get_num_threads(),
-    )
+    return starts, rows
 
 
 #: most bit planes per code row, and most bits per quantized query weight
 MAX_PLANES = 8
 MAX_QUERY_BITS = 8
+
+
+def _valid_mask(valid: Any, n: int) -> np.ndarray | None:
+    if valid is None:
+        return None
+    valid = np.asarray(valid)
+    if valid.dtype != np.bool_:
+        raise InvalidDtypeError(f"valid must be a bool mask, got dtype {valid.dtype}")
+    if valid.shape != (n,):
+        raise DimensionMismatchError(f"valid must have shape ({n},), got {valid.shape}")
+    return np.ascontiguousarray(valid)
 
 
 def _small_int(value: object, name: str, low: int, high: int) -> int:
@@ -213,6 +239,7 @@ def planes_topk(
     query_offset: np.ndarray | None = None,
     valid: np.ndarray | None = None,
     query_bits: int | None = 8,
+    and_term: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of float query weights against bit-plane codes (asymmetric scoring), with popcounts.
 
@@ -233,9 +260,20 @@ def planes_topk(
     (to float rounding). ``query_bits=None`` scores with the exact float weights instead (byte
     lookup tables, scalar code: slower).
 
+    AND-term scan (``and_term=True``, for codes whose value is not linear in the bits, such as
+    2-bit levels ``offset + w0 b0 + w1 b1 + w01 b0 b1``): every plane has its own weights and the
+    AND of planes 0 and 1 is one more term,
+
+        ip = sum_p <w_p, bits_p> + <w_and, bits_0 & bits_1>
+        score = row_scale[row] * (ip + query_offset[q]) + row_bias[row]
+
+    The ``planes + 1`` weight vectors are quantized as one (side by side, each zero padded to a
+    whole number of 64-bit words), so the estimate is within ``delta / 2`` per set bit of the exact
+    sum. Needs ``planes >= 2``, ``query_bits`` and no ``plane_coef`` (fold it into the weights).
+
     Parameters
     ----------
-    weights : ndarray of shape (nq, dim), float
+    weights : ndarray of shape (nq, dim), or (nq, planes + 1, dim) with ``and_term``, float
         Query weights (the query mapped into the codes' space); converted to float32.
     codes : ndarray of shape (n, width), uint8, C-contiguous
         ``width >= planes * nb``; not copied.
@@ -255,6 +293,8 @@ def planes_topk(
         Rows to consider (``False`` = deleted).
     query_bits : int or None
         Bits per quantized query weight, 1 to 8 (default 8), or None for exact float weights.
+    and_term : bool
+        Per-plane weights and the AND term of planes 0 and 1 (see above).
 
     Returns
     -------
@@ -262,9 +302,11 @@ def planes_topk(
     rows : ndarray of shape (nq, k), int64; -1 in padding slots
     """
     weights = np.asarray(weights)
-    if weights.ndim != 2 or weights.dtype.kind not in "iuf":
+    want_ndim = 3 if and_term else 2
+    if weights.ndim != want_ndim or weights.dtype.kind not in "iuf":
+        shape = "(nq, planes + 1, dim) with and_term" if and_term else "(nq, dim)"
         raise InvalidDtypeError(
-            f"weights must be a 2-D float array (nq, dim), got {weights.dtype}{weights.shape}"
+            f"weights must be a {want_ndim}-D float array {shape}, got {weights.dtype}{weights.shape}"
         )
     weights = np.ascontiguousarray(weights, dtype=np.float32)
     if not np.isfinite(weights).all():
@@ -278,10 +320,19 @@ def planes_topk(
     n = codes.shape[0]
     planes = _small_int(planes, "planes", 1, MAX_PLANES)
     if dim is None:
-        dim = weights.shape[1]
+        dim = weights.shape[-1]
     dim = check_positive_int(dim, "dim")
-    if weights.shape[1] != dim:
-        raise DimensionMismatchError(f"weights have {weights.shape[1]} dimensions, dim is {dim}")
+    if weights.shape[-1] != dim:
+        raise DimensionMismatchError(f"weights have {weights.shape[-1]} dimensions, dim is {dim}")
+    if and_term:
+        if planes < 2:
+            raise InvalidArgumentError(f"and_term needs planes >= 2, got planes={planes}")
+        if weights.shape[1] != planes + 1:
+            raise DimensionMismatchError(
+                f"with and_term, weights must have shape (nq, {planes + 1}, {dim}), got {weights.shape}"
+            )
+        if query_bits is None or plane_coef is not None:
+            raise InvalidArgumentError("and_term needs query_bits (1 to 8) and no plane_coef")
     nb = (dim + 7) // 8
     if codes.shape[1] < planes * nb:
         raise DimensionMismatchError(
@@ -300,13 +351,7 @@ def planes_topk(
         offset = np.zeros(nq)
     else:
         offset = _finite_vector(query_offset, "query_offset", nq, np.float64)
-    if valid is not None:
-        valid = np.asarray(valid)
-        if valid.dtype != np.bool_:
-            raise InvalidDtypeError(f"valid must be a bool mask, got dtype {valid.dtype}")
-        if valid.shape != (n,):
-            raise DimensionMismatchError(f"valid must have shape ({n},), got {valid.shape}")
-        valid = np.ascontiguousarray(valid)
+    valid = _valid_mask(valid, n)
     args: dict[str, Any] = dict(
         planes=planes,
         dim=dim,
@@ -319,5 +364,143 @@ def planes_topk(
     )
     backend = get_backend()
     if backend == "numpy":
+        if and_term:
+            wide, expanded = numpy_backend.and_term_layout(weights, codes, planes, dim)
+            args.update(planes=1, dim=wide.shape[1], plane_coef=np.ones(1))
+            return numpy_backend.planes_topk(wide, expanded, k, **args)
         return numpy_backend.planes_topk(weights, codes, k, **args)
     return native_backend.planes_topk(weights, codes, k, **args, isa=backend, threads=get_num_threads())
+
+
+def table_topk(
+    tables: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    row_scale: np.ndarray | None = None,
+    row_bias: np.ndarray | None = None,
+    query_offset: np.ndarray | None = None,
+    valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of codes whose score is a sum over their bytes, from per-query lookup tables.
+
+    ``score = row_scale[row] * (sum_j tables[q, j, codes[row, j]] + query_offset[q]) + row_bias[row]``
+    over the first ``nb`` bytes of each row (summed in float64, rounded to float32 once); larger is
+    better, ties go to the smaller row. For codes that are not bit planes (5 trits per byte, say):
+    the table of byte position ``j`` holds the query's dot product with every value the byte can
+    decode to. Runs on the native scan driver (scalar lookups, every ISA) or the numpy reference.
+
+    Parameters
+    ----------
+    tables : ndarray of shape (nq, nb, 256), float
+        Converted to float32.
+    codes : ndarray of shape (n, width), uint8, C-contiguous
+        ``width >= nb``; bytes after the first ``nb`` (per-row factors, say) are ignored.
+    k : int
+        Results per query (>= 1); fewer valid rows than ``k`` pad with row -1 and score nan.
+    row_scale, row_bias : ndarray of shape (n,), optional
+        Per-row factors (float32); defaults 1 and 0.
+    query_offset : ndarray of shape (nq,), optional
+        Added to each query's sum; default 0.
+    valid : ndarray of shape (n,), bool, optional
+        Rows to consider (``False`` = deleted).
+
+    Returns
+    -------
+    scores : ndarray of shape (nq, k), float32, descending; nan in padding slots
+    rows : ndarray of shape (nq, k), int64; -1 in padding slots
+    """
+    tables = np.asarray(tables)
+    if tables.ndim != 3 or tables.shape[2] != 256 or tables.dtype.kind not in "iuf":
+        raise InvalidDtypeError(
+            f"tables must be a float array (nq, nb, 256), got {tables.dtype}{tables.shape}"
+        )
+    tables = np.ascontiguousarray(tables, dtype=np.float32)
+    if not np.isfinite(tables).all():
+        raise InvalidArgumentError("tables must be finite")
+    nq, nb = tables.shape[:2]
+    codes = _packed_codes(codes, "codes")
+    if not codes.flags.c_contiguous:
+        raise InvalidArgumentError(
+            f"codes must be C-contiguous (n, {codes.shape[1]}) uint8, got strides {codes.strides}"
+        )
+    if nb < 1 or codes.shape[1] < nb:
+        raise DimensionMismatchError(f"tables cover {nb} bytes per row, codes have {codes.shape[1]}")
+    n = codes.shape[0]
+    k = check_positive_int(k, "k")
+    scale = None if row_scale is None else _finite_vector(row_scale, "row_scale", n, np.float32)
+    bias = None if row_bias is None else _finite_vector(row_bias, "row_bias", n, np.float32)
+    offset = (
+        np.zeros(nq) if query_offset is None else _finite_vector(query_offset, "query_offset", nq, np.float64)
+    )
+    valid = _valid_mask(valid, n)
+    args: dict[str, Any] = dict(row_scale=scale, row_bias=bias, query_offset=offset, valid=valid)
+    if get_backend() == "numpy":
+        return numpy_backend.table_topk(tables, codes, k, **args)
+    return native_backend.table_topk(tables, codes, k, **args, threads=get_num_threads())
+
+
+def dot_rows_blocks(
+    arrays: Sequence[np.ndarray],
+    starts: np.ndarray,
+    rows: np.ndarray,
+    weights: np.ndarray,
+    *,
+    format: str,  # noqa: A002 - ggml's word for it
+    prefetch: bool = False,
+) -> np.ndarray:
+    """Fused gather + dot for ggml block codes (``q8_0``, ``q4_0``, ``q4_1``): each candidate row
+    is decoded block by block where it lies and dotted with its query's weights.
+
+    ``scores[q, j] = sum_b d_b <values_b, w_b> (+ m_b sum(w_b) for q4_1)`` over the 32-dimension
+    blocks of row ``rows[q, j]`` (the decoded vector's dot product with the weights).
+
+    Parameters
+    ----------
+    arrays : sequence of ndarray of shape (n_i, blocks * block_bytes), uint8
+        Segments in row order, each C-contiguous (block_bytes: 34, 18, 20).
+    starts : ndarray of shape (n_segments,), int64
+        First global row of each segment (``0`` first, no gaps).
+    rows : ndarray of shape (nq, c), int64
+        Candidate rows per query; ``-1`` marks padding (its score is nan).
+    weights : ndarray of shape (nq, dim), float32
+        ``dim <= 32 * blocks``; zero padded to whole blocks.
+    format : {"q8_0", "q4_0", "q4_1"}
+    prefetch : bool
+        As in :func:`dot_rows`.
+
+    Returns
+    -------
+    scores : ndarray of shape (nq, c), float32
+    """
+    if format not in numpy_backend.BLOCK_FORMATS:
+        raise InvalidArgumentError(
+            f"format must be one of {sorted(numpy_backend.BLOCK_FORMATS)}, got {format!r}"
+        )
+    block_bytes = numpy_backend.BLOCK_FORMATS[format][0]
+    arrays = list(arrays)
+    if not arrays:
+        raise InvalidArgumentError("arrays must hold at least one segment array")
+    width = arrays[0].shape[1] if arrays[0].ndim == 2 else -1
+    if width <= 0 or width % block_bytes:
+        raise DimensionMismatchError(
+            f"{format} rows must be whole blocks of {block_bytes} bytes, got width {width}"
+        )
+    blocks = width // block_bytes
+    weights = np.asarray(weights)
+    if weights.ndim != 2 or weights.dtype.kind != "f" or not 1 <= weights.shape[1] <= 32 * blocks:
+        raise DimensionMismatchError(
+            f"weights must be float (nq, dim <= {32 * blocks}) for {blocks} blocks, "
+            f"got {weights.dtype}{weights.shape}"
+        )
+    padded = np.zeros((weights.shape[0], 32 * blocks), np.float32)
+    padded[:, : weights.shape[1]] = weights
+    starts, rows = _check_segments(arrays, starts, rows, np.dtype(np.uint8), width, weights.shape[0])
+    if prefetch:
+        prefetch_rows(arrays, starts, rows)
+    backend = get_backend()
+    if backend == "numpy":
+        return numpy_backend.dot_rows_blocks(arrays, starts, rows, padded, format)
+    return native_backend.dot_rows_blocks(
+        arrays, starts, rows, padded, format, isa=backend, threads=get_num_threads()
+    )

@@ -118,15 +118,25 @@ def planes_topk(
     The queries are quantized here, in numpy (:func:`~.numpy_backend.quantize_weights`), so every
     backend scores with the same integer levels. ``strategy``: ``"blocked"`` (the default on
     AVX-512 / AVX2: SIMD popcounts over a transposed block) or ``"direct"`` (scalar popcounts over
-    rows as stored; the only kernel of the portable path and of the exact mode).
+    rows as stored; the only kernel of the portable path and of the exact mode). Weights of shape
+    (nq, planes + 1, dim) select the AND-term scan (transposed kernels only; see
+    :func:`quantsearch.kernels.planes_topk`).
     """
     nq = weights.shape[0]
+    and_term = weights.ndim == 3
+    if and_term:
+        # the planes and their AND side by side, one weight vector (see numpy_backend.and_term_layout)
+        span = 64 * ((dim + 63) // 64)
+        wide = np.zeros((nq, planes + 1, span), np.float32)
+        wide[:, :, :dim] = weights
+        weights = wide.reshape(nq, -1)
+        plane_coef = np.ones(1)
     if query_bits is None:
         lo = delta = np.zeros(nq)
         uplanes = None
     else:
         lo, delta, levels = numpy_backend.quantize_weights(weights, query_bits)
-        uplanes = numpy_backend.level_planes(levels, query_bits, dim)
+        uplanes = numpy_backend.level_planes(levels, query_bits, weights.shape[1])
     scores = np.empty((nq, k), np.float32)
     rows = np.empty((nq, k), np.int64)
     _module().planes_topk(
@@ -148,7 +158,50 @@ def planes_topk(
         _STRATEGY[strategy],
         threads,
         block_bytes,
+        and_term,
         scores,
         rows,
     )
     return scores, rows
+
+
+def table_topk(
+    tables: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    row_scale: np.ndarray | None,
+    row_bias: np.ndarray | None,
+    query_offset: np.ndarray,
+    valid: np.ndarray | None,
+    threads: int = 1,
+    block_bytes: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Byte lookup table top-k on the native kernels; see :func:`quantsearch.kernels.table_topk`."""
+    nq = tables.shape[0]
+    scores = np.empty((nq, k), np.float32)
+    rows = np.empty((nq, k), np.int64)
+    _module().table_topk(
+        codes, valid, k, tables, row_scale, row_bias, query_offset, threads, block_bytes, scores, rows
+    )
+    return scores, rows
+
+
+_KIND_BLOCKS = {"q8_0": 5, "q4_0": 6, "q4_1": 7}
+
+
+def dot_rows_blocks(
+    arrays: Sequence[np.ndarray],
+    starts: np.ndarray,
+    rows: np.ndarray,
+    weights: np.ndarray,
+    fmt: str,
+    *,
+    isa: str = "avx512",
+    threads: int = 1,
+) -> np.ndarray:
+    """Fused gather + dot over ggml block rows; see :func:`quantsearch.kernels.dot_rows_blocks`.
+    ``weights`` (nq, 32 * blocks) float32, zero padded."""
+    out = np.empty(rows.shape, np.float32)
+    _module().rescore(list(arrays), starts, rows, weights, _KIND_BLOCKS[fmt], 0, ISA[isa], threads, out)
+    return out

@@ -254,7 +254,6 @@ def planes_topk(
         w64 = levels.astype(np.float64)
     coef = plane_coef.astype(np.float64)
     qoff = query_offset.astype(np.float64)
-    sentinel = np.uint64(0xFFFFFFFF)
     best = np.full((nq, k), np.iinfo(np.uint64).max, np.uint64)
     rows_per_block = max(256, _PLANES_BLOCK_BYTES // (8 * (dim + nq)))
     for r0 in range(0, n, rows_per_block):
@@ -269,19 +268,127 @@ def planes_topk(
             ip += coef[p] * dots
         scale = 1.0 if row_scale is None else row_scale[r0 : r0 + m].astype(np.float64)
         bias = 0.0 if row_bias is None else row_bias[r0 : r0 + m].astype(np.float64)
-        keys = score_keys((scale * (ip + qoff[:, None]) + bias).astype(np.float32)).astype(np.uint64)
-        if valid is not None:
-            keys[:, ~valid[r0 : r0 + m]] = sentinel
-        # a unique key per (score, row): the top k of a plain sort is exact and tie-aware
-        keys = (keys << np.uint64(32)) | np.arange(r0, r0 + m, dtype=np.uint64)
-        merged = np.concatenate([best, keys], axis=1)
-        if merged.shape[1] > k:
-            merged = np.take_along_axis(merged, np.argpartition(merged, k - 1, axis=1)[:, :k], axis=1)
-        best = merged
-    best.sort(axis=1)
+        best = _merge_scores(best, (scale * (ip + qoff[:, None]) + bias).astype(np.float32), r0, valid, k)
+    return _scores_rows(best)
+
+
+def _merge_scores(
+    best: np.ndarray, scores: np.ndarray, r0: int, valid: np.ndarray | None, k: int
+) -> np.ndarray:
+    """Running top-k of float32 scores (nq, m) of rows [r0, r0 + m) into ``best`` (nq, k) uint64
+    keys ``(score key << 32) | row``: unique per (score, row), so a plain sort is exact and tie-aware."""
+    m = scores.shape[1]
+    keys = score_keys(scores).astype(np.uint64)
+    if valid is not None:
+        keys[:, ~valid[r0 : r0 + m]] = np.uint64(0xFFFFFFFF)
+    keys = (keys << np.uint64(32)) | np.arange(r0, r0 + m, dtype=np.uint64)
+    merged = np.concatenate([best, keys], axis=1)
+    if merged.shape[1] > k:
+        merged = np.take_along_axis(merged, np.argpartition(merged, k - 1, axis=1)[:, :k], axis=1)
+    return merged
+
+
+def _scores_rows(best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted scores (nq, k) float32 (nan padding) and rows (nq, k) int64 (-1 padding) of merged keys."""
+    best = np.sort(best, axis=1)
     key = (best >> np.uint64(32)).astype(np.uint32)
     pad = key == np.uint32(0xFFFFFFFF)
     rows = np.where(pad, -1, (best & np.uint64(0xFFFFFFFF)).astype(np.int64))
     flipped = np.where(key & np.uint32(0x80000000), key, key ^ np.uint32(0x7FFFFFFF)).astype(np.uint32)
     scores = np.where(pad, np.float32(np.nan), flipped.view(np.float32))
     return scores.astype(np.float32), rows.astype(np.int64)
+
+
+def and_term_layout(
+    weights: np.ndarray, codes: np.ndarray, planes: int, dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The AND-term scan as a one-plane scan: what the native kernels build block by block.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (nq, planes + 1, dim), float32
+        Weights of each plane, then of the AND of planes 0 and 1.
+    codes : ndarray of shape (n, width), uint8
+        ``planes`` bit planes of ``ceil(dim / 8)`` bytes per row.
+
+    Returns
+    -------
+    weights : ndarray of shape (nq, (planes + 1) * 64 * W), float32
+        The ``planes + 1`` weight vectors side by side, each zero padded to ``W = ceil(dim / 64)``
+        words.
+    codes : ndarray of shape (n, (planes + 1) * 8 * W), uint8
+        Each row's planes and their AND, laid out the same way (padding bits zero).
+    """
+    nq, n = weights.shape[0], codes.shape[0]
+    nb = (dim + 7) // 8
+    span = 64 * ((nb + 7) // 8)
+    wide = np.zeros((nq, planes + 1, span), np.float32)
+    wide[:, :, :dim] = weights
+    bits = np.zeros((n, planes + 1, span), np.uint8)
+    for p in range(planes):
+        bits[:, p, :dim] = np.unpackbits(codes[:, p * nb : (p + 1) * nb], axis=1, count=dim)
+    bits[:, planes] = bits[:, 0] & bits[:, 1]
+    return wide.reshape(nq, -1), np.packbits(bits.reshape(n, -1), axis=1)
+
+
+def table_topk(
+    tables: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    row_scale: np.ndarray | None,
+    row_bias: np.ndarray | None,
+    query_offset: np.ndarray,
+    valid: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference of :func:`quantsearch.kernels.table_topk` (arguments validated): the lookups summed
+    in float64, then ``row_scale * (sum + query_offset) + row_bias`` rounded to float32 once."""
+    nq, nb, _ = tables.shape
+    n = codes.shape[0]
+    t64 = tables.astype(np.float64)
+    best = np.full((nq, k), np.iinfo(np.uint64).max, np.uint64)
+    rows_per_block = max(256, _PLANES_BLOCK_BYTES // (8 * nq * nb))
+    positions = np.arange(nb)
+    for r0 in range(0, n, rows_per_block):
+        block = codes[r0 : r0 + rows_per_block, :nb].astype(np.intp)
+        sums = t64[:, positions[None, :], block].sum(axis=2)  # (nq, m)
+        m = block.shape[0]
+        scale = 1.0 if row_scale is None else row_scale[r0 : r0 + m].astype(np.float64)
+        bias = 0.0 if row_bias is None else row_bias[r0 : r0 + m].astype(np.float64)
+        scores = (scale * (sums + query_offset.astype(np.float64)[:, None]) + bias).astype(np.float32)
+        best = _merge_scores(best, scores, r0, valid, k)
+    return _scores_rows(best)
+
+
+# ggml block formats: bytes per block and float16 header fields (32 dimensions per block)
+BLOCK_FORMATS = {"q8_0": (34, 1), "q4_0": (18, 1), "q4_1": (20, 2)}
+
+
+def dot_rows_blocks(
+    arrays: list[np.ndarray], starts: np.ndarray, rows: np.ndarray, weights: np.ndarray, fmt: str
+) -> np.ndarray:
+    """Reference of :func:`quantsearch.kernels.dot_rows_blocks` (arguments validated; ``weights``
+    (nq, 32 * blocks) zero padded): decode the gathered rows in float64 and take the dot products."""
+    nq, c = rows.shape
+    width, heads = BLOCK_FORMATS[fmt]
+    blocks = weights.shape[1] // 32
+    out = np.full((nq, c), np.nan, np.float32)
+    present = rows >= 0
+    if not present.any():
+        return out
+    raw = gather_rows(arrays, starts, rows[present]).reshape(-1, blocks, width)
+    header = np.ascontiguousarray(raw[:, :, : 2 * heads]).view("<f2").astype(np.float64)
+    body = raw[:, :, 2 * heads :]
+    if fmt == "q8_0":
+        values = body.view(np.int8).astype(np.float64)
+    else:
+        values = np.concatenate([body & 0x0F, body >> 4], axis=2).astype(np.float64) - (
+            8.0 if fmt == "q4_0" else 0.0
+        )
+    decoded = values * header[:, :, :1]
+    if heads == 2:
+        decoded += header[:, :, 1:2]
+    owner = np.nonzero(present)[0]
+    w = weights.astype(np.float64).reshape(nq, blocks, 32)[owner]
+    out[present] = np.einsum("mbi,mbi->m", decoded, w)
+    return out

@@ -20,11 +20,13 @@ dropped on decode. float16 scales are little-endian.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 import numpy as np
 
 from ..exceptions import InvalidArgumentError
+from ..kernels import dot_rows_blocks
 from .base import Precision, Quantizer, register_quantizer_name
 
 __all__ = ["BLOCK_SIZE", "BlockQuantizer"]
@@ -154,6 +156,30 @@ class BlockQuantizer(Quantizer):
         if m is not None:
             scores += np.einsum("qcb,qb->qc", m.reshape(nq, c, -1), q.sum(axis=2))
         return scores.astype(np.float32)
+
+    def rescore(
+        self, prepared: np.ndarray, arrays: Sequence[np.ndarray], starts: np.ndarray, rows: np.ndarray
+    ) -> np.ndarray:
+        """Scores of candidate rows read where they lie, on the fused gather + dot kernel of the block
+        formats (:func:`~quantsearch.kernels.dot_rows_blocks`): no (nq, c, dim) array is built.
+
+        Parameters
+        ----------
+        prepared : ndarray of shape (nq, dim), float32
+            ``self.prepare_queries(queries)``.
+        arrays : sequence of ndarray of shape (n_i, code_bytes), uint8
+            The tier's segments in row order.
+        starts : ndarray of shape (n_segments,), int64
+            First global row of each segment.
+        rows : ndarray of shape (nq, c), int64
+            Candidate rows; ``-1`` = padding.
+
+        Returns
+        -------
+        scores : ndarray of shape (nq, c), float32; nan at padding
+        """
+        self.check_fitted()
+        return dot_rows_blocks(arrays, starts, rows, prepared, format=self.format)
 
     def _query_blocks(self, queries: np.ndarray) -> np.ndarray:
         """Queries (nq, dim) zero-padded to whole blocks: (nq, n_blocks, 32) (padding scores nothing)."""

@@ -29,6 +29,8 @@ import numpy as np
 
 from .._validation import check_number, check_positive_int
 from ..exceptions import InvalidArgumentError
+from ..kernels import planes_topk, table_topk
+from . import base
 from .base import Precision, Quantizer, register_quantizer_name
 from .bitplanes import factor_bytes, factor_from_bytes, pack_planes, unpack_planes
 from .rotation import random_orthogonal
@@ -140,6 +142,44 @@ class _RotatedCodes(Quantizer):
         rotated, bias = self._rotate_queries(queries)
         scores = rotated @ self._rotated_estimate(codes).T + bias[:, None]
         return np.ascontiguousarray(scores, dtype=np.float32)
+
+    # ---- candidate scan on the bit-plane popcount kernel ----
+    def _plane_scan(
+        self, queries: np.ndarray, codes: np.ndarray, k: int, valid: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Top-``k`` on ``planes_topk`` where the layout allows it (None: use the default scan).
+
+        ``<q, x> = <q, c> + f * <q R, y_hat>`` with ``y_hat_j`` affine in the bits of dimension ``j``
+        (:meth:`_plane_form`), so the kernel scores ``<q R, y_hat>`` from popcounts with the query
+        weights quantized to ``base.SCAN_QUERY_BITS`` levels, and ``f`` is its per-row scale.
+        """
+        form = self._plane_form()
+        if form is None or base.SCAN_QUERY_BITS is None:
+            return None
+        offset, plane_weights, factor = form
+        rotated, bias = self._rotate_queries(self.prepare_queries(queries))
+        weights = rotated[:, None, :] * plane_weights[None, :, :]  # (nq, 3, d): plane 0, plane 1, AND
+        row_scale = factor_from_bytes(codes, codes.shape[1] - _FACTOR_BYTES) if factor else None
+        scores, rows = planes_topk(
+            weights, codes, k, planes=2, dim=self.code_dim, row_scale=row_scale,
+            query_offset=rotated.astype(np.float64) @ offset.astype(np.float64), valid=valid,
+            query_bits=base.SCAN_QUERY_BITS, and_term=True,
+        )  # fmt: skip
+        return (scores + bias[:, None]).astype(np.float32), rows
+
+    def _plane_form(self) -> tuple[np.ndarray, np.ndarray, bool] | None:
+        """``(offset (d,), weights (3, d), factor)``: the rotated estimate of a plane-layout code is
+        ``f * (offset + weights[0] b0 + weights[1] b1 + weights[2] b0 b1)`` (``f = 1`` without a stored
+        factor); None where the codes are not bit planes."""
+        return None
+
+    def scan_topk(
+        self, queries: np.ndarray, codes: np.ndarray, k: int, *, valid: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate scan on the bit-plane popcount kernel (plane layouts); see :meth:`_plane_scan`.
+        Other layouts decode block by block (the default)."""
+        found = self._plane_scan(queries, codes, k, valid)
+        return found if found is not None else super().scan_topk(queries, codes, k, valid=valid)
 
 
 def _nearest_level(y: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -335,6 +375,10 @@ class Int2Quantizer(_RotatedCodes):
         )
         return tuple(t.astype(np.float32) for t in terms)  # type: ignore[return-value]
 
+    def _plane_form(self) -> tuple[np.ndarray, np.ndarray, bool] | None:
+        offset, w0, w1, w01 = self.plane_weights()
+        return offset, np.stack([w0, w1, w01]), self.correction
+
     def _encode(self, x: np.ndarray) -> np.ndarray:
         y = self._to_rotated(x)
         index = _nearest_level(y, self.levels_)
@@ -488,6 +532,40 @@ class TernaryQuantizer(_RotatedCodes):
         trits, alpha = self._trits(self._to_rotated(x))
         packed = pack_planes(trits + 1, 2) if self.layout == "planes" else pack_trits(trits)
         return packed if alpha is None else np.concatenate([packed, factor_bytes(alpha)], axis=1)
+
+    def _plane_form(self) -> tuple[np.ndarray, np.ndarray, bool] | None:
+        if self.layout != "planes":
+            return None
+        # t = -1 + b0 + 2 b1; y_hat = mean + step * t with step = spread (times f) or alpha
+        step = self.spread_ if self.scale == "vector" else self.alpha_
+        zero = np.zeros_like(step)
+        if self.scale == "vector":
+            # f * (step * t) + mean does not factor as f * (...): the mean goes into the offset of a
+            # separate, unscaled term, so scan the scaled part and add <r, mean> per query below
+            return -step, np.stack([step, 2 * step, zero]), True
+        return self.mean_ - step, np.stack([step, 2 * step, zero]), False
+
+    def _plane_scan(
+        self, queries: np.ndarray, codes: np.ndarray, k: int, valid: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        rotated, _ = self._rotate_queries(self.prepare_queries(queries))
+        if self.layout == "planes":
+            found = super()._plane_scan(queries, codes, k, valid)
+            if found is None or self.scale != "vector":
+                return found
+            scores, rows = found
+        else:
+            # 5 trits per byte: a table per byte position of the query's dot product with every
+            # group of five trits (exact float weights, no query quantization)
+            step = self.spread_ if self.scale == "vector" else self.alpha_
+            w = np.zeros((rotated.shape[0], self._trit_bytes * 5), np.float32)
+            w[:, : self.code_dim] = rotated * step
+            tables = w.reshape(rotated.shape[0], self._trit_bytes, 5) @ _TRIT_TABLE.T.astype(np.float32)
+            row_scale = (
+                factor_from_bytes(codes, codes.shape[1] - _FACTOR_BYTES) if self.scale == "vector" else None
+            )
+            scores, rows = table_topk(tables, codes, k, row_scale=row_scale, valid=valid)
+        return (scores + (rotated @ self.mean_)[:, None]).astype(np.float32), rows
 
     def decode_trits(self, codes: np.ndarray) -> np.ndarray:
         """The (n, code_dim) int8 trits of stored codes."""

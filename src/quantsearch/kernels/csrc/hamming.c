@@ -38,6 +38,7 @@ int qs_isa_supported(int isa) {
 uint64_t qs_stream_xor(const uint8_t *p, size_t bytes, int isa) {
 #if QS_X86
     if (isa == QS_ISA_AVX512) return qs_stream_xor_avx512(p, bytes);
+    if (isa == QS_ISA_AVX2) return qs_stream_xor_avx2(p, bytes);
 #else
     (void)isa;
 #endif
@@ -144,7 +145,31 @@ __attribute__((target("popcnt"))) void qs_direct_popcnt(const qs_scan *s, int64_
 
 /* Word-major copy of rows [b0, b0 + nblk): word w of plane p of row b0 + i at T[(p * W + w) * bpad + i];
  * rows up to bpad are zero. */
+static void transpose_and_term(const qs_scan *s, int64_t b0, int64_t nblk, uint64_t *T, int64_t bpad) {
+    const int64_t nb = s->src_nb, W = s->src_W, nfull = nb / 8, P = s->src_planes;
+    const uint8_t *p = s->codes + b0 * s->stride;
+    for (int64_t i = 0; i < nblk; i++, p += s->stride) {
+        for (int64_t w = 0; w < W; w++) {
+            uint64_t both = ~(uint64_t)0;
+            for (int64_t pl = 0; pl < P; pl++) {
+                const uint8_t *row = p + pl * nb;
+                uint64_t word = w < nfull ? qs_load64(row + 8 * w) : qs_word(row, nb, w);
+                if (w == W - 1) word &= s->src_mask;
+                T[(pl * W + w) * bpad + i] = word;
+                if (pl < 2) both &= word;
+            }
+            T[(P * W + w) * bpad + i] = both;
+        }
+    }
+    for (int64_t w = 0; w < (P + 1) * W; w++)
+        for (int64_t i = nblk; i < bpad; i++) T[w * bpad + i] = 0;
+}
+
 static void transpose_block(const qs_scan *s, int64_t b0, int64_t nblk, uint64_t *T, int64_t bpad) {
+    if (s->and_term) {
+        transpose_and_term(s, b0, nblk, T, bpad);
+        return;
+    }
     const int64_t nb = s->nb, W = s->W, nfull = nb / 8, P = s->planes;
     const uint64_t last = s->last_mask;
     const uint8_t *p = s->codes + b0 * s->stride;
@@ -227,11 +252,13 @@ static int64_t query_chunk(int64_t nq, int64_t k, int nt) {
 int qs_scan_topk(const qs_scan *tmpl, qs_direct_fn direct, qs_blocked_fn blocked, int nthreads,
                  int64_t block_bytes, int64_t row_cost, uint32_t *out_keys, int64_t *out_rows) {
     const int64_t nq = tmpl->nq, n = tmpl->n, k = tmpl->k, W = tmpl->W, P = tmpl->planes;
-    /* threads: at least ~4 MiB x query of work each (~0.1 ms), else starting one costs more than
-     * it saves */
+    /* threads: one query gets a second thread only past ~32 MiB of popcount work each (262k rows of
+     * 1024 bits); a batch past 32 MiB / nq. Measured on the shared 2-core machine (one query,
+     * 1024 bits): a second thread never paid below 400k rows there (0.2-0.65x: starting it waits
+     * for a core), and the old 4 MiB threshold threaded from 64k rows. */
     if (nthreads > 64) nthreads = 64;
     if (nthreads < 1) nthreads = 1;
-    int64_t min_rows = ((int64_t)4 << 20) / (row_cost * (nq < 64 ? nq : 64));
+    int64_t min_rows = ((int64_t)32 << 20) / (row_cost * (nq < 512 ? nq : 512));
     if (min_rows < 64) min_rows = 64;
     int64_t by_work = n / min_rows;
     int nt = by_work < nthreads ? (int)(by_work > 1 ? by_work : 1) : nthreads;
@@ -297,7 +324,7 @@ int qs_hamming_topk(const uint8_t *queries, const uint8_t *codes, const uint8_t 
         direct = qs_direct_avx512;
         blocked = qs_blocked_avx512;
     } else if (isa == QS_ISA_AVX2) {
-        direct = qs_direct_popcnt;
+        direct = qs_direct_avx2;
         blocked = qs_blocked_avx2;
     }
 #else

@@ -177,6 +177,126 @@ QS_TARGET_AVX512 uint64_t qs_stream_xor_avx512(const uint8_t *p, size_t bytes) {
     return x;
 }
 
+/* ================================================================ AVX2, row-major ("direct")
+ * One query over rows as stored, the single-query path of CPUs without AVX-512. The scan must keep
+ * up with memory (one core streams ~13-20 GB/s here, a 128-byte code every ~7-10 ns), so the work
+ * per row is split between the two kinds of execution unit, which run in parallel: the first
+ * ~half of a code's words are counted as ymm vectors (nibble-table popcount, vpshufb, on the
+ * vector pipes), the rest with scalar POPCNT (on the integer pipes), the query held in registers
+ * for both. Four rows at a time; their four distances meet the heap threshold in one compare.
+ * Measured (1M x 1024 bits, one thread, CPU time, Zen 3): all-scalar 9.5 ms, all-vector 8.2 ms,
+ * split 8.1 ms, split + software prefetch 6.9 ms against 6.5 ms for reading the codes once. */
+
+#define PREFETCH_AHEAD 4096 /* bytes ahead of the row being counted */
+
+QS_TARGET_AVX2 INLINE __m256i nibble_popcount(__m256i x, __m256i lut, __m256i low) {
+    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_and_si256(x, low)),
+                           _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(x, 4), low)));
+}
+
+/* Vector part: words [0, 4 V) as V ymm; scalar part: words [4 V, W), the last one zero padded
+ * when nb % 8 != 0 (qs_word), so no load reaches past a row. Byte counters hold at most 8 V. */
+QS_TARGET_AVX2 INLINE void direct2_query(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q, qs_heaps *h,
+                                         const int64_t W, const int64_t V) {
+    const int64_t nb = s->nb, nfull = nb / 8;
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3,
+                                         1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+    const uint8_t *qp = s->qbytes + q * nb;
+    const uint64_t *qw = s->qwords + q * W;
+    __m256i qv[8];
+    for (int64_t z = 0; z < V; z++) qv[z] = _mm256_loadu_si256((const __m256i *)(qp + 32 * z));
+    uint64_t thr = h->thr[q];
+    const uint8_t *p = s->codes + b0 * nb;
+    const uint8_t *end = s->codes + s->n * nb; /* no prefetch past the array (harmless, but not needed) */
+    for (int64_t i = 0; i < nblk; i += 4, p += 4 * nb) {
+        const int64_t left = nblk - i < 4 ? nblk - i : 4;
+        for (int64_t o = 0; o < 4 * nb; o += 64)
+            if (p + PREFETCH_AHEAD + o < end) _mm_prefetch((const char *)(p + PREFETCH_AHEAD + o), _MM_HINT_T0);
+        __m256i sad[4];
+        uint64_t sc[4];
+        for (int r = 0; r < 4; r++) {
+            sad[r] = zero;
+            sc[r] = 0;
+            if (r >= left) continue;
+            const uint8_t *row = p + r * nb;
+            if (V > 0) {
+                __m256i acc = zero;
+                for (int64_t z = 0; z < V; z++)
+                    acc = _mm256_add_epi8(
+                        acc, nibble_popcount(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(row + 32 * z)),
+                                                              qv[z]),
+                                             lut, low));
+                sad[r] = _mm256_sad_epu8(acc, zero);
+            }
+            uint64_t d = 0;
+            for (int64_t w = 4 * V; w < W; w++)
+                d += (uint64_t)__builtin_popcountll((w < nfull ? qs_load64(row + 8 * w) : qs_word(row, nb, w)) ^ qw[w]);
+            sc[r] = d;
+        }
+        /* lane r of d: row r's vector sum (four 64-bit partial sums) + its scalar sum */
+        const __m256i t01 = _mm256_add_epi64(_mm256_unpacklo_epi64(sad[0], sad[1]), _mm256_unpackhi_epi64(sad[0], sad[1]));
+        const __m256i t23 = _mm256_add_epi64(_mm256_unpacklo_epi64(sad[2], sad[3]), _mm256_unpackhi_epi64(sad[2], sad[3]));
+        __m256i d = _mm256_add_epi64(_mm256_permute2x128_si256(t01, t23, 0x20), _mm256_permute2x128_si256(t01, t23, 0x31));
+        d = _mm256_add_epi64(d, _mm256_loadu_si256((const __m256i *)sc));
+        /* distances < 2^31 and thr <= UINT32_MAX: the signed 64-bit compare is exact */
+        const __m256i below = _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)thr), d);
+        const unsigned m = (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(below)) & ((1u << left) - 1);
+        if (m) {
+            uint64_t buf[4];
+            _mm256_storeu_si256((__m256i *)buf, d);
+            qs_offer(h, s, q, m, buf, b0 + i);
+            thr = h->thr[q];
+        }
+    }
+}
+
+QS_TARGET_AVX2 void qs_direct_avx2(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1,
+                                   qs_heaps *h) {
+    const int64_t W = s->W, nfull = s->nb / 8;
+    /* about half the words as vectors, all of them full words; at most 8 ymm (2048 bits) */
+    int64_t V = (W + 2) / 8;
+    if (4 * V > nfull) V = nfull / 4;
+    if (V > 8) V = 8;
+    /* constant W and V for the common widths so that the loops unroll and the query stays in
+     * registers */
+    for (int64_t q = q0; q < q1; q++) {
+        if (W == 16 && V == 2)
+            direct2_query(s, b0, nblk, q, h, 16, 2);
+        else if (W == 12 && V == 1)
+            direct2_query(s, b0, nblk, q, h, 12, 1);
+        else if (W == 8 && V == 1)
+            direct2_query(s, b0, nblk, q, h, 8, 1);
+        else if (W == 6 && V == 1)
+            direct2_query(s, b0, nblk, q, h, 6, 1);
+        else if (W == 4 && V == 0)
+            direct2_query(s, b0, nblk, q, h, 4, 0);
+        else if (W == 2 && V == 0)
+            direct2_query(s, b0, nblk, q, h, 2, 0);
+        else
+            direct2_query(s, b0, nblk, q, h, W, V);
+    }
+}
+
+/* ================================================================ AVX2 memory read probe */
+
+QS_TARGET_AVX2 uint64_t qs_stream_xor_avx2(const uint8_t *p, size_t bytes) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 128 <= bytes; i += 128) {
+        a0 = _mm256_xor_si256(a0, _mm256_loadu_si256((const __m256i *)(p + i)));
+        a1 = _mm256_xor_si256(a1, _mm256_loadu_si256((const __m256i *)(p + i + 32)));
+        a2 = _mm256_xor_si256(a2, _mm256_loadu_si256((const __m256i *)(p + i + 64)));
+        a3 = _mm256_xor_si256(a3, _mm256_loadu_si256((const __m256i *)(p + i + 96)));
+    }
+    __m256i a = _mm256_xor_si256(_mm256_xor_si256(a0, a1), _mm256_xor_si256(a2, a3));
+    uint64_t lanes[4], x = 0;
+    _mm256_storeu_si256((__m256i *)lanes, a);
+    for (int l = 0; l < 4; l++) x ^= lanes[l];
+    for (; i < bytes; i++) x ^= p[i];
+    return x;
+}
+
 /* ================================================================ AVX2, transposed
  * No vector popcount: count nibbles with a vpshufb table into byte counters (at most 8 per word,
  * so 31 words fit in a byte) and widen them with vpsadbw. Four codes per ymm. */

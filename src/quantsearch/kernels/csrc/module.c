@@ -7,6 +7,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdlib.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 #include "qs_kernels.h"
 
@@ -117,6 +121,9 @@ static const char *kind_format(int kind, Py_ssize_t *itemsize) {
     case QS_KIND_INT4: *itemsize = 1; return "B";
     case QS_KIND_FLOAT16: *itemsize = 2; return "e";
     case QS_KIND_FLOAT32: *itemsize = 4; return "f";
+    case QS_KIND_Q8_0:
+    case QS_KIND_Q4_0:
+    case QS_KIND_Q4_1: *itemsize = 1; return "B";
     default: return NULL;
     }
 }
@@ -237,11 +244,13 @@ static void release_all(buffers *b) {
 static PyObject *py_planes_topk(PyObject *self, PyObject *args) {
     PyObject *oc, *ov, *ow, *ou, *olo, *odl, *ocf, *osc, *obi, *oqo, *os, *orr;
     Py_ssize_t k, planes, dim, block_bytes;
-    int qbits, isa, strategy, nthreads;
+    int qbits, isa, strategy, nthreads, and_term;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOnnnOiOOOOOOOiiinOO", &oc, &ov, &k, &planes, &dim, &ow, &qbits, &ou, &olo, &odl,
-                          &ocf, &osc, &obi, &oqo, &isa, &strategy, &nthreads, &block_bytes, &os, &orr))
+    if (!PyArg_ParseTuple(args, "OOnnnOiOOOOOOOiiinpOO", &oc, &ov, &k, &planes, &dim, &ow, &qbits, &ou, &olo, &odl,
+                          &ocf, &osc, &obi, &oqo, &isa, &strategy, &nthreads, &block_bytes, &and_term, &os, &orr))
         return NULL;
+    if (and_term && (planes < 2 || qbits < 1))
+        return PyErr_Format(PyExc_ValueError, "the AND term needs >= 2 planes and query bits > 0");
     if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be >= 1, got %zd", k);
     if (planes < 1 || planes > QS_PLANES_MAX)
         return PyErr_Format(PyExc_ValueError, "planes must be in [1, %d], got %zd", QS_PLANES_MAX, planes);
@@ -255,6 +264,9 @@ static PyObject *py_planes_topk(PyObject *self, PyObject *args) {
     buffers b = {.count = 0};
     Py_buffer *c, *v = NULL, *w, *u = NULL, *lo, *dl, *cf, *sc = NULL, *bi = NULL, *qo, *sv, *rv;
     const Py_ssize_t nb = (dim + 7) / 8;
+    /* AND-term layout: the weights and query planes cover planes + 1 word-padded planes, one coef */
+    const Py_ssize_t wdim = and_term ? (planes + 1) * 64 * ((nb + 7) / 8) : dim;
+    const Py_ssize_t unb = and_term ? wdim / 8 : nb, ncoef = and_term ? 1 : planes;
     if (!(c = take(&b, oc, 0, 2, 1, "B", "codes"))) goto fail;
     if (ov != Py_None && !(v = take(&b, ov, 0, 1, 1, "?B", "valid"))) goto fail;
     if (!(w = take(&b, ow, 0, 2, 4, "f", "weights"))) goto fail;
@@ -273,16 +285,16 @@ static PyObject *py_planes_topk(PyObject *self, PyObject *args) {
                      planes, dim, planes * nb);
         goto fail;
     }
-    if (w->shape[1] != dim || (v && v->shape[0] != n) || (sc && sc->shape[0] != n) || (bi && bi->shape[0] != n) ||
-        lo->shape[0] != nq || dl->shape[0] != nq || qo->shape[0] != nq || cf->shape[0] != planes) {
+    if (w->shape[1] != wdim || (v && v->shape[0] != n) || (sc && sc->shape[0] != n) || (bi && bi->shape[0] != n) ||
+        lo->shape[0] != nq || dl->shape[0] != nq || qo->shape[0] != nq || cf->shape[0] != ncoef) {
         PyErr_SetString(PyExc_ValueError, "weights, valid, lo, delta, plane_coef, row_scale, row_bias or "
                                           "query_offset do not match the codes and queries");
         goto fail;
     }
     if ((qbits > 0) != (u != NULL) ||
-        (u && (u->shape[0] != nq || u->shape[1] != qbits || u->shape[2] != nb))) {
+        (u && (u->shape[0] != nq || u->shape[1] != qbits || u->shape[2] != unb))) {
         PyErr_Format(PyExc_ValueError, "query planes must have shape (%zd, %d, %zd) when query bits > 0, else None",
-                     nq, qbits, nb);
+                     nq, qbits, unb);
         goto fail;
     }
     if (sv->shape[0] != nq || sv->shape[1] != k || rv->shape[0] != nq || rv->shape[1] != k) {
@@ -296,7 +308,7 @@ static PyObject *py_planes_topk(PyObject *self, PyObject *args) {
                             (const float *)w->buf, nq, qbits, u ? (const uint8_t *)u->buf : NULL,
                             (const double *)lo->buf, (const double *)dl->buf, (const double *)cf->buf,
                             sc ? (const float *)sc->buf : NULL, bi ? (const float *)bi->buf : NULL,
-                            (const double *)qo->buf, k, isa, strategy, nthreads, block_bytes, (float *)sv->buf,
+                            (const double *)qo->buf, k, isa, strategy, nthreads, block_bytes, and_term, (float *)sv->buf,
                             (int64_t *)rv->buf);
         Py_END_ALLOW_THREADS;
     }
@@ -306,6 +318,84 @@ static PyObject *py_planes_topk(PyObject *self, PyObject *args) {
 fail:
     release_all(&b);
     return NULL;
+}
+
+static PyObject *py_table_topk(PyObject *self, PyObject *args) {
+    PyObject *oc, *ov, *ot, *osc, *obi, *oqo, *os, *orr;
+    Py_ssize_t k, block_bytes;
+    int nthreads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOnOOOOinOO", &oc, &ov, &k, &ot, &osc, &obi, &oqo, &nthreads, &block_bytes, &os,
+                          &orr))
+        return NULL;
+    if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be >= 1, got %zd", k);
+    if (nthreads < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %d", nthreads);
+    buffers b = {.count = 0};
+    Py_buffer *c, *v = NULL, *t, *sc = NULL, *bi = NULL, *qo, *sv, *rv;
+    if (!(c = take(&b, oc, 0, 2, 1, "B", "codes"))) goto fail;
+    if (ov != Py_None && !(v = take(&b, ov, 0, 1, 1, "?B", "valid"))) goto fail;
+    if (!(t = take(&b, ot, 0, 3, 4, "f", "tables"))) goto fail;
+    if (osc != Py_None && !(sc = take(&b, osc, 0, 1, 4, "f", "row_scale"))) goto fail;
+    if (obi != Py_None && !(bi = take(&b, obi, 0, 1, 4, "f", "row_bias"))) goto fail;
+    if (!(qo = take(&b, oqo, 0, 1, 8, "d", "query_offset"))) goto fail;
+    if (!(sv = take(&b, os, 1, 2, 4, "f", "out_scores"))) goto fail;
+    if (!(rv = take(&b, orr, 1, 2, 8, "lq", "out_rows"))) goto fail;
+    const Py_ssize_t n = c->shape[0], nq = t->shape[0], nb = t->shape[1];
+    if (t->shape[2] != 256 || nb < 1 || c->shape[1] < nb || (v && v->shape[0] != n) || (sc && sc->shape[0] != n) ||
+        (bi && bi->shape[0] != n) || qo->shape[0] != nq || sv->shape[0] != nq || sv->shape[1] != k ||
+        rv->shape[0] != nq || rv->shape[1] != k) {
+        PyErr_SetString(PyExc_ValueError, "tables (nq, nb <= code width, 256), valid, row_scale, row_bias, "
+                                          "query_offset or the outputs do not match the codes and queries");
+        goto fail;
+    }
+    int rc = 0;
+    if (nq > 0) {
+        Py_BEGIN_ALLOW_THREADS;
+        rc = qs_table_topk((const uint8_t *)c->buf, v ? (const uint8_t *)v->buf : NULL, n, c->shape[1], nb,
+                           (const float *)t->buf, nq, sc ? (const float *)sc->buf : NULL,
+                           bi ? (const float *)bi->buf : NULL, (const double *)qo->buf, k, nthreads, block_bytes,
+                           (float *)sv->buf, (int64_t *)rv->buf);
+        Py_END_ALLOW_THREADS;
+    }
+    release_all(&b);
+    if (rc < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail:
+    release_all(&b);
+    return NULL;
+}
+
+/* madvise(WILLNEED) over sorted page addresses, `span` bytes from each, runs of touching pages
+ * merged into one call: the kernel starts reading every page at once instead of one fault at a
+ * time. Returns the number of calls; errors are ignored (the reads then fault as usual). */
+static PyObject *py_willneed(PyObject *self, PyObject *args) {
+    PyObject *oaddr;
+    Py_ssize_t span;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "On", &oaddr, &span)) return NULL;
+    if (span < 1) return PyErr_Format(PyExc_ValueError, "span must be >= 1, got %zd", span);
+    Py_buffer a;
+    if (get_array(oaddr, &a, 0, 1, 8, "QLl", "addresses") < 0) return NULL;
+    const uint64_t *addr = (const uint64_t *)a.buf;
+    const Py_ssize_t count = a.shape[0];
+    Py_ssize_t calls = 0;
+#if defined(__unix__) || defined(__APPLE__)
+    const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    Py_BEGIN_ALLOW_THREADS;
+    Py_ssize_t i = 0;
+    while (i < count) {
+        const uint64_t lo = addr[i] & ~(page - 1);
+        uint64_t hi = addr[i] + (uint64_t)span;
+        while (++i < count && (addr[i] & ~(page - 1)) <= hi) {
+            if (addr[i] + (uint64_t)span > hi) hi = addr[i] + (uint64_t)span;
+        }
+        (void)madvise((void *)(uintptr_t)lo, (size_t)(hi - lo), MADV_WILLNEED);
+        calls++;
+    }
+    Py_END_ALLOW_THREADS;
+#endif
+    PyBuffer_Release(&a);
+    return PyLong_FromSsize_t(calls);
 }
 
 static PyObject *py_stream_xor(PyObject *self, PyObject *args) {
@@ -333,7 +423,11 @@ static PyMethodDef methods[] = {
      "rescore(arrays, starts, rows, weights, kind, offset, isa, nthreads, out)"},
     {"planes_topk", py_planes_topk, METH_VARARGS,
      "planes_topk(codes, valid, k, planes, dim, weights, query_bits, query_planes, lo, delta, plane_coef, "
-     "row_scale, row_bias, query_offset, isa, strategy, nthreads, block_bytes, out_scores, out_rows)"},
+     "row_scale, row_bias, query_offset, isa, strategy, nthreads, block_bytes, and_term, out_scores, out_rows)"},
+    {"table_topk", py_table_topk, METH_VARARGS,
+     "table_topk(codes, valid, k, tables, row_scale, row_bias, query_offset, nthreads, block_bytes, out_scores, "
+     "out_rows)"},
+    {"willneed", py_willneed, METH_VARARGS, "willneed(sorted_addresses, span) -> number of madvise calls"},
     {"stream_xor", py_stream_xor, METH_VARARGS,
      "stream_xor(buffer, isa) -> int: XOR of every byte-aligned word; a one-pass read (bandwidth probe)."},
     {NULL, NULL, 0, NULL},

@@ -74,6 +74,36 @@ __attribute__((target("popcnt"))) void qs_planes_direct_popcnt(const qs_scan *s,
 }
 #endif
 
+/* Transposed block with scalar popcounts: the portable kernel of the AND-term layout (which has
+ * no row-major kernel). Word w of plane p of row b0 + i at T[(p * W + w) * bpad + i]. */
+static void blocked_portable(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T, int64_t bpad,
+                             int64_t q0, int64_t q1, qs_heaps *h) {
+    const qs_planes_ctx *x = (const qs_planes_ctx *)s->ctx;
+    const int64_t W = s->W, P = s->planes;
+    const int B = x->qbits;
+    for (int64_t i = 0; i < nblk; i++) {
+        for (int64_t q = q0; q < q1; q++) {
+            const int64_t qa = s->q0 + q;
+            const uint64_t *u = x->uwords + qa * B * W;
+            double ip = 0.0;
+            for (int64_t pl = 0; pl < P; pl++) {
+                uint64_t pop = 0, sum = 0;
+                for (int64_t w = 0; w < W; w++) {
+                    const uint64_t word = T[(pl * W + w) * bpad + i];
+                    pop += (uint64_t)__builtin_popcountll(word);
+                    uint64_t horner = 0;
+                    for (int j = B - 1; j >= 0; j--)
+                        horner = 2 * horner + (uint64_t)__builtin_popcountll(word & u[j * W + w]);
+                    sum += horner;
+                }
+                ip += x->coef[pl] * (x->lo[qa] * (double)pop + x->delta[qa] * (double)sum);
+            }
+            uint64_t key = row_key(x, b0 + i, qa, ip);
+            if (key < h->thr[q]) qs_offer(h, s, q, 1u, &key, b0 + i);
+        }
+    }
+}
+
 /* Exact mode: one table lookup per code byte; bits past dim are not in the tables. */
 static void direct_exact(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h) {
     const qs_planes_ctx *x = (const qs_planes_ctx *)s->ctx;
@@ -129,10 +159,24 @@ int qs_planes_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_
                    int64_t dim, const float *weights, int64_t nq, int qbits, const uint8_t *uplanes,
                    const double *lo, const double *delta, const double *coef, const float *row_scale,
                    const float *row_bias, const double *qoff, int64_t k, int isa, int strategy, int nthreads,
-                   int64_t block_bytes, float *out_scores, int64_t *out_rows) {
+                   int64_t block_bytes, int and_term, float *out_scores, int64_t *out_rows) {
     const int64_t nb = (dim + 7) / 8, W = (nb + 7) / 8;
     qs_planes_ctx ctx = {qbits, NULL, lo, delta, NULL, coef, row_scale, row_bias, qoff};
     qs_scan s = {codes, valid, NULL, NULL, n, nq, nb, W, k, stride, planes, plane_last_mask(dim, nb, W), 0, &ctx};
+    /* AND-term layout: the kernels see one plane of the planes and their AND, side by side, scored
+     * with one concatenated weight vector (the caller's uplanes, qbits > 0, coef of length 1) */
+    const int64_t tW = and_term ? (planes + 1) * W : W;
+    if (and_term) {
+        s.and_term = 1;
+        s.src_planes = planes;
+        s.src_nb = nb;
+        s.src_W = W;
+        s.src_mask = s.last_mask;
+        s.planes = 1;
+        s.W = tW;
+        s.nb = 8 * tW;
+        s.last_mask = ~(uint64_t)0;
+    }
     uint32_t *keys = (uint32_t *)out_scores; /* keys are written in place, then turned into scores */
     int status = 0;
     if (qbits > 0) {
@@ -153,13 +197,15 @@ int qs_planes_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_
          * the scalar popcounts of the row-major kernel lose to vector nibble tables even for one */
         if (strategy == QS_STRATEGY_DIRECT || (strategy == QS_STRATEGY_AUTO && isa == QS_ISA_AVX512 && nq < 4))
             blocked = NULL;
-        uint64_t *uwords = (uint64_t *)malloc((size_t)(nq * qbits * W > 0 ? nq * qbits * W : 1) * 8);
+        if (and_term && !blocked) blocked = blocked_portable; /* only transposed kernels read the AND plane */
+        const int64_t unb = and_term ? 8 * tW : nb; /* bytes per query level plane */
+        uint64_t *uwords = (uint64_t *)malloc((size_t)(nq * qbits * tW > 0 ? nq * qbits * tW : 1) * 8);
         if (!uwords) return -1;
         for (int64_t i = 0; i < nq * qbits; i++)
-            for (int64_t w = 0; w < W; w++) uwords[i * W + w] = qs_word(uplanes + i * nb, nb, w);
+            for (int64_t w = 0; w < tW; w++) uwords[i * tW + w] = qs_word(uplanes + i * unb, unb, w);
         ctx.uwords = uwords;
-        status = qs_scan_topk(&s, direct, blocked, nthreads, block_bytes, planes * nb * (qbits + 1), keys,
-                              out_rows);
+        status = qs_scan_topk(&s, direct, blocked, nthreads, block_bytes, (planes + and_term) * nb * (qbits + 1),
+                              keys, out_rows);
         free(uwords);
     } else {
         /* tables for a chunk of queries at a time (32 MiB) */
@@ -179,6 +225,49 @@ int qs_planes_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_
         }
         free(tables);
     }
+    for (int64_t i = 0; i < nq * k; i++) {
+        uint32_t key;
+        memcpy(&key, out_scores + i, 4);
+        out_scores[i] = key == QS_SENTINEL_DIST ? NAN : qs_key_score(key);
+    }
+    return status;
+}
+
+/* ---------------------------------------------------------------- byte lookup tables
+ * Any code whose score is a sum over its bytes (5 trits per byte, say): the caller gives each
+ * query a table per byte position, score = row_scale * (sum_j tables[q, j, code[j]] + qoff) + bias.
+ * Four accumulators break the dependency chain of the additions (order: j mod 4, then pairwise). */
+static void direct_tables(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h) {
+    const qs_planes_ctx *x = (const qs_planes_ctx *)s->ctx;
+    const int64_t nb = s->nb;
+    for (int64_t q = q0; q < q1; q++) {
+        const int64_t qa = s->q0 + q;
+        const float *tab = x->tables + qa * nb * 256;
+        uint64_t thr = h->thr[q];
+        const uint8_t *p = s->codes + b0 * s->stride;
+        for (int64_t i = 0; i < nblk; i++, p += s->stride) {
+            double a[4] = {0.0, 0.0, 0.0, 0.0};
+            int64_t j = 0;
+            for (; j + 4 <= nb; j += 4)
+                for (int l = 0; l < 4; l++) a[l] += (double)tab[(j + l) * 256 + p[j + l]];
+            for (; j < nb; j++) a[j % 4] += (double)tab[j * 256 + p[j]];
+            uint64_t key = row_key(x, b0 + i, qa, (a[0] + a[1]) + (a[2] + a[3]));
+            if (key < thr) {
+                qs_offer(h, s, q, 1u, &key, b0 + i);
+                thr = h->thr[q];
+            }
+        }
+    }
+}
+
+int qs_table_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb,
+                  const float *tables, int64_t nq, const float *row_scale, const float *row_bias, const double *qoff,
+                  int64_t k, int nthreads, int64_t block_bytes, float *out_scores, int64_t *out_rows) {
+    const double one = 1.0;
+    qs_planes_ctx ctx = {0, NULL, NULL, NULL, tables, &one, row_scale, row_bias, qoff};
+    qs_scan s = {codes, valid, NULL, NULL, n, nq, nb, (nb + 7) / 8, k, stride, 1, ~(uint64_t)0, 0, &ctx};
+    uint32_t *keys = (uint32_t *)out_scores;
+    int status = qs_scan_topk(&s, direct_tables, NULL, nthreads, block_bytes, nb * 8, keys, out_rows);
     for (int64_t i = 0; i < nq * k; i++) {
         uint32_t key;
         memcpy(&key, out_scores + i, 4);

@@ -15,6 +15,9 @@
 enum { QS_ISA_PORTABLE = 0, QS_ISA_AVX2 = 1, QS_ISA_AVX512 = 2 };
 enum { QS_STRATEGY_AUTO = 0, QS_STRATEGY_DIRECT = 1, QS_STRATEGY_BLOCKED = 2 };
 enum { QS_KIND_INT8 = 0, QS_KIND_UINT8 = 1, QS_KIND_INT4 = 2, QS_KIND_FLOAT16 = 3, QS_KIND_FLOAT32 = 4 };
+/* ggml block rows (uint8): per 32 dimensions a float16 d (q4_1: then a float16 m) and the values;
+ * the weights are padded to whole blocks (dim = 32 * blocks) */
+enum { QS_KIND_Q8_0 = 5, QS_KIND_Q4_0 = 6, QS_KIND_Q4_1 = 7 };
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define QS_X86 1
@@ -41,6 +44,13 @@ typedef struct {
     uint64_t last_mask;
     int64_t q0;      /* index of the chunk's first query within the call */
     const void *ctx; /* per-call data of the kernel (the planes scan's query tables) */
+    /* AND-term layout (transposed kernels only): the row holds src_planes planes of src_nb bytes
+     * (src_W words, the last ANDed with src_mask); the transposed block holds them and then their
+     * AND (plane 0 & plane 1), (src_planes + 1) * src_W words in all, which the kernels see as
+     * one plane of W = (src_planes + 1) * src_W words. and_term = 0: the plain layout above. */
+    int and_term;
+    int64_t src_planes, src_nb, src_W;
+    uint64_t src_mask;
 } qs_scan;
 
 /* Per-thread running top-k of every query of the chunk: max-heaps keyed by (dist, row). */
@@ -80,9 +90,11 @@ void qs_direct_avx512(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, in
 void qs_blocked_avx512(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T, int64_t bpad,
                        int64_t q0, int64_t q1, qs_heaps *h);
 void qs_direct_popcnt(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h);
+void qs_direct_avx2(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h);
 void qs_blocked_avx2(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T, int64_t bpad,
                      int64_t q0, int64_t q1, qs_heaps *h);
 uint64_t qs_stream_xor_avx512(const uint8_t *p, size_t bytes);
+uint64_t qs_stream_xor_avx2(const uint8_t *p, size_t bytes);
 #endif
 /* planes.c: top-k of float query weights against bit-plane codes; see planes.c */
 enum { QS_PLANES_MAX = 8, QS_QUERY_BITS_MAX = 8 };
@@ -99,7 +111,12 @@ int qs_planes_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_
                    int64_t dim, const float *weights, int64_t nq, int qbits, const uint8_t *uplanes,
                    const double *lo, const double *delta, const double *coef, const float *row_scale,
                    const float *row_bias, const double *qoff, int64_t k, int isa, int strategy, int nthreads,
-                   int64_t block_bytes, float *out_scores, int64_t *out_rows);
+                   int64_t block_bytes, int and_term, float *out_scores, int64_t *out_rows);
+/* planes.c: top-k of per-query byte lookup tables (nq, nb, 256): score = row_scale * (sum_j
+ * tables[q, j, code[j]] + qoff) + row_bias; codes rows of `stride` bytes, the first nb scored */
+int qs_table_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb,
+                  const float *tables, int64_t nq, const float *row_scale, const float *row_bias, const double *qoff,
+                  int64_t k, int nthreads, int64_t block_bytes, float *out_scores, int64_t *out_rows);
 /* key of a float score: smaller key = larger score; -0 and +0 share a key (the caller adds +0) */
 static inline uint32_t qs_score_key(float f) {
     uint32_t b;

@@ -1,0 +1,193 @@
+"""Native candidate scans of the 2-bit and ternary codes against independent float64 references.
+
+* ``planes_topk(and_term=True)``: per-plane weights plus the AND of planes 0 and 1, on every path;
+  the native paths must give exactly the numpy reference's rows, and the estimate must stay within
+  ``delta / 2`` per set bit of the exact float64 sum over unpacked bits.
+* ``table_topk``: per-query byte lookup tables against a float64 brute force (tie-aware).
+* ``Int2Quantizer`` / ``TernaryQuantizer`` ``scan_topk`` against decode + float64 dot products.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from quantsearch.exceptions import DimensionMismatchError, InvalidArgumentError, InvalidDtypeError
+from quantsearch.kernels import available_backends, planes_topk, table_topk, use_backend
+from quantsearch.quantization import make_quantizer
+from quantsearch.quantization.base import Quantizer
+
+BACKENDS = ["numpy", "portable", "avx2", "avx512"]
+
+
+def backend_or_skip(backend: str) -> None:
+    if backend not in available_backends():
+        pytest.skip(f"{backend} is not available on this machine")
+
+
+def two_plane_case(seed: int, n: int, dim: int, nq: int = 4):
+    rng = np.random.default_rng(seed)
+    nb = (dim + 7) // 8
+    b0 = rng.random((n, dim)) < 0.5
+    b1 = rng.random((n, dim)) < 0.5
+    extra = rng.integers(0, 256, (n, 3), dtype=np.uint8)  # trailing bytes must be ignored
+    codes = np.concatenate([np.packbits(b0, axis=1), np.packbits(b1, axis=1), extra], axis=1)
+    assert codes.shape == (n, 2 * nb + 3)
+    weights = rng.standard_normal((nq, 3, dim)).astype(np.float32)
+    return codes, weights, b0.astype(np.float64), b1.astype(np.float64)
+
+
+def exact_and_scores(weights, b0, b1, row_scale=None, query_offset=None):
+    w = weights.astype(np.float64)
+    ip = w[:, 0] @ b0.T + w[:, 1] @ b1.T + w[:, 2] @ (b0 * b1).T
+    if query_offset is not None:
+        ip += query_offset[:, None]
+    if row_scale is not None:
+        ip *= row_scale.astype(np.float64)[None, :]
+    return ip
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dim", [5, 64, 100, 384, 1000])
+def test_and_term_matches_reference_and_bound(backend: str, dim: int) -> None:
+    backend_or_skip(backend)
+    codes, weights, b0, b1 = two_plane_case(dim, 700, dim)
+    rng = np.random.default_rng(dim + 1)
+    scale = rng.uniform(0.5, 2.0, codes.shape[0]).astype(np.float32)
+    offset = rng.standard_normal(weights.shape[0])
+    kw = dict(planes=2, and_term=True, row_scale=scale, query_offset=offset, query_bits=8)
+    with use_backend("numpy"):
+        ref = planes_topk(weights, codes, 12, **kw)
+    with use_backend(backend):
+        got = planes_topk(weights, codes, 12, **kw)
+    np.testing.assert_array_equal(got[1], ref[1])
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-6, atol=1e-6)
+    # the estimate of every returned row is within delta / 2 per set bit of the exact sum
+    exact = exact_and_scores(weights, b0, b1, scale, offset)
+    wide = np.concatenate([weights.reshape(weights.shape[0], -1), np.zeros((weights.shape[0], 1))], axis=1)
+    delta = (wide.max(axis=1) - wide.min(axis=1)) / 255  # zero padding is part of the quantized vector
+    setbits = b0.sum(axis=1) + b1.sum(axis=1) + (b0 * b1).sum(axis=1)
+    for q in range(weights.shape[0]):
+        rows = got[1][q]
+        bound = delta[q] / 2 * setbits[rows] * scale[rows] + 1e-4 * (1 + np.abs(exact[q, rows]))
+        assert (np.abs(got[0][q] - exact[q, rows]) <= bound).all()
+        # nothing left out beats the last returned row by more than twice the bound
+        worst = np.max(delta[q] / 2 * setbits * scale)
+        assert np.max(exact[q]) <= exact[q, rows].max() + 2 * worst + 1e-4
+
+
+@pytest.mark.parametrize("backend", ["portable", "avx2", "avx512"])
+def test_and_term_identical_for_any_thread_count_and_block(backend: str) -> None:
+    backend_or_skip(backend)
+    from quantsearch.kernels import native_backend
+
+    codes, weights, _, _ = two_plane_case(3, 5000, 384, nq=6)
+    valid = np.random.default_rng(3).random(codes.shape[0]) < 0.8
+    args = dict(
+        planes=2, dim=384, plane_coef=np.ones(1), row_scale=None, row_bias=None,
+        query_offset=np.zeros(6), valid=valid, query_bits=8,
+    )  # fmt: skip
+    one = native_backend.planes_topk(weights, codes, 9, **args, isa=backend, threads=1)
+    for threads, block in ((2, 0), (3, 4096), (1, 512)):
+        other = native_backend.planes_topk(
+            weights, codes, 9, **args, isa=backend, threads=threads, block_bytes=block
+        )
+        np.testing.assert_array_equal(other[1], one[1])
+        np.testing.assert_array_equal(other[0], one[0])
+    assert valid[one[1][one[1] >= 0]].all()
+
+
+def test_and_term_bad_arguments_raise() -> None:
+    codes, weights, _, _ = two_plane_case(1, 50, 16)
+    with pytest.raises(InvalidArgumentError, match="planes >= 2"):
+        planes_topk(weights[:, :2], codes, 3, planes=1, and_term=True)
+    with pytest.raises(DimensionMismatchError, match="and_term"):
+        planes_topk(weights[:, :2], codes, 3, planes=2, and_term=True)
+    with pytest.raises(InvalidArgumentError, match="query_bits"):
+        planes_topk(weights, codes, 3, planes=2, and_term=True, query_bits=None)
+    with pytest.raises(InvalidArgumentError, match="plane_coef"):
+        planes_topk(weights, codes, 3, planes=2, and_term=True, plane_coef=np.ones(2))
+    with pytest.raises(InvalidDtypeError, match="3-D"):
+        planes_topk(weights[:, 0], codes, 3, planes=2, and_term=True)
+
+
+# ---------------------------------------------------------------- byte lookup tables
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("nb", [1, 3, 7, 77])
+def test_table_topk_matches_brute_force(backend: str, nb: int) -> None:
+    backend_or_skip(backend)
+    rng = np.random.default_rng(nb)
+    n, nq, k = 900, 3, 15
+    codes = rng.integers(0, 256, (n, nb + 4), dtype=np.uint8)
+    tables = rng.standard_normal((nq, nb, 256)).astype(np.float32)
+    tables[:, :, 7] = 0.25  # repeated values: ties
+    codes[::50, :nb] = 7
+    scale = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    offset = rng.standard_normal(nq)
+    valid = rng.random(n) < 0.9
+    with use_backend(backend):
+        scores, rows = table_topk(
+            tables, codes, k, row_scale=scale, row_bias=bias, query_offset=offset, valid=valid
+        )
+    t64 = tables.astype(np.float64)
+    sums = np.stack([t64[q, np.arange(nb)[None, :], codes[:, :nb]].sum(axis=1) for q in range(nq)])
+    brute = scale.astype(np.float64) * (sums + offset[:, None]) + bias.astype(np.float64)
+    for q in range(nq):
+        assert valid[rows[q]].all() and len(set(rows[q].tolist())) == k
+        np.testing.assert_allclose(scores[q], brute[q, rows[q]], rtol=1e-5, atol=1e-5)
+        assert (np.diff(scores[q]) <= 0).all()
+        # tie-aware: nothing valid left out scores above the k-th
+        left = np.setdiff1d(np.flatnonzero(valid), rows[q])
+        assert (brute[q, left] <= scores[q, -1] + 1e-5).all()
+
+
+def test_table_topk_pads_and_validates() -> None:
+    codes = np.arange(6, dtype=np.uint8).reshape(3, 2)
+    tables = np.zeros((1, 2, 256), np.float32)
+    tables[0, 0, 4] = 1.0
+    scores, rows = table_topk(tables, codes, 5, valid=np.array([True, False, True]))
+    assert rows.tolist() == [[2, 0, -1, -1, -1]] and np.isnan(scores[0, 2:]).all()
+    with pytest.raises(InvalidDtypeError):
+        table_topk(np.zeros((1, 2, 255)), codes, 1)
+    with pytest.raises(DimensionMismatchError):
+        table_topk(np.zeros((1, 3, 256)), codes, 1)
+    with pytest.raises(InvalidArgumentError):
+        table_topk(np.full((1, 2, 256), np.inf), codes, 1)
+
+
+# ---------------------------------------------------------------- quantizers
+
+
+def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("spec", ["int2", "int2-nofactor", "int2-uniform", "ternary-planes", "ternary"])
+@pytest.mark.parametrize("backend", ["numpy", "avx2", "avx512", "portable"])
+def test_quantizer_scan_agrees_with_decoded_dot_products(spec: str, backend: str) -> None:
+    backend_or_skip(backend)
+    rng = np.random.default_rng(7)
+    x = unit_rows(rng, 1500, 96)
+    queries = x[:6] + 0.1 * unit_rows(rng, 6, 96)
+    quantizer = make_quantizer(spec).fit(x[:800])
+    codes = quantizer.encode(x)
+    exact = queries.astype(np.float64) @ quantizer.decode(codes).astype(np.float64).T
+    valid = rng.random(x.shape[0]) < 0.9
+    with use_backend(backend):
+        scores, rows = quantizer.scan_topk(queries, codes, 10, valid=valid)
+    assert rows.shape == (6, 10) and valid[rows].all()
+    tol = 1e-4 if spec == "ternary" else 0.02  # base3 tables are exact; the plane scans quantize the query
+    for q in range(6):
+        np.testing.assert_allclose(scores[q], exact[q, rows[q]], atol=tol)
+        best = np.sort(exact[q, valid])[::-1][:10]
+        assert exact[q, rows[q]].min() >= best[-1] - 2 * tol
+    # same rows as the default decode-and-multiply scan, up to near ties
+    base_scores, base_rows = Quantizer.scan_topk(quantizer, queries, codes, 10, valid=valid)
+    overlap = np.mean(
+        [len(set(a) & set(b)) / 10 for a, b in zip(rows.tolist(), base_rows.tolist(), strict=True)]
+    )
+    assert overlap >= (1.0 if spec == "ternary" else 0.8)
