@@ -55,6 +55,16 @@ def read_documents(
                 texts.append(text)
                 meta.append({"path": rel})
         return ids, texts, meta
+    if source.is_file() and source.suffix.lower() in (".parquet", ".pq", ".csv", ".tsv"):
+        from .readers import iter_documents  # streamed by pyarrow, batch by batch
+
+        ids, texts, meta = [], [], []
+        for batch in iter_documents(source, text_field=text_field, id_field=id_field):
+            for doc in batch:
+                ids.append(doc.id)
+                texts.append(doc.text)
+                meta.append(doc.metadata)
+        return ids, texts, meta
     if source.is_file():
         return read_jsonl_texts(source, text_field=text_field, id_field=id_field)
     raise InvalidArgumentError(f"input not found: {source}")
@@ -71,7 +81,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
         try:
             from tqdm.auto import tqdm
 
-            return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr)
+            return tqdm(total=total, desc=desc, unit="docs", file=sys.stderr)  # rate shown as docs/s
         except ImportError:
             pass
 
@@ -106,17 +116,22 @@ def build_index(
     batch_size: int = 4096,
     calibration_size: int = 20_000,
     progress: bool = True,
+    backend: str | None = None,
 ) -> Any:
     """Embed documents and add them to the index at ``index_dir`` (created if it does not exist).
 
     A new index is calibrated explicitly on the embeddings of the first ``calibration_size``
     documents before anything is added. ``candidates`` names the candidate (RAM) tier of a new
     index: a quantizer spec (``"binary"``, ``"qat"``, ...) or a file written by ``quantsearch train``.
+    ``backend`` names the embedding backend (``"auto"`` is settled on a sample of ``texts``); a new index
+    records it where ``Index.create`` takes it, so that queries are embedded the same way.
     """
     from .embed import Embedder
+    from .embedding import parse_backend
     from .index import Index
     from .quantization import make_quantizer
 
+    parse_backend(backend)  # a typo fails before anything is read or embedded
     if not ids:
         raise InvalidArgumentError("the input holds no documents")
     for spec in rescore:  # fail on a bad option before spending minutes embedding
@@ -137,7 +152,11 @@ def build_index(
             index.close()
             raise InvalidArgumentError(problem)
         model = model if index.model is None else index.model
-    embedder = Embedder(model)
+        backend = backend if backend is not None else getattr(index, "backend", None)
+    embedder = Embedder(model, backend=backend)
+    if embedder.backend == "auto":
+        embedder.resolve_backend(texts)
+        logger.info("embedding backend auto -> %s", embedder.backend)
     bar = _progress(len(ids), "embedding + indexing", progress)
     try:
         pending = None
@@ -153,6 +172,7 @@ def build_index(
                 truncate_dim=truncate_dim,
                 id_type="str",
                 model=embedder.name,
+                **_backend_kwargs(Index.create, embedder.backend),
             )
             index.calibrate(pending)
             logger.info("calibrated on the first %d documents", head)
@@ -175,6 +195,22 @@ def build_index(
         bar.close()
     index.embedder = embedder
     return index
+
+
+def _backend_kwargs(create: Any, backend: str) -> dict[str, Any]:
+    """``{"backend": ...}`` for ``Index.create`` when it records the backend (the index refactor adds it)."""
+    import inspect
+
+    return {"backend": backend} if "backend" in inspect.signature(create).parameters else {}
+
+
+def query_embedder(index: Any, backend: str | None) -> Any:
+    """The embedder for text queries of ``index`` with ``backend`` (None: the index's own)."""
+    if backend is None:
+        return index.embedder
+    from .embed import Embedder
+
+    return Embedder(None if index.model in ("default", None) else index.model, backend=backend)
 
 
 def candidate_quantizer(spec: str) -> Any:
@@ -282,6 +318,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         truncate_dim=args.truncate_dim,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        backend=args.backend,
     )
     with index:
         print(f"indexed {len(ids):,} documents into {args.index} in {time.perf_counter() - t0:.1f} s")
@@ -296,7 +333,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         # without -k, show up to 10 hits even when the index holds fewer documents
         k = args.k if args.k is not None else max(1, min(10, len(index)))
         if index.model is not None:
-            _ = index.embedder.model  # load the model first: "embed" then times the query alone
+            index.embedder = query_embedder(index, args.backend)
+            index.embedder.load()  # load the model first: "embed" then times the query alone
         results = index.search(args.query, k=k, oversampling=args.oversampling, stages=args.stages)
         if args.json:
             print(
@@ -352,7 +390,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     api_key = args.api_key if args.api_key is not None else os.environ.get("QUANTSEARCH_API_KEY") or None
     if api_key is not None and not api_key.strip():
         raise InvalidArgumentError("--api-key must not be empty")
-    serve(args.index, host=args.host, port=args.port, api_key=api_key, log_level=args.log_level)
+    serve(
+        args.index,
+        host=args.host,
+        port=args.port,
+        api_key=api_key,
+        log_level=args.log_level,
+        **({"backend": args.backend} if args.backend is not None else {}),
+    )
     return 0
 
 
@@ -372,6 +417,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"  {row['config']:<28} NDCG@{args.k} {row[f'ndcg@{args.k}']:.4f}", file=sys.stderr)
 
+    from .embed import Embedder
+
     preset_configs, preset_peers = PRESETS[args.preset]
     peers = () if args.no_peers else (args.peers if args.peers is not None else preset_peers)
     t0 = time.perf_counter()
@@ -381,6 +428,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         peers=peers,
         split=args.split,
         model=args.model,
+        embedder=Embedder(args.model, backend=args.backend),
         cache_dir=args.cache_dir,
         k=args.k,
         progress=not args.quiet,
@@ -454,9 +502,20 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    def add_backend(p: argparse.ArgumentParser, default_help: str) -> None:
+        from .embedding import BACKENDS
+
+        p.add_argument(
+            "--backend",
+            choices=BACKENDS,
+            default=None,
+            help=f"embedding backend ({default_help}); auto: the fastest agreeing with torch on the corpus",
+        )
+
     p = sub.add_parser("index", help="embed documents and add them to an index")
     p.add_argument(
-        "input", help="BEIR corpus.jsonl (or its folder), a JSONL file, or a folder of .txt/.md files"
+        "input",
+        help="BEIR corpus.jsonl (or its folder), a JSONL, Parquet or CSV/TSV file, or a folder of .txt/.md",
     )
     p.add_argument("--index", required=True, help="index directory (created if missing, else appended to)")
     p.add_argument(
@@ -475,6 +534,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-field", default="_id")
     p.add_argument("--batch-size", type=int, default=4096, help="documents per atomic add")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_backend(p, "default: the index's, else torch")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="search an index with a text query")
@@ -484,6 +544,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--oversampling", type=float, default=None)
     p.add_argument("--stages", nargs="*", default=None, help="rescoring tiers to run (none: Hamming only)")
     p.add_argument("--json", action="store_true")
+    add_backend(p, "default: the one the index was built with")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("info", help="counts, settings and memory per tier")
@@ -534,6 +595,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="cutoff of NDCG/recall/MRR and of the timed searches")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_backend(p, "default: torch")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
@@ -568,6 +630,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--api-key", default=None, help="require this key (default: $QUANTSEARCH_API_KEY; none: open)"
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add_backend(p, "default: the one the index was built with")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="index Python standard library docstrings offline and search them")
