@@ -259,6 +259,8 @@ class Embedder:
     @property
     def dim(self) -> int:
         """Embedding dimension (384 for the default model, 256 for ``static``); loads the model if needed."""
+        if self._dim is None and self._backend is Backend.AUTO:  # every candidate keeps torch's dimension
+            return Embedder(self._model_arg, max_seq_length=self.max_seq_length).dim
         if self._dim is None and self._backend is not Backend.TORCH:
             self._dim = int(self.embed(["dimension probe"]).shape[1])
         if self._dim is None:

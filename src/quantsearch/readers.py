@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quantsearch.datasets import _iter_jsonl
 from quantsearch.exceptions import DuplicateIdError, InvalidArgumentError, MissingDependencyError
 
 __all__ = ["DOCUMENT_SUFFIXES", "Document", "iter_documents"]
@@ -83,22 +84,6 @@ def _arrow_batches(path: Path, batch_size: int) -> Iterator[Any]:
                 yield batch.slice(start, batch_size)
     except pa.ArrowInvalid as exc:
         raise InvalidArgumentError(f"{path}: malformed CSV: {exc}") from exc
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidArgumentError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
-            if not isinstance(row, dict):
-                raise InvalidArgumentError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
-                )
-            yield lineno, row
 
 
 def iter_documents(
@@ -172,7 +157,7 @@ def iter_documents(
         return Document(doc_id, text, meta)
 
     if suffix in (".jsonl", ".json"):
-        for lineno, row in _jsonl_rows(path):
+        for lineno, row in _iter_jsonl(path):
             number += 1
             out.append(make(row, f"{path}:{lineno}"))
             if len(out) == batch_size:
