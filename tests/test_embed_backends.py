@@ -160,17 +160,19 @@ def test_backend_agrees_with_torch(backend: str, min_mean: float, min_each: floa
     cos = np.sum(out * reference, axis=1)
     assert cos.mean() >= min_mean and cos.min() >= min_each, (cos.mean(), cos.min())
     assert neighbour_overlap(reference, out) >= 0.9
-    # length-sorted batches are put back in input order: one text alone gives its own row
+    # length-sorted batches are put back in input order: one text alone gives its own row (int8 activations
+    # are quantized per batch, so there a text's vector depends slightly on its batch mates)
     alone = emb.embed([texts[37]])
-    assert float(alone[0] @ out[37]) > 0.999
+    assert float(alone[0] @ out[37]) > (0.99 if backend == "onnx-int8" else 0.999)
+    assert float(alone[0] @ out[36]) < 0.95
     assert emb.backend == backend and emb.dim == 384
     assert emb.embed_query("low fat diet").shape == (1, 384)
 
 
 def test_unnormalised_and_truncated(corpus) -> None:
     texts, _ = corpus
+    # the model ends with a Normalize module: sentence-transformers returns unit vectors anyway, and so do we
     plain = Embedder(backend="onnx", normalize=False).embed(texts[:4])
-    assert not np.allclose(np.linalg.norm(plain, axis=1), 1.0, atol=1e-3)
     torch_plain = Embedder(normalize=False).embed(texts[:4])
     np.testing.assert_allclose(plain, torch_plain, rtol=1e-3, atol=1e-4)
     short = Embedder(backend="onnx", max_seq_length=8).embed(texts[:1])

@@ -23,8 +23,14 @@ logger = logging.getLogger(__name__)
 Forward = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def check_mean_pooling(model_dir: Path) -> None:
-    """Raise unless the model pools by the mean of its tokens (the pooling the exports reproduce)."""
+def check_mean_pooling(model_dir: Path) -> bool:
+    """Raise unless the model pools by the mean of its tokens (the pooling the exports reproduce).
+
+    Returns
+    -------
+    bool
+        Whether the model ends with a Normalize module (its output is unit-norm whatever the caller asks).
+    """
     modules_file = model_dir / "modules.json"
     if not modules_file.is_file():
         raise InvalidArgumentError(f"{model_dir} is not a sentence-transformers folder (no modules.json)")
@@ -41,6 +47,7 @@ def check_mean_pooling(model_dir: Path) -> None:
         raise InvalidArgumentError(
             f"the onnx/openvino backends support mean pooling only; {model_dir} uses {modes}"
         )
+    return "Normalize" in kinds[2:]
 
 
 def model_max_seq_length(model_dir: Path, override: int | None) -> int:
@@ -77,6 +84,7 @@ class TransformerRunner:
         self.tokenizer.enable_truncation(self.max_seq_length)
         self.tokenizer.no_padding()
         self.forward = forward
+        self.model_normalizes = check_mean_pooling(model_dir)
 
     def encode(self, texts: Sequence[str], *, batch_size: int, normalize: bool) -> np.ndarray:
         """Embed ``texts``.
@@ -108,6 +116,6 @@ class TransformerRunner:
                 out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
             out[rows] = pooled
         assert out is not None
-        if normalize:
+        if normalize or self.model_normalizes:  # as sentence-transformers: the model's Normalize module
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
