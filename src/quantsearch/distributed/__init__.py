@@ -1,13 +1,13 @@
 """Scale out: sharded indexes, served by one Ray actor per shard, filled by a Ray Data pipeline.
 
 Extra ``distributed`` (Ray with Ray Data, pyarrow): ``pip install "quantsearch[distributed]"``.
-Only :mod:`.serving` and :mod:`.ingest` import Ray, inside the functions that need it; the layout
+Only :mod:`.serving` and :mod:`.ingestion` import Ray, inside the functions that need it; the layout
 and the in-process :class:`ShardedIndex` work without it.
 
 Modules: :mod:`.layout` (shard manifest, routing by id hash), :mod:`.shard` (one shard's
 operations), :mod:`.sharded` (creation with one shared calibration, fan-out, top-k merge),
 :mod:`.faults` (what a search or an add does when a shard's actor dies), :mod:`.serving` (Ray
-actors), :mod:`.ingest` (JSONL / Parquet -> embedding actor pool -> shards).
+actors), :mod:`.ingestion` (JSONL / Parquet -> embedding actor pool -> shards).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def __getattr__(name: str) -> object:
 
         return getattr(serving, name)
     if name == "ingest":
-        from .ingest import ingest
+        from .ingestion import ingest
 
         return ingest
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
