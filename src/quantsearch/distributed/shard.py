@@ -44,6 +44,7 @@ class ShardServer:
 
     def __init__(self, path: str | os.PathLike[str], fingerprint: str | None = None) -> None:
         self.path = Path(path)
+        self._stall: tuple[float, str | None] | None = None
         self.index = Index.open(self.path)
         if fingerprint is not None and index_fingerprint(self.index) != fingerprint:
             self.index.close()
@@ -76,6 +77,7 @@ class ShardServer:
         (results, n_live) : (SearchResults, int)
             The shard's hits and how many documents it held; results have ``min(k, n_live)`` columns (0 for an empty shard).
         """
+        self._pause()
         n_live = len(self.index)
         k_here = min(int(k), n_live)
         if k_here == 0:
@@ -134,6 +136,7 @@ class ShardServer:
         the shard already holds: the earlier attempt may have committed before its answer was
         lost, and ``Index.add`` is all-or-nothing, so the rest was not stored.
         """
+        self._pause()
         if resume:
             present = set(ids) - set(self.missing(ids))
             if present:
@@ -164,9 +167,17 @@ class ShardServer:
     def ping(self) -> bool:
         return True
 
-    def stall(self, seconds: float) -> None:
-        """Keep this shard busy for ``seconds`` (fault injection: calls queued behind it are in flight)."""
-        time.sleep(float(seconds))
+    def stall(self, seconds: float, started: str | None = None) -> None:
+        """Fault injection: the next ``search`` or ``add`` sleeps ``seconds`` inside the call (after
+        creating the file ``started``, if given), so that a test can kill the process mid-call."""
+        self._stall = (float(seconds), started)
+
+    def _pause(self) -> None:
+        if self._stall is not None:
+            (seconds, started), self._stall = self._stall, None
+            if started is not None:
+                Path(started).touch()
+            time.sleep(seconds)
 
     def close(self) -> None:
         self.index.close()
