@@ -122,7 +122,13 @@ def _normaliser(text_field: str, id_field: str, title_field: str | None, vector_
         if vector_field is not None:
             if vector_field not in batch.columns:
                 raise InvalidArgumentError(f"the input has no vector field {vector_field!r}")
-            out["vector"] = np.stack([np.asarray(v, np.float32) for v in batch[vector_field].tolist()])
+            rows = [np.asarray(v, np.float32) for v in batch[vector_field].tolist()]
+            dims = {r.shape for r in rows}
+            if len(dims) != 1 or len(next(iter(dims))) != 1:
+                raise InvalidArgumentError(
+                    f"vector field {vector_field!r} must hold vectors of one length, got shapes {sorted(dims)}"
+                )
+            out["vector"] = np.stack(rows)
         return out
 
     return normalise
@@ -358,7 +364,12 @@ def _create_from_head(
     record_model: str | None, **create_kwargs: Any,
 ) -> int:
     """Create the sharded index calibrated on the first documents, and add those; return how many."""
-    head = ds.take_batch(calibration_size, batch_format="numpy")
+    ctx = ds.context
+    ordered, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
+    try:  # the calibration sample is the first documents of the input, in input order
+        head = ds.take_batch(calibration_size, batch_format="numpy")
+    finally:
+        ctx.execution_options.preserve_order = ordered
     ids = [str(i) for i in head["id"]]
     texts = [str(t) for t in head["text"]]
     if not ids:

@@ -84,6 +84,7 @@ def create_app(
     max_exact_bytes: int = 256 << 20,
     preload_model: bool = False,
     search_threads: int | None = None,
+    ray_address: str | None = None,
 ) -> FastAPI:
     """Build the HTTP application over the index in ``index_dir`` (opened now, closed at shutdown).
 
@@ -103,6 +104,9 @@ def create_app(
     search_threads : int, optional
         Searches (and other reads) run at once in worker threads; default 4 per CPU core, at
         most 32. More wait for a free thread.
+    ray_address : str, optional
+        For a sharded index directory (``quantsearch.distributed``): the Ray cluster its shard
+        actors run on; default the running Ray session, else a local Ray started now.
 
     Returns
     -------
@@ -123,7 +127,7 @@ def create_app(
             raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
     if not max_oversampling >= 1:
         raise InvalidArgumentError(f"max_oversampling must be >= 1, got {max_oversampling!r}")
-    service = SearchService(Index.open(index_dir), limits)
+    service = SearchService(_open_index(index_dir, ray_address), limits)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -234,6 +238,17 @@ def create_app(
             )
 
     return app
+
+
+def _open_index(index_dir: str | os.PathLike[str], ray_address: str | None) -> Any:
+    """``Index.open``, or for a sharded directory its Ray-served front end (same methods)."""
+    from ..distributed.layout import is_sharded
+
+    if is_sharded(index_dir):
+        from ..distributed.serving import open_sharded
+
+        return open_sharded(index_dir, ray_address=ray_address)
+    return Index.open(index_dir)
 
 
 def serve(
