@@ -71,6 +71,18 @@ def shard_actor_class() -> Any:
     return _ACTOR_CLASS
 
 
+def _spread(i: int) -> Any:
+    """Shard ``i``'s placement: round-robin over the live nodes, soft, so that a shard whose node is
+    lost restarts on another one. (Ray's "SPREAD" leaves zero-CPU actors on one node.)"""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    if not nodes:  # pragma: no cover - a connected driver always sees its node
+        return "DEFAULT"
+    return NodeAffinitySchedulingStrategy(node_id=nodes[i % len(nodes)], soft=True)
+
+
 class RayShardedIndex(ShardedBase):
     """A sharded index served by one Ray actor per shard.
 
@@ -81,7 +93,8 @@ class RayShardedIndex(ShardedBase):
     policy : FaultPolicy, optional
         What a call does when a shard's actor dies (default: retry on the restarted actor).
     actor_options : dict, optional
-        Extra ``.options()`` of the shard actors (default ``num_cpus=0``, spread over the nodes).
+        Extra ``.options()`` of the shard actors (default ``num_cpus=0``, shards placed round-robin
+        over the live nodes with a soft node affinity).
 
     Use :func:`open_sharded`, which connects to Ray first.
     """
@@ -95,10 +108,11 @@ class RayShardedIndex(ShardedBase):
     ) -> None:
         super().__init__(layout)
         self.policy = policy if policy is not None else FaultPolicy()
-        options = {"num_cpus": 0, "scheduling_strategy": "SPREAD", **(actor_options or {})}
+        options = {"num_cpus": 0, **(actor_options or {})}
         cls = shard_actor_class()
         self.actors = [
-            cls.options(**options).remote(str(d.resolve()), layout.fingerprint) for d in layout.shard_dirs
+            cls.options(**{"scheduling_strategy": _spread(i), **options}).remote(str(d.resolve()), layout.fingerprint)
+            for i, d in enumerate(layout.shard_dirs)
         ]
         try:
             self._all("ping")  # every shard opened (a bad shard raises its error here)

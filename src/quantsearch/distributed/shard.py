@@ -164,6 +164,14 @@ class ShardServer:
         """The id of the process serving this shard (tests kill it)."""
         return os.getpid()
 
+    def node_id(self) -> str | None:
+        """The Ray node this shard runs on (None outside Ray)."""
+        try:
+            import ray
+        except ImportError:
+            return None
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
     def ping(self) -> bool:
         return True
 
