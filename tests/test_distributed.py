@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import unit_vectors
 
+from conftest import unit_vectors
 from quantsearch import Index, SearchResults
 from quantsearch.distributed import ShardedIndex, create_sharded, merge_results, read_shard_manifest, shard_of
 from quantsearch.distributed.layout import SHARD_MANIFEST
@@ -113,7 +113,9 @@ def test_approximate_search_merges_each_shards_best(tmp_path):
 
 
 def test_merge_results_pads_and_keeps_payload():
-    a = SearchResults(np.array([[3, 1]]), np.array([[0.9, 0.2]], np.float32), [["a3", "a1"]], [[None, {"x": 1}]])
+    a = SearchResults(
+        np.array([[3, 1]]), np.array([[0.9, 0.2]], np.float32), [["a3", "a1"]], [[None, {"x": 1}]]
+    )
     b = SearchResults(np.array([[7]]), np.array([[0.5]], np.float32), [["b7"]], [[None]])
     empty = SearchResults(np.zeros((1, 0), np.int64), np.zeros((1, 0), np.float32), [[]], [[]])
     out = merge_results([a, empty, b], 4, "int")

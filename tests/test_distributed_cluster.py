@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import unit_vectors
 
+from conftest import unit_vectors
 from quantsearch import Index
 from quantsearch.distributed import ShardedIndex, create_sharded
 
@@ -40,6 +40,7 @@ def test_shards_on_several_nodes_survive_a_lost_node(cluster, tmp_path):
     with Index.build(tmp_path / "single", vectors, ids=list(range(N))) as single:
         want = single.search(queries, K, oversampling=N / K + 1)
     with open_sharded(tmp_path / "s") as index:
+
         def placement() -> dict[int, str]:
             return dict(enumerate(ray.get([a.node_id.remote() for a in index.actors])))
 

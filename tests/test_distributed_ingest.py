@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import unit_vectors
 
+from conftest import unit_vectors
 from quantsearch import Index
 from quantsearch.distributed import ShardedIndex
 from quantsearch.exceptions import InvalidArgumentError
@@ -48,11 +48,25 @@ def _check_exact(sharded_path, single, queries, k=10):
 def test_parquet_with_vectors(ray_session, tmp_path):
     vectors = unit_vectors(N, DIM, seed=30)
     ids = [f"p{i}" for i in range(N)]
-    table = pa.table({"_id": ids, "text": [f"text {i}" for i in range(N)], "vector": list(vectors),
-                      "source": ["a" if i % 2 else "b" for i in range(N)]})
+    table = pa.table(
+        {
+            "_id": ids,
+            "text": [f"text {i}" for i in range(N)],
+            "vector": list(vectors),
+            "source": ["a" if i % 2 else "b" for i in range(N)],
+        }
+    )
     pq.write_table(table, tmp_path / "docs.parquet", row_group_size=300)
-    report = ingest(tmp_path / "docs.parquet", tmp_path / "s", n_shards=3, vector_field="vector", model=None,
-                    calibration_size=400, batch_size=200, workers=2)
+    report = ingest(
+        tmp_path / "docs.parquet",
+        tmp_path / "s",
+        n_shards=3,
+        vector_field="vector",
+        model=None,
+        calibration_size=400,
+        batch_size=200,
+        workers=2,
+    )
     assert (report.added, report.skipped, report.n_shards) == (N, 0, 3)
     with ShardedIndex.open(tmp_path / "s") as sharded:
         assert len(sharded) == N
@@ -70,12 +84,22 @@ def test_jsonl_resume_after_interruption_adds_nothing_twice(ray_session, tmp_pat
         with open(tmp_path / "docs.jsonl", "w") as f:
             for i in range(N):
                 vector = vectors[i].tolist()[: 5 if i == bad_row else DIM]
-                f.write(json.dumps({"_id": ids[i], "title": "T", "text": f"body {i}", "vector": vector}) + "\n")
+                f.write(
+                    json.dumps({"_id": ids[i], "title": "T", "text": f"body {i}", "vector": vector}) + "\n"
+                )
 
     write(bad_row=1000)  # the run dies at the batch holding row 1000: later batches never commit
     with pytest.raises(Exception, match="one length"):
-        ingest(tmp_path / "docs.jsonl", tmp_path / "s", n_shards=2, vector_field="vector", model=None,
-               calibration_size=300, batch_size=150, workers=1)
+        ingest(
+            tmp_path / "docs.jsonl",
+            tmp_path / "s",
+            n_shards=2,
+            vector_field="vector",
+            model=None,
+            calibration_size=300,
+            batch_size=150,
+            workers=1,
+        )
     with ShardedIndex.open(tmp_path / "s") as sharded:
         committed = len(sharded)
     assert 300 <= committed < N
@@ -119,8 +143,21 @@ def test_cli_shards_with_the_model_in_an_actor_pool(ray_session, tmp_path, capsy
     n = 160
     lines = (dataset / "corpus.jsonl").read_text(encoding="utf-8").splitlines()[:n]
     (tmp_path / "corpus.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    rc = main(["index", str(tmp_path / "corpus.jsonl"), "--index", str(tmp_path / "s"), "--shards", "2",
-               "--workers", "2", "--batch-size", "40", "-q"])
+    rc = main(
+        [
+            "index",
+            str(tmp_path / "corpus.jsonl"),
+            "--index",
+            str(tmp_path / "s"),
+            "--shards",
+            "2",
+            "--workers",
+            "2",
+            "--batch-size",
+            "40",
+            "-q",
+        ]
+    )
     assert rc == 0
     assert "indexed 160 documents" in capsys.readouterr().out
     ids = [json.loads(line)["_id"] for line in lines]

@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import unit_vectors
 
+from conftest import unit_vectors
 from quantsearch import Index
 from quantsearch.distributed import FaultPolicy, ShardedIndex, create_sharded
 from quantsearch.exceptions import DuplicateIdError, InvalidArgumentError, ShardUnavailableError
@@ -131,7 +131,7 @@ def test_twenty_kills_lose_no_acknowledged_add(ray_session, tmp_path):
             victim = int(rng.integers(3))
             if kill % 2:  # kill while the add is in flight
                 done: list[list[int | str]] = []
-                add = lambda ids=ids: done.append(index.add(vectors[ids], ids))  # noqa: E731
+                add = lambda ids=ids, done=done: done.append(index.add(vectors[ids], ids))  # noqa: E731
                 parts = {index.layout.shard_of(i) for i in ids}
                 victim = sorted(parts)[victim % len(parts)]  # a shard this add writes to
                 _kill_mid_call(index, victim, add, tmp_path / "in-call").join(120)

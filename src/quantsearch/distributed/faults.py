@@ -128,7 +128,8 @@ def gather(
                 f"{what} failed: shard{'s' if len(names) > 1 else ''} {', '.join(map(str, names))} of "
                 f"the index did not answer (actor died; "
                 + (
-                    f"{rounds} retries in {policy.timeout_s:g} s" if policy.on_failure == "retry"
+                    f"{rounds} retries in {policy.timeout_s:g} s"
+                    if policy.on_failure == "retry"
                     else "fault policy on_failure='raise'"
                 )
                 + ")",

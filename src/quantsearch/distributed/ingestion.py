@@ -84,26 +84,39 @@ def input_files(source: str | os.PathLike[str]) -> tuple[str, list[str]]:
         files = [path]
     elif path.is_dir():
         corpus = path / "corpus.jsonl"
-        files = [corpus] if corpus.is_file() else sorted(path.glob("*.parquet")) or sorted(path.glob("*.jsonl"))
+        files = (
+            [corpus] if corpus.is_file() else sorted(path.glob("*.parquet")) or sorted(path.glob("*.jsonl"))
+        )
         if not files:
             raise InvalidArgumentError(f"{path} holds no corpus.jsonl, .parquet or .jsonl files")
     else:
         raise InvalidArgumentError(f"input not found: {path}")
-    kinds = {"parquet" if f.suffix == ".parquet" else "json" if f.suffix in (".jsonl", ".json") else "?" for f in files}
+    kinds = {
+        "parquet" if f.suffix == ".parquet" else "json" if f.suffix in (".jsonl", ".json") else "?"
+        for f in files
+    }
     if kinds == {"?"} or len(kinds) != 1:
-        raise InvalidArgumentError(f"input must be .jsonl/.json or .parquet files, got {[f.name for f in files]}")
+        raise InvalidArgumentError(
+            f"input must be .jsonl/.json or .parquet files, got {[f.name for f in files]}"
+        )
     return kinds.pop(), [str(f.resolve()) for f in files]
 
 
-def _normaliser(text_field: str, id_field: str, title_field: str | None, vector_field: str | None) -> Callable:
+def _normaliser(
+    text_field: str, id_field: str, title_field: str | None, vector_field: str | None
+) -> Callable:
     """The batch function that turns input rows into ``id``, ``text``, ``metadata`` [and ``vector``]."""
 
     def normalise(batch: Any) -> dict[str, Any]:
         # batch: pandas DataFrame of the input's columns
         if id_field not in batch.columns:
-            raise InvalidArgumentError(f"the input has no id field {id_field!r} (columns: {list(batch.columns)})")
+            raise InvalidArgumentError(
+                f"the input has no id field {id_field!r} (columns: {list(batch.columns)})"
+            )
         if vector_field is None and text_field not in batch.columns:
-            raise InvalidArgumentError(f"the input has no text field {text_field!r} (columns: {list(batch.columns)})")
+            raise InvalidArgumentError(
+                f"the input has no text field {text_field!r} (columns: {list(batch.columns)})"
+            )
         ids = [str(v) for v in batch[id_field].tolist()]
         n = len(ids)
         raw = batch[text_field].tolist() if text_field in batch.columns else [None] * n
@@ -126,7 +139,8 @@ def _normaliser(text_field: str, id_field: str, title_field: str | None, vector_
             dims = {r.shape for r in rows}
             if len(dims) != 1 or len(next(iter(dims))) != 1:
                 raise InvalidArgumentError(
-                    f"vector field {vector_field!r} must hold vectors of one length, got shapes {sorted(dims)}"
+                    f"vector field {vector_field!r} must hold vectors of one length, "
+                    f"got shapes {sorted(dims)}"
                 )
             out["vector"] = np.stack(rows)
         return out
@@ -207,9 +221,7 @@ class EmbedWriter:
                 [metadata[j] for j in pos],
                 True,  # resume: a part whose answer was lost is not added twice
             )
-        gather(
-            lambda s, _retry: self.writers[s].add.remote(*calls[s]), calls, self.policy, what="ingest add"
-        )
+        gather(lambda s, _retry: self.writers[s].add.remote(*calls[s]), calls, self.policy, what="ingest add")
         return {"added": np.array([todo.size]), "skipped": np.array([len(ids) - todo.size])}
 
 
@@ -281,7 +293,11 @@ def ingest(
 
     kind, files = input_files(source)
     root = Path(path)
-    for name, value in (("batch_size", batch_size), ("workers", workers), ("calibration_size", calibration_size)):
+    for name, value in (
+        ("batch_size", batch_size),
+        ("workers", workers),
+        ("calibration_size", calibration_size),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
     for spec in rescore:  # fail on a bad option before starting anything
@@ -298,7 +314,7 @@ def ingest(
         raise InvalidArgumentError(f"{root} is not a sharded index yet: give n_shards to create it")
     policy = policy if policy is not None else FaultPolicy()
     ray = ensure_ray(ray_address)
-    import ray.data
+    import ray.data  # noqa: F811 - the submodule, on the module ensure_ray returned
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
@@ -309,21 +325,34 @@ def ingest(
     # slot of a small cluster and the reads never run; the file listing still needs one, so the
     # actors leave one CPU of the cluster free
     ds = reader(files, num_cpus=0).map_batches(
-        _normaliser(text_field, id_field, title_field, vector_field), batch_format="pandas", batch_size=batch_size
+        _normaliser(text_field, id_field, title_field, vector_field),
+        batch_format="pandas",
+        batch_size=batch_size,
     )
     added = head = 0
     if not exists:
         added = head = _create_from_head(
-            ds, root, n_shards, calibration_size, model if vector_field is None else None,
-            rescore=list(rescore), binary=binary, truncate_dim=truncate_dim,
+            ds,
+            root,
+            n_shards,
+            calibration_size,
+            model if vector_field is None else None,
+            rescore=list(rescore),
+            binary=binary,
+            truncate_dim=truncate_dim,
             record_model=model,
         )
         layout = read_shard_manifest(root)
     cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
     if workers * cpus_per_worker > cluster_cpus - 1:
         fitted = max(0.05, (cluster_cpus - 1) / workers)
-        logger.info("%d workers x %g CPUs do not fit in %g CPUs with one free for reading: %g each",
-                    workers, cpus_per_worker, cluster_cpus, fitted)
+        logger.info(
+            "%d workers x %g CPUs do not fit in %g CPUs with one free for reading: %g each",
+            workers,
+            cpus_per_worker,
+            cluster_cpus,
+            fitted,
+        )
         cpus_per_worker = fitted
     t0 = time.perf_counter()
     writers = RayShardedIndex(layout, policy=policy)
@@ -360,8 +389,14 @@ def ingest(
 
 
 def _create_from_head(
-    ds: Any, root: Path, n_shards: int | None, calibration_size: int, model: str | None, *,
-    record_model: str | None, **create_kwargs: Any,
+    ds: Any,
+    root: Path,
+    n_shards: int | None,
+    calibration_size: int,
+    model: str | None,
+    *,
+    record_model: str | None,
+    **create_kwargs: Any,
 ) -> int:
     """Create the sharded index calibrated on the first documents, and add those; return how many."""
     ctx = ds.context
@@ -384,8 +419,9 @@ def _create_from_head(
         vectors = embedder.embed(texts)
         name = embedder.name
     assert n_shards is not None
-    create_sharded(root, vectors.shape[1], n_shards, calibration=vectors, id_type="str", model=name,
-                   **create_kwargs)
+    create_sharded(
+        root, vectors.shape[1], n_shards, calibration=vectors, id_type="str", model=name, **create_kwargs
+    )
     with ShardedIndex.open(root) as index:
         metadata = [json.loads(m) if m else None for m in head["metadata"]]
         index.add(vectors, ids, texts, metadata)

@@ -8,6 +8,7 @@ in flight does then is the :class:`~.faults.FaultPolicy`'s choice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -111,7 +112,9 @@ class RayShardedIndex(ShardedBase):
         options = {"num_cpus": 0, **(actor_options or {})}
         cls = shard_actor_class()
         self.actors = [
-            cls.options(**{"scheduling_strategy": _spread(i), **options}).remote(str(d.resolve()), layout.fingerprint)
+            cls.options(**{"scheduling_strategy": _spread(i), **options}).remote(
+                str(d.resolve()), layout.fingerprint
+            )
             for i, d in enumerate(layout.shard_dirs)
         ]
         try:
@@ -132,10 +135,8 @@ class RayShardedIndex(ShardedBase):
         import ray
 
         for actor in self.actors:
-            try:
+            with contextlib.suppress(Exception):  # an actor already gone is what we want
                 ray.kill(actor, no_restart=True)
-            except Exception:  # noqa: BLE001 - an actor already gone is what we want
-                pass
         self.actors = []
 
 

@@ -75,7 +75,8 @@ class ShardServer:
         Returns
         -------
         (results, n_live) : (SearchResults, int)
-            The shard's hits and how many documents it held; results have ``min(k, n_live)`` columns (0 for an empty shard).
+            The shard's hits and how many documents it held; results have ``min(k, n_live)``
+            columns (0 for an empty shard).
         """
         self._pause()
         n_live = len(self.index)

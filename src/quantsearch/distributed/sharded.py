@@ -154,9 +154,11 @@ def merge_results(parts: Sequence[SearchResults], k: int, id_type: str) -> Searc
     def pick(column: str) -> list[list[Any]] | None:
         if any(getattr(p, column) is None for p in parts):
             return None
-        rows = [sum((getattr(p, column)[q] for p in parts), []) for q in range(nq)]
-        return [[rows[q][j] if j >= 0 and not invalid[q, c] else None for c, j in enumerate(order[q])]
-                for q in range(nq)]
+        rows: list[list[Any]] = [sum((getattr(p, column)[q] for p in parts), []) for q in range(nq)]
+        return [
+            [rows[q][j] if j >= 0 and not invalid[q, c] else None for c, j in enumerate(order[q])]
+            for q in range(nq)
+        ]
 
     timings: dict[str, float] = {}
     candidates: dict[str, int] = {}
@@ -430,13 +432,25 @@ class ShardedBase(ABC):
         first = parts[0]
         out = dict(first)
         out["path"] = str(self.path)
-        for key in ("count", "rows", "deleted", "segments", "catalog_bytes", "valid_mask_ram_bytes",
-                    "float32_bytes"):
+        for key in (
+            "count",
+            "rows",
+            "deleted",
+            "segments",
+            "catalog_bytes",
+            "valid_mask_ram_bytes",
+            "float32_bytes",
+        ):
             out[key] = int(sum(p[key] for p in parts))
         tiers = []
         for j, tier in enumerate(first["tiers"]):
-            tiers.append({**tier, "ram_bytes": int(sum(p["tiers"][j]["ram_bytes"] for p in parts)),
-                          "disk_bytes": int(sum(p["tiers"][j]["disk_bytes"] for p in parts))})
+            tiers.append(
+                {
+                    **tier,
+                    "ram_bytes": int(sum(p["tiers"][j]["ram_bytes"] for p in parts)),
+                    "disk_bytes": int(sum(p["tiers"][j]["disk_bytes"] for p in parts)),
+                }
+            )
         out["tiers"] = tiers
         out["n_shards"] = self.n_shards
         out["shards"] = [{"shard": s, "count": p["count"], "rows": p["rows"]} for s, p in enumerate(parts)]
