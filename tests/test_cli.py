@@ -119,7 +119,7 @@ def test_append_and_duplicate_ids(tmp_path: Path, text_folder: Path, capsys) -> 
         (["index", "{missing}", "--index", "{tmp}/new"], "input not found"),
         (["delete", "{index}", "nope"], "not in the index"),
         (["index", "{index}/../docs", "--index", "{tmp}/new", "--rescore", "int7"], "unknown precision"),
-        (["index", "{index}/../docs", "--index", "{tmp}/new", "--truncate-dim", "0"], "must be a positive"),
+        (["index", "{index}/../docs", "--index", "{tmp}/new", "--truncate-dim", "0"], "must be >= 1"),
     ],
 )
 def test_errors_are_one_line_exit_2(tmp_path: Path, text_folder: Path, capsys, args, message) -> None:

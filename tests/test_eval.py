@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from quantsearch import Index
+from quantsearch._topk import top_k as _merge_top
 from quantsearch.datasets import BeirDataset, load_beir
 from quantsearch.evaluation import (
     FlatConfig,
@@ -25,7 +26,6 @@ from quantsearch.evaluation import (
 from quantsearch.evaluation.configs import _FlatSearcher
 from quantsearch.exceptions import DimensionMismatchError, InvalidArgumentError
 from quantsearch.quantization import ScalarQuantizer
-from quantsearch.quantization.base import merge_top as _merge_top
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 

@@ -149,7 +149,7 @@ def test_info_binary_ram_bytes(make_index, dim: int) -> None:
 def test_binary_codes_in_ram_and_rescore_tiers_memory_mapped(make_index, tmp_path) -> None:
     index, x = make_index(n=80, dim=20, batches=2, rescore=("int8", "float16"))
     for idx in (index, Index.open(tmp_path / "index")):
-        view = idx._view
+        view = idx._state.view
         assert not isinstance(view.codes, np.memmap)
         np.testing.assert_array_equal(np.unpackbits(view.codes, axis=1, count=20), (x > 0).astype(np.uint8))
         for name in ("int8", "float16"):
@@ -184,7 +184,7 @@ opened, file_pages = rss("VmRSS"), rss("RssFile")
 # maps the touched pages, not megabytes of read-ahead around each one
 index.search(np.ones(index.dim, np.float32), k=10, stages=("int8",))
 searched_file_pages = rss("RssFile")
-arrays = index._view.rescore["int8"].arrays
+arrays = index._state.view.rescore["int8"].arrays
 print(opened - before, searched_file_pages - file_pages, sum(a.nbytes for a in arrays))
 print(all(isinstance(a, np.memmap) for a in arrays))
 """
@@ -432,12 +432,13 @@ def test_recalibration_before_first_add_replaces_state_files(tmp_path, make_vect
 
 
 def test_rescoring_in_query_chunks_gives_the_same_results(make_index, make_vectors, monkeypatch) -> None:
-    from quantsearch.index import pipeline
+    from quantsearch.quantization import base
 
-    index, _ = make_index(n=200, dim=24, batches=4, rescore=["int8", "float16"])
+    # int2 has no fused kernel: its tier rescored through the generic gather + score, in query chunks
+    index, _ = make_index(n=200, dim=24, batches=4, rescore=["int2", "float16"])
     queries = make_vectors(37, 24, seed=5)
     whole = index.search(queries, k=7)
-    monkeypatch.setattr(pipeline, "_RESCORE_CHUNK_BYTES", 1)  # one query per chunk
+    monkeypatch.setattr(base, "_RESCORE_CHUNK_BYTES", 1)  # one query per chunk
     chunked = index.search(queries, k=7)
     np.testing.assert_array_equal(chunked.ids, whole.ids)
     np.testing.assert_array_equal(chunked.scores, whole.scores)

@@ -257,7 +257,7 @@ def test_cli_train_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     )
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["kept"] == "itq" and report["code_bytes"] == DIM // 8 + 2
-    from quantsearch.cli import candidate_quantizer
+    from quantsearch.ingest import candidate_quantizer
 
     assert isinstance(candidate_quantizer(str(out)), LearnedBinaryQuantizer)
     assert candidate_quantizer("qat").name == "qat"

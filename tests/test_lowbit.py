@@ -24,13 +24,8 @@ from quantsearch.quantization import (
     make_quantizer,
     quantizer_from_config,
 )
-from quantsearch.quantization.lowbit import (
-    _nearest_level,
-    pack_planes,
-    pack_trits,
-    unpack_planes,
-    unpack_trits,
-)
+from quantsearch.quantization.bitplanes import pack_planes, unpack_planes
+from quantsearch.quantization.lowbit import _nearest_level, pack_trits, unpack_trits
 
 
 def _data(n: int = 400, dim: int = 48, seed: int = 0) -> np.ndarray:
@@ -251,17 +246,17 @@ def test_ternary_planes_layout_matches_base3() -> None:
     a.fit(x), b.fit(x)
     ca, cb = a.encode(x), b.encode(x)
     assert (a.decode_trits(ca) == b.decode_trits(cb)).all()
-    assert (unpack_planes(cb, 20).astype(np.int8) - 1 == b.decode_trits(cb)).all()
+    assert (unpack_planes(cb, 20, 2).astype(np.int8) - 1 == b.decode_trits(cb)).all()
     assert np.allclose(a.decode(ca), b.decode(cb))
 
 
 # ---- 2-bit codes ----------------------------------------------------------------------------------------
 def test_plane_layout() -> None:
     levels = np.array([[0, 1, 2, 3, 3, 2, 1, 0, 1]], np.uint8)
-    packed = pack_planes(levels)
+    packed = pack_planes(levels, 2)
     # plane 0 (low bits) 0 1 0 1 1 0 1 0 | 1 ; plane 1 (high bits) 0 0 1 1 1 1 0 0 | 0
     assert packed.tolist() == [[0b01011010, 0b10000000, 0b00111100, 0b00000000]]
-    assert (unpack_planes(packed, 9) == levels).all()
+    assert (unpack_planes(packed, 9, 2) == levels).all()
 
 
 def test_int2_uniform_levels_and_nearest_codes() -> None:
@@ -271,7 +266,7 @@ def test_int2_uniform_levels_and_nearest_codes() -> None:
     assert np.allclose(q.levels_, lo[:, None] + (hi - lo)[:, None] * np.arange(4) / 3, rtol=1e-5, atol=1e-6)
     codes = q.encode(x)
     assert codes.shape == (1000, 4)
-    index = unpack_planes(codes, 12)
+    index = unpack_planes(codes, 12, 2)
     assert (index == np.abs(x[:, :, None] - q.levels_[None]).argmin(axis=2)).all()
     assert np.allclose(q.decode(codes), q.levels_[np.arange(12), index], atol=1e-6)
 
@@ -282,7 +277,7 @@ def test_int2_lloyd_levels_are_centroids_of_their_cells(levels: str) -> None:
     q = Int2Quantizer(levels=levels, rotate=False, correction=False).fit(x)
     lv = q.levels_
     assert (np.diff(lv, axis=1) >= 0).all()
-    index = unpack_planes(q.encode(x), 6)
+    index = unpack_planes(q.encode(x), 6, 2)
     for j in range(6):
         if levels == "lloyd":  # every level is the mean of its cell
             for k in range(4):
@@ -315,7 +310,7 @@ def test_int2_rotation_and_factor() -> None:
     assert codes.shape == (400, 2 * 3 + 4)
     assert np.allclose(q.rotation_ @ q.rotation_.T, np.eye(24), atol=1e-5)
     y = (x - x.mean(0)) @ q.rotation_
-    index = unpack_planes(codes, 24)
+    index = unpack_planes(codes, 24, 2)
     approx = q.levels_[np.arange(24), index]
     factor = codes[:, -4:].copy().view("<f4")[:, 0]
     assert np.allclose(factor, (y * approx).sum(1) / (approx * approx).sum(1), rtol=1e-4)

@@ -264,7 +264,7 @@ def test_encode_rejects_wrong_dim() -> None:
         (lambda: ScalarQuantizer("binary"), "int8, uint8 or int4"),
         (lambda: FloatQuantizer("int8"), "float32 or float16"),
         (lambda: ScalarQuantizer("int8", percentile=20), "percentile"),
-        (lambda: MatryoshkaQuantizer(0, BinaryQuantizer()), "positive"),
+        (lambda: MatryoshkaQuantizer(0, BinaryQuantizer()), "must be >= 1"),
     ],
 )
 def test_bad_parameters(factory, message: str) -> None:
@@ -275,7 +275,7 @@ def test_bad_parameters(factory, message: str) -> None:
 @pytest.mark.parametrize("k", [1, 7, 300])
 def test_default_scan_topk_is_the_exact_brute_force_top_k(k: int) -> None:
     """The generic candidate scan (decode + matmul, blocked) equals a full sort, deleted rows skipped."""
-    from quantsearch.quantization.base import topk_blocks
+    from quantsearch._topk import topk_blocks
 
     rng = np.random.default_rng(3)
     docs = rng.standard_normal((250, 24)).astype(np.float32)

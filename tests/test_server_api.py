@@ -464,7 +464,7 @@ def test_a_model_that_cannot_load_leaves_vector_search_working(tmp_path: Path) -
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"max_k": 0}, "max_k must be a positive int"), ({"api_key": ""}, "api_key must be a non-empty"),
+    [({"max_k": 0}, "max_k must be >= 1"), ({"api_key": ""}, "api_key must be a non-empty"),
      ({"search_threads": 0}, "search_threads"), ({"max_oversampling": 0.5}, "max_oversampling")],
 )  # fmt: skip
 def test_create_app_checks_its_arguments(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -55,13 +56,36 @@ def as_float_matrix(
     return arr
 
 
-def check_positive_int(value: Any, name: str, *, maximum: int | None = None) -> int:
-    """Return ``value`` as an int, raising if it is not an integer in [1, maximum]."""
+def check_positive_int(
+    value: Any, name: str, *, maximum: int | None = None, minimum: int = 1, parse: bool = False
+) -> int:
+    """Return ``value`` as an int, raising if it is not an integer in [minimum, maximum].
+
+    ``parse`` also accepts the decimal text of one (environment variables).
+    """
+    if parse and isinstance(value, str):
+        with contextlib.suppress(ValueError):  # not a number: reported below as the text it was
+            value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InvalidArgumentError(f"{name} must be an integer, got {value!r}")
     value = int(value)
-    if value <= 0:
-        raise InvalidArgumentError(f"{name} must be >= 1, got {value}")
+    if value < minimum:
+        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
     if maximum is not None and value > maximum:
         raise InvalidArgumentError(f"{name} must be <= {maximum}, got {value}")
     return value
+
+
+def check_number(value: Any, name: str, *, minimum: float | None = None, positive: bool = False) -> float:
+    """Return ``value`` as a finite float, raising if it is not a real number (bools are not), is
+    below ``minimum``, or is not > 0 when ``positive``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidArgumentError(f"{name} must be a number, got {value!r}")
+    out = float(value)
+    if not np.isfinite(out):
+        raise InvalidArgumentError(f"{name} must be a finite number, got {value!r}")
+    if minimum is not None and out < minimum:
+        raise InvalidArgumentError(f"{name} must be a number >= {minimum:g}, got {value!r}")
+    if positive and out <= 0:
+        raise InvalidArgumentError(f"{name} must be a positive number, got {value!r}")
+    return out

@@ -11,11 +11,13 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .display import format_info, format_results
 from .exceptions import InvalidArgumentError, QuantsearchError
+from .ingest import index_documents, read_documents, training_vectors
 
 logger = logging.getLogger("quantsearch")
 
@@ -29,244 +31,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-# ---- documents ------------------------------------------------------------------------------------
-def read_documents(
-    source: Path, *, text_field: str = "text", id_field: str = "_id"
-) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-    """Read ``(ids, texts, metadata)`` from a BEIR corpus.jsonl / any JSONL, or a folder of .txt/.md files."""
-    from .datasets import read_jsonl_texts
-
-    if source.is_dir():
-        corpus = source / "corpus.jsonl"
-        if corpus.is_file():  # a BEIR dataset folder
-            return read_jsonl_texts(corpus, text_field=text_field, id_field=id_field)
-        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in (".txt", ".md"))
-        if not files:
-            raise InvalidArgumentError(f"{source} holds no .txt or .md files (and no corpus.jsonl)")
-        ids, texts, meta = [], [], []
-        for path in files:
-            try:
-                text = path.read_text(encoding="utf-8")
-            except UnicodeDecodeError:
-                raise InvalidArgumentError(f"{path} is not UTF-8 text") from None
-            if text.strip():
-                rel = path.relative_to(source).as_posix()
-                ids.append(rel)
-                texts.append(text)
-                meta.append({"path": rel})
-        return ids, texts, meta
-    if source.is_file():
-        return read_jsonl_texts(source, text_field=text_field, id_field=id_field)
-    raise InvalidArgumentError(f"input not found: {source}")
-
-
-def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, n, size):
-        yield start, min(n, start + size)
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    """A tqdm bar when tqdm is installed and enabled, else a no-op object with ``update``/``close``."""
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-
-            return tqdm(total=total, desc=desc, unit="doc", file=sys.stderr)
-        except ImportError:
-            pass
-
-    class _Silent:
-        def update(self, n: int = 1) -> None: ...
-        def close(self) -> None: ...
-
-    return _Silent()
-
-
-def _embed(embedder: Any, texts: Sequence[str], bar: Any, chunk: int = 256) -> Any:
-    """Embed in chunks so that the progress bar moves."""
-    import numpy as np
-
-    parts = []
-    for s, e in _batches(len(texts), chunk):
-        parts.append(embedder.embed(list(texts[s:e])))
-        bar.update(e - s)
-    return np.concatenate(parts)
-
-
-def build_index(
-    ids: Sequence[str],
-    texts: Sequence[str],
-    metadata: Sequence[dict[str, Any]],
-    index_dir: Path,
-    *,
-    model: str | None = None,
-    rescore: Sequence[str] = ("int8",),
-    candidates: str | None = None,
-    truncate_dim: int | None = None,
-    batch_size: int = 4096,
-    calibration_size: int = 20_000,
-    progress: bool = True,
-) -> Any:
-    """Embed documents and add them to the index at ``index_dir`` (created if it does not exist).
-
-    A new index is calibrated explicitly on the embeddings of the first ``calibration_size``
-    documents before anything is added. ``candidates`` names the candidate (RAM) tier of a new
-    index: a quantizer spec (``"binary"``, ``"qat"``, ...) or a file written by ``quantsearch train``.
-    """
-    from .embed import Embedder
-    from .index import Index
-    from .quantization import make_quantizer
-
-    if not ids:
-        raise InvalidArgumentError("the input holds no documents")
-    for spec in rescore:  # fail on a bad option before spending minutes embedding
-        make_quantizer(spec, truncate_dim=truncate_dim)
-    candidate = None if candidates is None else candidate_quantizer(candidates)
-    exists = (index_dir / "manifest.json").is_file()
-    if exists and candidate is not None:
-        raise InvalidArgumentError(f"{index_dir} exists: --candidates applies only when an index is created")
-    index = Index.open(index_dir) if exists else None
-    if index is not None:
-        problem = None
-        if model is not None and index.model is not None and Embedder(model).name != index.model:
-            problem = f"{index_dir} was built with model {index.model!r}, not {model!r}"
-        existing = [] if problem else [i for i in ids if i in index]
-        if existing:
-            problem = f"id {existing[0]!r} is already in {index_dir} ({len(existing)} duplicates)"
-        if problem:
-            index.close()
-            raise InvalidArgumentError(problem)
-        model = model if index.model is None else index.model
-    embedder = Embedder(model)
-    bar = _progress(len(ids), "embedding + indexing", progress)
-    try:
-        pending = None
-        if index is None:
-            # calibrate on an explicit sample: the first documents, embedded once and added afterwards
-            head = min(len(ids), calibration_size)
-            pending = _embed(embedder, texts[:head], bar)
-            index = Index.create(
-                index_dir,
-                pending.shape[1],
-                rescore=list(rescore),
-                binary=candidate,
-                truncate_dim=truncate_dim,
-                id_type="str",
-                model=embedder.name,
-            )
-            index.calibrate(pending)
-            logger.info("calibrated on the first %d documents", head)
-            for s, e in _batches(head, batch_size):
-                index.add(
-                    pending[s:e], ids=list(ids[s:e]), texts=list(texts[s:e]), metadata=list(metadata[s:e])
-                )
-            start = head
-        else:
-            start = 0
-        for s, e in _batches(len(ids) - start, batch_size):
-            s, e = s + start, e + start
-            vectors = _embed(embedder, texts[s:e], bar)
-            index.add(vectors, ids=list(ids[s:e]), texts=list(texts[s:e]), metadata=list(metadata[s:e]))
-    except BaseException:
-        if index is not None:
-            index.close()  # batches added so far stay committed
-        raise
-    finally:
-        bar.close()
-    index.embedder = embedder
-    return index
-
-
-def candidate_quantizer(spec: str) -> Any:
-    """The candidate-tier quantizer named by ``spec``: a trained-head file (``quantsearch train``) or a
-    quantizer name (``binary``, ``qat``, ...)."""
-    from .quantization import load_quantizer, make_quantizer
-
-    path = Path(spec)
-    if path.suffix == ".npz" or path.is_file():
-        return load_quantizer(path)
-    return make_quantizer(spec)
-
-
-def training_vectors(
-    corpus: Path, *, model: str | None = None, cache_dir: str | None = None, progress: bool = True
-) -> Any:
-    """Document vectors to train on: a ``.npy`` matrix, or the (cached) embeddings of a corpus that
-    ``quantsearch index`` reads (BEIR folder, JSONL, folder of text files)."""
-    import numpy as np
-
-    from ._validation import as_float_matrix
-
-    if corpus.suffix == ".npy":
-        if not corpus.is_file():
-            raise InvalidArgumentError(f"input not found: {corpus}")
-        try:
-            vectors = np.load(corpus, allow_pickle=False)
-        except ValueError as exc:
-            raise InvalidArgumentError(f"{corpus} is not a readable .npy array: {exc}") from None
-        return as_float_matrix(vectors, f"vectors in {corpus}", allow_1d=False)
-    from .embed import Embedder, EmbeddingCache
-
-    _, texts, _ = read_documents(corpus)
-    if not texts:
-        raise InvalidArgumentError(f"{corpus} holds no documents")
-    vectors, _ = EmbeddingCache(cache_dir).embed(Embedder(model), texts, progress=progress)
-    return vectors
-
-
-# ---- printing -------------------------------------------------------------------------------------
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
-def format_info(info: dict[str, Any]) -> str:
-    lines = [
-        f"index      {info['path']}",
-        f"documents  {info['count']:,} ({info['deleted']:,} deleted rows, {info['segments']} segments)",
-        f"dim        {info['dim']}   ids: {info['id_type']}   model: {info['model'] or '-'}",
-        f"search     oversampling x{info['default_oversampling']:g}",
-        "",
-        f"{'tier':<10} {'role':<11} {'where':<21} {'bytes/vec':>9} {'RAM':>10} {'disk':>10}  quantizer",
-    ]
-    for t in info["tiers"]:
-        params = ", ".join(f"{k}={v}" for k, v in t["quantizer"]["params"].items() if k != "base")
-        lines.append(
-            f"{t['name']:<10} {t['role']:<11} {t['storage']:<21} {t['bytes_per_vector'] or 0:>9} "
-            f"{_human_bytes(t['ram_bytes']):>10} {_human_bytes(t['disk_bytes']):>10}  "
-            f"{t['quantizer']['kind']}({params})"
-        )
-    ram = sum(t["ram_bytes"] for t in info["tiers"]) + info["valid_mask_ram_bytes"]
-    disk = sum(t["disk_bytes"] for t in info["tiers"]) + info["catalog_bytes"]
-    f32 = info["float32_bytes"]
-    lines += [
-        f"{'catalog':<10} {'ids+text':<11} {'disk (SQLite)':<21} {'':>9} {'':>10} "
-        f"{_human_bytes(info['catalog_bytes']):>10}",
-        "",
-        f"RAM total  {_human_bytes(ram)} (codes + deleted-row mask)   disk total {_human_bytes(disk)}",
-        f"float32    {_human_bytes(f32)} would be held in RAM by an uncompressed flat index"
-        + (f" ({f32 / max(ram, 1):.1f}x more)" if f32 else ""),
-    ]
-    return "\n".join(lines)
-
-
-def format_results(results: Any, query: str | None = None, *, width: int = 100) -> str:
-    lines = []
-    if query is not None:
-        lines.append(f"query: {query}")
-    for rank, hit in enumerate(results.to_list()[0], start=1):
-        text = " ".join((hit.get("text") or "").split())
-        if len(text) > width:
-            text = text[: width - 3] + "..."
-        lines.append(f"{rank:>3}. {hit['score']:.4f}  {hit['id']}  {text}")
-    stages = "  ".join(f"{name} {ms:.2f} ms" for name, ms in results.timings.items())
-    lines.append(f"     timings: {stages}")
-    return "\n".join(lines)
-
-
 # ---- commands -------------------------------------------------------------------------------------
 def cmd_index(args: argparse.Namespace) -> int:
     from .distributed.layout import is_sharded
@@ -275,7 +39,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         return cmd_index_sharded(args)
     ids, texts, meta = read_documents(Path(args.input), text_field=args.text_field, id_field=args.id_field)
     t0 = time.perf_counter()
-    index = build_index(
+    index = index_documents(
         ids,
         texts,
         meta,
@@ -310,10 +74,20 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    with _open_any(args.index) as index:
-        if args.verify:
+    from .distributed.layout import is_sharded
+    from .index import Index
+
+    if is_sharded(args.index):  # a sharded index: every shard's info, summed
+        with _open_any(args.index) as index:
+            if args.verify:
+                index.verify()
+            info = index.info()
+    elif args.verify:  # opens the index and reads every file
+        with Index.open(args.index) as index:
             index.verify()
-        info = index.info()
+            info = index.info()
+    else:  # the manifest, the catalog and file sizes only: no codes are loaded
+        info = Index.metadata(args.index)
     print(json.dumps(info, indent=2) if args.json else format_info(info))
     if args.verify:
         print("verify     every segment file matches its checksum")

@@ -105,8 +105,9 @@ def run_demo(
     index_dir: Path | None = None, *, limit: int = 3000, progress: bool = True, out: Any = None
 ) -> None:
     """Build (or reuse) the demo index, run the example searches, print results, timings and memory."""
-    from .cli import build_index, format_info, format_results
+    from .display import format_info, format_results
     from .index import Index
+    from .ingest import index_documents
 
     out = out or sys.stdout
     tmp = None
@@ -124,7 +125,7 @@ def run_demo(
                 f"collected {len(ids):,} docstrings from {len(DEMO_MODULES)} standard library modules",
                 file=out,
             )
-            index = build_index(ids, texts, meta, index_dir, rescore=("int8",), progress=progress)
+            index = index_documents(ids, texts, meta, index_dir, rescore=("int8",), progress=progress)
             print(f"embedded and indexed them in {time.perf_counter() - t0:.1f} s -> {index_dir}", file=out)
         with index:
             index.search(EXAMPLE_QUERIES[0], k=1)  # warm up the model so the timings below are steady

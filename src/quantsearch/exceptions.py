@@ -52,7 +52,7 @@ class EmptyInputError(InvalidArgumentError):
     """A batch with no rows was given where at least one is needed."""
 
 
-class NotFittedError(QuantsearchError, RuntimeError):
+class NotFittedError(QuantsearchError, ValueError, AttributeError):
     """A quantizer (or an index) was used before it was calibrated."""
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from ._validation import as_float_matrix
 from .exceptions import InvalidArgumentError, MissingDependencyError
-from .quantization.learned import head_factor, head_project
+from .quantization.head import head_factor, head_project
 from .quantization.rotation import itq_rotation, random_orthogonal
 
 __all__ = ["TrainResult", "initial_head", "neighbour_agreement", "train_head"]

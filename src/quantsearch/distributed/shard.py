@@ -111,6 +111,9 @@ class ShardServer:
     def info(self) -> dict[str, Any]:
         return self.index.info()
 
+    def verify(self) -> None:
+        self.index.verify()
+
     def tiers(self) -> dict[str, Quantizer]:
         return self.index.tiers
 

@@ -426,6 +426,10 @@ class ShardedBase(ABC):
             merged.ids, merged.scores, merged.texts, merged.metadata, timings, merged.candidates
         )
 
+    def verify(self) -> None:
+        """:meth:`Index.verify` on every shard (reads every file)."""
+        self._all("verify")
+
     def info(self) -> dict[str, Any]:
         """:meth:`Index.info` summed over the shards (same keys), plus ``n_shards`` and ``shards``."""
         parts = self._all("info")

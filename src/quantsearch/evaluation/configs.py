@@ -36,11 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from quantsearch._topk import topk_blocks
 from quantsearch.exceptions import InvalidArgumentError, MissingDependencyError
 from quantsearch.index import Index
-from quantsearch.index.pipeline import TierView, score_candidates
 from quantsearch.quantization import PCAQuantizer, Quantizer, make_quantizer, quantizer_from_config
-from quantsearch.quantization.base import merge_top
 
 __all__ = [
     "CODES_CONFIGS",
@@ -238,27 +237,22 @@ class _FlatSearcher(Searcher):
         self.codes = quantizer.encode(docs)
         self.ram_bytes_per_vector = float(quantizer.code_bytes)
         self._float32 = self.codes.dtype == np.float32  # the reference: plain BLAS, no decode step
-        self._tier = TierView("flat", quantizer, (self.codes,))
         self._starts = np.zeros(1, np.int64)
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
         nq, n = queries.shape[0], self.codes.shape[0]
         prepared = np.ascontiguousarray(self.quantizer.prepare_queries(queries), dtype=np.float32)
-        best_rows = np.empty((nq, 0), np.int64)
-        best_scores = np.empty((nq, 0), np.float32)
-        for start in range(0, n, self._BLOCK):
-            stop = min(n, start + self._BLOCK)
-            rows = np.broadcast_to(np.arange(start, stop, dtype=np.int64), (nq, stop - start))
-            if self._float32:
-                scores = prepared @ self.codes[start:stop].T
-            else:  # the index's rescoring kernel (fused gather + dot on the codes) over every row
-                scores = score_candidates(self._tier, self._starts, queries, np.ascontiguousarray(rows))
-            best_rows, best_scores = merge_top(
-                np.concatenate([best_rows, rows], axis=1), np.concatenate([best_scores, scores], axis=1), k
+
+        def score_block(start: int, stop: int) -> np.ndarray:
+            if self._float32:  # the reference: plain BLAS, no decode step
+                return prepared @ self.codes[start:stop].T
+            # the index's rescoring kernel (fused gather + dot on the codes) over every row of the block
+            rows = np.ascontiguousarray(
+                np.broadcast_to(np.arange(start, stop, dtype=np.int64), (nq, stop - start))
             )
-        if best_rows.shape[1] < k:
-            best_rows = np.pad(best_rows, ((0, 0), (0, k - best_rows.shape[1])), constant_values=-1)
-        return best_rows
+            return self.quantizer.rescore(prepared, (self.codes,), self._starts, rows)
+
+        return topk_blocks(score_block, nq, n, k, block=self._BLOCK)[1]
 
 
 def _fresh(spec: Any) -> Any:

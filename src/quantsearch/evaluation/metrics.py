@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from quantsearch._validation import check_positive_int
 from quantsearch.exceptions import (
     DimensionMismatchError,
     DuplicateIdError,
@@ -39,12 +40,6 @@ class MetricResult(NamedTuple):
 
     mean: float
     per_query: dict[str, float]
-
-
-def _check_k(k: int, name: str = "k") -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidArgumentError(f"{name} must be a positive int, got {k!r}")
-    return int(k)
 
 
 def _judged(qrels: Qrels) -> list[str]:
@@ -103,7 +98,7 @@ def _compute(run: Run, qrels: Qrels, specs: Iterable[tuple[str, int]]) -> dict[s
 
 
 def _single(metric: str, run: Run, qrels: Qrels, k: int) -> MetricResult:
-    k = _check_k(k)
+    k = check_positive_int(k, "k")
     return _compute(run, qrels, [(metric, k)])[f"{metric}@{k}"]
 
 
@@ -184,7 +179,7 @@ def evaluate(run: Run, qrels: Qrels, ks: Sequence[int] = (10, 100)) -> dict[str,
     dict of str to float
         Keys ``"ndcg@k"``, ``"recall@k"`` and ``"mrr@k"`` for every k in ``ks``.
     """
-    ks = [_check_k(k, "ks[]") for k in ks]
+    ks = [check_positive_int(k, "ks[]") for k in ks]
     if not ks:
         raise EmptyInputError("ks is empty: expected at least one cutoff")
     results = _compute(run, qrels, [(m, k) for k in dict.fromkeys(ks) for m in _KERNELS])

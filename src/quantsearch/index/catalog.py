@@ -115,6 +115,14 @@ class Catalog:
     def count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM docs")[0][0])
 
+    def summary(self) -> tuple[int, int, int]:
+        """``(live documents, stored rows, segments)`` in one statement (one snapshot), no codes read."""
+        row = self._query(
+            "SELECT (SELECT COUNT(*) FROM docs), (SELECT COALESCE(SUM(n_rows), 0) FROM segments), "
+            "(SELECT COUNT(*) FROM segments)"
+        )[0]
+        return int(row[0]), int(row[1]), int(row[2])
+
     def meta(self, key: str, default: str | None = None) -> str | None:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
         return rows[0][0] if rows else default

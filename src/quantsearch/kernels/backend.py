@@ -17,8 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
-import numpy as np
-
+from .._validation import check_positive_int
 from ..exceptions import InvalidArgumentError
 
 logger = logging.getLogger(__name__)
@@ -126,14 +125,7 @@ def _default_threads() -> int:
 
 
 def _check_threads(value: object, source: str, *, parse: bool = False) -> int:
-    if parse and isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            raise InvalidArgumentError(f"{source} must be an integer in [1, 64], got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= 64:
-        raise InvalidArgumentError(f"{source} must be an integer in [1, 64], got {value!r}")
-    return int(value)
+    return check_positive_int(value, source, maximum=64, parse=parse)
 
 
 def get_num_threads() -> int:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import enum
+import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
+from .._topk import topk_blocks
 from .._validation import as_float_matrix
 from ..exceptions import DimensionMismatchError, InvalidArgumentError, InvalidDtypeError, NotFittedError
+from ..kernels import gather_rows
 
 
 class Precision(str, enum.Enum):
@@ -103,9 +106,31 @@ class Quantizer(ABC):
             Quantizer._registry[cls.kind] = cls
 
     # ---- parameters -------------------------------------------------------------------------
-    @abstractmethod
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        """Names of the constructor's parameters (scikit-learn's rule: each is stored under its name)."""
+        signature = inspect.signature(cls.__init__)
+        return [
+            p.name
+            for p in signature.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+
     def get_params(self) -> dict[str, Any]:
-        """Constructor parameters (JSON-serialisable) that recreate an unfitted copy."""
+        """Constructor parameters (JSON-serialisable) that recreate an unfitted copy.
+
+        Read from the attributes named like the ``__init__`` parameters; enums are written by
+        value and nested quantizers as their config.
+        """
+        params: dict[str, Any] = {}
+        for name in self._param_names():
+            value = getattr(self, name)
+            if isinstance(value, enum.Enum):
+                value = value.value
+            elif isinstance(value, Quantizer):
+                value = value.to_config()
+            params[name] = value
+        return params
 
     @property
     @abstractmethod
@@ -279,6 +304,47 @@ class Quantizer(ABC):
         """Scores (nq, n) of prepared queries against every code of a block (n, width)."""
         return np.ascontiguousarray(queries @ self._decode(codes).T, dtype=np.float32)
 
+    def rescore(
+        self, prepared: np.ndarray, arrays: Sequence[np.ndarray], starts: np.ndarray, rows: np.ndarray
+    ) -> np.ndarray:
+        """Scores of each query against its candidates, read from segment arrays (a rescoring stage).
+
+        Parameters
+        ----------
+        prepared : ndarray of shape (nq, dim), float32
+            Queries passed through :meth:`prepare_queries`.
+        arrays : sequence of ndarrays of shape (n_i, width), ``code_dtype``
+            The tier's codes, one array (usually a memory map) per segment.
+        starts : ndarray of shape (n_segments,), int64
+            Global row of the first code of each array.
+        rows : ndarray of shape (nq, c), int64
+            Candidate rows per query; ``-1`` pads.
+
+        Returns
+        -------
+        scores : ndarray of shape (nq, c), float32, nan at padding
+
+        The default gathers only the candidates' codes and scores them with :meth:`score`, in query
+        chunks so the gathered codes and the float work array stay within a fixed budget; families
+        with a fused gather + dot kernel override it.
+        """
+        nq, c = rows.shape
+        per_query = max(1, c * max(self.code_bytes, self.code_dim * 4))
+        chunk = max(1, _RESCORE_CHUNK_BYTES // per_query)
+        scores = np.full((nq, c), np.nan, np.float32)
+        for q0 in range(0, nq, chunk):
+            block_rows = rows[q0 : q0 + chunk]
+            present = block_rows >= 0
+            unique, inverse = np.unique(block_rows[present], return_inverse=True)
+            if unique.size == 0:
+                continue
+            codes = gather_rows(list(arrays), starts, unique)  # only the candidates are read from disk
+            index = np.zeros(block_rows.shape, np.int64)
+            index[present] = inverse
+            block = self.score(prepared[q0 : q0 + chunk], codes[index])  # codes[index]: (chunk, c, width)
+            scores[q0 : q0 + chunk] = np.where(present, block, np.float32(np.nan))
+        return scores
+
     # ---- persistence ------------------------------------------------------------------------
     def get_state(self) -> dict[str, np.ndarray]:
         """Fitted arrays (names ending in ``_``) to save with an index."""
@@ -336,50 +402,5 @@ def quantizer_from_config(config: dict[str, Any]) -> Quantizer:
 #: ``None`` makes the scans exact (byte lookup tables, ~5x slower).
 SCAN_QUERY_BITS: int | None = 8
 
-# rows scored per block in a default scan: bounds the (nq, block) work arrays whatever n is
-_SCAN_BLOCK = 8192
-
-
-def topk_blocks(
-    score_block: Any, nq: int, n: int, k: int, *, valid: np.ndarray | None = None, block: int = _SCAN_BLOCK
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` (scores descending, ties to the smaller row) over ``n`` rows scored in blocks.
-
-    ``score_block(start, stop)`` returns the (nq, stop - start) float32 scores of those rows.
-    Rows with ``valid[row] == False`` are skipped; missing results are row -1, score nan.
-    """
-    best_rows = np.empty((nq, 0), np.int64)
-    best_scores = np.empty((nq, 0), np.float32)
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        scores = np.asarray(score_block(start, stop), np.float32)
-        rows = np.broadcast_to(np.arange(start, stop, dtype=np.int64), scores.shape)
-        if valid is not None:
-            scores = np.where(valid[start:stop][None, :], scores, -np.inf)
-        best_rows, best_scores = merge_top(
-            np.concatenate([best_rows, rows], axis=1), np.concatenate([best_scores, scores], axis=1), k
-        )
-    found = np.isfinite(best_scores)
-    best_rows = np.where(found, best_rows, -1)
-    best_scores = np.where(found, best_scores, np.float32(np.nan)).astype(np.float32)
-    if best_rows.shape[1] < k:
-        pad = k - best_rows.shape[1]
-        best_rows = np.pad(best_rows, ((0, 0), (0, pad)), constant_values=-1)
-        best_scores = np.pad(best_scores, ((0, 0), (0, pad)), constant_values=np.nan)
-    return best_scores, best_rows
-
-
-def merge_top(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` per query by score descending, ties to the smaller row (exact)."""
-    if scores.shape[1] > k:
-        # everything scoring at least the k-th best survives, ties included, then an exact sort
-        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
-        keep = scores >= kth
-        width = int(keep.sum(axis=1).max())
-        order = np.argsort(~keep, axis=1, kind="stable")[:, :width]
-        rows = np.take_along_axis(rows, order, axis=1)
-        scores = np.where(
-            np.take_along_axis(keep, order, axis=1), np.take_along_axis(scores, order, axis=1), -np.inf
-        )
-    order = np.lexsort((rows, -scores.astype(np.float64)), axis=-1)[:, :k]
-    return np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
+# bound on the float32 work array of one rescoring chunk (queries x candidates x dim)
+_RESCORE_CHUNK_BYTES = 32 << 20

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from ..kernels import hamming_topk
@@ -36,9 +34,6 @@ class BinaryQuantizer(Quantizer):
     @property
     def precision(self) -> Precision:
         return Precision.BINARY
-
-    def get_params(self) -> dict[str, Any]:
-        return {}
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
         return pack_bits(x > 0)

@@ -21,7 +21,6 @@ dropped on decode. float16 scales are little-endian.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 import numpy as np
 
@@ -55,9 +54,6 @@ class BlockQuantizer(Quantizer):
         if key not in _FORMATS:
             raise InvalidArgumentError(f"block format must be one of {sorted(_FORMATS)}, got {format!r}")
         self.format = key
-
-    def get_params(self) -> dict[str, Any]:
-        return {"format": self.format}
 
     @property
     def precision(self) -> Precision:

@@ -29,56 +29,23 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import check_number, check_positive_int
 from ..exceptions import CorruptIndexError, InvalidArgumentError
 from ..kernels import planes_topk
 from . import base
 from .base import Precision, Quantizer, quantizer_from_config, register_quantizer_name
 from .binary import pack_bits
+from .bitplanes import factor_bytes, factor_from_bytes
+from .head import head_factor, head_project
 
 __all__ = ["LearnedBinaryQuantizer", "load_quantizer", "save_quantizer"]
 
 #: bytes of the per-vector factor stored after the bit plane
 FACTOR_BYTES = 2
-_FACTOR_DTYPE = np.dtype("<f2")
+_FACTOR_DTYPE = "<f2"
 # format tag of the files written by save_quantizer
 _FILE_FORMAT = "quantsearch-quantizer"
 _FILE_VERSION = 1
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise InvalidArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_float(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise InvalidArgumentError(f"{name} must be a positive number, got {value!r}")
-    if not np.isfinite(value) or value <= 0:
-        raise InvalidArgumentError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-# ---- the head in numpy (encoding and scoring at search time; the torch trainer mirrors it) ----------
-def head_project(state: dict[str, np.ndarray], centred: np.ndarray) -> np.ndarray:
-    """Pre-sign projections ``f(x - c)`` (n, bits) float32 of centred vectors."""
-    z = centred @ state["encoder"].T
-    if state.get("hidden_in") is not None and state["hidden_in"].size:
-        hidden = np.maximum(centred @ state["hidden_in"].T + state["hidden_bias"], 0.0)
-        z = z + hidden @ state["hidden_out"].T
-    return np.asarray(z, np.float32)
-
-
-def head_factor(centred: np.ndarray, signs: np.ndarray, decoder: np.ndarray) -> np.ndarray:
-    """The unbiased per-vector factor ``||r||^2 / <r, D b>`` (n,) for residuals ``r`` and signs ``b``.
-
-    A non-positive denominator (a code pointing away from its vector, possible only far from the
-    data the head was trained on) falls back to the least-squares factor's floor of 0.
-    """
-    recon = signs @ decoder.T
-    num = np.einsum("nd,nd->n", centred, centred)
-    den = np.einsum("nd,nd->n", centred, recon)
-    return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0).astype(np.float32)
 
 
 class LearnedBinaryQuantizer(Quantizer):
@@ -129,13 +96,13 @@ class LearnedBinaryQuantizer(Quantizer):
         max_samples: int = 20000,
         weights: str | None = None,
     ) -> None:
-        self.bits = None if bits is None else _check_int(bits, "bits", 1)
-        self.hidden = _check_int(hidden, "hidden", 0)
-        self.epochs = _check_int(epochs, "epochs", 0)
-        self.lr = _check_float(lr, "lr")
-        self.temperature = _check_float(temperature, "temperature")
-        self.seed = _check_int(seed, "seed", 0)
-        self.max_samples = _check_int(max_samples, "max_samples", 2)
+        self.bits = None if bits is None else check_positive_int(bits, "bits")
+        self.hidden = check_positive_int(hidden, "hidden", minimum=0)
+        self.epochs = check_positive_int(epochs, "epochs", minimum=0)
+        self.lr = check_number(lr, "lr", positive=True)
+        self.temperature = check_number(temperature, "temperature", positive=True)
+        self.seed = check_positive_int(seed, "seed", minimum=0)
+        self.max_samples = check_positive_int(max_samples, "max_samples", minimum=2)
         if weights is not None and not isinstance(weights, (str, os.PathLike)):
             raise InvalidArgumentError(f"weights must be a file path, got {weights!r}")
         self.weights = None if weights is None else os.fspath(weights)
@@ -146,18 +113,6 @@ class LearnedBinaryQuantizer(Quantizer):
     @property
     def precision(self) -> Precision:
         return Precision.BINARY
-
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "bits": self.bits,
-            "hidden": self.hidden,
-            "epochs": self.epochs,
-            "lr": self.lr,
-            "temperature": self.temperature,
-            "seed": self.seed,
-            "max_samples": self.max_samples,
-            "weights": self.weights,
-        }
 
     @property
     def name(self) -> str:
@@ -241,17 +196,12 @@ class LearnedBinaryQuantizer(Quantizer):
         centred = x - self.center_
         z = head_project(self._head(), centred)
         signs = np.where(z > 0, np.float32(1.0), np.float32(-1.0))
-        alpha = head_factor(centred, signs, self.decoder_).astype(_FACTOR_DTYPE)
-        codes = np.empty((x.shape[0], self.code_bytes), np.uint8)
-        codes[:, : self.plane_bytes] = pack_bits(z > 0)
-        codes[:, self.plane_bytes :] = alpha.reshape(-1, 1).view(np.uint8)
-        return codes
+        alpha = head_factor(centred, signs, self.decoder_)
+        return np.concatenate([pack_bits(z > 0), factor_bytes(alpha, _FACTOR_DTYPE)], axis=1)
 
     def split_codes(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(packed bit plane (n, plane_bytes) uint8, row scale alpha (n,) float32) of codes."""
-        plane = codes[:, : self.plane_bytes]
-        alpha = np.ascontiguousarray(codes[:, self.plane_bytes :]).view(_FACTOR_DTYPE)[:, 0]
-        return plane, alpha.astype(np.float32)
+        return codes[:, : self.plane_bytes], factor_from_bytes(codes, self.plane_bytes, _FACTOR_DTYPE)
 
     def signs(self, plane: np.ndarray) -> np.ndarray:
         """Packed bits (n, plane_bytes) as +-1 float32 (n, bits)."""

@@ -29,15 +29,14 @@ import numpy as np
 
 from ..exceptions import InvalidArgumentError
 from .base import Precision, Quantizer, register_quantizer_name
+from .bitplanes import factor_bytes, factor_from_bytes, pack_planes, unpack_planes
 from .rotation import random_orthogonal
-from .scalar import reservoir_add
+from .sampling import reservoir_add
 
 __all__ = [
     "Int2Quantizer",
     "TernaryQuantizer",
-    "pack_planes",
     "pack_trits",
-    "unpack_planes",
     "unpack_trits",
 ]
 
@@ -46,20 +45,6 @@ _LLOYD_ITERATIONS = 30
 
 
 # ---- packing ------------------------------------------------------------------------------------------
-def pack_planes(levels: np.ndarray) -> np.ndarray:
-    """Pack 2-bit level indices (n, d) in [0, 3] as two bit planes (n, 2 * ceil(d / 8)): LSB plane first."""
-    levels = np.asarray(levels, np.uint8)
-    return np.concatenate([np.packbits(levels & 1, axis=1), np.packbits(levels >> 1, axis=1)], axis=1)
-
-
-def unpack_planes(codes: np.ndarray, dim: int) -> np.ndarray:
-    """Inverse of :func:`pack_planes`: (n, dim) uint8 level indices of the first ``2 ceil(dim / 8)`` bytes."""
-    width = (dim + 7) // 8
-    low = np.unpackbits(codes[:, :width], axis=1, count=dim)
-    high = np.unpackbits(codes[:, width : 2 * width], axis=1, count=dim)
-    return low | (high << 1)
-
-
 _POWERS = np.array([1, 3, 9, 27, 81], np.int32)
 # byte value -> its five trits in {-1, 0, +1}; only 0..242 are valid codes
 _TRIT_TABLE = ((np.arange(256)[:, None] // _POWERS[None, :]) % 3 - 1).astype(np.int8)
@@ -79,14 +64,6 @@ def unpack_trits(packed: np.ndarray, dim: int) -> np.ndarray:
     """Inverse of :func:`pack_trits`: (n, ceil(dim / 5)) bytes -> (n, dim) int8 trits."""
     n = packed.shape[0]
     return _TRIT_TABLE[packed].reshape(n, -1)[:, :dim]
-
-
-def _factor_bytes(factor: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(factor, dtype="<f4").view(np.uint8).reshape(-1, _FACTOR_BYTES)
-
-
-def _factor_from_bytes(codes: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(codes[:, -_FACTOR_BYTES:]).view("<f4")[:, 0].astype(np.float32)
 
 
 def _least_squares_factor(y: np.ndarray, approx: np.ndarray) -> np.ndarray:
@@ -162,14 +139,6 @@ class _RotatedCodes(Quantizer):
         rotated, bias = self._rotate_queries(queries)
         scores = rotated @ self._rotated_estimate(codes).T + bias[:, None]
         return np.ascontiguousarray(scores, dtype=np.float32)
-
-    def _common_params(self) -> dict[str, Any]:
-        return {
-            "rotate": self.rotate,
-            "center": self.center,
-            "max_samples": self.max_samples,
-            "seed": self.seed,
-        }
 
 
 def _nearest_level(y: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -293,17 +262,6 @@ class Int2Quantizer(_RotatedCodes):
         self.correction = bool(correction)
         self.refine = int(refine)
 
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "levels": self.levels,
-            "percentile": self.percentile,
-            "correction": self.correction,
-            "refine": self.refine,
-            "learn_rotation": self.learn_rotation,
-            "restarts": self.restarts,
-            **self._common_params(),
-        }
-
     @property
     def precision(self) -> Precision:
         return Precision.INT2
@@ -384,21 +342,21 @@ class Int2Quantizer(_RotatedCodes):
         y = self._to_rotated(x)
         index = _nearest_level(y, self.levels_)
         if not self.correction:
-            return pack_planes(index)
+            return pack_planes(index, 2)
         factor = _least_squares_factor(y, self._level_values(index))
         for _ in range(self.refine):
             safe = np.where(factor > 0, factor, np.float32(1.0))[:, None]
             index = _nearest_level(y / safe, self.levels_)
             factor = _least_squares_factor(y, self._level_values(index))
-        return np.concatenate([pack_planes(index), _factor_bytes(factor)], axis=1)
+        return np.concatenate([pack_planes(index, 2), factor_bytes(factor)], axis=1)
 
     def _level_values(self, index: np.ndarray) -> np.ndarray:
         return self.levels_[np.arange(index.shape[1])[None, :], index]
 
     def _rotated_estimate(self, codes: np.ndarray) -> np.ndarray:
-        y = self._level_values(unpack_planes(codes, self.code_dim))
+        y = self._level_values(unpack_planes(codes, self.code_dim, 2))
         if self.correction:
-            y = y * _factor_from_bytes(codes)[:, None]
+            y = y * factor_from_bytes(codes, codes.shape[1] - _FACTOR_BYTES)[:, None]
         return np.ascontiguousarray(y, dtype=np.float32)
 
 
@@ -470,16 +428,6 @@ class TernaryQuantizer(_RotatedCodes):
         self.threshold = threshold
         self.layout = layout
 
-    def get_params(self) -> dict[str, Any]:
-        params = {
-            "scale": self.scale,
-            "threshold": self.threshold,
-            "layout": self.layout,
-            **self._common_params(),
-        }
-        del params["center"]  # the per-dimension mean is always part of the code
-        return params
-
     @property
     def precision(self) -> Precision:
         return Precision.TERNARY
@@ -543,8 +491,8 @@ class TernaryQuantizer(_RotatedCodes):
 
     def _encode(self, x: np.ndarray) -> np.ndarray:
         trits, alpha = self._trits(self._to_rotated(x))
-        packed = pack_planes(trits + 1) if self.layout == "planes" else pack_trits(trits)
-        return packed if alpha is None else np.concatenate([packed, _factor_bytes(alpha)], axis=1)
+        packed = pack_planes(trits + 1, 2) if self.layout == "planes" else pack_trits(trits)
+        return packed if alpha is None else np.concatenate([packed, factor_bytes(alpha)], axis=1)
 
     def decode_trits(self, codes: np.ndarray) -> np.ndarray:
         """The (n, code_dim) int8 trits of stored codes."""
@@ -553,7 +501,7 @@ class TernaryQuantizer(_RotatedCodes):
 
     def _unpack(self, codes: np.ndarray) -> np.ndarray:
         if self.layout == "planes":
-            return unpack_planes(codes, self.code_dim).astype(np.int8) - 1
+            return unpack_planes(codes, self.code_dim, 2).astype(np.int8) - 1
         return unpack_trits(codes[:, : self._trit_bytes], self.code_dim)
 
     def _rotated_estimate(self, codes: np.ndarray) -> np.ndarray:
@@ -561,7 +509,10 @@ class TernaryQuantizer(_RotatedCodes):
         if self.scale == "dimension":
             y = trits * self.alpha_ + self.mean_
         else:
-            y = trits * (_factor_from_bytes(codes)[:, None] * self.spread_) + self.mean_
+            y = (
+                trits * (factor_from_bytes(codes, codes.shape[1] - _FACTOR_BYTES)[:, None] * self.spread_)
+                + self.mean_
+            )
         return np.ascontiguousarray(y, dtype=np.float32)
 
 

@@ -33,13 +33,14 @@ from ..exceptions import InvalidArgumentError
 from ..kernels import planes_topk
 from . import base
 from .base import Precision, Quantizer, register_quantizer_name
+from .bitplanes import factor_bytes, factor_from_bytes, pack_planes, plane_bytes, unpack_plane
 from .rotation import hadamard_signs, hadamard_transform, itq_rotation, random_orthogonal
+from .sampling import reservoir_add
 
 __all__ = ["BitPlaneForm", "RaBitQQuantizer"]
 
 ROTATIONS = ("random", "hadamard", "itq", "none")
 _FACTOR_BYTES = 4  # one float32 corrective factor per vector
-_FACTOR_DTYPE = np.dtype("<f4")
 
 
 class BitPlaneForm(NamedTuple):
@@ -118,19 +119,6 @@ class RaBitQQuantizer(Quantizer):
             raise InvalidArgumentError(f"seed must be an integer, got {seed!r}")
         self.seed = int(seed)
 
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "bits": self.bits,
-            "rotation": self.rotation,
-            "center": self.center,
-            "correct": self.correct,
-            "magnitudes": self.magnitudes,
-            "itq_iterations": self.itq_iterations,
-            "itq_restarts": self.itq_restarts,
-            "max_samples": self.max_samples,
-            "seed": self.seed,
-        }
-
     # ---- description ----------------------------------------------------------------------------
     @property
     def precision(self) -> Precision:
@@ -146,7 +134,7 @@ class RaBitQQuantizer(Quantizer):
 
     @property
     def _plane_bytes(self) -> int:
-        return (self.code_dim + 7) // 8
+        return plane_bytes(self.code_dim)
 
     @property
     def code_bytes(self) -> int:
@@ -165,21 +153,8 @@ class RaBitQQuantizer(Quantizer):
         self._count = 0
 
     def _fit_rows(self, x: np.ndarray) -> None:
-        sample = getattr(self, "_sample", None)
         seen = getattr(self, "_count", 0)
-        rng = np.random.default_rng(self.seed + seen)
-        if sample is None:
-            sample = np.empty((0, x.shape[1]), np.float32)
-        room = max(self.max_samples - sample.shape[0], 0)
-        sample = np.concatenate([sample, x[:room]])
-        rest = x[room:]
-        if rest.shape[0]:  # reservoir sampling (Algorithm R, per batch) over every row seen
-            slots = (rng.random(rest.shape[0]) * (seen + room + np.arange(rest.shape[0]) + 1)).astype(
-                np.int64
-            )
-            keep = slots < self.max_samples
-            sample[slots[keep]] = rest[keep]
-        self._sample = sample
+        self._sample = reservoir_add(getattr(self, "_sample", None), x, seen, self.max_samples, self.seed)
         total = getattr(self, "_sum", None)
         self._sum = x.sum(axis=0, dtype=np.float64) + (0.0 if total is None else total)
         self._count = seen + x.shape[0]
@@ -269,31 +244,25 @@ class RaBitQQuantizer(Quantizer):
         y = self._rotate(x - self.center_)
         odd = self._odd(y)
         levels = ((odd + self._top) * 0.5).astype(np.uint8)
-        parts = [np.packbits((levels >> p) & 1, axis=1) for p in range(self.bits)]
+        parts = [pack_planes(levels, self.bits)]
         if self.correct:
             u = odd * self.magnitudes_
             dot = np.einsum("nd,nd->n", u, y, dtype=np.float64)
             norm2 = np.einsum("nd,nd->n", y, y, dtype=np.float64)
             # <u, y> > 0 whenever y != 0 (the grid keeps every sign); y == 0 estimates <q, c>
             factor = np.where(dot > 0, norm2 / np.where(dot > 0, dot, 1.0), 0.0)
-            parts.append(factor.astype(_FACTOR_DTYPE).view(np.uint8).reshape(-1, _FACTOR_BYTES))
+            parts.append(factor_bytes(factor))
         return np.ascontiguousarray(np.concatenate(parts, axis=1))
 
     def _planes(self, codes: np.ndarray) -> list[np.ndarray]:
         """Bit planes (bits x (n, d) uint8 0/1) of ``codes`` (n, width)."""
-        nb = self._plane_bytes
-        return [
-            np.unpackbits(codes[:, p * nb : (p + 1) * nb], axis=1, count=self.code_dim)
-            for p in range(self.bits)
-        ]
+        return [unpack_plane(codes, p, self.code_dim) for p in range(self.bits)]
 
     def _row_factors(self, codes: np.ndarray) -> np.ndarray:
         """Per-row scale f (n,) float32 decoded from the factor bytes (or the global scale)."""
         if not self.correct:
             return np.full(codes.shape[0], self.scale_, np.float32)
-        start = self.bits * self._plane_bytes
-        raw = np.ascontiguousarray(codes[:, start : start + _FACTOR_BYTES])
-        return raw.view(_FACTOR_DTYPE)[:, 0].astype(np.float32)
+        return factor_from_bytes(codes, self.bits * self._plane_bytes)
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
         """``c + f R^T (m * o)``: the vector whose inner product with any query is the estimate."""

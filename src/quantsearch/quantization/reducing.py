@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 
-from .._validation import as_float_matrix
+from .._validation import as_float_matrix, check_positive_int
 from ..exceptions import DimensionMismatchError, InvalidArgumentError
 from .base import Precision, Quantizer
 
@@ -33,8 +34,7 @@ class ReducingQuantizer(Quantizer):
     label: ClassVar[str]
 
     def __init__(self, dim: int, base: Quantizer) -> None:
-        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or int(dim) < 1:
-            raise InvalidArgumentError(f"{self.label} dim must be a positive integer, got {dim!r}")
+        dim = check_positive_int(dim, f"{self.label} dim")
         if not isinstance(base, Quantizer) or isinstance(base, type(self)):
             raise InvalidArgumentError(f"base must be a (non-{self.label}) Quantizer, got {base!r}")
         self.dim = int(dim)
@@ -70,9 +70,6 @@ class ReducingQuantizer(Quantizer):
     def scan_stage(self) -> str:
         return self.base.scan_stage
 
-    def get_params(self) -> dict[str, Any]:
-        return {"dim": self.dim, "base": self.base.to_config()}
-
     # ---- fitting and coding -------------------------------------------------------------------
     def _reset(self) -> None:
         super()._reset()
@@ -104,6 +101,11 @@ class ReducingQuantizer(Quantizer):
 
     def score_all(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
         return self.base.score_all(queries, codes)
+
+    def rescore(
+        self, prepared: np.ndarray, arrays: Sequence[np.ndarray], starts: np.ndarray, rows: np.ndarray
+    ) -> np.ndarray:
+        return self.base.rescore(prepared, arrays, starts, rows)  # the queries are already reduced
 
     def scan_topk(
         self, queries: np.ndarray, codes: np.ndarray, k: int, *, valid: np.ndarray | None = None

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..exceptions import InvalidArgumentError
+from ..kernels import dot_rows
 from .base import Precision, Quantizer, parse_precision
+from .sampling import reservoir_add
 
-__all__ = ["FloatQuantizer", "ScalarQuantizer", "pack_nibbles", "reservoir_add", "unpack_nibbles"]
+__all__ = ["FloatQuantizer", "ScalarQuantizer", "pack_nibbles", "unpack_nibbles"]
 
 
 class FloatQuantizer(Quantizer):
@@ -33,9 +35,6 @@ class FloatQuantizer(Quantizer):
     def precision(self) -> Precision:
         return self._precision
 
-    def get_params(self) -> dict[str, Any]:
-        return {"precision": self._precision.value}
-
     @property
     def code_dtype(self) -> np.dtype:
         return np.dtype(self._precision.value)
@@ -51,6 +50,12 @@ class FloatQuantizer(Quantizer):
 
     def score(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
         return np.einsum("qcd,qd->qc", codes.astype(np.float32), queries, dtype=np.float32)
+
+    def rescore(
+        self, prepared: np.ndarray, arrays: Sequence[np.ndarray], starts: np.ndarray, rows: np.ndarray
+    ) -> np.ndarray:
+        """The fused gather + dot kernel: each candidate row is read straight from its memory map."""
+        return dot_rows(arrays, starts, rows, np.ascontiguousarray(prepared, dtype=np.float32))
 
 
 class ScalarQuantizer(Quantizer):
@@ -109,14 +114,6 @@ class ScalarQuantizer(Quantizer):
     @property
     def levels(self) -> int:
         return 1 << self._precision.bits
-
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "precision": self._precision.value,
-            "percentile": self.percentile,
-            "max_samples": self.max_samples,
-            "seed": self.seed,
-        }
 
     @property
     def code_dtype(self) -> np.dtype:
@@ -190,28 +187,17 @@ class ScalarQuantizer(Quantizer):
         bias = queries @ self.min_
         return np.einsum("qcd,qd->qc", levels, weights, dtype=np.float32) + bias[:, None]
 
-
-def reservoir_add(
-    sample: np.ndarray | None, x: np.ndarray, seen: int, max_samples: int, seed: int
-) -> np.ndarray:
-    """Uniform reservoir sample (Algorithm R, vectorised per batch) of at most ``max_samples`` rows.
-
-    ``sample`` holds the reservoir after ``seen`` earlier rows (None before the first batch); returns
-    the reservoir after ``x`` too. The generator is seeded by ``seed + seen``, so refits are reproducible.
-    """
-    rng = np.random.default_rng(seed + seen)
-    if sample is None:
-        sample = np.empty((0, x.shape[1]), np.float32)
-    room = max_samples - sample.shape[0]
-    take, rest = x[: max(room, 0)], x[max(room, 0) :]
-    sample = np.concatenate([sample, take]) if take.shape[0] else sample
-    if rest.shape[0]:
-        positions = seen + take.shape[0] + np.arange(rest.shape[0])
-        slots = (rng.random(rest.shape[0]) * (positions + 1)).astype(np.int64)
-        keep = slots < max_samples
-        sample = sample.copy()
-        sample[slots[keep]] = rest[keep]
-    return sample
+    def rescore(
+        self, prepared: np.ndarray, arrays: Sequence[np.ndarray], starts: np.ndarray, rows: np.ndarray
+    ) -> np.ndarray:
+        """The fused gather + dot kernel with the calibration folded into the query:
+        ``q . (level * scale + min) = (code + offset) . (q * scale) + q . min``, offset 128 for int8."""
+        weights = np.ascontiguousarray(prepared * self.scale_, dtype=np.float32)
+        bias = (prepared @ self.min_).astype(np.float32)
+        offset = 128 if self._precision is Precision.INT8 else 0
+        nibbles = self._precision is Precision.INT4
+        scores = dot_rows(arrays, starts, rows, weights, offset=offset, nibbles=nibbles)
+        return scores + bias[:, None]
 
 
 def pack_nibbles(levels: np.ndarray) -> np.ndarray:

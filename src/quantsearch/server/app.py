@@ -23,6 +23,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from .._validation import check_number, check_positive_int
 from ..exceptions import InvalidArgumentError, QuantsearchError
 from ..index import Index
 from .errors import AuthError, error_body, status_of
@@ -123,10 +124,8 @@ def create_app(
         ("max_exact_bytes", max_exact_bytes),
         ("search_threads", 1 if search_threads is None else search_threads),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
-    if not max_oversampling >= 1:
-        raise InvalidArgumentError(f"max_oversampling must be >= 1, got {max_oversampling!r}")
+        check_positive_int(value, name)
+    check_number(max_oversampling, "max_oversampling", minimum=1)
     service = SearchService(_open_index(index_dir, ray_address), limits)
 
     @asynccontextmanager

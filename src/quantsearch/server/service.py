@@ -19,6 +19,7 @@ import numpy as np
 
 from ..exceptions import DimensionMismatchError, InvalidArgumentError, QuantsearchError
 from ..index import Index
+from ..ingest import embed_texts
 from ..results import SearchResults
 from .errors import LimitError, PayloadTooLargeError
 from .writer import GroupCommitter
@@ -89,8 +90,8 @@ class SearchService:
                 f"{what}: this index records no embedding model, so texts cannot be embedded; "
                 "send vectors instead"
             )
-        with self._embed_lock:
-            return self.index.embedder.embed(list(texts))
+        with self._embed_lock:  # the library's ingestion embedding, as `quantsearch index` uses it
+            return embed_texts(self.index.embedder, list(texts))
 
     # ---- search ---------------------------------------------------------------------------------
     def search(
@@ -157,7 +158,8 @@ class SearchService:
             res = self.index.search(q, k, oversampling=_ALL_CANDIDATES, stages=(tier,))
         exact_hits = _hits(res)
         both = {h["id"] for h in hits} & {h["id"] for h in exact_hits}
-        timings = {"scan": res.timings.get("hamming", 0.0) + res.timings.get(f"rescore:{tier}", 0.0)}
+        # every stage but the payload lookup: the candidate stage's key depends on its quantizer
+        timings = {"scan": sum(ms for name, ms in res.timings.items() if name not in ("payload", "ids"))}
         timings["payload"] = res.timings.get("payload", 0.0)
         return {
             "tier": tier,

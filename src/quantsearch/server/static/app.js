@@ -158,6 +158,7 @@ const STAGE_LABELS = {
 
 function stageLabel(name) {
   if (name.startsWith("rescore:")) return `rescoring ${name.slice(8)} (disk)`;
+  if (name.startsWith("scan:")) return `candidate scan ${name.slice(5)} (RAM)`;
   return STAGE_LABELS[name] || name;
 }
 

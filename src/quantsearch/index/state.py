@@ -1,0 +1,115 @@
+"""The in-memory state of an open index and the immutable views searches run on.
+
+:class:`IndexState` holds what the committed segments put in memory: the candidate codes in one
+growing RAM buffer, the memory maps of the rescoring tiers, the validity mask and the candidate stage.
+Every change (load, append after a commit, delete) publishes a new :class:`~.pipeline.IndexView`;
+a search keeps the view it started with, so writers never disturb it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..exceptions import CorruptIndexError
+from ..quantization import Quantizer
+from .catalog import Catalog, Segment
+from .manifest import Manifest
+from .pipeline import IndexView, TierView
+from .stages import CandidateStage, candidate_stage_from_config
+from .storage import SegmentStore
+
+
+class IndexState:
+    """The committed segments of one index, in memory (built by :meth:`load`)."""
+
+    view: IndexView
+
+    def __init__(
+        self,
+        store: SegmentStore,
+        manifest: Manifest,
+        tiers: dict[str, Quantizer],
+        stage: CandidateStage,
+        segments: list[Segment],
+        generation: int,
+    ) -> None:
+        self._store = store
+        self._candidate = manifest.candidate_tier.name
+        self._rescore = manifest.rescore_tiers
+        self.tiers = tiers
+        self.stage = stage
+        self.segments = segments
+        self.generation = generation
+        self._codes = np.empty((0, 0), np.uint8)
+        self._arrays: dict[str, list[np.ndarray]] = {}
+
+    @classmethod
+    def load(
+        cls, store: SegmentStore, manifest: Manifest, tiers: dict[str, Quantizer], catalog: Catalog
+    ) -> IndexState:
+        """Read the committed segments (one catalog snapshot) and publish a view of them."""
+        segments, live_rows, generation = catalog.state()
+        cand = tiers[manifest.candidate_tier.name]
+        stage = candidate_stage_from_config(manifest.candidate_stage, cand)
+        state = cls(store, manifest, tiers, stage, segments, generation)
+        loaded = store.load(segments, tiers, state._candidate)
+        valid = np.zeros(loaded.n_rows, bool)
+        live = np.asarray(live_rows, np.int64)
+        if live.size and (live[0] < 0 or live[-1] >= loaded.n_rows):
+            raise CorruptIndexError(f"catalog of {store.root} lists rows outside the stored segments")
+        valid[live] = True
+        if cand.is_fitted:
+            stage.load(store.root, loaded.codes)
+        state._codes, state._arrays = loaded.codes, loaded.arrays
+        state._publish(loaded.n_rows, valid, int(live.size))
+        return state
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.view.codes.shape[0])
+
+    def next_segment(self) -> tuple[int, int]:
+        """``(seg_id, start_row)`` of the next segment to write."""
+        return max((s.seg_id for s in self.segments), default=0) + 1, sum(s.n_rows for s in self.segments)
+
+    def append(self, segment: Segment, codes: dict[str, np.ndarray]) -> None:
+        """Extend the state after a commit (amortised growth of the RAM buffer)."""
+        old = self.n_rows
+        new = old + segment.n_rows
+        if new > self._codes.shape[0]:
+            capacity = max(new, int(self._codes.shape[0] * 1.5))
+            buf = np.empty((capacity, codes[self._candidate].shape[1]), np.uint8)
+            buf[:old] = self._codes[:old]
+            self._codes = buf
+        self._codes[old:new] = codes[self._candidate]
+        valid = np.zeros(new, bool)  # copied, not grown in place: searches in flight keep the old mask
+        valid[:old] = self.view.valid
+        valid[old:new] = True
+        self.segments = [*self.segments, segment]
+        for name in self._rescore:
+            mapped = self._store.open_file(segment, name, self.tiers[name], in_ram=False)
+            self._arrays[name] = [*self._arrays[name], mapped]
+        self.stage.added(self._store.root, self._codes[:new], old)
+        self._publish(new, valid, self.view.n_live + segment.n_rows)
+
+    def delete(self, rows: np.ndarray) -> None:
+        """Mask deleted rows (int64) in a new view."""
+        valid = self.view.valid.copy()
+        valid[rows] = False
+        self._publish(valid.shape[0], valid, self.view.n_live - int(rows.size))
+
+    def _publish(self, n_rows: int, valid: np.ndarray, n_live: int) -> None:
+        """Swap in a new immutable view; searches in flight keep the one they started with."""
+        starts = np.asarray([s.start_row for s in self.segments], np.int64)
+        rescore = {
+            name: TierView(name, self.tiers[name], tuple(self._arrays[name])) for name in self._rescore
+        }
+        self.view = IndexView(
+            stage=self.stage,
+            codes=self._codes[:n_rows],
+            valid=valid[:n_rows],
+            n_live=n_live,
+            starts=starts,
+            rescore=rescore,
+            generation=self.generation,
+        )
