@@ -151,3 +151,32 @@ def test_twenty_kills_lose_no_acknowledged_add(ray_session, tmp_path):
         want = single.search(vectors[::50], 3, oversampling=total / 3 + 1)
     np.testing.assert_array_equal(got.ids, want.ids)
     np.testing.assert_array_equal(got.scores, want.scores)
+
+
+def test_http_service_on_a_sharded_directory(ray_session, sharded_dir):
+    from fastapi.testclient import TestClient
+
+    from quantsearch.server import create_app
+
+    path, vectors = sharded_dir
+    queries = unit_vectors(3, DIM, seed=26)
+    with ShardedIndex.open(path) as local:
+        want = [local.search(q, 5).to_list()[0] for q in queries]
+    with TestClient(create_app(path)) as client:  # shard actors on the running Ray
+        for q, hits in zip(queries, want, strict=True):
+            body = client.post("/search", json={"vector": q.tolist(), "k": 5}).json()
+            assert [(h["id"], h["score"]) for h in body["hits"]] == [(h["id"], h["score"]) for h in hits]
+        new = unit_vectors(1, DIM, seed=27)[0]
+        added = client.post(
+            "/documents", json={"documents": [{"id": 5000, "vector": new.tolist(), "text": "x"}]}
+        )
+        assert added.status_code == 200, added.text
+        assert client.get("/documents/5000").json()["text"] == "x"
+        hit = client.post("/search", json={"vector": new.tolist(), "k": 1}).json()["hits"][0]
+        assert hit["id"] == 5000
+        assert (
+            client.post("/documents", json={"documents": [{"id": 5000, "vector": new.tolist()}]}).status_code
+            == 409
+        )
+        assert client.delete("/documents/5000").status_code == 200
+        assert client.get("/stats").json()["count"] == N
