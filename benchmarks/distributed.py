@@ -67,13 +67,6 @@ def rss_kb(pid: int, field: str) -> int:
     return 0
 
 
-def _steady(stamps: list[tuple[float, int]]) -> float:
-    """Docs/s after the first committed batch (actor start-up and model loading left out)."""
-    if len(stamps) < 2:
-        return float("nan")
-    return sum(c for _, c in stamps[1:]) / (stamps[-1][0] - stamps[0][0])
-
-
 def search_part(args: argparse.Namespace, ray, work: Path) -> None:
     from quantsearch.distributed.layout import read_shard_manifest
     from quantsearch.distributed.serving import RayShardedIndex
@@ -165,7 +158,6 @@ def ingest_part(args: argparse.Namespace, work: Path) -> None:
         walls, steadies = [], []
         for r in range(args.repeats):
             out = work / f"ing{n_shards}-{r}"
-            stamps: list[tuple[float, int]] = []
             report = ingest(
                 work / "vectors.parquet",
                 out,
@@ -175,10 +167,9 @@ def ingest_part(args: argparse.Namespace, work: Path) -> None:
                 calibration_size=2048,
                 batch_size=1024,
                 workers=1,
-                on_batch=lambda a, s, stamps=stamps: stamps.append((time.perf_counter(), a + s)),
             )
             walls.append(n / report.seconds)
-            steadies.append(_steady(stamps))
+            steadies.append(report.steady_docs_per_s)
         print(f"{n_shards:>6} {statistics.median(walls):>14.0f} {statistics.median(steadies):>16.0f}")
 
     corpus = SHARED / "datasets" / "scifact" / "corpus.jsonl"
@@ -198,18 +189,11 @@ def ingest_part(args: argparse.Namespace, work: Path) -> None:
         walls, steadies = [], []
         for r in range(args.repeats):
             out = work / f"emb{workers}-{r}"
-            stamps: list[tuple[float, int]] = []
             report = ingest(
-                work / "text.jsonl",
-                out,
-                n_shards=2,
-                calibration_size=64,
-                batch_size=64,
-                workers=workers,
-                on_batch=lambda a, s, stamps=stamps: stamps.append((time.perf_counter(), a + s)),
+                work / "text.jsonl", out, n_shards=2, calibration_size=64, batch_size=64, workers=workers
             )
             walls.append(report.added / report.seconds)
-            steadies.append(_steady(stamps))
+            steadies.append(report.steady_docs_per_s)
         steady[workers] = statistics.median(steadies)
         print(f"{workers:>7} {statistics.median(walls):>14.1f} {steady[workers]:>16.1f}")
     print(f"parallel efficiency 1 -> 2 workers (steady): {steady[2] / (2 * steady[1]):.2f}")

@@ -20,7 +20,7 @@ pa = pytest.importorskip("pyarrow")
 from quantsearch.distributed.ingestion import ingest  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-N, DIM = 1500, 32
+N, DIM = 900, 32
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_jsonl_resume_after_interruption_adds_nothing_twice(ray_session, tmp_pat
                     json.dumps({"_id": ids[i], "title": "T", "text": f"body {i}", "vector": vector}) + "\n"
                 )
 
-    write(bad_row=1000)  # the run dies at the batch holding row 1000: later batches never commit
+    write(bad_row=700)  # the run dies at the batch holding row 700: later batches never commit
     with pytest.raises(Exception, match="one length"):
         ingest(
             tmp_path / "docs.jsonl",
@@ -111,9 +111,6 @@ def test_jsonl_resume_after_interruption_adds_nothing_twice(ray_session, tmp_pat
         assert sharded.get("j3")["text"] == "T body 3"
     with _reference(tmp_path, vectors, ids, 300) as single:
         _check_exact(tmp_path / "s", single, unit_vectors(5, DIM, seed=33))
-    # a third run finds everything committed and embeds nothing
-    again = ingest(tmp_path / "docs.jsonl", tmp_path / "s", vector_field="vector", batch_size=500)
-    assert (again.added, again.skipped) == (0, N)
 
 
 def test_ingest_validates_before_starting(ray_session, tmp_path):

@@ -62,6 +62,9 @@ class IngestReport:
     n_shards : int
     workers : int
         Embedding actors.
+    steady_docs_per_s : float
+        Documents per second from the first batch committed to the last (actor start-up and model
+        loading left out); nan with fewer than two batches.
     """
 
     added: int
@@ -69,6 +72,7 @@ class IngestReport:
     seconds: float
     n_shards: int
     workers: int
+    steady_docs_per_s: float = float("nan")
 
     @property
     def docs_per_s(self) -> float:
@@ -200,7 +204,11 @@ class EmbedWriter:
         todo_set = {i for s in absent for i in absent[s]}
         todo = np.array([j for j, i in enumerate(ids) if i in todo_set], np.int64)
         if todo.size == 0:
-            return {"added": np.array([0]), "skipped": np.array([len(ids)])}
+            return {
+                "added": np.array([0]),
+                "skipped": np.array([len(ids)]),
+                "finished_at": np.array([time.time()]),
+            }
         texts = [str(batch["text"][j]) for j in todo]
         if "vector" in batch:
             vectors = np.asarray(batch["vector"], np.float32)[todo]
@@ -222,7 +230,11 @@ class EmbedWriter:
                 True,  # resume: a part whose answer was lost is not added twice
             )
         gather(lambda s, _retry: self.writers[s].add.remote(*calls[s]), calls, self.policy, what="ingest add")
-        return {"added": np.array([todo.size]), "skipped": np.array([len(ids) - todo.size])}
+        return {
+            "added": np.array([todo.size]),
+            "skipped": np.array([len(ids) - todo.size]),
+            "finished_at": np.array([time.time()]),  # wall clock: the steady rate is measured across actors
+        }
 
 
 def ingest(
@@ -324,18 +336,19 @@ def ingest(
     # reading is I/O: it takes no CPU slot, else the embedding actors (one CPU each) can hold every
     # slot of a small cluster and the reads never run; the file listing still needs one, so the
     # actors leave one CPU of the cluster free
+    normalise = _normaliser(text_field, id_field, title_field, vector_field)
     ds = reader(files, num_cpus=0).map_batches(
-        _normaliser(text_field, id_field, title_field, vector_field),
+        normalise,
         batch_format="pandas",
         batch_size=batch_size,
     )
     added = head = 0
     if not exists:
+        first = _read_head(kind, files, calibration_size)
         added = head = _create_from_head(
-            ds,
+            normalise(first),
             root,
             n_shards,
-            calibration_size,
             model if vector_field is None else None,
             rescore=list(rescore),
             binary=binary,
@@ -371,8 +384,12 @@ def ingest(
             num_cpus=cpus_per_worker,
         )
         skipped = 0
+        finished: list[tuple[float, int]] = []
         bar = _bar(progress)
         for out in embedded.iter_batches(batch_size=None, batch_format="numpy"):
+            finished.extend(
+                zip(out["finished_at"].tolist(), (out["added"] + out["skipped"]).tolist(), strict=True)
+            )
             a, s = int(np.sum(out["added"])), int(np.sum(out["skipped"]))
             added += a
             skipped += s
@@ -385,26 +402,55 @@ def ingest(
     seconds = time.perf_counter() - t0
     logger.info("ingested %d documents (%d already there) in %.1f s", added, skipped, seconds)
     # the calibration head was added by the driver before the pipeline, which then skipped it
-    return IngestReport(added, skipped - head, seconds, layout.n_shards, workers)
+    finished.sort()
+    steady = float("nan")
+    if len(finished) > 1 and finished[-1][0] > finished[0][0]:
+        steady = sum(c for _, c in finished[1:]) / (finished[-1][0] - finished[0][0])
+    return IngestReport(added, skipped - head, seconds, layout.n_shards, workers, steady)
+
+
+def _read_head(kind: str, files: list[str], n: int) -> Any:
+    """The first ``n`` rows of the input, in input order, as a pandas DataFrame (read here, without
+    a Ray Data run: the calibration sample must be known before the pipeline starts)."""
+    import pandas as pd
+
+    rows: list[Any] = []
+    for file in files:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(file).iter_batches(batch_size=max(1, n - len(rows))):
+                rows.append(batch.to_pandas())
+                if sum(len(r) for r in rows) >= n:
+                    break
+        else:
+            records = []
+            with open(file, encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        try:
+                            records.append(json.loads(line))
+                        except ValueError as exc:
+                            raise InvalidArgumentError(f"{file}: a line is not JSON: {exc}") from None
+                    if sum(len(r) for r in rows) + len(records) >= n:
+                        break
+            rows.append(pd.DataFrame.from_records(records))
+        if sum(len(r) for r in rows) >= n:
+            break
+    frame = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    return frame.iloc[:n]
 
 
 def _create_from_head(
-    ds: Any,
+    head: dict[str, Any],
     root: Path,
     n_shards: int | None,
-    calibration_size: int,
     model: str | None,
     *,
     record_model: str | None,
     **create_kwargs: Any,
 ) -> int:
     """Create the sharded index calibrated on the first documents, and add those; return how many."""
-    ctx = ds.context
-    ordered, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
-    try:  # the calibration sample is the first documents of the input, in input order
-        head = ds.take_batch(calibration_size, batch_format="numpy")
-    finally:
-        ctx.execution_options.preserve_order = ordered
     ids = [str(i) for i in head["id"]]
     texts = [str(t) for t in head["text"]]
     if not ids:
