@@ -32,6 +32,7 @@ from ..exceptions import (
     UnknownIdError,
 )
 from ..index import Index
+from ..index.documents import as_id_list, check_id
 from ..quantization import Quantizer
 from ..results import SearchResults
 from .layout import (
@@ -261,13 +262,7 @@ class ShardedBase(ABC):
 
     # ---- validation ----------------------------------------------------------------------------------------
     def _check_id(self, value: Any, name: str) -> int | str:
-        if self.id_type == "int":
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise InvalidArgumentError(f"{name} must be an int (id_type='int'), got {value!r}")
-            return int(value)
-        if not isinstance(value, str):
-            raise InvalidArgumentError(f"{name} must be a str (id_type='str'), got {value!r}")
-        return value
+        return check_id(value, self.id_type, name)  # type: ignore[arg-type]
 
     def _split(self, ids: Sequence[int | str]) -> dict[int, np.ndarray]:
         """Positions (int64) of ``ids`` per shard, for the shards that get any."""
@@ -329,13 +324,7 @@ class ShardedBase(ABC):
 
     def delete(self, ids: Sequence[int | str] | int | str) -> int:
         """Delete documents by id (all or nothing: an unknown id raises before any shard deletes)."""
-        if isinstance(ids, (int, str, np.integer)):
-            raw: list[Any] = [ids]
-        elif isinstance(ids, (Sequence, np.ndarray, set, frozenset)):
-            raw = list(ids)
-        else:
-            raise InvalidArgumentError(f"ids must be an id or a sequence of ids, got {type(ids).__name__}")
-        id_list = list(dict.fromkeys(self._check_id(v, f"ids[{i}]") for i, v in enumerate(raw)))
+        id_list = list(dict.fromkeys(as_id_list(ids, self.id_type)))  # type: ignore[arg-type]
         parts = self._split(id_list)
         calls = {s: ([id_list[j] for j in pos],) for s, pos in parts.items()}
         absent = self._map("missing", calls)
