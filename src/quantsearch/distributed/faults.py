@@ -102,6 +102,12 @@ def gather(
     rounds = 0
     while True:
         failed: dict[int, BaseException] = {}
+        try:  # the usual case: every shard answers; one wait for all of them
+            values = ray.get(list(pending.values()), timeout=max(0.0, deadline - time.monotonic()))
+            answers.update(zip(pending, values, strict=True))
+            return answers
+        except (*lost, unavailable, RayTaskError):
+            pass  # find out which shards failed, and how, one by one
         for s, ref in pending.items():
             try:
                 answers[s] = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
