@@ -71,6 +71,10 @@ def cmd_index_images(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from .distributed.layout import is_sharded
+
+    if args.shards is not None or is_sharded(args.index):
+        return cmd_index_sharded(args)
     if _is_image_folder(Path(args.input)):
         return cmd_index_images(args)
     ids, texts, meta = read_documents(Path(args.input), text_field=args.text_field, id_field=args.id_field)
@@ -102,9 +106,7 @@ def query_embedder(index: Any, backend: str) -> Any:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .index import Index
-
-    with Index.open(args.index) as index:
+    with _open_any(args.index, ray=args.ray, ray_address=args.ray_address) as index:
         # without -k, show up to 10 hits even when the index holds fewer documents
         k = args.k if args.k is not None else max(1, min(10, len(index)))
         if index.model is not None:
@@ -132,9 +134,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from .distributed.layout import is_sharded
     from .index import Index
 
-    if args.verify:  # opens the index and reads every file
+    if is_sharded(args.index):  # a sharded index: every shard's info, summed
+        with _open_any(args.index) as index:
+            if args.verify:
+                index.verify()
+            info = index.info()
+    elif args.verify:  # opens the index and reads every file
         with Index.open(args.index) as index:
             index.verify()
             info = index.info()
@@ -147,9 +155,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from .index import Index
-
-    with Index.open(args.index) as index:
+    with _open_any(args.index) as index:
         ids: list[int | str] = [int(i) for i in args.ids] if index.id_type == "int" else list(args.ids)
         n = index.delete(ids)
     print(f"deleted {n} documents")
@@ -157,9 +163,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from .index import Index
-
-    with Index.open(args.index) as index:
+    with _open_any(args.index) as index:
         segments = index.info()["segments"]
         reclaimed = index.compact()
         info = index.info()
@@ -178,14 +182,62 @@ def cmd_serve(args: argparse.Namespace) -> int:
     api_key = args.api_key if args.api_key is not None else os.environ.get("QUANTSEARCH_API_KEY") or None
     if api_key is not None and not api_key.strip():
         raise InvalidArgumentError("--api-key must not be empty")
-    serve(
+    extra: dict[str, Any] = {} if args.ray_address is None else {"ray_address": args.ray_address}
+    if args.backend is not None:
+        extra["backend"] = args.backend
+    serve(args.index, host=args.host, port=args.port, api_key=api_key, log_level=args.log_level, **extra)
+    return 0
+
+
+# ---- sharded indexes (quantsearch.distributed) ----------------------------------------------------
+def _open_any(path: str, *, ray: bool = False, ray_address: str | None = None) -> Any:
+    """An :class:`Index`, or for a sharded directory a sharded index: on Ray actors with ``ray`` or
+    ``ray_address`` (a local Ray is started when no address is given), else opened in this process."""
+    from .distributed.layout import is_sharded
+    from .index import Index
+
+    if not is_sharded(path):
+        if ray_address is not None or ray:
+            raise InvalidArgumentError(f"{path} is not a sharded index: --ray/--ray-address do not apply")
+        return Index.open(path)
+    if ray or ray_address is not None:
+        from .distributed.serving import open_sharded
+
+        return open_sharded(path, ray_address=ray_address)
+    from .distributed import ShardedIndex
+
+    return ShardedIndex.open(path)
+
+
+def cmd_index_sharded(args: argparse.Namespace) -> int:
+    """``quantsearch index --shards N``: the Ray Data ingestion pipeline into a sharded index."""
+    from .distributed.ingestion import ingest
+
+    if args.candidates is not None:
+        raise InvalidArgumentError("--candidates is not supported with --shards yet")
+    report = ingest(
+        args.input,
         args.index,
-        host=args.host,
-        port=args.port,
-        api_key=api_key,
-        log_level=args.log_level,
-        **({"backend": args.backend} if args.backend is not None else {}),
+        n_shards=args.shards,
+        model="default" if args.model is None else args.model,
+        text_field=args.text_field,
+        id_field=args.id_field,
+        vector_field=args.vector_field,
+        batch_size=min(args.batch_size, 1024),
+        workers=args.workers,
+        rescore=args.rescore,
+        truncate_dim=args.truncate_dim,
+        ray_address=args.ray_address,
+        progress=not args.quiet,
     )
+    print(
+        f"indexed {report.added:,} documents ({report.skipped:,} already there) into {args.index} "
+        f"({report.n_shards} shards, {report.workers} embedding workers) in {report.seconds:.1f} s"
+    )
+    from .distributed import ShardedIndex
+
+    with ShardedIndex.open(args.index) as index:
+        print(format_info(index.info()))
     return 0
 
 
@@ -330,6 +382,14 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sharding_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sharded index (Ray Data ingestion, extra 'distributed')")
+    g.add_argument("--shards", type=int, default=None, help="create a sharded index with N shards")
+    g.add_argument("--workers", type=int, default=1, help="embedding actors (one model each)")
+    g.add_argument("--vector-field", default=None, help="input column of precomputed vectors (no embedding)")
+    g.add_argument("--ray-address", default=None, help="Ray cluster to run on (default: a local Ray)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="quantsearch", description="Compressed embedding retrieval: binary + int8 rescoring."
@@ -371,6 +431,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4096, help="documents per atomic add")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_backend(p, "default: the index's, else torch")
+    _sharding_options(p)
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="search an index with a text query")
@@ -382,6 +443,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", nargs="*", default=None, help="rescoring tiers to run (none: Hamming only)")
     p.add_argument("--json", action="store_true")
     add_backend(p, "default: the one the index was built with")
+    p.add_argument("--ray", action="store_true", help="sharded index: search on Ray actors (local Ray)")
+    p.add_argument("--ray-address", default=None, help="sharded index: search on this Ray cluster's actors")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("info", help="counts, settings and memory per tier")
@@ -488,6 +551,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_backend(p, "default: the one the index was built with")
+    p.add_argument(
+        "--ray-address", default=None, help="sharded index: Ray cluster of the shard actors (default: local)"
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="index Python standard library docstrings offline and search them")

@@ -24,6 +24,7 @@ __all__ = [
     "IndexLockedError",
     "MissingDependencyError",
     "StorageError",
+    "ShardUnavailableError",
 ]
 
 
@@ -92,3 +93,17 @@ class StorageError(QuantsearchError, OSError):
 
 class MissingDependencyError(QuantsearchError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class ShardUnavailableError(QuantsearchError, RuntimeError):
+    """Shards of a sharded index did not answer (their actors died and did not come back in time).
+
+    ``shards`` lists the shard numbers that failed; a search never returns a shorter list instead.
+    """
+
+    def __init__(self, message: str, shards: list[int] | tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.shards = tuple(shards)
+
+    def __reduce__(self) -> tuple[type, tuple[str, tuple[int, ...]]]:  # picklable across processes
+        return (type(self), (str(self.args[0]) if self.args else "", self.shards))

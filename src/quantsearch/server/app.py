@@ -86,6 +86,7 @@ def create_app(
     preload_model: bool = False,
     search_threads: int | None = None,
     backend: str | None = None,
+    ray_address: str | None = None,
 ) -> FastAPI:
     """Build the HTTP application over the index in ``index_dir`` (opened now, closed at shutdown).
 
@@ -107,6 +108,9 @@ def create_app(
         most 32. More wait for a free thread.
     backend : str, optional
         Embedding backend of text queries (see :class:`~quantsearch.embed.Embedder`); None: the index's.
+    ray_address : str, optional
+        For a sharded index directory (``quantsearch.distributed``): the Ray cluster its shard
+        actors run on; default the running Ray session, else a local Ray started now.
 
     Returns
     -------
@@ -129,7 +133,7 @@ def create_app(
         from quantsearch.embedding import parse_backend
 
         parse_backend(backend)  # an unknown name fails here, not on the first text query
-    service = SearchService(Index.open(index_dir), limits)
+    service = SearchService(_open_index(index_dir, ray_address), limits)
     if backend is not None and service.index.model is not None:
         from quantsearch.embed import Embedder
 
@@ -268,6 +272,17 @@ def create_app(
             )
 
     return app
+
+
+def _open_index(index_dir: str | os.PathLike[str], ray_address: str | None) -> Any:
+    """``Index.open``, or for a sharded directory its Ray-served front end (same methods)."""
+    from ..distributed.layout import is_sharded
+
+    if is_sharded(index_dir):
+        from ..distributed.serving import open_sharded
+
+        return open_sharded(index_dir, ray_address=ray_address)
+    return Index.open(index_dir)
 
 
 def serve(

@@ -1,0 +1,164 @@
+"""Serving a sharded index on Ray: one actor per shard, fan-out from the caller, top-k merged here.
+
+Each actor is a :class:`~.shard.ShardServer` (it opens its shard directory with ``Index.open``; the
+directory must be readable at the same path on the node it runs on: a shared file system, or one
+node). Actors restart without limit when they die, and reopen their shard from disk; what a call
+in flight does then is the :class:`~.faults.FaultPolicy`'s choice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any
+
+from ..exceptions import MissingDependencyError
+from .faults import FaultPolicy, gather
+from .layout import ShardLayout, read_shard_manifest
+from .shard import ShardServer
+from .sharded import ShardedBase
+
+__all__ = ["RayShardedIndex", "open_sharded", "ensure_ray", "import_ray"]
+
+logger = logging.getLogger(__name__)
+
+
+def import_ray() -> Any:
+    """``import ray``, or :class:`MissingDependencyError` naming the extra."""
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependencyError(
+            'the distributed mode needs Ray: pip install "quantsearch[distributed]"'
+        ) from None
+    return ray
+
+
+def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
+    """Connect to Ray: the running session if any, else ``address``, else a local Ray started now.
+
+    Parameters
+    ----------
+    address : str, optional
+        A cluster address (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``).
+    num_cpus : int, optional
+        CPUs of a local Ray started here (default: every core).
+
+    Returns
+    -------
+    module
+        The ``ray`` module, initialised.
+    """
+    ray = import_ray()
+    if not ray.is_initialized():
+        if address is not None:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        logger.info("connected to Ray (%s)", address or "local")
+    return ray
+
+
+_ACTOR_CLASS: Any = None
+
+
+def shard_actor_class() -> Any:
+    """:class:`ShardServer` as a Ray actor class (restarts without limit, no task retries of its own)."""
+    global _ACTOR_CLASS
+    if _ACTOR_CLASS is None:
+        ray = import_ray()
+        _ACTOR_CLASS = ray.remote(max_restarts=-1, max_task_retries=0)(ShardServer)
+    return _ACTOR_CLASS
+
+
+def _spread(i: int) -> Any:
+    """Shard ``i``'s placement: round-robin over the live nodes, soft, so that a shard whose node is
+    lost restarts on another one. (Ray's "SPREAD" leaves zero-CPU actors on one node.)"""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+    if not nodes:  # pragma: no cover - a connected driver always sees its node
+        return "DEFAULT"
+    return NodeAffinitySchedulingStrategy(node_id=nodes[i % len(nodes)], soft=True)
+
+
+class RayShardedIndex(ShardedBase):
+    """A sharded index served by one Ray actor per shard.
+
+    Parameters
+    ----------
+    layout : ShardLayout
+        From :func:`~.layout.read_shard_manifest`.
+    policy : FaultPolicy, optional
+        What a call does when a shard's actor dies (default: retry on the restarted actor).
+    actor_options : dict, optional
+        Extra ``.options()`` of the shard actors (default ``num_cpus=0``, shards placed round-robin
+        over the live nodes with a soft node affinity).
+
+    Use :func:`open_sharded`, which connects to Ray first.
+    """
+
+    def __init__(
+        self,
+        layout: ShardLayout,
+        *,
+        policy: FaultPolicy | None = None,
+        actor_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(layout)
+        self.policy = policy if policy is not None else FaultPolicy()
+        options = {"num_cpus": 0, **(actor_options or {})}
+        cls = shard_actor_class()
+        self.actors = [
+            cls.options(**{"scheduling_strategy": _spread(i), **options}).remote(
+                str(d.resolve()), layout.fingerprint
+            )
+            for i, d in enumerate(layout.shard_dirs)
+        ]
+        try:
+            self._all("ping")  # every shard opened (a bad shard raises its error here)
+        except BaseException:
+            self.close()
+            raise
+
+    def _map(self, method: str, calls: dict[int, tuple[Any, ...]], **kwargs: Any) -> dict[int, Any]:
+        def submit(s: int, is_retry: bool) -> Any:
+            extra = {"resume": True} if (is_retry and method == "add") else {}
+            return getattr(self.actors[s], method).remote(*calls[s], **kwargs, **extra)
+
+        return gather(submit, calls, self.policy, what=f"{method} on {self.path.name}")
+
+    def close(self) -> None:
+        """Stop the shard actors (each closes its index; nothing acknowledged is lost)."""
+        import ray
+
+        for actor in self.actors:
+            with contextlib.suppress(Exception):  # an actor already gone is what we want
+                ray.kill(actor, no_restart=True)
+        self.actors = []
+
+
+def open_sharded(
+    path: str | os.PathLike[str],
+    *,
+    ray_address: str | None = None,
+    policy: FaultPolicy | None = None,
+    actor_options: dict[str, Any] | None = None,
+) -> RayShardedIndex:
+    """Open a sharded index on Ray: connect (or start a local Ray), then start one actor per shard.
+
+    Parameters
+    ----------
+    path : path-like
+        The sharded index directory (``shards.json`` + shard directories).
+    ray_address : str, optional
+        Cluster to join; default: the running Ray session, else a local one started now.
+    policy : FaultPolicy, optional
+    actor_options : dict, optional
+        Extra Ray options of the shard actors.
+    """
+    layout = read_shard_manifest(path)
+    ensure_ray(ray_address)
+    return RayShardedIndex(layout, policy=policy, actor_options=actor_options)

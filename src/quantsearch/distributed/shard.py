@@ -1,0 +1,195 @@
+"""One shard's operations, in plain Python: run in-process, or wrapped as a Ray actor by :mod:`.serving`.
+
+A :class:`ShardServer` opens one ordinary index directory with the public :class:`~quantsearch.Index`
+API and answers the calls a sharded index fans out (search, add, delete, ...). It checks at open
+that the shard's fitted quantizers are the ones the shard manifest records, so that scores of
+different shards compare.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import CorruptIndexError
+from ..index import Index
+from ..quantization import Quantizer
+from ..results import SearchResults
+from .layout import calibration_fingerprint
+
+__all__ = ["ShardServer", "index_fingerprint"]
+
+
+def index_fingerprint(index: Index) -> str:
+    """:func:`~.layout.calibration_fingerprint` of an open index's fitted tiers."""
+    return calibration_fingerprint({name: q.get_state() for name, q in index.tiers.items()})
+
+
+class ShardServer:
+    """The operations on one shard directory.
+
+    Parameters
+    ----------
+    path : path-like
+        An ordinary index directory (one shard).
+    fingerprint : str, optional
+        Expected calibration fingerprint (from the shard manifest); a mismatch raises
+        :class:`CorruptIndexError` at open.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fingerprint: str | None = None) -> None:
+        self.path = Path(path)
+        self._stall: tuple[float, str | None] | None = None
+        self.index = Index.open(self.path)
+        if fingerprint is not None and index_fingerprint(self.index) != fingerprint:
+            self.index.close()
+            raise CorruptIndexError(
+                f"shard {self.path} holds a different calibration than its shard manifest records"
+            )
+
+    # ---- reads ---------------------------------------------------------------------------------------
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        oversampling: float | None = None,
+        stages: Sequence[str] | None = None,
+        with_payload: bool = True,
+        exact: bool = False,
+    ) -> tuple[SearchResults, int]:
+        """Search this shard for its best ``min(k, len(shard))`` documents.
+
+        Parameters
+        ----------
+        queries : ndarray of shape (n_queries, dim), float32
+        k : int
+        exact : bool
+            Rescore every live document of the shard (the candidate stage keeps them all), so
+            that merged results equal one index searched the same way.
+
+        Returns
+        -------
+        (results, n_live) : (SearchResults, int)
+            The shard's hits and how many documents it held; results have ``min(k, n_live)``
+            columns (0 for an empty shard).
+        """
+        self._pause()
+        n_live = len(self.index)
+        k_here = min(int(k), n_live)
+        if k_here == 0:
+            nq = int(np.shape(queries)[0])
+            ids = np.full((nq, 0), -1 if self.index.id_type == "int" else None, object)
+            empty = SearchResults(
+                ids.astype(np.int64) if self.index.id_type == "int" else ids,
+                np.empty((nq, 0), np.float32),
+                [[] for _ in range(nq)] if with_payload else None,
+                [[] for _ in range(nq)] if with_payload else None,
+            )
+            return empty, 0
+        if exact:
+            oversampling = n_live / k_here + 1.0  # every live row is a candidate
+        res = self.index.search(
+            queries, k_here, oversampling=oversampling, stages=stages, with_payload=with_payload
+        )
+        return res, n_live
+
+    def missing(self, ids: Sequence[int | str]) -> list[int | str]:
+        """The ids of ``ids`` that this shard does not hold, in order."""
+        return [i for i in ids if i not in self.index]
+
+    def get(self, doc_id: int | str) -> dict[str, Any]:
+        return self.index.get(doc_id)
+
+    def count(self) -> int:
+        return len(self.index)
+
+    def info(self) -> dict[str, Any]:
+        return self.index.info()
+
+    def verify(self) -> None:
+        self.index.verify()
+
+    def tiers(self) -> dict[str, Quantizer]:
+        return self.index.tiers
+
+    def settings(self) -> dict[str, Any]:
+        """What a caller needs to act like an :class:`~quantsearch.Index`: tiers and search defaults."""
+        return {
+            "tiers": self.index.tiers,
+            "rescore_tiers": self.index.rescore_tiers,
+            "default_oversampling": self.index.default_oversampling,
+        }
+
+    # ---- writes --------------------------------------------------------------------------------------
+    def add(
+        self,
+        vectors: np.ndarray,
+        ids: Sequence[int | str],
+        texts: Sequence[str | None] | None = None,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+        resume: bool = False,
+    ) -> int:
+        """Add a batch atomically (``Index.add``); returns how many documents were added.
+
+        ``resume=True`` (a retry after a failure, or a resumed ingestion) first drops the ids
+        the shard already holds: the earlier attempt may have committed before its answer was
+        lost, and ``Index.add`` is all-or-nothing, so the rest was not stored.
+        """
+        self._pause()
+        if resume:
+            present = set(ids) - set(self.missing(ids))
+            if present:
+                keep = [j for j, i in enumerate(ids) if i not in present]
+                vectors = np.asarray(vectors)[keep]
+                ids = [ids[j] for j in keep]
+                texts = None if texts is None else [texts[j] for j in keep]
+                metadata = None if metadata is None else [metadata[j] for j in keep]
+            if not ids:
+                return 0
+        self.index.add(vectors, ids=ids, texts=texts, metadata=metadata)
+        return len(ids)
+
+    def delete(self, ids: Sequence[int | str]) -> int:
+        return self.index.delete(list(ids))
+
+    def compact(self) -> int:
+        return self.index.compact()
+
+    def refresh(self) -> None:
+        self.index.refresh()
+
+    # ---- process --------------------------------------------------------------------------------------
+    def pid(self) -> int:
+        """The id of the process serving this shard (tests kill it)."""
+        return os.getpid()
+
+    def node_id(self) -> str | None:
+        """The Ray node this shard runs on (None outside Ray)."""
+        try:
+            import ray
+        except ImportError:
+            return None
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+    def ping(self) -> bool:
+        return True
+
+    def stall(self, seconds: float, started: str | None = None) -> None:
+        """Fault injection: the next ``search`` or ``add`` sleeps ``seconds`` inside the call (after
+        creating the file ``started``, if given), so that a test can kill the process mid-call."""
+        self._stall = (float(seconds), started)
+
+    def _pause(self) -> None:
+        if self._stall is not None:
+            (seconds, started), self._stall = self._stall, None
+            if started is not None:
+                Path(started).touch()
+            time.sleep(seconds)
+
+    def close(self) -> None:
+        self.index.close()

@@ -1,0 +1,181 @@
+"""Sharded indexes in one process: layout, routing, shared calibration, exact merge (no Ray needed)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import unit_vectors
+from quantsearch import Index, SearchResults
+from quantsearch.distributed import ShardedIndex, create_sharded, merge_results, read_shard_manifest, shard_of
+from quantsearch.distributed.layout import SHARD_MANIFEST
+from quantsearch.distributed.shard import index_fingerprint
+from quantsearch.exceptions import (
+    CorruptIndexError,
+    DuplicateIdError,
+    IndexExistsError,
+    InvalidArgumentError,
+    UnknownIdError,
+)
+
+
+def _exact_reference(tmp_path, vectors, ids, **kwargs):
+    """One ordinary index over the same vectors: the reference every sharded search is checked against."""
+    return Index.build(tmp_path / "single", vectors, ids=ids, **kwargs)
+
+
+@pytest.mark.parametrize("n_shards", [1, 3, 4])
+@pytest.mark.parametrize("rescore", [("int8",), ("int8", "float16")])
+def test_exact_merge_equals_one_index(tmp_path, n_shards, rescore):
+    n, dim, k = 900, 48, 10
+    vectors = unit_vectors(n, dim, seed=1)
+    queries = unit_vectors(7, dim, seed=2)
+    ids = [f"doc-{i}" for i in range(n)]
+    single = _exact_reference(tmp_path, vectors, ids, rescore=list(rescore))
+    with ShardedIndex.create(
+        tmp_path / "sharded", dim, n_shards, calibration=vectors, id_type="str", rescore=list(rescore)
+    ) as sharded:
+        for chunk in np.array_split(np.arange(n), 4):
+            sharded.add(vectors[chunk], [ids[i] for i in chunk], texts=[f"t{i}" for i in chunk])
+        assert len(sharded) == n
+        got = sharded.search(queries, k, exact=True)
+        want = single.search(queries, k, oversampling=n / k + 1)
+        np.testing.assert_array_equal(got.ids, want.ids)
+        np.testing.assert_array_equal(got.scores, want.scores)  # bit-identical, not approximately
+        assert got.texts == [[f"t{ids.index(i)}" for i in row] for row in got.ids]
+    single.close()
+
+
+def test_exact_merge_matches_float_brute_force_order(tmp_path):
+    # an independent reference: with a float32 last stage the exact merged ranking is the float ranking
+    n, dim, k = 600, 32, 5
+    vectors = unit_vectors(n, dim, seed=3)
+    queries = unit_vectors(4, dim, seed=4)
+    with ShardedIndex.create(tmp_path / "s", dim, 3, calibration=vectors, rescore=["float32"]) as sharded:
+        sharded.add(vectors, list(range(n)))
+        got = sharded.search(queries, k, exact=True)
+    brute = queries @ vectors.T
+    want = np.argsort(-brute, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(got.ids, want)
+    np.testing.assert_allclose(got.scores, np.take_along_axis(brute, want, axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_shards_share_one_calibration_and_open_alone(tmp_path):
+    vectors = unit_vectors(400, 24, seed=5)
+    layout = create_sharded(tmp_path / "s", 24, 3, calibration=vectors, rescore=["int8"])
+    prints = set()
+    for d in layout.shard_dirs:
+        with Index.open(d) as shard:  # an ordinary index directory
+            assert shard.is_calibrated and len(shard) == 0
+            prints.add(index_fingerprint(shard))
+    assert prints == {layout.fingerprint}
+    # the fitted int8 ranges are those of one fit on the sample
+    with Index.open(layout.shard_dirs[2]) as shard:
+        from quantsearch.quantization import quantizer_from_config
+
+        ref = quantizer_from_config(shard.tiers["int8"].to_config()).fit(vectors)
+        for key, value in ref.get_state().items():
+            np.testing.assert_array_equal(shard.tiers["int8"].get_state()[key], value)
+
+
+def test_routing_is_stable_and_balanced(tmp_path):
+    vectors = unit_vectors(2000, 16, seed=6)
+    ids = list(range(2000))
+    with ShardedIndex.create(tmp_path / "s", 16, 4, calibration=vectors) as sharded:
+        sharded.add(vectors, ids)
+        for s in range(4):
+            held = sharded.shard(s)
+            assert all(shard_of(i, 4) == s for i in ids[:200] if i in held)
+            assert all((i in held) == (shard_of(i, 4) == s) for i in ids[:200])
+            assert 400 < len(held) < 600  # a hash spreads 2000 ids evenly (expected 500 +- 19)
+    assert shard_of("7", 4) == shard_of("7", 4) and shard_of(7, 1) == 0
+    # typed ids: the int 7 and the str "7" are different keys (so they may land apart)
+    assert shard_of(7, 1 << 30) != shard_of("7", 1 << 30)
+
+
+def test_approximate_search_merges_each_shards_best(tmp_path):
+    # with rescoring, the merged top-k equals the top-k of the union of every shard's own answer
+    n, dim, k = 800, 40, 8
+    vectors = unit_vectors(n, dim, seed=7)
+    queries = unit_vectors(5, dim, seed=8)
+    with ShardedIndex.create(tmp_path / "s", dim, 4, calibration=vectors) as sharded:
+        sharded.add(vectors, list(range(n)))
+        got = sharded.search(queries, k, oversampling=2)
+        parts = [sharded.shard(s).search(queries, k, oversampling=2) for s in range(4)]
+    all_ids = np.concatenate([p.ids for p in parts], axis=1)
+    all_scores = np.concatenate([p.scores for p in parts], axis=1)
+    for q in range(len(queries)):
+        order = np.argsort(-all_scores[q], kind="stable")[:k]
+        np.testing.assert_array_equal(got.ids[q], all_ids[q, order])
+        np.testing.assert_array_equal(got.scores[q], all_scores[q, order])
+
+
+def test_merge_results_pads_and_keeps_payload():
+    a = SearchResults(
+        np.array([[3, 1]]), np.array([[0.9, 0.2]], np.float32), [["a3", "a1"]], [[None, {"x": 1}]]
+    )
+    b = SearchResults(np.array([[7]]), np.array([[0.5]], np.float32), [["b7"]], [[None]])
+    empty = SearchResults(np.zeros((1, 0), np.int64), np.zeros((1, 0), np.float32), [[]], [[]])
+    out = merge_results([a, empty, b], 4, "int")
+    np.testing.assert_array_equal(out.ids, [[3, 7, 1, -1]])
+    np.testing.assert_array_equal(out.scores[:, :3], np.array([[0.9, 0.5, 0.2]], np.float32))
+    assert np.isnan(out.scores[0, 3])
+    assert out.texts == [["a3", "b7", "a1", None]] and out.metadata == [[None, None, {"x": 1}, None]]
+    assert out.to_list()[0][-1]["id"] == 1 and len(out.to_list()[0]) == 3
+
+
+def test_writes_validate_before_anything_is_stored(tmp_path):
+    vectors = unit_vectors(300, 16, seed=9)
+    with ShardedIndex.create(tmp_path / "s", 16, 3, calibration=vectors) as sharded:
+        sharded.add(vectors[:100], list(range(100)))
+        with pytest.raises(DuplicateIdError, match="already in the index"):
+            sharded.add(vectors[100:200], list(range(95, 195)))
+        with pytest.raises(DuplicateIdError, match="twice"):
+            sharded.add(vectors[:2], [500, 500])
+        with pytest.raises(InvalidArgumentError, match="ids are required"):
+            sharded.add(vectors[:2], None)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentError, match="must be an int"):
+            sharded.add(vectors[:1], ["x"])
+        assert len(sharded) == 100  # nothing of the refused batches was stored
+        with pytest.raises(UnknownIdError):
+            sharded.delete([1, 2, 10_000])
+        assert len(sharded) == 100
+        assert sharded.delete([1, 2, 3]) == 3 and 2 not in sharded and 4 in sharded
+        assert sharded.get(4)["id"] == 4
+        with pytest.raises(InvalidArgumentError, match="exceeds"):
+            sharded.search(vectors[:1], 98)
+        assert sharded.compact() == 3
+        res = sharded.search(vectors[4], 1, exact=True)
+        assert res.ids[0, 0] == 4
+        info = sharded.info()
+        assert info["count"] == 97 and info["n_shards"] == 3 and sum(s["count"] for s in info["shards"]) == 97
+
+
+def test_manifest_errors(tmp_path):
+    vectors = unit_vectors(50, 8, seed=10)
+    create_sharded(tmp_path / "s", 8, 2, calibration=vectors)
+    with pytest.raises(IndexExistsError):
+        create_sharded(tmp_path / "s", 8, 2, calibration=vectors)
+    with pytest.raises(InvalidArgumentError, match="n_shards"):
+        create_sharded(tmp_path / "t", 8, 0, calibration=vectors)
+    assert not (tmp_path / "t").exists()
+    manifest = tmp_path / "s" / SHARD_MANIFEST
+    body = json.loads(manifest.read_text())
+    body["n_shards"] = 3
+    manifest.write_text(json.dumps(body))
+    with pytest.raises(CorruptIndexError, match="checksum"):
+        read_shard_manifest(tmp_path / "s")
+
+
+def test_shard_with_other_calibration_is_refused(tmp_path):
+    vectors = unit_vectors(200, 8, seed=11)
+    layout = create_sharded(tmp_path / "s", 8, 2, calibration=vectors)
+    other = layout.shard_dirs[1]
+    import shutil
+
+    shutil.rmtree(other)
+    Index.create(other, 8, calibration=vectors[:50]).close()  # fitted on another sample
+    with pytest.raises(CorruptIndexError, match="different calibration"):
+        ShardedIndex.open(tmp_path / "s")
