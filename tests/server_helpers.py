@@ -110,7 +110,8 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 return False
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=2.0).status_code == 200:
+                # any answer means it serves (a Host check may refuse the loopback address)
+                if httpx.get(f"{self.url}/healthz", timeout=2.0).status_code in (200, 400):
                     return True
             except httpx.TransportError:
                 pass

@@ -121,13 +121,18 @@ def dump_metadata(values: Sequence[dict[str, Any] | None] | None, n: int) -> lis
 
 
 def check_depth(value: Any, name: str, limit: int = MAX_METADATA_DEPTH) -> None:
-    """Raise when dicts and lists in ``value`` nest deeper than ``limit`` (walked without recursion)."""
+    """Raise when dicts and lists in ``value`` nest deeper than ``limit`` (walked without recursion),
+    or when a dict has a key that is not a string (JSON would turn it into one, silently)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     seen = 0
     while stack:
         item, depth = stack.pop()
         if depth > limit:
             raise InvalidArgumentError(f"{name} is nested more than {limit} levels deep")
+        if isinstance(item, dict):
+            bad = next((key for key in item if not isinstance(key, str)), None)
+            if bad is not None:
+                raise InvalidArgumentError(f"{name} has a key that is not a string: {bad!r}")
         children = item.values() if isinstance(item, dict) else item if isinstance(item, (list, tuple)) else ()
         for child in children:
             seen += 1

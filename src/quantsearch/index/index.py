@@ -138,14 +138,16 @@ class Index:
             truncate_dim = check_positive_int(truncate_dim, "truncate_dim", maximum=dim)
         if backend is not None and not isinstance(backend, str):
             raise InvalidArgumentError(f"backend must be a string, got {backend!r}")
+        if model is not None and not isinstance(model, str):
+            raise InvalidArgumentError(f"model must be a string, got {model!r}")
         tiers = plan_tiers(binary, rescore, truncate_dim)
         manifest = Manifest.new(dim, id_type, tiers, oversampling=oversampling, model=model, backend=backend)
 
         def populate(tmp: Path) -> None:
             Catalog(tmp / layout.CATALOG, create=True).close()
             manifest.write(tmp)  # the manifest is written last: it marks a complete index
-            if calibration is not None:
-                with cls(tmp, Manifest.read(tmp), Catalog(tmp / layout.CATALOG)) as index:
+            with cls(tmp, Manifest.read(tmp), Catalog(tmp / layout.CATALOG)) as index:  # opens as written
+                if calibration is not None:
                     index.calibrate(calibration)
 
         create_directory(root, populate)

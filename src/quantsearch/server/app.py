@@ -277,7 +277,13 @@ def serve(
     """
     import uvicorn
 
-    from .connections import RateLimitFilter, default_max_connections, guarded_protocol, raise_fd_limit
+    from .connections import (
+        BACKLOG,
+        RateLimitFilter,
+        default_max_connections,
+        guarded_protocol,
+        raise_fd_limit,
+    )
 
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise InvalidArgumentError(f"port must be an int in [0, 65535], got {port!r}")
@@ -299,7 +305,9 @@ def serve(
         app = create_app(
             index_dir, api_key=api_key, preload_model=True, allowed_hosts=allowed_hosts, **limits
         )
-        config = uvicorn.Config(app, log_level=log_level, server_header=False, timeout_keep_alive=5)
+        config = uvicorn.Config(
+            app, log_level=log_level, server_header=False, timeout_keep_alive=5, backlog=BACKLOG
+        )
         config.load()  # resolves the protocol class that the guard wraps
         config.http_protocol_class = guarded_protocol(
             config.http_protocol_class, idle_timeout=idle_timeout, max_connections=cap
@@ -314,6 +322,7 @@ def serve(
 
 def _bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port``; our error, one line, when the address is taken."""
+    from .connections import BACKLOG
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -324,7 +333,7 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(2048)
+        sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         raise InvalidArgumentError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

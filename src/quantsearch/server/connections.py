@@ -25,8 +25,11 @@ __all__ = ["RateLimitFilter", "default_max_connections", "guarded_protocol", "ra
 
 logger = logging.getLogger(__name__)
 
-#: descriptors kept free for the index's files, the model, logs and the listening socket
-FD_RESERVE = 64
+#: connections the listening socket queues, and so the most that asyncio accepts in one go before
+#: any of them reaches the cap check (it accepts up to ``backlog`` at a time)
+BACKLOG = 128
+#: descriptors kept free: one accept burst, plus the index's files, the model, logs, the listener
+FD_RESERVE = BACKLOG + 64
 
 
 def raise_fd_limit() -> int:
@@ -115,7 +118,8 @@ class RateLimitFilter(logging.Filter):
         self._windows: dict[tuple[str, str], list[float]] = {}  # key -> [window start, count, dropped]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, str(record.msg))
+        # the first line of the template: asyncio's messages differ after it (handles, addresses)
+        key = (record.name, str(record.msg).split("\n", 1)[0][:120])
         now = time.monotonic()
         window = self._windows.get(key)
         if window is None or now - window[0] >= self.interval:
