@@ -17,6 +17,7 @@ last committed state, plus orphan files that the next writer removes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -91,11 +92,11 @@ def reading(path: Path, what: str) -> Iterator[None]:
     """
     try:
         yield
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-        raise CorruptIndexError(f"{what} {path} is missing: {exc.strerror or exc}") from None
     except OSError as exc:
         if isinstance(exc, (CorruptIndexError, StorageError)):
             raise
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP):  # not a file of ours
+            raise CorruptIndexError(f"{what} {path} is missing: {exc.strerror or exc}") from None
         raise StorageError(f"reading {what} {path} failed: {exc.strerror or exc}") from None
     except _DAMAGE as exc:
         if isinstance(exc, CorruptIndexError):

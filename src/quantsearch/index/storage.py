@@ -117,10 +117,8 @@ class SegmentStore:
             raise CorruptIndexError(f"segment {seg.seg_id} has no file for tier {tier!r}")
         path = self.root / ref["path"]
         shape = (seg.n_rows, quantizer.code_bytes // quantizer.code_dtype.itemsize)
-        try:
+        with layout.reading(path, "segment file"):
             size = path.stat().st_size
-        except FileNotFoundError:
-            raise CorruptIndexError(f"segment file is missing: {path}") from None
         if size != ref["bytes"]:
             raise CorruptIndexError(
                 f"segment file {path} has {size} bytes, expected {ref['bytes']} (truncated?)"
