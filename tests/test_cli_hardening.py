@@ -70,7 +70,11 @@ def test_info_on_corrupt_catalog_json_is_exit_2(int_index: Path, capsys) -> None
     with db:
         db.execute("UPDATE segments SET files = '{{{' ")
     db.close()
-    for args in (["info", str(int_index)], ["info", str(int_index), "--verify"], ["search", str(int_index), "q"]):
+    for args in (
+        ["info", str(int_index)],
+        ["info", str(int_index), "--verify"],
+        ["search", str(int_index), "q"],
+    ):
         code, _, err = run_cli(capsys, *args)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "catalog" in err, args
 
@@ -91,7 +95,9 @@ def _deep(depth: int) -> dict[str, object]:
 @pytest.mark.embed
 def test_failed_index_run_leaves_indexes_as_they_were(tmp_path: Path, capsys) -> None:
     pytest.importorskip("sentence_transformers")
-    good = _jsonl(tmp_path / "good.jsonl", [{"_id": f"g{i}", "text": f"document number {i}"} for i in range(3)])
+    good = _jsonl(
+        tmp_path / "good.jsonl", [{"_id": f"g{i}", "text": f"document number {i}"} for i in range(3)]
+    )
     # the third document is refused by Index.add (metadata nested too deep), after two batches of one
     docs = [{"_id": f"b{i}", "text": f"another text {i}"} for i in range(4)]
     docs[2]["meta"] = _deep(40)
@@ -117,7 +123,13 @@ def test_failed_index_run_leaves_indexes_as_they_were(tmp_path: Path, capsys) ->
 @pytest.mark.embed
 def test_skip_existing_resumes_an_interrupted_append(tmp_path: Path, capsys) -> None:
     pytest.importorskip("sentence_transformers")
-    topics = ["volcanoes erupt lava", "chess openings", "baking sourdough bread", "jazz saxophone", "orbital mechanics"]
+    topics = [
+        "volcanoes erupt lava",
+        "chess openings",
+        "baking sourdough bread",
+        "jazz saxophone",
+        "orbital mechanics",
+    ]
     docs = [{"_id": f"d{i}", "text": t} for i, t in enumerate(topics)]
     first = _jsonl(tmp_path / "first.jsonl", docs[:2])
     everything = _jsonl(tmp_path / "all.jsonl", docs)

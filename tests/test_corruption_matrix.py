@@ -168,5 +168,11 @@ def test_damage_gives_our_errors(template: Path, tmp_path: Path, capsys, rel: st
 def test_matrix_covers_every_file(template: Path) -> None:
     files = {_generic(f) for f in _files(template)}
     assert files == {f for f, _ in SCENARIOS}
-    assert {f.split("/")[0] for f in files} >= {"manifest.json", "catalog.sqlite", "state", "segments", "LOCK"}
+    assert {f.split("/")[0] for f in files} >= {
+        "manifest.json",
+        "catalog.sqlite",
+        "state",
+        "segments",
+        "LOCK",
+    }
     assert len(SCENARIOS) == len(files) * len(DAMAGES)

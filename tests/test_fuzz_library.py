@@ -36,7 +36,9 @@ FUZZ = settings(
 # ---- strategies ----------------------------------------------------------------------------------------
 huge_floats = st.sampled_from([3e38, -3e38, 1e30, 1e19, 6e4, 1e-45, -0.0, math.nan, math.inf, -math.inf])
 floats = st.floats(allow_nan=True, allow_infinity=True, width=64) | huge_floats
-dtypes = st.sampled_from([np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_, np.complex64, np.uint8])
+dtypes = st.sampled_from(
+    [np.float16, np.float32, np.float64, np.int32, np.int64, np.bool_, np.complex64, np.uint8]
+)
 
 
 @st.composite
@@ -64,11 +66,14 @@ json_leaf = (
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20)
 )  # fmt: skip
-hostile_leaf = json_leaf | st.sampled_from([math.nan, math.inf, b"bytes", {1, 2}, object(), "\ud800", 10**5000])
+hostile_leaf = json_leaf | st.sampled_from(
+    [math.nan, math.inf, b"bytes", {1, 2}, object(), "\ud800", 10**5000]
+)
 json_values = st.recursive(
-    json_leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    json_leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=20,
-)  # fmt: skip
+)
 
 
 def deep(depth: int) -> dict[str, Any]:
@@ -82,9 +87,20 @@ ids_values = (
     st.integers(-(2**70), 2**70) | st.integers(2**63 - 3, 2**63 + 2) | st.text(max_size=8) | st.booleans()
     | st.none() | st.floats() | st.just("\ud800")
 )  # fmt: skip
-ks = st.integers(-3, 2**70) | st.floats() | st.booleans() | st.none() | st.text(max_size=3) | st.just(np.int64(3))
+ks = (
+    st.integers(-3, 2**70)
+    | st.floats()
+    | st.booleans()
+    | st.none()
+    | st.text(max_size=3)
+    | st.just(np.int64(3))
+)
 oversamplings = st.none() | st.floats() | st.integers(-2, 10**20) | st.booleans() | st.text(max_size=2)
-stage_lists = st.none() | st.lists(st.sampled_from(["int8", "binary", "float16", "", "int8 ", 3]), max_size=3) | st.text(max_size=5)
+stage_lists = (
+    st.none()
+    | st.lists(st.sampled_from(["int8", "binary", "float16", "", "int8 ", 3]), max_size=3)
+    | st.text(max_size=5)
+)
 
 
 # ---- fixture and invariants ----------------------------------------------------------------------------
@@ -197,7 +213,8 @@ def test_delete_and_get_hostile_ids(index: Index, ids: Any) -> None:
 @FUZZ
 @given(kwargs=st.fixed_dictionaries({}, optional={
     "dim": st.integers(-2, 5) | st.floats() | st.text(max_size=2),
-    "rescore": st.none() | st.text(max_size=6) | st.lists(st.sampled_from(["int8", "int4", "float16", "x", "int8"]), max_size=3),
+    "rescore": st.none() | st.text(max_size=6)
+    | st.lists(st.sampled_from(["int8", "int4", "float16", "x", "int8"]), max_size=3),
     "truncate_dim": st.none() | st.integers(-1, 40) | st.floats(),
     "id_type": st.sampled_from(["int", "str", "uuid", 3]),
     "oversampling": st.floats() | st.integers(-1, 3),

@@ -88,4 +88,3 @@ def test_no_5xx_under_schemathesis(served: ServerProcess, with_key: bool) -> Non
         assert len(hits) == count
         for hit in hits:
             assert c.get(f"/documents/{hit['id']}").status_code == 200
-

@@ -111,9 +111,8 @@ def test_auto_ids_after_the_largest_id_are_our_error(built) -> None:
             index.add(x[:2])
         assert index.add(x[:1], ids=[7_000]) == [7_000]  # explicit ids still work
         assert len(index) == N + 2
-    with Index.open(path) as index:
-        with pytest.raises(InvalidArgumentError, match="no automatic ids are left"):
-            index.add(x[:1])
+    with Index.open(path) as index, pytest.raises(InvalidArgumentError, match="no automatic ids are left"):
+        index.add(x[:1])
     assert set(snapshot(path)) == set(before) | {layout.segment_file(4, t) for t in ("binary", "int8")}
 
 
@@ -142,8 +141,8 @@ def test_garbled_npy_header_is_corrupt(built) -> None:
         ("UPDATE segments SET files = 'not json' WHERE seg_id = 1", "open", "cannot be read"),
         ("UPDATE segments SET files = '[1, 2]' WHERE seg_id = 1", "open", "invalid segment"),
         (
-            "UPDATE segments SET files = '{\"binary\": {\"path\": \"../../etc/passwd\", \"bytes\": 1, "
-            "\"sha256\": \"x\"}}' WHERE seg_id = 1",
+            'UPDATE segments SET files = \'{"binary": {"path": "../../etc/passwd", "bytes": 1, '
+            '"sha256": "x"}}\' WHERE seg_id = 1',
             "open",
             "invalid segment",
         ),
@@ -174,10 +173,9 @@ def test_corrupted_sqlite_pages_are_corrupt(built) -> None:
     page = 4096 if len(data) > 4096 * 2 else 1024
     data[page + 8 :] = b"\xa5" * (len(data) - page - 8)  # every page but the first: garbage
     catalog.write_bytes(bytes(data))
-    with pytest.raises(QuantsearchError) as info:
-        with Index.open(path) as index:
-            index.search(x[0], k=3)
-            index.get(0)
+    with pytest.raises(QuantsearchError) as info, Index.open(path) as index:
+        index.search(x[0], k=3)
+        index.get(0)
     assert isinstance(info.value, (CorruptIndexError, StorageError))
 
 

@@ -15,7 +15,6 @@ from .exceptions import (
     NonFiniteError,
 )
 
-
 #: Largest L2 norm of a vector an index stores or searches: a dot product of two such vectors
 #: stays below 1e38, inside float32 (whose maximum is 3.4e38), so every score of finite inputs is
 #: finite. Embeddings have norms near 1.

@@ -155,7 +155,11 @@ def index_documents(
             present = set(existing)
             keep = [j for j, i in enumerate(ids) if i not in present]
             logger.info("skipping %d documents already in %s", len(existing), index_dir)
-            ids, texts, metadata = [ids[j] for j in keep], [texts[j] for j in keep], [metadata[j] for j in keep]
+            ids, texts, metadata = (
+                [ids[j] for j in keep],
+                [texts[j] for j in keep],
+                [metadata[j] for j in keep],
+            )
             existing = []
         if existing:
             problem = f"id {existing[0]!r} is already in {index_dir} ({len(existing)} duplicates)"
@@ -170,7 +174,9 @@ def index_documents(
         for s, e in _batches(len(ids) - start, batch_size):
             s, e = s + start, e + start
             vectors = embed_texts(embedder, texts[s:e], bar=bar)
-            added += target.add(vectors, ids=list(ids[s:e]), texts=list(texts[s:e]), metadata=list(metadata[s:e]))
+            added += target.add(
+                vectors, ids=list(ids[s:e]), texts=list(texts[s:e]), metadata=list(metadata[s:e])
+            )
 
     def build(tmp: Path) -> None:
         # calibrate on an explicit sample: the first documents, embedded once and added afterwards

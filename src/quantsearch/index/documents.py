@@ -133,7 +133,9 @@ def check_depth(value: Any, name: str, limit: int = MAX_METADATA_DEPTH) -> None:
             bad = next((key for key in item if not isinstance(key, str)), None)
             if bad is not None:
                 raise InvalidArgumentError(f"{name} has a key that is not a string: {bad!r}")
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, (list, tuple)) else ()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, (list, tuple)) else ()
+        )
         for child in children:
             seen += 1
             if seen > MAX_METADATA_BYTES:  # every value takes at least one byte of JSON

@@ -39,7 +39,13 @@ _OURS = {
 
 def is_writable(root: Path) -> bool:
     """Whether this process can write the index at ``root`` (the directory and its catalog)."""
-    paths = [root, root / layout.CATALOG, root / layout.LOCK, root / layout.SEGMENTS_DIR, root / layout.STATE_DIR]
+    paths = [
+        root,
+        root / layout.CATALOG,
+        root / layout.LOCK,
+        root / layout.SEGMENTS_DIR,
+        root / layout.STATE_DIR,
+    ]
     return all(os.access(p, os.W_OK) for p in paths if p.exists())
 
 
@@ -94,4 +100,6 @@ def _check_target(root: Path) -> None:
             else:
                 entry.unlink(missing_ok=True)
     except OSError as exc:
-        raise StorageError(f"clearing the interrupted create in {root} failed: {exc.strerror or exc}") from exc
+        raise StorageError(
+            f"clearing the interrupted create in {root} failed: {exc.strerror or exc}"
+        ) from exc

@@ -82,7 +82,10 @@ class SegmentStore:
             raise CorruptIndexError(f"quantizer state of tier {tier!r} is missing: {path}")
         if layout.file_sha256(path) != ref.sha256:
             raise CorruptIndexError(f"quantizer state of tier {tier!r} does not match its checksum: {path}")
-        with layout.reading(path, f"quantizer state of tier {tier!r}"), np.load(path, allow_pickle=False) as data:
+        with (
+            layout.reading(path, f"quantizer state of tier {tier!r}"),
+            np.load(path, allow_pickle=False) as data,
+        ):
             return {k: data[k] for k in data.files}
 
     # ---- reading ----------------------------------------------------------------------------------------

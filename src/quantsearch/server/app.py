@@ -323,6 +323,7 @@ def serve(
 def _bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port``; our error, one line, when the address is taken."""
     from .connections import BACKLOG
+
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE

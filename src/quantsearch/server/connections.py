@@ -53,7 +53,7 @@ def default_max_connections(fd_limit: int) -> int:
 def guarded_protocol(base: type[Any], *, idle_timeout: float, max_connections: int) -> type[Any]:
     """A subclass of uvicorn's HTTP protocol class ``base`` with the idle timeout and the cap."""
 
-    class Guarded(base):  # type: ignore[valid-type,misc]
+    class Guarded(base):
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             self._idle_since = time.monotonic()
