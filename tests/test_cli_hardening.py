@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import unit_vectors
+from conftest import nested_dict, unit_vectors
 from quantsearch import Index
 from quantsearch.cli import main
 from test_index_errors import snapshot
@@ -85,13 +85,6 @@ def _jsonl(path: Path, docs: list[dict[str, object]]) -> Path:
     return path
 
 
-def _deep(depth: int) -> dict[str, object]:
-    value: dict[str, object] = {}
-    for _ in range(depth - 1):
-        value = {"a": value}
-    return value
-
-
 @pytest.mark.embed
 def test_failed_index_run_leaves_indexes_as_they_were(tmp_path: Path, capsys) -> None:
     pytest.importorskip("sentence_transformers")
@@ -100,7 +93,7 @@ def test_failed_index_run_leaves_indexes_as_they_were(tmp_path: Path, capsys) ->
     )
     # the third document is refused by Index.add (metadata nested too deep), after two batches of one
     docs = [{"_id": f"b{i}", "text": f"another text {i}"} for i in range(4)]
-    docs[2]["meta"] = _deep(40)
+    docs[2]["meta"] = nested_dict(40)
     bad = _jsonl(tmp_path / "bad.jsonl", docs)
     target = tmp_path / "idx"
     assert run_cli(capsys, "index", str(good), "--index", str(target), "-q")[0] == 0

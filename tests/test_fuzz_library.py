@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conftest import unit_vectors
+from conftest import nested_dict, unit_vectors
 from quantsearch import Index
 from quantsearch.exceptions import QuantsearchError
 
@@ -74,13 +74,6 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=20,
 )
-
-
-def deep(depth: int) -> dict[str, Any]:
-    value: dict[str, Any] = {}
-    for _ in range(depth - 1):
-        value = {"k": value}
-    return value
 
 
 ids_values = (
@@ -150,7 +143,7 @@ texts_values = st.none() | st.text(max_size=5) | st.just("\udfff") | st.integers
 
 
 hostile_metadata = (
-    st.sampled_from([33, 300, 1000, 6000]).map(deep)
+    st.sampled_from([33, 300, 1000, 6000]).map(nested_dict)
     | st.dictionaries(st.text(max_size=3) | st.integers(), hostile_leaf, min_size=1, max_size=3)
     | st.sampled_from([{"big": "x" * (2 << 20)}, [], "text", 5, {"nan": math.nan}])
     | st.dictionaries(st.text(max_size=5), json_values, max_size=4)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import unit_vectors
+from conftest import nested_dict, unit_vectors
 from quantsearch import Index
 from quantsearch.exceptions import (
     CorruptIndexError,
@@ -40,14 +40,6 @@ def built(tmp_path: Path) -> tuple[Path, np.ndarray]:
     return tmp_path / "idx", x
 
 
-def nested(depth: int) -> dict[str, object]:
-    """A dict nested ``depth`` levels deep (the outer dict is level 1)."""
-    value: dict[str, object] = {}
-    for _ in range(depth - 1):
-        value = {"a": value}
-    return value
-
-
 def brute_force_top(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-(q.astype(np.float64) @ x.astype(np.float64).T), axis=1, kind="stable")[:, :k]
 
@@ -58,13 +50,13 @@ def test_deep_metadata_is_refused(built, depth: int) -> None:
     path, x = built
     before = snapshot(path)
     with Index.open(path) as index, pytest.raises(InvalidArgumentError, match="nested more than 32 levels"):
-        index.add(x[:1], metadata=[nested(depth)])
+        index.add(x[:1], metadata=[nested_dict(depth)])
     assert snapshot(path) == before
 
 
 def test_metadata_at_the_caps_round_trips(built) -> None:
     path, x = built
-    deep = nested(MAX_METADATA_DEPTH)
+    deep = nested_dict(MAX_METADATA_DEPTH)
     big = {"s": "x" * (MAX_METADATA_BYTES - 20)}
     with Index.open(path) as index:
         ids = index.add(x[:2], metadata=[deep, big])

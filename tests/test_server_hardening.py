@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import unit_vectors
+from conftest import nested_dict, unit_vectors
 from quantsearch import Index
 from server_helpers import HOST, ServerProcess
 
@@ -37,28 +37,21 @@ def server(index_dir: Path, tmp_path: Path) -> Iterator[ServerProcess]:
         yield proc
 
 
-def nested(depth: int) -> dict[str, object]:
-    value: dict[str, object] = {}
-    for _ in range(depth - 1):
-        value = {"a": value}
-    return value
-
-
 def test_poison_documents_are_refused_and_searches_stay_200(server: ServerProcess) -> None:
     vector = unit_vectors(1, DIM, seed=9)[0].tolist()
     with server.client() as c:
         for depth in (33, 256, 900):
-            r = c.post("/documents", json={"documents": [{"vector": vector, "metadata": nested(depth)}]})
+            r = c.post("/documents", json={"documents": [{"vector": vector, "metadata": nested_dict(depth)}]})
             assert r.status_code in (400, 422), (depth, r.status_code)
             assert "nested" in r.text or "depth" in r.text.lower() or r.status_code == 422
         r = c.post("/documents", json={"documents": [{"vector": [3e38] * DIM}]})
         assert r.status_code == 400 and "overflow float32" in r.json()["error"]["message"]
         r = c.post("/search", json={"vector": [3e38] * DIM, "k": 3})
         assert r.status_code == 400 and "overflow float32" in r.json()["error"]["message"]
-        r = c.post("/documents", json={"documents": [{"vector": vector, "metadata": nested(32)}]})
+        r = c.post("/documents", json={"documents": [{"vector": vector, "metadata": nested_dict(32)}]})
         assert r.status_code == 200
         new_id = r.json()["ids"][0]
-        assert c.get(f"/documents/{new_id}").json()["metadata"] == nested(32)
+        assert c.get(f"/documents/{new_id}").json()["metadata"] == nested_dict(32)
         hits = c.post("/search", json={"vector": vector, "k": N}).json()["hits"]
         assert hits[0]["id"] == new_id and all(isinstance(h["score"], float) for h in hits)
         assert c.get("/stats").json()["count"] == N + 1

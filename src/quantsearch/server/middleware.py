@@ -60,22 +60,19 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send, what: str) -> None:
-        payload = error_body(
-            "PayloadTooLargeError", f"{what}, over this server's limit of {self.max_bytes:,} bytes"
-        )
-        body = json.dumps(payload).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),  # the rest of the body is not read
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        message = f"{what}, over this server's limit of {self.max_bytes:,} bytes"
+        # the rest of the body is not read: the connection closes
+        await send_error(send, 413, "PayloadTooLargeError", message, close=True)
+
+
+async def send_error(send: Send, status: int, error_type: str, message: str, *, close: bool = False) -> None:
+    """Answer with our JSON error body from middleware (before the application runs)."""
+    body = json.dumps(error_body(error_type, message)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -115,20 +112,7 @@ class HostCheckMiddleware:
             await self.app(scope, receive, send)
             return
         shown = host.decode("latin-1")[:100]
-        body = json.dumps(
-            error_body("InvalidHost", f"Host {shown!r} is not allowed (see --allowed-hosts)")
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 400, "InvalidHost", f"Host {shown!r} is not allowed (see --allowed-hosts)")
 
 
 def _host_name(value: bytes) -> str:
