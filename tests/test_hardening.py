@@ -302,3 +302,71 @@ def test_create_into_an_empty_directory(tmp_path: Path) -> None:
         assert len(index) == 0
     assert json.loads((tmp_path / "empty" / layout.MANIFEST).read_text())["dim"] == DIM
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+# ---- (4) a real read-only mount (needs a private mount namespace: skipped where that is refused) -------
+RO_CHILD = """
+import sys
+import numpy as np
+from quantsearch import Index
+from quantsearch.cli import main
+from quantsearch.exceptions import ReadOnlyIndexError
+
+path = sys.argv[1]
+x = np.load(sys.argv[2])
+with Index.open(path) as index:  # detected: the mount is read-only
+    assert index.readonly
+    res = index.search(x[:3], k=5, oversampling=100)
+    assert res.ids[:, 0].tolist() == [0, 1, 2], res.ids
+    assert index.get(3)["metadata"] == {"i": 3} and index.info()["count"] == len(x)
+    index.verify()
+    try:
+        index.add(x[:1])
+    except ReadOnlyIndexError as exc:
+        print("refused:", exc)
+    else:
+        raise SystemExit("add was not refused")
+assert Index.metadata(path)["count"] == len(x)
+assert main(["info", path, "--verify"]) == 0
+assert main(["delete", path, "1"]) == 2
+print("read-only mount: ok")
+"""
+
+
+def _can_mount_read_only(tmp_path: Path) -> bool:
+    import shutil
+    import subprocess
+
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    if shutil.which("unshare") is None:
+        return False
+    script = f"mount --bind {probe} {probe} && mount -o remount,bind,ro {probe} && ! touch {probe}/x"
+    return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True).returncode == 0
+
+
+def test_real_read_only_mount(built, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    if not _can_mount_read_only(tmp_path):
+        pytest.skip("no private mount namespace here (unshare -m / mount refused)")
+    path, x = built
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "child.py").write_text(RO_CHILD)
+    src = Path(__file__).resolve().parents[1] / "src"
+    script = (
+        f"mount --bind {path} {path} && mount -o remount,bind,ro {path} && "
+        f"{sys.executable} {tmp_path / 'child.py'} {path} {tmp_path / 'x.npy'}"
+    )
+    res = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(src)},
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "read-only mount: ok" in res.stdout and "cannot be written" in res.stdout + res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1  # the refused delete's one line
