@@ -8,7 +8,6 @@ import importlib.resources
 import ipaddress
 import logging
 import os
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
@@ -29,7 +28,7 @@ from .._validation import check_number, check_positive_int
 from ..exceptions import InvalidArgumentError, QuantsearchError
 from ..index import Index
 from .errors import AuthError, error_body, status_of
-from .middleware import LOOPBACK_NAMES, BodyLimitMiddleware, HostCheckMiddleware
+from .middleware import LOOPBACK_NAMES, BodyLimitMiddleware, HostCheckMiddleware, default_allowed_hosts
 from .models import (
     AddRequest,
     AddResponse,
@@ -275,71 +274,24 @@ def serve(
     descriptor limit minus a reserve), the longest idle giving way to a new one
     (:mod:`.connections`).
     """
-    import uvicorn
-
-    from .connections import (
-        BACKLOG,
-        RateLimitFilter,
-        default_max_connections,
-        guarded_protocol,
-        raise_fd_limit,
-    )
+    from .connections import bind_socket, default_max_connections, raise_fd_limit, run_guarded
 
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise InvalidArgumentError(f"port must be an int in [0, 65535], got {port!r}")
     idle_timeout = check_number(idle_timeout, "idle_timeout", positive=True)
-    fd_limit = raise_fd_limit()
-    cap = default_max_connections(fd_limit) if max_connections is None else max_connections
+    cap = default_max_connections(raise_fd_limit()) if max_connections is None else max_connections
     cap = check_positive_int(cap, "max_connections")
     if not _is_loopback(host) and api_key is None:
         logger.warning(
             "serving %s on %s without an API key: anyone who can reach it can write", index_dir, host
         )
-    if allowed_hosts is None:
-        wildcard = host in ("0.0.0.0", "::", "")
-        allowed_hosts = ["*"] if wildcard and api_key is not None else [*LOOPBACK_NAMES]
-        if not wildcard and host not in allowed_hosts:
-            allowed_hosts.append(host)
-    sock = _bind(host, port)  # before the index and the model load: a busy port fails at once
+    hosts = default_allowed_hosts(host, api_key) if allowed_hosts is None else allowed_hosts
+    sock = bind_socket(host, port)  # before the index and the model load: a busy port fails at once
     try:
-        app = create_app(
-            index_dir, api_key=api_key, preload_model=True, allowed_hosts=allowed_hosts, **limits
-        )
-        config = uvicorn.Config(
-            app, log_level=log_level, server_header=False, timeout_keep_alive=5, backlog=BACKLOG
-        )
-        config.load()  # resolves the protocol class that the guard wraps
-        config.http_protocol_class = guarded_protocol(
-            config.http_protocol_class, idle_timeout=idle_timeout, max_connections=cap
-        )
-        flood = RateLimitFilter()
-        for name in ("uvicorn.error", "uvicorn.access", "asyncio", __name__):
-            logging.getLogger(name).addFilter(flood)
-        uvicorn.Server(config).run(sockets=[sock])
+        app = create_app(index_dir, api_key=api_key, preload_model=True, allowed_hosts=hosts, **limits)
+        run_guarded(app, sock, log_level=log_level, idle_timeout=idle_timeout, max_connections=cap)
     finally:
         sock.close()
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port``; our error, one line, when the address is taken."""
-    from .connections import BACKLOG
-
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise InvalidArgumentError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(BACKLOG)
-    except OSError as exc:
-        sock.close()
-        raise InvalidArgumentError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.set_inheritable(True)
-    return sock
 
 
 class _Pools:

@@ -18,10 +18,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 import time
 from typing import Any
 
-__all__ = ["RateLimitFilter", "default_max_connections", "guarded_protocol", "raise_fd_limit"]
+from ..exceptions import InvalidArgumentError
+
+__all__ = [
+    "RateLimitFilter",
+    "bind_socket",
+    "default_max_connections",
+    "guarded_protocol",
+    "raise_fd_limit",
+    "run_guarded",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -136,3 +146,41 @@ class RateLimitFilter(logging.Filter):
             return True
         window[2] += 1
         return False
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``; our error, one line, when the address is taken."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise InvalidArgumentError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def run_guarded(
+    app: Any, sock: socket.socket, *, log_level: str, idle_timeout: float, max_connections: int
+) -> None:
+    """Run ``app`` with uvicorn on ``sock`` until interrupted: guarded protocol, rate-limited logs."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app, log_level=log_level, server_header=False, timeout_keep_alive=5, backlog=BACKLOG
+    )
+    config.load()  # resolves the protocol class that the guard wraps
+    config.http_protocol_class = guarded_protocol(
+        config.http_protocol_class, idle_timeout=idle_timeout, max_connections=max_connections
+    )
+    flood = RateLimitFilter()
+    for name in ("uvicorn.error", "uvicorn.access", "asyncio", "quantsearch.server.app"):
+        logging.getLogger(name).addFilter(flood)
+    uvicorn.Server(config).run(sockets=[sock])

@@ -89,6 +89,16 @@ def _content_length(scope: Scope) -> int | None:
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
+def default_allowed_hosts(host: str, api_key: str | None) -> list[str]:
+    """``Host`` names a server bound to ``host`` answers by default: the loopback names and ``host``;
+    on a wildcard address, any name when a key is required (a rebinding page cannot send the key),
+    else the loopback names only."""
+    wildcard = host in ("0.0.0.0", "::", "")
+    if wildcard:
+        return ["*"] if api_key is not None else [*LOOPBACK_NAMES]
+    return [*LOOPBACK_NAMES, *([] if host in LOOPBACK_NAMES else [host])]
+
+
 class HostCheckMiddleware:
     """Answer 400 to a request whose ``Host`` header names a host not in ``allowed``.
 
