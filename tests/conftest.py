@@ -25,6 +25,14 @@ def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def nested_dict(depth: int) -> dict[str, Any]:
+    """A dict nested ``depth`` levels deep (the outer dict is level 1): ``{"a": {"a": ... {}}}``."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
 @pytest.fixture
 def make_vectors() -> Callable[..., np.ndarray]:
     """``make_vectors(n, dim, seed=0)``: seeded random unit vectors (n, dim) float32."""

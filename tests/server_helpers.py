@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +42,18 @@ class ServerProcess:
     """
 
     def __init__(
-        self, index_dir: Path, log: Path, *, api_key: str | None = None, timeout: float = 60.0
+        self,
+        index_dir: Path,
+        log: Path,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        extra_args: Sequence[str] = (),
+        fd_limit: int | None = None,
     ) -> None:
         self.index_dir = index_dir
+        self.extra_args = list(extra_args)
+        self.fd_limit = fd_limit
         self.log = log
         self.api_key = api_key
         self.timeout = timeout
@@ -71,12 +82,14 @@ class ServerProcess:
                 "--port",
                 str(self.port),
             ]
-            cmd += ["--log-level", "warning"]
+            cmd += ["--log-level", "warning", *self.extra_args]
             env = {**os.environ, "PYTHONPATH": str(SRC), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
             if self.api_key:
                 env["QUANTSEARCH_API_KEY"] = self.api_key  # not on the command line, where ps shows it
             with open(self.log, "ab") as log:
-                self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+                self.proc = subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=self._limit_fds
+                )
             if self._wait_ready():
                 return self
             if "address already in use" not in self.log.read_text(errors="replace").lower():
@@ -85,6 +98,11 @@ class ServerProcess:
             f"the server did not start; its log:\n{self.log.read_text(errors='replace')[-4000:]}"
         )
 
+    def _limit_fds(self) -> None:
+        """In the child: soft and hard descriptor limit ``fd_limit`` (as under ``ulimit -n``)."""
+        if self.fd_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.fd_limit, self.fd_limit))
+
     def _wait_ready(self) -> bool:
         assert self.proc is not None
         deadline = time.monotonic() + self.timeout
@@ -92,7 +110,8 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 return False
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=2.0).status_code == 200:
+                # any answer means it serves (a Host check may refuse the loopback address)
+                if httpx.get(f"{self.url}/healthz", timeout=2.0).status_code in (200, 400):
                     return True
             except httpx.TransportError:
                 pass

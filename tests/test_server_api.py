@@ -455,7 +455,8 @@ def test_a_model_that_cannot_load_leaves_vector_search_working(tmp_path: Path) -
 
     vectors = unit_vectors(20, DIM, seed=4)
     Index.build(tmp_path / "idx", vectors, model=str(tmp_path / "no-such-model")).close()
-    with TestClient(create_app(tmp_path / "idx", preload_model=True)) as c:  # starts despite the model
+    app = create_app(tmp_path / "idx", preload_model=True)
+    with TestClient(app, base_url="http://localhost") as c:  # starts despite the model
         assert c.get("/stats").json()["text_queries"] is True
         r = c.post("/search", json={"query": "hello"})
         assert r.status_code in (400, 501) and "model" in r.json()["error"]["message"]

@@ -15,6 +15,11 @@ from .exceptions import (
     NonFiniteError,
 )
 
+#: Largest L2 norm of a vector an index stores or searches: a dot product of two such vectors
+#: stays below 1e38, inside float32 (whose maximum is 3.4e38), so every score of finite inputs is
+#: finite. Embeddings have norms near 1.
+MAX_NORM = 1e19
+
 
 def as_float_matrix(
     x: Any,
@@ -23,12 +28,14 @@ def as_float_matrix(
     dim: int | None = None,
     allow_1d: bool = True,
     allow_empty: bool = False,
+    max_norm: float | None = None,
 ) -> np.ndarray:
     """Return ``x`` as a C-contiguous float32 array of shape (n, dim).
 
     Accepts real floating arrays (float16/32/64) and nested lists of floats. A 1-D array is one
     row when ``allow_1d``. Raises on object/string/integer/bool/complex dtypes, NaN or inf, a
-    wrong number of columns, and (unless ``allow_empty``) zero rows.
+    wrong number of columns, (unless ``allow_empty``) zero rows, and rows whose L2 norm is
+    over ``max_norm``.
     """
     if isinstance(x, (str, bytes)):
         raise InvalidDtypeError(f"{name} must be an array of floats, got a {type(x).__name__}")
@@ -53,7 +60,26 @@ def as_float_matrix(
     if not np.isfinite(arr).all():
         bad = int(np.argwhere(~np.isfinite(arr))[0, 0])
         raise NonFiniteError(f"{name} contains NaN or inf (first in row {bad})")
+    if max_norm is not None and arr.size:
+        check_norms(arr, name, max_norm)
     return arr
+
+
+def check_norms(arr: np.ndarray, name: str, max_norm: float) -> None:
+    """Raise :class:`NonFiniteError` when a row of ``arr`` (n, d) float32 has an L2 norm over ``max_norm``.
+
+    Cheap for ordinary data: the norms are computed (in float64) only when the largest absolute
+    value could reach the bound.
+    """
+    if float(np.abs(arr).max()) * np.sqrt(arr.shape[1]) <= max_norm:
+        return
+    norms = np.sqrt(np.einsum("ij,ij->i", arr, arr, dtype=np.float64))
+    over = np.flatnonzero(norms > max_norm)
+    if over.size:
+        raise NonFiniteError(
+            f"{name} row {int(over[0])} has L2 norm {norms[over[0]]:.3g}, over the limit of {max_norm:.0e}: "
+            "its scores would overflow float32 (scale the vectors down)"
+        )
 
 
 def check_positive_int(

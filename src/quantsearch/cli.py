@@ -28,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and still exit status 2)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, _one_line(f"{self.prog}: error: {message}") + "\n")
 
 
 # ---- commands -------------------------------------------------------------------------------------
@@ -91,6 +91,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.quiet,
         backend=args.backend,
+        skip_existing=args.skip_existing,
     )
     with index:
         print(f"indexed {len(ids):,} documents into {args.index} in {time.perf_counter() - t0:.1f} s")
@@ -156,7 +157,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_delete(args: argparse.Namespace) -> int:
     with _open_any(args.index) as index:
-        ids: list[int | str] = [int(i) for i in args.ids] if index.id_type == "int" else list(args.ids)
+        ids: list[int | str] = list(args.ids)
+        if index.id_type == "int":
+            bad = next((i for i in ids if not str(i).lstrip("-").isdigit()), None)
+            if bad is not None:
+                raise InvalidArgumentError(f"ids of {args.index} are integers, got {bad!r}")
+            ids = [int(i) for i in ids]
         n = index.delete(ids)
     print(f"deleted {n} documents")
     return 0
@@ -185,7 +191,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {} if args.ray_address is None else {"ray_address": args.ray_address}
     if args.backend is not None:
         extra["backend"] = args.backend
-    serve(args.index, host=args.host, port=args.port, api_key=api_key, log_level=args.log_level, **extra)
+    serve(
+        args.index,
+        host=args.host,
+        port=args.port,
+        api_key=api_key,
+        log_level=args.log_level,
+        allowed_hosts=args.allowed_hosts,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
+        **extra,
+    )
     return 0
 
 
@@ -428,7 +444,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka truncation of every tier")
     p.add_argument("--text-field", default="text")
     p.add_argument("--id-field", default="_id")
-    p.add_argument("--batch-size", type=int, default=4096, help="documents per atomic add")
+    p.add_argument("--batch-size", type=int, default=4096, help="documents per add")
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="add only documents whose ids are not in the index yet (resume a killed run)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_backend(p, "default: the index's, else torch")
     _sharding_options(p)
@@ -552,6 +573,18 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     add_backend(p, "default: the one the index was built with")
     p.add_argument(
+        "--allowed-hosts",
+        nargs="+",
+        default=None,
+        help="Host header names to answer ('*': any; default: loopback names and --host)",
+    )
+    p.add_argument(
+        "--idle-timeout", type=float, default=10.0, help="close a connection idle this many seconds"
+    )
+    p.add_argument(
+        "--max-connections", type=int, default=None, help="open connections (default: from the fd limit)"
+    )
+    p.add_argument(
         "--ray-address", default=None, help="sharded index: Ray cluster of the shard actors (default: local)"
     )
     p.set_defaults(func=cmd_serve)
@@ -573,11 +606,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except QuantsearchError as exc:
-        print(f"quantsearch: error: {exc}", file=sys.stderr)
+        print(_one_line(f"quantsearch: error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
         print(
-            f"quantsearch: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr
+            _one_line(f"quantsearch: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")),
+            file=sys.stderr,
         )
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -587,10 +621,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         print(
-            f"quantsearch: internal error: {type(exc).__name__}: {exc} (-v shows the traceback)",
+            _one_line(f"quantsearch: internal error: {type(exc).__name__}: {exc} (-v shows the traceback)"),
             file=sys.stderr,
         )
         return 1
+
+
+def _one_line(message: str) -> str:
+    """An error message on one line: line breaks (in a path, say) are shown escaped."""
+    # every character str.splitlines() breaks at: \n \r \v \f \x1c-\x1e \x85 \u2028 \u2029
+    return "".join(ch.encode("unicode_escape").decode() if ch in _BREAKS else ch for ch in message)
+
+
+_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -88,14 +88,20 @@ def default_cache_dir() -> Path:
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each non-blank line of a JSONL file (line numbers from 1)."""
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:  # decoded line by line: an error names its line
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidArgumentError(f"{path}:{lineno}: not UTF-8 text ({exc.reason})") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InvalidArgumentError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
+            except RecursionError:
+                raise InvalidArgumentError(f"{path}:{lineno}: JSON nested too deeply") from None
             if not isinstance(row, dict):
                 raise InvalidArgumentError(
                     f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"

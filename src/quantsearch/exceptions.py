@@ -22,6 +22,7 @@ __all__ = [
     "CorruptIndexError",
     "FormatVersionError",
     "IndexLockedError",
+    "ReadOnlyIndexError",
     "MissingDependencyError",
     "StorageError",
     "ShardUnavailableError",
@@ -85,6 +86,10 @@ class FormatVersionError(CorruptIndexError):
 
 class IndexLockedError(QuantsearchError, RuntimeError):
     """Another writer holds the index's lock."""
+
+
+class ReadOnlyIndexError(QuantsearchError, PermissionError):
+    """A write was asked of an index opened read-only (``readonly=True``, or files it may not write)."""
 
 
 class StorageError(QuantsearchError, OSError):

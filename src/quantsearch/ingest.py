@@ -122,6 +122,7 @@ def index_documents(
     batch_size: int = 4096,
     calibration_size: int = 20_000,
     progress: bool = True,
+    skip_existing: bool = False,
     backend: str | None = None,
 ) -> Any:
     """Embed documents and add them to the index at ``index_dir`` (created if it does not exist).
@@ -129,7 +130,10 @@ def index_documents(
     A new index is calibrated explicitly on the embeddings of the first ``calibration_size``
     documents before anything is added. ``candidates`` names the candidate (RAM) tier of a new
     index: a quantizer spec (``"binary"``, ``"qat"``, ...) or a file written by ``quantsearch train``.
-    Batches commit as they are added: after a failure the index holds the batches added before it.
+    A run is all or nothing: a new index is built in a hidden sibling directory and renamed into
+    place when every document is in; an existing index that a run fails to extend gets the
+    documents the run added deleted again (a compaction reclaims their rows). Only a killed
+    process leaves the batches it committed in an existing index; ``skip_existing`` resumes then.
     ``backend`` names the embedding backend (``"auto"`` is settled on a sample of ``texts``); a new
     index records it, so that queries are embedded the same way.
 
@@ -141,6 +145,7 @@ def index_documents(
     from .embed import Embedder
     from .embedding import parse_backend
     from .index import Index
+    from .index.lifecycle import create_directory
     from .quantization import make_quantizer
 
     parse_backend(backend)  # a typo fails before anything is read or embedded
@@ -161,6 +166,16 @@ def index_documents(
         if model is not None and index.model is not None and Embedder(model).name != index.model:
             problem = f"{index_dir} was built with model {index.model!r}, not {model!r}"
         existing = [] if problem else [i for i in ids if i in index]
+        if existing and skip_existing:
+            present = set(existing)
+            keep = [j for j, i in enumerate(ids) if i not in present]
+            logger.info("skipping %d documents already in %s", len(existing), index_dir)
+            ids, texts, metadata = (
+                [ids[j] for j in keep],
+                [texts[j] for j in keep],
+                [metadata[j] for j in keep],
+            )
+            existing = []
         if existing:
             problem = f"id {existing[0]!r} is already in {index_dir} ({len(existing)} duplicates)"
         if problem:
@@ -173,33 +188,51 @@ def index_documents(
         embedder.resolve_backend(texts)
         logger.info("embedding backend auto -> %s", embedder.backend)
     bar = progress_bar(len(ids), "embedding + indexing", progress)
-    try:
-        start = 0
-        if index is None:
-            # calibrate on an explicit sample: the first documents, embedded once and added afterwards
-            start = min(len(ids), calibration_size)
-            head = embed_texts(embedder, texts[:start], bar=bar)
-            index = Index.create(
-                index_dir,
-                head.shape[1],
-                rescore=list(rescore),
-                binary=candidate,
-                truncate_dim=truncate_dim,
-                id_type="str",
-                model=embedder.name,
-                backend=None if embedder.backend == "torch" else embedder.backend,
-            )
-            index.calibrate(head)
-            logger.info("calibrated on the first %d documents", start)
-            for s, e in _batches(start, batch_size):
-                index.add(head[s:e], ids=list(ids[s:e]), texts=list(texts[s:e]), metadata=list(metadata[s:e]))
+
+    def add_all(target: Any, start: int, added: list[Any]) -> None:
         for s, e in _batches(len(ids) - start, batch_size):
             s, e = s + start, e + start
             vectors = embed_texts(embedder, texts[s:e], bar=bar)
-            index.add(vectors, ids=list(ids[s:e]), texts=list(texts[s:e]), metadata=list(metadata[s:e]))
+            added += target.add(
+                vectors, ids=list(ids[s:e]), texts=list(texts[s:e]), metadata=list(metadata[s:e])
+            )
+
+    def build(tmp: Path) -> None:
+        # calibrate on an explicit sample: the first documents, embedded once and added afterwards
+        start = min(len(ids), calibration_size)
+        head = embed_texts(embedder, texts[:start], bar=bar)
+        with Index.create(
+            tmp,
+            head.shape[1],
+            rescore=list(rescore),
+            binary=candidate,
+            truncate_dim=truncate_dim,
+            id_type="str",
+            model=embedder.name,
+            backend=None if embedder.backend == "torch" else embedder.backend,
+        ) as new:
+            new.calibrate(head)
+            logger.info("calibrated on the first %d documents", start)
+            for s, e in _batches(start, batch_size):
+                new.add(head[s:e], ids=list(ids[s:e]), texts=list(texts[s:e]), metadata=list(metadata[s:e]))
+            add_all(new, start, [])
+
+    try:
+        if index is None:  # built beside index_dir and renamed into place: all or nothing
+            create_directory(index_dir, build)
+            index = Index.open(index_dir)
+        else:
+            added: list[Any] = []
+            try:
+                add_all(index, 0, added)
+            except BaseException:
+                if added:  # take back this run's committed batches: the index is as it was
+                    logger.warning("indexing failed: removing the %d documents it added", len(added))
+                    index.delete(added)
+                raise
     except BaseException:
         if index is not None:
-            index.close()  # batches added so far stay committed
+            index.close()
         raise
     finally:
         bar.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,26 +55,56 @@ class Payload:
 
 
 class Catalog:
-    """Thin wrapper over the sqlite file; all SQL of the index lives here."""
+    """Thin wrapper over the sqlite file; all SQL of the index lives here.
 
-    def __init__(self, path: Path, *, create: bool = False) -> None:
+    Every failure of the sqlite file or of what it holds (a damaged page, a non-JSON column, a
+    non-integer counter) is raised as :class:`CorruptIndexError` (reads) or :class:`StorageError`
+    (writes); nothing from ``sqlite3`` or ``json`` leaves this class.
+
+    ``readonly`` opens the file without ever writing it (``mode=ro``); when sqlite cannot even
+    create its shared-memory file next to it (a read-only directory or mount), the file is opened
+    as immutable, which is what such a directory is.
+    """
+
+    def __init__(self, path: Path, *, create: bool = False, readonly: bool = False) -> None:
         if not create and not path.is_file():
             raise CorruptIndexError(f"index catalog is missing: {path}")
         self.path = path
+        self.readonly = readonly
         self._lock = threading.RLock()
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=10000")
-            if create:
-                self._db.executescript(_SCHEMA)
-            else:
-                tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                if not {"meta", "segments", "docs"} <= tables:
-                    raise CorruptIndexError(f"index catalog {path} lacks its tables")
+            self._db = self._connect(path, readonly, immutable=False)
+            try:
+                self._check_tables(create)
+            except sqlite3.OperationalError:
+                if not readonly:
+                    raise
+                self._db.close()  # no -shm file can be made beside it: nothing can write there either
+                self._db = self._connect(path, readonly, immutable=True)
+                self._check_tables(create)
         except sqlite3.DatabaseError as exc:
             raise CorruptIndexError(f"index catalog {path} cannot be read: {exc}") from None
+
+    @staticmethod
+    def _connect(path: Path, readonly: bool, *, immutable: bool) -> sqlite3.Connection:
+        if not readonly:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+        else:
+            flags = "mode=ro&immutable=1" if immutable else "mode=ro"
+            uri = f"file:{urllib.parse.quote(str(path.absolute()))}?{flags}"
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout=10000")
+        return db
+
+    def _check_tables(self, create: bool) -> None:
+        if create:
+            self._db.executescript(_SCHEMA)
+            return
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"meta", "segments", "docs"} <= tables:
+            raise CorruptIndexError(f"index catalog {self.path} lacks its tables")
 
     def close(self) -> None:
         with self._lock:
@@ -98,16 +129,52 @@ class Catalog:
                 raise StorageError(f"writing the index catalog {self.path} failed: {exc}") from exc
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
+        with self._lock, self._reading():
+            return self._db.execute(sql, params).fetchall()
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Map what sqlite and the JSON columns raise while reading to :class:`CorruptIndexError`."""
+        try:
+            yield
+        except (sqlite3.DatabaseError, ValueError, TypeError, KeyError) as exc:
+            if isinstance(exc, CorruptIndexError):
+                raise
+            raise CorruptIndexError(f"index catalog {self.path} cannot be read: {exc}") from None
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """A read transaction: every SELECT inside sees the same commit."""
+        with self._lock, self._reading():
+            self._db.execute("BEGIN")
             try:
-                return self._db.execute(sql, params).fetchall()
-            except sqlite3.DatabaseError as exc:
-                raise CorruptIndexError(f"index catalog {self.path} cannot be read: {exc}") from None
+                yield
+            finally:
+                self._db.execute("COMMIT")
+
+    def _segment(self, row: tuple[Any, ...]) -> Segment:
+        seg_id, start, n_rows, text = row
+        files = json.loads(text)
+        ok = (
+            all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (seg_id, start, n_rows))
+            and isinstance(files, dict)
+            and all(_is_file_ref(ref) for ref in files.values())
+        )
+        if not ok:
+            raise CorruptIndexError(f"index catalog {self.path} lists an invalid segment: {seg_id!r}")
+        return Segment(seg_id, start, n_rows, files)
+
+    def _payload(self, row: int, ext: Any, text: Any, meta: Any) -> Payload:
+        metadata = json.loads(meta) if meta is not None else None
+        if not (metadata is None or isinstance(metadata, dict)) or not isinstance(ext, (int, str)):
+            raise CorruptIndexError(f"index catalog {self.path} holds an invalid document at row {row}")
+        return Payload(row, ext, text, metadata)
 
     # ---- reads --------------------------------------------------------------------------------------
     def segments(self) -> list[Segment]:
         rows = self._query("SELECT seg_id, start_row, n_rows, files FROM segments ORDER BY start_row")
-        return [Segment(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+        with self._reading():
+            return [self._segment(r) for r in rows]
 
     def live_rows(self) -> list[int]:
         return [r[0] for r in self._query("SELECT row FROM docs ORDER BY row")]
@@ -145,16 +212,27 @@ class Catalog:
 
     def state(self) -> tuple[list[Segment], list[int], int]:
         """``(segments, live rows, generation)`` read in one snapshot."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                return self.segments(), self.live_rows(), self.generation()
-            finally:
-                self._db.execute("COMMIT")
+        with self._snapshot():
+            return self.segments(), self.live_rows(), self.generation()
 
     def generation(self) -> int:
         """Counter bumped by every commit that renumbers rows (compaction)."""
-        return int(self.meta("generation", "0") or 0)
+        return self._counter("generation")
+
+    def next_id(self) -> int:
+        """The first id an add without ids may assign (above every integer id given so far)."""
+        return max(self._counter("next_id"), 0)
+
+    def _counter(self, key: str) -> int:
+        return self._int(self.meta(key, "0") or 0, key)
+
+    def _int(self, value: Any, key: str) -> int:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise CorruptIndexError(
+                f"index catalog {self.path} holds a non-integer {key}: {str(value)[:40]!r}"
+            ) from None
 
     def payload(self, rows: Iterable[int], *, with_text: bool = True) -> tuple[int, dict[int, Payload]]:
         """``(generation, payload)`` of the given rows, read in one snapshot (missing rows are absent).
@@ -172,32 +250,30 @@ class Catalog:
                 f"SELECT {cols} FROM docs WHERE row IN ({','.join('?' * len(rows))})"
             )
             generation = 0
-            for row, ext, text, meta in self._query(sql, rows):
-                if row == -1:
-                    generation = int(ext or 0)
-                else:
-                    out[row] = Payload(row, ext, text, json.loads(meta) if meta is not None else None)
+            found = self._query(sql, rows)
+            with self._reading():
+                for row, ext, text, meta in found:
+                    if row == -1:
+                        generation = self._int(ext or 0, "generation")
+                    else:
+                        out[row] = self._payload(row, ext, text, meta)
             return generation, out
-        with self._lock:
-            self._db.execute("BEGIN")  # a read transaction: every SELECT below sees the same commit
-            try:
-                generation = self.generation()
-                for i in range(0, len(rows), _CHUNK):
-                    chunk = rows[i : i + _CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    sql = f"SELECT {cols} FROM docs WHERE row IN ({marks})"
-                    for row, ext, text, meta in self._query(sql, chunk):
-                        out[row] = Payload(row, ext, text, json.loads(meta) if meta is not None else None)
-            finally:
-                self._db.execute("COMMIT")
+        with self._snapshot():
+            generation = self.generation()
+            for i in range(0, len(rows), _CHUNK):
+                chunk = rows[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT {cols} FROM docs WHERE row IN ({marks})"
+                for row, ext, text, meta in self._query(sql, chunk):
+                    out[row] = self._payload(row, ext, text, meta)
         return generation, out
 
     def get(self, ext_id: int | str) -> Payload | None:
         rows = self._query("SELECT row, ext_id, text, metadata FROM docs WHERE ext_id = ?", (ext_id,))
         if not rows:
             return None
-        row, ext, text, meta = rows[0]
-        return Payload(row, ext, text, json.loads(meta) if meta is not None else None)
+        with self._reading():
+            return self._payload(*rows[0])
 
     # ---- writes (inside transaction()) ----------------------------------------------------------------
     @staticmethod
@@ -233,3 +309,21 @@ class Catalog:
     @staticmethod
     def set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def _is_file_ref(ref: Any) -> bool:
+    """A segment's entry for one tier: ``{"path", "bytes", "sha256"}``, the path inside the index."""
+    if not isinstance(ref, dict):
+        return False
+    path, size, sha = ref.get("path"), ref.get("bytes"), ref.get("sha256")
+    return (
+        isinstance(path, str)
+        and bool(path)
+        and not path.startswith("/")
+        and ".." not in path.split("/")
+        and "\x00" not in path
+        and isinstance(size, int)
+        and not isinstance(size, bool)
+        and size >= 0
+        and isinstance(sha, str)
+    )

@@ -61,7 +61,7 @@ def insert_batch(
         Catalog.insert_segment(db, segment)
         Catalog.insert_docs(db, zip(range(start, start + segment.n_rows), ids, texts, metadata, strict=True))
         if int_ids:  # never lower it: auto ids must stay above every id given
-            next_id = max(int(catalog.meta("next_id", "0") or 0), max(int(i) for i in ids) + 1)
+            next_id = max(catalog.next_id(), max(int(i) for i in ids) + 1)
             Catalog.set_meta(db, "next_id", str(next_id))
 
     return body

@@ -15,6 +15,21 @@ from .catalog import Payload
 IdType = Literal["int", "str"]
 
 MAX_ID_LEN = 1024
+#: largest automatic (or given) integer id
+MAX_INT_ID = 2**63 - 1
+#: metadata of one document: JSON nested at most this deep, and at most this many bytes of UTF-8
+MAX_METADATA_DEPTH = 32
+MAX_METADATA_BYTES = 1 << 20
+
+
+def auto_ids(first: int, n: int) -> list[int | str]:
+    """``n`` automatic ids from ``first`` (the catalog's next id), all of them 64-bit."""
+    if first + n - 1 > MAX_INT_ID:
+        raise InvalidArgumentError(
+            f"no automatic ids are left: the next would be {first}, over 2**63-1 (an id that large "
+            "was given); pass ids explicitly"
+        )
+    return list(range(first, first + n))
 
 
 def check_id(value: Any, id_type: IdType, name: str) -> int | str:
@@ -90,13 +105,43 @@ def dump_metadata(values: Sequence[dict[str, Any] | None] | None, n: int) -> lis
         if value is None:
             out.append(None)
             continue
+        check_depth(value, f"metadata[{i}]")
         try:
             text = json.dumps(value, ensure_ascii=False, allow_nan=False)
             text.encode("utf-8")  # lone surrogates: UnicodeEncodeError is a ValueError
         except (TypeError, ValueError) as exc:
             raise InvalidArgumentError(f"metadata[{i}] is not JSON-serialisable: {exc}") from None
+        size = len(text.encode("utf-8"))
+        if size > MAX_METADATA_BYTES:
+            raise InvalidArgumentError(
+                f"metadata[{i}] is {size:,} bytes as JSON, over the limit of {MAX_METADATA_BYTES:,}"
+            )
         out.append(text)
     return out
+
+
+def check_depth(value: Any, name: str, limit: int = MAX_METADATA_DEPTH) -> None:
+    """Raise when dicts and lists in ``value`` nest deeper than ``limit`` (walked without recursion),
+    or when a dict has a key that is not a string (JSON would turn it into one, silently)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise InvalidArgumentError(f"{name} is nested more than {limit} levels deep")
+        if isinstance(item, dict):
+            bad = next((key for key in item if not isinstance(key, str)), None)
+            if bad is not None:
+                raise InvalidArgumentError(f"{name} has a key that is not a string: {bad!r}")
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, (list, tuple)) else ()
+        )
+        for child in children:
+            seen += 1
+            if seen > MAX_METADATA_BYTES:  # every value takes at least one byte of JSON
+                raise InvalidArgumentError(f"{name} holds more than {MAX_METADATA_BYTES:,} values")
+            if isinstance(child, (dict, list, tuple)):
+                stack.append((child, depth + 1))
 
 
 def as_id_list(ids: Any, id_type: IdType) -> list[int | str]:

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import as_float_matrix, check_number, check_positive_int
+from .._validation import MAX_NORM, as_float_matrix, check_number, check_positive_int
 from ..exceptions import (
-    IndexExistsError,
     IndexLockedError,
     InvalidArgumentError,
     NotFittedError,
+    ReadOnlyIndexError,
     UnknownIdError,
 )
 from ..quantization import Quantizer, quantizer_from_config
@@ -34,15 +34,17 @@ from .commits import commit_segment, insert_batch, live_chunks, swap_segments
 from .documents import (
     IdType,
     as_id_list,
+    auto_ids,
     check_column,
     check_id,
     check_new_ids,
     dump_metadata,
     join_payload,
 )
+from .lifecycle import create_directory, is_writable
 from .manifest import Manifest, plan_tiers
 from .pipeline import IndexView, run_pipeline
-from .state import IndexState
+from .state import IndexState, retry_stale
 from .storage import SegmentStore, WriterLock
 from .summary import describe, summarize
 
@@ -67,9 +69,10 @@ class Index:
     """
 
     # ---- construction ---------------------------------------------------------------------------
-    def __init__(self, root: Path, manifest: Manifest, catalog: Catalog) -> None:
+    def __init__(self, root: Path, manifest: Manifest, catalog: Catalog, *, readonly: bool = False) -> None:
         """Use :meth:`create` or :meth:`open`."""
         self.path = root
+        self.readonly = readonly
         self._manifest = manifest
         self._catalog = catalog
         self._store = SegmentStore(root)
@@ -122,6 +125,9 @@ class Index:
         calibration : ndarray of shape (n, dim), float, optional
             Sample of document vectors to calibrate the quantizers on now (else call
             :meth:`calibrate` before the first :meth:`add`).
+
+        The directory is built beside ``path`` and renamed into place: if this raises (or the
+        process dies), there is no index at ``path``.
         """
         root = Path(path)
         dim = check_positive_int(dim, "dim")
@@ -132,26 +138,36 @@ class Index:
             truncate_dim = check_positive_int(truncate_dim, "truncate_dim", maximum=dim)
         if backend is not None and not isinstance(backend, str):
             raise InvalidArgumentError(f"backend must be a string, got {backend!r}")
+        if model is not None and not isinstance(model, str):
+            raise InvalidArgumentError(f"model must be a string, got {model!r}")
         tiers = plan_tiers(binary, rescore, truncate_dim)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise IndexExistsError(f"{root} already exists and is not an empty directory")
-        root.mkdir(parents=True, exist_ok=True)
         manifest = Manifest.new(dim, id_type, tiers, oversampling=oversampling, model=model, backend=backend)
-        catalog = Catalog(root / layout.CATALOG, create=True)
-        manifest.write(root)  # the manifest is written last: it marks a complete index
-        index = cls(root, Manifest.read(root), catalog)
-        if calibration is not None:
-            index.calibrate(calibration)
-        return index
+
+        def populate(tmp: Path) -> None:
+            Catalog(tmp / layout.CATALOG, create=True).close()
+            manifest.write(tmp)  # the manifest is written last: it marks a complete index
+            with cls(tmp, Manifest.read(tmp), Catalog(tmp / layout.CATALOG)) as index:  # opens as written
+                if calibration is not None:
+                    index.calibrate(calibration)
+
+        create_directory(root, populate)
+        return cls.open(root)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Index:
-        """Open an existing index; raises :class:`IndexNotFoundError` or :class:`CorruptIndexError`."""
+    def open(cls, path: str | os.PathLike[str], *, readonly: bool | None = None) -> Index:
+        """Open an existing index; raises :class:`IndexNotFoundError` or :class:`CorruptIndexError`.
+
+        ``readonly=True`` never writes to the directory (searches only; writes raise
+        :class:`ReadOnlyIndexError`). The default opens read-only exactly when this process cannot
+        write the directory's files (a read-only mount, or another user's files).
+        """
         root = Path(path)
         manifest = Manifest.read(root)
-        catalog = Catalog(root / layout.CATALOG)
+        if readonly is None:
+            readonly = not is_writable(root)
+        catalog = Catalog(root / layout.CATALOG, readonly=bool(readonly))
         try:
-            return cls(root, manifest, catalog)
+            return cls(root, manifest, catalog, readonly=bool(readonly))
         except BaseException:
             catalog.close()  # do not leak the connection of an index that failed to load
             raise
@@ -254,6 +270,8 @@ class Index:
         """Take the directory's writer lock (once per Index object) and clean up after crashes."""
         if self._lock.held:
             return
+        if self.readonly:
+            raise ReadOnlyIndexError(f"{self.path} is open read-only: it cannot be written")
         self._lock.acquire()
         try:
             self._refresh()
@@ -272,17 +290,25 @@ class Index:
             self._refresh()
         return self
 
-    def _refresh(self) -> None:
+    def _refresh(self) -> bool:
+        """Reload what changed on disk; True when anything did."""
         manifest = Manifest.read(self.path)
         if manifest != self._manifest:
             self._tiers = self._store.load_quantizers(manifest)
             self._manifest = manifest
             self._load_segments()
-        elif (
+            return True
+        if (
             self._catalog.segments() != self._state.segments
             or self._catalog.count() != self._state.view.n_live
         ):
             self._load_segments()
+            return True
+        return False
+
+    def _caught_up(self) -> bool:
+        with self._write_lock:
+            return self._refresh()
 
     def _remove_orphans(self) -> None:
         referenced = {ref["path"] for seg in self._catalog.segments() for ref in seg.files.values()}
@@ -298,7 +324,7 @@ class Index:
         ----------
         sample : ndarray of shape (n, dim), float
         """
-        sample = as_float_matrix(sample, "calibration sample", dim=self.dim)
+        sample = as_float_matrix(sample, "calibration sample", dim=self.dim, max_norm=MAX_NORM)
         with self._write_lock:
             self._acquire_writer()
             if self._state.segments:
@@ -335,7 +361,7 @@ class Index:
         The batch is visible to searches, and durable, when this returns; if it raises, nothing of
         the batch was stored.
         """
-        vectors = as_float_matrix(vectors, "vectors", dim=self.dim)
+        vectors = as_float_matrix(vectors, "vectors", dim=self.dim, max_norm=MAX_NORM)
         n = vectors.shape[0]
         texts_list = check_column(texts, n, "texts", (str,))
         meta_list = dump_metadata(metadata, n)
@@ -346,8 +372,7 @@ class Index:
                     "the index is not calibrated: call calibrate(sample) or pass calibration= to create"
                 )
             if ids is None and self.id_type == "int":
-                first = max(int(self._catalog.meta("next_id", "0") or 0), 0)
-                id_list: list[int | str] = list(range(first, first + n))
+                id_list: list[int | str] = auto_ids(self._catalog.next_id(), n)
             else:
                 id_list = check_new_ids(ids, n, self.id_type, self._catalog.existing_ids)
             codes = {name: q.encode(vectors) for name, q in self._tiers.items()}
@@ -477,7 +502,7 @@ class Index:
             timings["embed"] = (time.perf_counter() - t0) * 1e3
         else:
             vectors = queries
-        vectors = as_float_matrix(vectors, "queries", dim=self.dim)
+        vectors = as_float_matrix(vectors, "queries", dim=self.dim, max_norm=MAX_NORM)
         for _attempt in range(3):
             view = self._state.view
             self._check_k(k, view)
@@ -536,12 +561,16 @@ class Index:
     def info(self) -> dict[str, Any]:
         """Counts, settings and the bytes each tier takes in RAM and on disk.
 
-        :meth:`metadata` answers the same for a directory without opening the index.
+        :meth:`metadata` answers the same for a directory without opening the index. A view
+        that another process's compaction made stale is refreshed first.
         """
-        return summarize(
-            self._store, self._manifest, self._tiers, self._state.segments, n_live=self._state.view.n_live
+        return retry_stale(
+            self._caught_up,
+            lambda: summarize(
+                self._store, self._manifest, self._tiers, self._state.segments, n_live=self._state.view.n_live
+            ),
         )
 
     def verify(self) -> None:
         """Check every file against the checksums recorded at write time (reads the whole index)."""
-        self._store.verify(self._state.segments)
+        retry_stale(self._caught_up, lambda: self._store.verify(self._state.segments))

@@ -16,13 +16,17 @@ last committed state, plus orphan files that the next writer removes.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import json
 import os
 import tempfile
+import tokenize
 import uuid
-from collections.abc import Callable, Iterable
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -60,6 +64,45 @@ def parse_segment_file(name: str) -> tuple[int, str] | None:
     if len(parts) != 3 or parts[2] != "npy" or not parts[0].isdigit():
         return None
     return int(parts[0]), parts[1]
+
+
+# ---- reading ----------------------------------------------------------------------------------
+#: what numpy's readers raise on damaged bytes: a garbled .npy header is parsed with ast.literal_eval
+#: (SyntaxError, tokenize.TokenError, MemoryError on absurd shapes); zip and pickle checks of .npz
+_DAMAGE = (
+    ValueError,
+    TypeError,
+    KeyError,
+    EOFError,
+    SyntaxError,
+    MemoryError,
+    RecursionError,
+    OverflowError,
+    tokenize.TokenError,
+    zipfile.BadZipFile,
+)
+
+
+@contextlib.contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Map every failure of reading one of the index's files to our exception types.
+
+    Damaged or missing bytes are a :class:`CorruptIndexError`; an error of the file system that
+    is not about the bytes (permissions, I/O) is a :class:`StorageError`.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, (CorruptIndexError, StorageError)):
+            raise
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP):  # not a file of ours
+            raise CorruptIndexError(f"{what} {path} is missing: {exc.strerror or exc}") from None
+        raise StorageError(f"reading {what} {path} failed: {exc.strerror or exc}") from None
+    except _DAMAGE as exc:
+        if isinstance(exc, CorruptIndexError):
+            raise
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise CorruptIndexError(f"{what} {path} cannot be read: {reason}") from None
 
 
 # ---- atomic writes ------------------------------------------------------------------------------
@@ -195,7 +238,9 @@ def read_manifest(root: Path) -> dict[str, Any]:
         raise IndexNotFoundError(f"not a quantsearch index (no {MANIFEST}): {root}")
     try:
         doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except PermissionError as exc:
+        raise StorageError(f"reading {path} failed: {exc.strerror or exc}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CorruptIndexError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         raise CorruptIndexError(f"{path} is not a quantsearch manifest (format field missing or wrong)")

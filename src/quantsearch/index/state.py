@@ -8,6 +8,9 @@ a search keeps the view it started with, so writers never disturb it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 
 from ..exceptions import CorruptIndexError
@@ -17,6 +20,24 @@ from .manifest import Manifest
 from .pipeline import IndexView, TierView
 from .stages import CandidateStage, candidate_stage_from_config
 from .storage import SegmentStore
+
+T = TypeVar("T")
+
+
+def retry_stale(catch_up: Callable[[], bool], call: Callable[[], T], attempts: int = 3) -> T:
+    """``call()``; when it finds files missing or changed, ``catch_up()`` with the catalog and try again.
+
+    Another process's compaction removes the segment files an older view names: that is a stale
+    view, not a damaged index. The error stands when catching up changes nothing (then the catalog
+    itself names the missing files) or after ``attempts`` tries.
+    """
+    for _ in range(attempts - 1):
+        try:
+            return call()
+        except CorruptIndexError:
+            if not catch_up():
+                raise
+    return call()
 
 
 class IndexState:

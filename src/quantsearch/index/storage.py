@@ -10,6 +10,7 @@ was left by a crash and is removed by the next writer.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import mmap
@@ -21,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from ..exceptions import CorruptIndexError, IndexLockedError, InvalidArgumentError
+from ..exceptions import (
+    CorruptIndexError,
+    IndexLockedError,
+    InvalidArgumentError,
+    ReadOnlyIndexError,
+    StorageError,
+)
 from ..quantization import Quantizer, quantizer_from_config
 from . import layout
 from .catalog import Segment
@@ -75,7 +82,10 @@ class SegmentStore:
             raise CorruptIndexError(f"quantizer state of tier {tier!r} is missing: {path}")
         if layout.file_sha256(path) != ref.sha256:
             raise CorruptIndexError(f"quantizer state of tier {tier!r} does not match its checksum: {path}")
-        with np.load(path, allow_pickle=False) as data:
+        with (
+            layout.reading(path, f"quantizer state of tier {tier!r}"),
+            np.load(path, allow_pickle=False) as data,
+        ):
             return {k: data[k] for k in data.files}
 
     # ---- reading ----------------------------------------------------------------------------------------
@@ -110,21 +120,17 @@ class SegmentStore:
             raise CorruptIndexError(f"segment {seg.seg_id} has no file for tier {tier!r}")
         path = self.root / ref["path"]
         shape = (seg.n_rows, quantizer.code_bytes // quantizer.code_dtype.itemsize)
-        try:
+        with layout.reading(path, "segment file"):
             size = path.stat().st_size
-        except FileNotFoundError:
-            raise CorruptIndexError(f"segment file is missing: {path}") from None
         if size != ref["bytes"]:
             raise CorruptIndexError(
                 f"segment file {path} has {size} bytes, expected {ref['bytes']} (truncated?)"
             )
-        try:
+        with layout.reading(path, "segment file"):
             if in_ram:  # read once, checksum included (the candidate tier is read whole anyway)
                 array = layout.read_array_checked(path, ref["sha256"])
             else:
                 array = _map_random(np.load(path, mmap_mode="r", allow_pickle=False))
-        except (ValueError, OSError, EOFError) as exc:
-            raise CorruptIndexError(f"segment file {path} cannot be read: {exc}") from None
         if array.shape != shape or array.dtype != quantizer.code_dtype:
             raise CorruptIndexError(
                 f"segment file {path} holds {array.dtype}{array.shape}, "
@@ -133,14 +139,21 @@ class SegmentStore:
         return array
 
     def disk_bytes(self, segments: Sequence[Segment], tier: str) -> int:
-        return sum((self.root / s.files[tier]["path"]).stat().st_size for s in segments)
+        total = 0
+        for seg in segments:
+            path = self.root / seg.files[tier]["path"]
+            with layout.reading(path, "segment file"):
+                total += path.stat().st_size
+        return total
 
     def verify(self, segments: Sequence[Segment]) -> None:
         """Check every segment file against the checksum recorded at write time."""
         for seg in segments:
             for tier, ref in seg.files.items():
                 path = self.root / ref["path"]
-                if not path.is_file() or layout.file_sha256(path) != ref["sha256"]:
+                with layout.reading(path, "segment file"):
+                    ok = path.is_file() and layout.file_sha256(path) == ref["sha256"]
+                if not ok:
                     raise CorruptIndexError(f"segment file {path} (tier {tier}) does not match its checksum")
 
     # ---- writing ----------------------------------------------------------------------------------------
@@ -194,7 +207,12 @@ class WriterLock:
         """Take the lock without waiting; :class:`IndexLockedError` when another writer has it."""
         if self._fd is not None:
             return
-        fd = os.open(self.root / layout.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.root / layout.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except (PermissionError, OSError) as exc:
+            if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+                raise ReadOnlyIndexError(f"{self.root} cannot be written: {exc.strerror}") from None
+            raise StorageError(f"locking {self.root} failed: {exc.strerror or exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -73,7 +73,7 @@ def describe(root: Path) -> dict[str, Any]:
     manifest = Manifest.read(root)
     store = SegmentStore(root)
     quantizers = store.load_quantizers(manifest)
-    catalog = Catalog(root / layout.CATALOG)
+    catalog = Catalog(root / layout.CATALOG, readonly=True)  # reads only: works on read-only mounts
     try:
         segments, n_live = catalog.segments(), catalog.count()
     finally:

@@ -8,7 +8,7 @@ import importlib.resources
 import ipaddress
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
@@ -21,13 +21,14 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from .. import __version__
 from .._validation import check_number, check_positive_int
 from ..exceptions import InvalidArgumentError, QuantsearchError
 from ..index import Index
 from .errors import AuthError, error_body, status_of
-from .middleware import BodyLimitMiddleware
+from .middleware import LOOPBACK_NAMES, BodyLimitMiddleware, HostCheckMiddleware, default_allowed_hosts
 from .models import (
     AddRequest,
     AddResponse,
@@ -68,8 +69,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in (
         (400, "bad input (malformed JSON, wrong dimension, NaN, unknown stage, ...)"),
         (401, "missing or wrong API key"),
+        (404, "no document with this id"),
+        (409, "duplicate id, index not calibrated, locked by another writer, or opened read-only"),
         (413, "body or batch over the server's limit"),
         (422, "body does not match the schema, or a value is over a limit (k, oversampling)"),
+        (507, "the index could not be written (disk full, I/O error); nothing was stored"),
     )
 }
 
@@ -87,6 +91,7 @@ def create_app(
     search_threads: int | None = None,
     backend: str | None = None,
     ray_address: str | None = None,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
     """Build the HTTP application over the index in ``index_dir`` (opened now, closed at shutdown).
 
@@ -111,6 +116,11 @@ def create_app(
     ray_address : str, optional
         For a sharded index directory (``quantsearch.distributed``): the Ray cluster its shard
         actors run on; default the running Ray session, else a local Ray started now.
+    allowed_hosts : sequence of str, optional
+        Names the ``Host`` header may carry (without the port); ``"*"`` allows any. Default: the
+        loopback names (``localhost``, ``127.0.0.1``, ``::1``), so that a web page on another
+        site cannot reach a local server through DNS rebinding. A request naming another host
+        gets 400.
 
     Returns
     -------
@@ -159,6 +169,10 @@ def create_app(
     )
     app.state.service = service
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    hosts = LOOPBACK_NAMES if allowed_hosts is None else allowed_hosts
+    if isinstance(hosts, str) or not all(isinstance(h, str) and h for h in hosts):
+        raise InvalidArgumentError(f"allowed_hosts must be a list of host names, got {allowed_hosts!r}")
+    app.add_middleware(HostCheckMiddleware, allowed=hosts)  # added last: runs first
     _install_error_handlers(app)
     guard = [Security(_key_checker(api_key))] if api_key is not None else []
     pools = _Pools(search_threads or min(32, 4 * (os.cpu_count() or 1)))
@@ -292,22 +306,41 @@ def serve(
     port: int = 8000,
     api_key: str | None = None,
     log_level: str = "info",
+    allowed_hosts: Sequence[str] | None = None,
+    idle_timeout: float = 10.0,
+    max_connections: int | None = None,
     **limits: Any,
 ) -> None:
     """Serve the index over HTTP with uvicorn until interrupted (one process, a thread pool).
 
     Binds to the loopback interface unless ``host`` says otherwise; a non-loopback address
-    without an API key is logged as a warning.
+    without an API key is logged as a warning. The address is bound before anything else: a busy
+    port is an :class:`InvalidArgumentError`.
+
+    ``allowed_hosts`` defaults to the loopback names plus ``host`` itself; on a wildcard address
+    (``0.0.0.0``, ``::``) it allows any name when an API key is set (a rebinding page cannot send
+    the key) and only loopback names otherwise. A connection with no request in progress is closed
+    after ``idle_timeout`` seconds; at most ``max_connections`` are open at once (default: the
+    descriptor limit minus a reserve), the longest idle giving way to a new one
+    (:mod:`.connections`).
     """
-    import uvicorn
+    from .connections import bind_socket, default_max_connections, raise_fd_limit, run_guarded
 
     check_positive_int(port, "port", minimum=0, maximum=65535)
+    idle_timeout = check_number(idle_timeout, "idle_timeout", positive=True)
+    cap = default_max_connections(raise_fd_limit()) if max_connections is None else max_connections
+    cap = check_positive_int(cap, "max_connections")
     if not _is_loopback(host) and api_key is None:
         logger.warning(
             "serving %s on %s without an API key: anyone who can reach it can write", index_dir, host
         )
-    app = create_app(index_dir, api_key=api_key, preload_model=True, **limits)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False)
+    hosts = default_allowed_hosts(host, api_key) if allowed_hosts is None else allowed_hosts
+    sock = bind_socket(host, port)  # before the index and the model load: a busy port fails at once
+    try:
+        app = create_app(index_dir, api_key=api_key, preload_model=True, allowed_hosts=hosts, **limits)
+        run_guarded(app, sock, log_level=log_level, idle_timeout=idle_timeout, max_connections=cap)
+    finally:
+        sock.close()
 
 
 class _Pools:
@@ -388,12 +421,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         names = {404: "NotFound", 405: "MethodNotAllowed", 400: "BadRequest", 413: "PayloadTooLargeError"}
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # every method of every route on this path, not the first route's
+            headers["Allow"] = ", ".join(_allowed_methods(app, request))
         return JSONResponse(
             error_body(names.get(exc.status_code, "HTTPError"), str(exc.detail)),
             status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            headers=headers or None,
         )
 
     @app.exception_handler(Exception)
@@ -403,6 +439,15 @@ def _install_error_handlers(app: FastAPI) -> None:
             error_body("InternalError", f"internal error: {type(exc).__name__} (see the server log)"),
             status_code=500,
         )
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _describe(error: Any) -> str:

@@ -15,6 +15,7 @@ from ..exceptions import (
     MissingDependencyError,
     NotFittedError,
     QuantsearchError,
+    ReadOnlyIndexError,
     StorageError,
     UnknownIdError,
 )
@@ -50,6 +51,7 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (InvalidArgumentError, 400),  # also DimensionMismatchError, NonFiniteError, EmptyInputError
     (NotFittedError, 409),  # the index is not calibrated yet
     (IndexLockedError, 409),  # another process holds the writer lock
+    (ReadOnlyIndexError, 409),  # the server runs on a read-only index: it answers searches only
     (MissingDependencyError, 501),
     (StorageError, 507),
     (CorruptIndexError, 500),
