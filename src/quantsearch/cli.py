@@ -61,7 +61,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         k = args.k if args.k is not None else max(1, min(10, len(index)))
         if index.model is not None:
             _ = index.embedder.model  # load the model first: "embed" then times the query alone
-        results = index.search(args.query, k=k, oversampling=args.oversampling, stages=args.stages)
+        results = index.search(
+            args.query, k=k, oversampling=args.oversampling, stages=args.stages,
+            filter=_json_filter(args.filter), nprobe=args.nprobe,
+        )  # fmt: skip
         if args.json:
             print(
                 json.dumps({"query": args.query, "hits": results.to_list()[0], "timings_ms": results.timings})
@@ -69,6 +72,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         else:
             print(format_results(results, args.query))
     return 0
+
+
+def _json_filter(text: str | None) -> Any:
+    """The ``--filter`` argument: a JSON object of metadata conditions (checked by the index)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgumentError(f"--filter is not valid JSON: {exc}") from None
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -249,6 +262,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=None, help="results to show (default 10)")
     p.add_argument("--oversampling", type=float, default=None)
     p.add_argument("--stages", nargs="*", default=None, help="rescoring tiers to run (none: Hamming only)")
+    p.add_argument(
+        "--filter", default=None, help='metadata filter as JSON, e.g. \'{"year": {"gte": 2000}, "lang": "en"}\''
+    )
+    p.add_argument("--nprobe", type=int, default=None, help="lists scanned by an IVF candidate stage")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
 
