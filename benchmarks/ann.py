@@ -68,18 +68,23 @@ def knn10_cosine(x: np.ndarray, sample: int = 500, seed: int = 0) -> float:
 
 @dataclasses.dataclass
 class Generator:
-    """Gaussian mixture fitted to real embeddings: x = normalise(mean + centre + noise)."""
+    """Two-level Gaussian mixture fitted to real embeddings: x = normalise(mean + basis (sd * z)) with
+    z = sqrt(between / 2) (coarse centre + fine centre) + sqrt(1 - between) noise, and queries mixed
+    with extra noise (``query_noise``), as real queries sit further from the corpus than documents
+    sit from each other."""
 
     dim: int
     mean: np.ndarray  # (dim,)
     basis: np.ndarray  # (dim, dim) orthogonal
     sd: np.ndarray  # (dim,) sqrt of the covariance eigenvalues
     between: float  # share of the variance between cluster centres
-    cluster_size: int
+    query_noise: float  # share of a query's variance replaced by fresh noise
     seed: int
+    fine_size: int = 16  # documents per fine cluster (on average)
+    coarse_size: int = 1000  # documents per coarse cluster
 
     @classmethod
-    def fit(cls, real: np.ndarray, dim: int, seed: int = 0, cluster_size: int = 64) -> Generator:
+    def fit(cls, real: np.ndarray, real_queries: np.ndarray, dim: int, seed: int = 0) -> Generator:
         mu = real.mean(axis=0)
         cov = np.cov(real - mu, rowvar=False)
         eig = np.sort(np.linalg.eigvalsh(cov))[::-1].clip(min=1e-12)
@@ -92,26 +97,41 @@ class Generator:
         mean = rng.standard_normal(dim)
         mean *= np.linalg.norm(mu) / np.linalg.norm(mean)
         gen = cls(dim, mean.astype(np.float32), basis.astype(np.float32), np.sqrt(spec).astype(np.float32),
-                  0.5, cluster_size, seed)  # fmt: skip
+                  0.5, 0.0, seed)  # fmt: skip
+        n = real.shape[0]
         target = knn10_cosine(real)
-        best = min(
-            (abs(knn10_cosine(gen.with_between(b).block(0, real.shape[0], real.shape[0])) - target), b)
-            for b in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9)
-        )
-        return gen.with_between(best[1])
+        grid = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+        between = min(grid, key=lambda b: abs(knn10_cosine(gen.with_(between=b).block(0, n, n)) - target))
+        gen = gen.with_(between=between)
+        docs = gen.block(0, n, n)
+        q_target = float(np.mean(np.sort(real_queries @ real.T, axis=1)[:, -10]))
 
-    def with_between(self, between: float) -> Generator:
-        return dataclasses.replace(self, between=between)
+        def q_cos(g: float) -> float:
+            qs = gen.with_(query_noise=g).block(0, 300, n, queries=True)
+            return float(np.mean(np.sort(qs @ docs.T, axis=1)[:, -10]))
+
+        return gen.with_(query_noise=min((0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), key=lambda g: abs(q_cos(g) - q_target)))
+
+    def with_(self, **changes: float) -> Generator:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def _centres(self, level: int, ids: np.ndarray) -> np.ndarray:
+        """Centre vectors (len(ids), dim) of one level, each from its own seed (nothing stored)."""
+        return np.stack([np.random.default_rng([self.seed, level, int(c)]).standard_normal(self.dim) for c in ids])
 
     def block(self, b: int, size: int, n_total: int, *, queries: bool = False) -> np.ndarray:
         """Block ``b`` (size, dim) float32 of a collection of ``n_total`` vectors (seeded per block)."""
-        n_centres = max(1, n_total // self.cluster_size)
+        n_fine = max(1, n_total // self.fine_size)
+        n_coarse = max(1, n_total // self.coarse_size)
         rng = np.random.default_rng([self.seed, 3 if queries else 4, b])
-        which = rng.integers(0, n_centres, size)
-        # centre c is generated from its own seed: any block can draw any centre without storing them
-        uniq, inv = np.unique(which, return_inverse=True)
-        cz = np.stack([np.random.default_rng([self.seed, 5, int(c)]).standard_normal(self.dim) for c in uniq])
-        z = np.sqrt(self.between) * cz[inv] + np.sqrt(1 - self.between) * rng.standard_normal((size, self.dim))
+        fine = rng.integers(0, n_fine, size)
+        uniq, inv = np.unique(fine, return_inverse=True)
+        parents = np.unique(uniq % n_coarse, return_inverse=True)
+        coarse = self._centres(6, parents[0])[parents[1]]
+        centre = (coarse + self._centres(5, uniq)) / np.sqrt(2)
+        z = np.sqrt(self.between) * centre[inv] + np.sqrt(1 - self.between) * rng.standard_normal((size, self.dim))
+        if queries:
+            z = np.sqrt(1 - self.query_noise) * z + np.sqrt(self.query_noise) * rng.standard_normal((size, self.dim))
         x = self.mean + (z.astype(np.float32) * self.sd) @ self.basis.T
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
@@ -181,12 +201,12 @@ def measure(view: Any, stage: CandidateStage, q: np.ndarray, truth: np.ndarray, 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    real, _ = real_embeddings()
-    gen = Generator.fit(real, args.dim, seed=args.seed)
+    real, real_q = real_embeddings()
+    gen = Generator.fit(real, real_q, args.dim, seed=args.seed)
     q = gen.block(0, args.queries, args.n, queries=True)
     t0 = time.perf_counter()
     truth = ground_truth(gen, args.n, q)
-    print(f"data: {args.n:,} x {args.dim} (mixture, between={gen.between}); ground truth {time.perf_counter() - t0:.1f} s")
+    print(f"data: {args.n:,} x {args.dim} (mixture, between={gen.between}, query noise {gen.query_noise}); ground truth {time.perf_counter() - t0:.1f} s")
     work = Path(tempfile.mkdtemp(prefix="ann-", dir=args.work_dir))
     try:
         return _run(args, gen, q, truth, work)
@@ -295,11 +315,11 @@ def compare_real(args: argparse.Namespace) -> None:
     """IVF recall@10 (after int8 rescoring) vs nprobe on the real embeddings and on synthetic data of
     the same size and dimension."""
     real, real_q = real_embeddings()
-    gen = Generator.fit(real, real.shape[1], seed=args.seed)
+    gen = Generator.fit(real, real_q, real.shape[1], seed=args.seed)
     n = real.shape[0]
     synth = np.concatenate([x for _, x in gen.blocks(n)])
     synth_q = gen.block(0, real_q.shape[0], n, queries=True)
-    print(f"real: {n} docs, {real_q.shape[0]} queries; synthetic between={gen.between}; "
+    print(f"real: {n} docs, {real_q.shape[0]} queries; synthetic between={gen.between} query noise {gen.query_noise}; "
           f"knn10 cosine real {knn10_cosine(real):.3f} synthetic {knn10_cosine(synth):.3f}")  # fmt: skip
     nlist = int(round(2 * np.sqrt(n)))
     curves = {}
@@ -317,6 +337,35 @@ def compare_real(args: argparse.Namespace) -> None:
         print(f"{name:10s} " + " ".join(f"{r:7.3f}" for r in curve))
 
 
+def ndcg(args: argparse.Namespace) -> None:
+    """NDCG@10 on the four shared collections: the exact pipeline vs the IVF stage forced on
+    (``min_rows=1``, automatic ``nlist``) at several ``nprobe``; binary -> int8 x10 in both."""
+    from quantsearch.datasets import load_beir
+    from quantsearch.evaluation.metrics import ndcg_at_k, run_from_results
+
+    print("collection   exact   " + " ".join(f"nprobe={p:<3d}" for p in args.nprobe) + "  (NDCG@10 x 100)")
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
+        for name in COLLECTIONS:
+            data = load_beir(EMBEDDINGS.parent / "datasets" / name)
+            x = np.load(EMBEDDINGS / name / "corpus.f16.npy").astype(np.float32)
+            q = np.load(EMBEDDINGS / name / "queries.f16.npy").astype(np.float32)
+            if json.loads((EMBEDDINGS / name / "corpus_ids.json").read_text()) != data.corpus_ids:
+                raise SystemExit(f"{name}: corpus ids differ from the dataset's")
+
+            def score(index: Index, **options: Any) -> float:
+                res = index.search(q, k=K, with_payload=False, **options)
+                run = run_from_results(data.query_ids, res.ids, res.scores, doc_id_map=data.corpus_ids)
+                return 100 * ndcg_at_k(run, data.qrels, 10).mean
+
+            with Index.build(Path(tmp) / f"{name}-e", x) as exact:
+                base = score(exact)
+            params = {"min_rows": 1}
+            with Index.build(Path(tmp) / f"{name}-i", x, candidate_stage={"kind": "ivf", "params": params}) as ivf:
+                nlist = ivf._state.stage._lists.nlist  # type: ignore[attr-defined]
+                row = [score(ivf, nprobe=p) for p in args.nprobe]
+            print(f"{name:10s} {base:7.2f}  " + " ".join(f"{v:7.2f}({v - base:+.2f})" for v in row) + f"  nlist={nlist}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=200_000)
@@ -332,9 +381,13 @@ def main() -> None:
     p.add_argument("--no-peers", action="store_true")
     p.add_argument("--no-hnsw", action="store_true", help="skip faiss IndexBinaryHNSW (slow to build)")
     p.add_argument("--compare-real", action="store_true")
+    p.add_argument("--ndcg", action="store_true", help="NDCG@10 on the shared collections, IVF vs exact")
     args = p.parse_args()
     if args.compare_real:
         compare_real(args)
+        return
+    if args.ndcg:
+        ndcg(args)
         return
     result = run(args)
     if args.json:
