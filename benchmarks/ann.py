@@ -110,14 +110,18 @@ class Generator:
             qs = gen.with_(query_noise=g).block(0, 300, n, queries=True)
             return float(np.mean(np.sort(qs @ docs.T, axis=1)[:, -10]))
 
-        return gen.with_(query_noise=min((0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), key=lambda g: abs(q_cos(g) - q_target)))
+        return gen.with_(
+            query_noise=min((0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), key=lambda g: abs(q_cos(g) - q_target))
+        )
 
     def with_(self, **changes: float) -> Generator:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     def _centres(self, level: int, ids: np.ndarray) -> np.ndarray:
         """Centre vectors (len(ids), dim) of one level, each from its own seed (nothing stored)."""
-        return np.stack([np.random.default_rng([self.seed, level, int(c)]).standard_normal(self.dim) for c in ids])
+        return np.stack(
+            [np.random.default_rng([self.seed, level, int(c)]).standard_normal(self.dim) for c in ids]
+        )
 
     def block(self, b: int, size: int, n_total: int, *, queries: bool = False) -> np.ndarray:
         """Block ``b`` (size, dim) float32 of a collection of ``n_total`` vectors (seeded per block)."""
@@ -129,9 +133,13 @@ class Generator:
         parents = np.unique(uniq % n_coarse, return_inverse=True)
         coarse = self._centres(6, parents[0])[parents[1]]
         centre = (coarse + self._centres(5, uniq)) / np.sqrt(2)
-        z = np.sqrt(self.between) * centre[inv] + np.sqrt(1 - self.between) * rng.standard_normal((size, self.dim))
+        z = np.sqrt(self.between) * centre[inv] + np.sqrt(1 - self.between) * rng.standard_normal(
+            (size, self.dim)
+        )
         if queries:
-            z = np.sqrt(1 - self.query_noise) * z + np.sqrt(self.query_noise) * rng.standard_normal((size, self.dim))
+            z = np.sqrt(1 - self.query_noise) * z + np.sqrt(self.query_noise) * rng.standard_normal(
+                (size, self.dim)
+            )
         x = self.mean + (z.astype(np.float32) * self.sd) @ self.basis.T
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
@@ -146,7 +154,9 @@ def ground_truth(gen: Generator, n: int, q: np.ndarray, k: int = K) -> np.ndarra
     best_r = np.zeros((q.shape[0], 0), np.int64)
     for start, x in gen.blocks(n):
         s = np.concatenate([best_s, q @ x.T], axis=1)
-        r = np.concatenate([best_r, np.broadcast_to(np.arange(start, start + x.shape[0]), (q.shape[0], x.shape[0]))], axis=1)
+        r = np.concatenate(
+            [best_r, np.broadcast_to(np.arange(start, start + x.shape[0]), (q.shape[0], x.shape[0]))], axis=1
+        )
         top = np.argpartition(-s, k - 1, axis=1)[:, :k]
         best_s, best_r = np.take_along_axis(s, top, 1), np.take_along_axis(r, top, 1)
     order = np.argsort(-best_s, axis=1)
@@ -172,7 +182,14 @@ class FaissStage(CandidateStage):
 
 # ---- measurement ------------------------------------------------------------------------------------
 def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f.tolist()) & set(t.tolist())) / truth.shape[1] for f, t in zip(found, truth)]))
+    return float(
+        np.mean(
+            [
+                len(set(f.tolist()) & set(t.tolist())) / truth.shape[1]
+                for f, t in zip(found, truth, strict=True)
+            ]
+        )
+    )
 
 
 def measure(view: Any, stage: CandidateStage, q: np.ndarray, truth: np.ndarray, options: dict[str, Any],
@@ -180,7 +197,9 @@ def measure(view: Any, stage: CandidateStage, q: np.ndarray, truth: np.ndarray, 
     v = dataclasses.replace(view, stage=stage)
 
     def once(batch: np.ndarray) -> np.ndarray:
-        return run_pipeline(v, batch, K, oversampling=OVERSAMPLING, stages=("int8",), stage_options=options).rows
+        return run_pipeline(
+            v, batch, K, oversampling=OVERSAMPLING, stages=("int8",), stage_options=options
+        ).rows
 
     rows = once(q)
     batch_t = []
@@ -206,7 +225,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     q = gen.block(0, args.queries, args.n, queries=True)
     t0 = time.perf_counter()
     truth = ground_truth(gen, args.n, q)
-    print(f"data: {args.n:,} x {args.dim} (mixture, between={gen.between}, query noise {gen.query_noise}); ground truth {time.perf_counter() - t0:.1f} s")
+    print(
+        f"data: {args.n:,} x {args.dim} (mixture, between={gen.between}, query noise {gen.query_noise}); "
+        f"ground truth {time.perf_counter() - t0:.1f} s"
+    )
     work = Path(tempfile.mkdtemp(prefix="ann-", dir=args.work_dir))
     try:
         return _run(args, gen, q, truth, work)
@@ -214,13 +236,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(args: argparse.Namespace, gen: Generator, q: np.ndarray, truth: np.ndarray, work: Path) -> dict[str, Any]:
+def _run(
+    args: argparse.Namespace, gen: Generator, q: np.ndarray, truth: np.ndarray, work: Path
+) -> dict[str, Any]:
     n, dim = args.n, args.dim
     nlist = args.nlist or int(round(2 * np.sqrt(n)))
     calib = gen.block(10_000, 20_000, n)
     t0 = time.perf_counter()
-    index = Index.create(work / "idx", dim, calibration=calib,
-                         candidate_stage={"kind": "ivf", "params": {"nlist": nlist, "min_rows": n}})  # fmt: skip
+    stage = {"kind": "ivf", "params": {"nlist": nlist, "min_rows": n}}
+    index = Index.create(work / "idx", dim, calibration=calib, candidate_stage=stage)
     for _start, x in gen.blocks(n):
         index.add(x)
     index_s = time.perf_counter() - t0
@@ -240,13 +264,17 @@ def _run(args: argparse.Namespace, gen: Generator, q: np.ndarray, truth: np.ndar
 
     rows: list[dict[str, Any]] = []
 
-    def add_row(name: str, stage: CandidateStage, options: dict[str, Any], build_s: float, ram: float) -> None:
+    def add_row(
+        name: str, stage: CandidateStage, options: dict[str, Any], build_s: float, ram: float
+    ) -> None:
         m = measure(view, stage, q, truth, options, args.runs)
         row = {"name": name, **m, "build_s": round(build_s, 2), "ram_bytes_per_vector": round(ram, 1),
                "disk_bytes_per_vector": round(disk, 1)}  # fmt: skip
         rows.append(row)
-        print(f"{name:28s} recall@10 {m['recall_at_10']:.4f}  qps {m['qps']:8.0f}  batch qps {m['batch_qps']:8.0f}"
-              f"  build {build_s:7.1f} s  ram {ram:6.1f} B/vec")  # fmt: skip
+        print(
+            f"{name:30s} recall@10 {m['recall_at_10']:.4f}  qps {m['qps']:7.0f}  batch {m['batch_qps']:7.0f}"
+            f"  build {build_s:7.1f} s  ram {ram:6.1f} B/vec"
+        )
 
     add_row("quantsearch exact", ExactScan(quantizer), {}, 0.0, code_b)
     for nprobe in args.nprobe:
@@ -285,7 +313,9 @@ def _run(args: argparse.Namespace, gen: Generator, q: np.ndarray, truth: np.ndar
 
             for ef in args.ef:
                 stage = FaissStage(quantizer, hnsw, set_ef)
-                add_row(f"faiss IndexBinaryHNSW ef={ef}", stage, {"setting": max(ef, K)}, hnsw_build, hnsw_ram)
+                add_row(
+                    f"faiss IndexBinaryHNSW ef={ef}", stage, {"setting": max(ef, K)}, hnsw_build, hnsw_ram
+                )
     index.close()
     exact_qps = rows[0]["qps"]
     ours = [r for r in rows if r["name"].startswith("quantsearch ivf") and r["recall_at_10"] >= 0.95]
@@ -319,7 +349,8 @@ def compare_real(args: argparse.Namespace) -> None:
     n = real.shape[0]
     synth = np.concatenate([x for _, x in gen.blocks(n)])
     synth_q = gen.block(0, real_q.shape[0], n, queries=True)
-    print(f"real: {n} docs, {real_q.shape[0]} queries; synthetic between={gen.between} query noise {gen.query_noise}; "
+    print(f"real: {n} docs, {real_q.shape[0]} queries; synthetic between={gen.between} "
+          f"query noise {gen.query_noise}; "
           f"knn10 cosine real {knn10_cosine(real):.3f} synthetic {knn10_cosine(synth):.3f}")  # fmt: skip
     nlist = int(round(2 * np.sqrt(n)))
     curves = {}
@@ -329,7 +360,8 @@ def compare_real(args: argparse.Namespace) -> None:
             params = {"nlist": nlist, "min_rows": 1}
             with Index.build(Path(tmp) / name, x, candidate_stage={"kind": "ivf", "params": params}) as index:
                 curves[name] = [
-                    recall_at(index.search(q, k=K, nprobe=p, with_payload=False).ids, truth) for p in args.nprobe
+                    recall_at(index.search(q, k=K, nprobe=p, with_payload=False).ids, truth)
+                    for p in args.nprobe
                 ]
     print(f"nlist={nlist}")
     print("nprobe     " + " ".join(f"{p:7d}" for p in args.nprobe))
@@ -352,7 +384,7 @@ def ndcg(args: argparse.Namespace) -> None:
             if json.loads((EMBEDDINGS / name / "corpus_ids.json").read_text()) != data.corpus_ids:
                 raise SystemExit(f"{name}: corpus ids differ from the dataset's")
 
-            def score(index: Index, **options: Any) -> float:
+            def score(index: Index, q: np.ndarray = q, data: Any = data, **options: Any) -> float:
                 res = index.search(q, k=K, with_payload=False, **options)
                 run = run_from_results(data.query_ids, res.ids, res.scores, doc_id_map=data.corpus_ids)
                 return 100 * ndcg_at_k(run, data.qrels, 10).mean
@@ -360,10 +392,16 @@ def ndcg(args: argparse.Namespace) -> None:
             with Index.build(Path(tmp) / f"{name}-e", x) as exact:
                 base = score(exact)
             params = {"min_rows": 1}
-            with Index.build(Path(tmp) / f"{name}-i", x, candidate_stage={"kind": "ivf", "params": params}) as ivf:
+            with Index.build(
+                Path(tmp) / f"{name}-i", x, candidate_stage={"kind": "ivf", "params": params}
+            ) as ivf:
                 nlist = ivf._state.stage._lists.nlist  # type: ignore[attr-defined]
                 row = [score(ivf, nprobe=p) for p in args.nprobe]
-            print(f"{name:10s} {base:7.2f}  " + " ".join(f"{v:7.2f}({v - base:+.2f})" for v in row) + f"  nlist={nlist}")
+            print(
+                f"{name:10s} {base:7.2f}  "
+                + " ".join(f"{v:7.2f}({v - base:+.2f})" for v in row)
+                + f"  nlist={nlist}"
+            )
 
 
 def main() -> None:

@@ -251,7 +251,7 @@ def test_search_with_a_metadata_filter(tmp_path: Path, text_folder: Path, capsys
     assert run_cli(capsys, "index", str(text_folder), "--index", str(index_dir), "--quiet")[0] == 0
     # without a filter the kitten query finds cats.txt; restricted to sub/, only those two files
     only_sub = json.dumps({"path": {"in": ["sub/rivers.txt", "sub/guitar.md"]}})
-    code, out, _ = run_cli(capsys, "search", str(index_dir), "a kitten playing", "--filter", only_sub, "--json")
+    code, out, _ = run_cli(capsys, "search", str(index_dir), "a kitten", "--filter", only_sub, "--json")
     assert code == 0
     assert sorted(h["id"] for h in json.loads(out)["hits"]) == ["sub/guitar.md", "sub/rivers.txt"]
     code, out, _ = run_cli(

@@ -10,7 +10,6 @@ import pytest
 from quantsearch import Index
 from quantsearch.exceptions import InvalidArgumentError
 from quantsearch.index.filters import parse_filter
-
 from test_ivf import brute_force, clustered, recall
 
 N = 4000
@@ -139,7 +138,7 @@ def test_filter_on_a_cluster_correlated_field_keeps_recall(tmp_path, data) -> No
     x, meta, q = data
     direction = q[0]
     near = (x @ direction) > np.quantile(x @ direction, 0.7)
-    meta2 = [dict(m, near=bool(f)) for m, f in zip(meta, near)]
+    meta2 = [dict(m, near=bool(f)) for m, f in zip(meta, near, strict=True)]
     truth = brute_force(x, q, 10, rows=np.flatnonzero(near))
     params = {"nlist": 64, "nprobe": 6, "min_rows": 1000}
     with build(tmp_path / "ivf", x, meta2, candidate_stage={"kind": "ivf", "params": params}) as index:

@@ -31,7 +31,7 @@ def brute_force(x: np.ndarray, q: np.ndarray, k: int, rows: np.ndarray | None = 
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
 
 
 def build(path, x: np.ndarray, *, batches: int = 4, calibration: np.ndarray | None = None, **params) -> Index:
@@ -57,7 +57,10 @@ def stage_of(index: Index) -> IVFStage:
 def test_all_lists_probed_equals_the_exact_scan(tmp_path) -> None:
     x = clustered(3000, 0)
     q = clustered(40, 1)
-    with build(tmp_path / "ivf", x, nlist=20, min_rows=500) as ivf, Index.build(tmp_path / "exact", x) as exact:
+    with (
+        build(tmp_path / "ivf", x, nlist=20, min_rows=500) as ivf,
+        Index.build(tmp_path / "exact", x) as exact,
+    ):
         assert stage_of(ivf).is_trained
         for stages in ((), ("int8",)):
             a = ivf.search(q, k=10, nprobe=20, stages=stages, with_payload=False)
@@ -72,8 +75,13 @@ def test_recall_after_rescoring_against_float_brute_force(tmp_path) -> None:
     mixture = {"dim": 256, "n_centres": 300, "spread": 0.7}
     x, q = clustered(6000, 2, **mixture), clustered(100, 3, **mixture)
     truth = brute_force(x, q, 10)
-    with build(tmp_path / "ivf", x, nlist=30, min_rows=1000) as index, Index.build(tmp_path / "e", x) as exact:
-        curve = [recall(index.search(q, k=10, nprobe=p, with_payload=False).ids, truth) for p in (1, 4, 8, 30)]
+    with (
+        build(tmp_path / "ivf", x, nlist=30, min_rows=1000) as index,
+        Index.build(tmp_path / "e", x) as exact,
+    ):
+        curve = [
+            recall(index.search(q, k=10, nprobe=p, with_payload=False).ids, truth) for p in (1, 4, 8, 30)
+        ]
         reference = recall(exact.search(q, k=10, with_payload=False).ids, truth)
     assert curve == sorted(curve) and curve[0] < curve[2], curve
     assert reference >= 0.95 and curve[-1] == reference, (curve, reference)
@@ -216,6 +224,6 @@ def test_spherical_kmeans_finds_separated_clusters() -> None:
     got = spherical_kmeans(x, 8, iterations=20, rng=np.random.default_rng(0))
     assign = np.argmax(x @ got.T, axis=1)
     # every true cluster maps to one centroid and vice versa
-    pairs = {(int(a), int(b)) for a, b in zip(labels, assign)}
+    pairs = {(int(a), int(b)) for a, b in zip(labels, assign, strict=True)}
     assert len(pairs) == 8 and len({a for a, _ in pairs}) == 8 and len({b for _, b in pairs}) == 8
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, rtol=1e-5)

@@ -503,7 +503,8 @@ def test_filtered_search_matches_the_library_and_brute_force(served: Served) -> 
             # the last stage is float32: the exact top 5 of the allowed documents
             exact = allowed[np.argsort(-(served.vectors[allowed] @ q))[:5]]
             assert [h["id"] for h in body["hits"]] == exact.tolist()
-        body = c.post("/search", json={"vector": queries[0].tolist(), "k": 5, "filter": spec, "compare": True})
+        one = queries[0].tolist()
+        body = c.post("/search", json={"vector": one, "k": 5, "filter": spec, "compare": True})
         assert body.status_code == 200 and body.json()["exact"]["overlap"] == 1.0
         few = c.post("/search", json={"vector": queries[0].tolist(), "k": 5, "filter": {"i": 7}}).json()
         assert [h["id"] for h in few["hits"]] == [7]  # fewer matches than k: no padding shown

@@ -263,7 +263,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--oversampling", type=float, default=None)
     p.add_argument("--stages", nargs="*", default=None, help="rescoring tiers to run (none: Hamming only)")
     p.add_argument(
-        "--filter", default=None, help='metadata filter as JSON, e.g. \'{"year": {"gte": 2000}, "lang": "en"}\''
+        "--filter",
+        default=None,
+        help='metadata filter (JSON), e.g. \'{"year": {"gte": 2000}, "lang": "en"}\'',
     )
     p.add_argument("--nprobe", type=int, default=None, help="lists scanned by an IVF candidate stage")
     p.add_argument("--json", action="store_true")

@@ -31,7 +31,6 @@ from ..results import SearchResults
 from . import layout
 from .catalog import Catalog, Segment
 from .commits import commit_segment, insert_batch, live_chunks, swap_segments
-from .filters import filter_mask, parse_filter
 from .documents import (
     IdType,
     as_id_list,
@@ -41,6 +40,7 @@ from .documents import (
     dump_metadata,
     join_payload,
 )
+from .filters import filter_mask, parse_filter
 from .manifest import Manifest, plan_tiers
 from .pipeline import IndexView, run_pipeline
 from .stages import check_stage_config
@@ -146,8 +146,9 @@ class Index:
             raise IndexExistsError(f"{root} already exists and is not an empty directory")
         root.mkdir(parents=True, exist_ok=True)
         manifest = Manifest.new(
-            dim, id_type, tiers, oversampling=oversampling, model=model, backend=backend, candidate_stage=stage
-        )
+            dim, id_type, tiers,
+            oversampling=oversampling, model=model, backend=backend, candidate_stage=stage,
+        )  # fmt: skip
         catalog = Catalog(root / layout.CATALOG, create=True)
         manifest.write(root)  # the manifest is written last: it marks a complete index
         index = cls(root, Manifest.read(root), catalog)

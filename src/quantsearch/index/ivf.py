@@ -174,7 +174,9 @@ class IVFStage(CandidateStage):
         rows_out = np.full((queries.shape[0], n), -1, np.int64)
         for i in range(queries.shape[0]):
             probe = _probe_order(sims[i], nprobe, counts, n_valid, lists.nlist, n)
-            rows = np.sort(np.concatenate([lists.order[lists.offsets[c] : lists.offsets[c + 1]] for c in probe]))
+            rows = np.sort(
+                np.concatenate([lists.order[lists.offsets[c] : lists.offsets[c + 1]] for c in probe])
+            )
             if rows.size and rows[-1] >= n_rows:  # lists of a newer commit than this view
                 rows = rows[: np.searchsorted(rows, n_rows)]
             s, r = self._scan_rows(queries[i : i + 1], codes, rows, n, valid)
@@ -280,7 +282,9 @@ class IVFStage(CandidateStage):
         lists = self._lists
         assert lists is not None
         meta = np.asarray([lists.assign.shape[0], self._generation, lists.n_trained], np.int64)
-        layout.save_arrays(root / IVF_FILE, {"centroids": lists.centroids, "assign": lists.assign, "meta": meta})
+        layout.save_arrays(
+            root / IVF_FILE, {"centroids": lists.centroids, "assign": lists.assign, "meta": meta}
+        )
 
     def _read(self, root: Path, n_rows: int, generation: int) -> _Lists | None:
         """The saved lists if they are usable for this generation and at most ``n_rows`` rows."""
@@ -324,9 +328,7 @@ def _probe_order(
     return order[: max(stop, nprobe if nprobe < nlist else nlist)]
 
 
-def spherical_kmeans(
-    x: np.ndarray, k: int, *, iterations: int = 10, rng: np.random.Generator
-) -> np.ndarray:
+def spherical_kmeans(x: np.ndarray, k: int, *, iterations: int = 10, rng: np.random.Generator) -> np.ndarray:
     """Unit centroids of ``x`` by cosine similarity (k-means on the sphere).
 
     Parameters
