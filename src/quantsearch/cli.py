@@ -44,6 +44,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         rescore=args.rescore,
         candidates=args.candidates,
         truncate_dim=args.truncate_dim,
+        candidate_stage=_stage_arg(args.candidate_stage),
         batch_size=args.batch_size,
         progress=not args.quiet,
     )
@@ -82,6 +83,16 @@ def _json_filter(text: str | None) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidArgumentError(f"--filter is not valid JSON: {exc}") from None
+
+
+def _stage_arg(text: str | None) -> Any:
+    """``--candidate-stage``: a kind name (``ivf``) or a JSON object ``{"kind", "params"}``."""
+    if text is None or not text.lstrip().startswith("{"):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgumentError(f"--candidate-stage is not valid JSON: {exc}") from None
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -250,6 +261,11 @@ def make_parser() -> argparse.ArgumentParser:
         help="candidate (RAM) tier of a new index: binary (default), qat, ... or a quantsearch train .npz",
     )
     p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka truncation of every tier")
+    p.add_argument(
+        "--candidate-stage",
+        default=None,
+        help='stage 1 of a new index: exact (default), ivf or JSON {"kind": "ivf", "params": {"nprobe": 32}}',
+    )
     p.add_argument("--text-field", default="text")
     p.add_argument("--id-field", default="_id")
     p.add_argument("--batch-size", type=int, default=4096, help="documents per atomic add")

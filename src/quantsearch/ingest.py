@@ -109,6 +109,7 @@ def index_documents(
     rescore: Sequence[str] = ("int8",),
     candidates: str | None = None,
     truncate_dim: int | None = None,
+    candidate_stage: str | dict[str, Any] | None = None,
     batch_size: int = 4096,
     calibration_size: int = 20_000,
     progress: bool = True,
@@ -118,6 +119,7 @@ def index_documents(
     A new index is calibrated explicitly on the embeddings of the first ``calibration_size``
     documents before anything is added. ``candidates`` names the candidate (RAM) tier of a new
     index: a quantizer spec (``"binary"``, ``"qat"``, ...) or a file written by ``quantsearch train``.
+    ``candidate_stage`` (a new index only) is passed to :meth:`Index.create` (``"ivf"``, ...).
     Batches commit as they are added: after a failure the index holds the batches added before it.
 
     Returns
@@ -127,6 +129,7 @@ def index_documents(
     """
     from .embed import Embedder
     from .index import Index
+    from .index.stages import check_stage_config
     from .quantization import make_quantizer
 
     if not ids:
@@ -137,9 +140,14 @@ def index_documents(
     for spec in rescore:
         make_quantizer(spec, truncate_dim=truncate_dim)
     candidate = None if candidates is None else candidate_quantizer(candidates)
+    check_stage_config(candidate_stage, candidate or make_quantizer("binary"))  # before any embedding
     exists = (index_dir / "manifest.json").is_file()
     if exists and candidate is not None:
         raise InvalidArgumentError(f"{index_dir} exists: --candidates applies only when an index is created")
+    if exists and candidate_stage is not None:
+        raise InvalidArgumentError(
+            f"{index_dir} exists: --candidate-stage applies only when an index is created"
+        )
     index = Index.open(index_dir) if exists else None
     if index is not None:
         problem = None
@@ -168,6 +176,7 @@ def index_documents(
                 truncate_dim=truncate_dim,
                 id_type="str",
                 model=embedder.name,
+                candidate_stage=candidate_stage,
             )
             index.calibrate(head)
             logger.info("calibrated on the first %d documents", start)
