@@ -227,3 +227,26 @@ def test_spherical_kmeans_finds_separated_clusters() -> None:
     pairs = {(int(a), int(b)) for a, b in zip(labels, assign, strict=True)}
     assert len(pairs) == 8 and len({a for a, _ in pairs}) == 8 and len({b for _, b in pairs}) == 8
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, rtol=1e-5)
+
+
+def test_a_failed_save_of_the_lists_does_not_fail_the_add(tmp_path, monkeypatch) -> None:
+    """The batch is committed before the lists are saved: a full disk there is logged, and the
+    next open catches up from the catalog."""
+    from quantsearch.exceptions import StorageError
+    from quantsearch.index import ivf
+
+    x = clustered(1500, 16)
+    with build(tmp_path / "ivf", x[:1000], batches=1, nlist=8, min_rows=500) as index:
+
+        def full(path, arrays):
+            raise StorageError("writing failed: No space left on device")
+
+        monkeypatch.setattr(ivf.layout, "save_arrays", full)
+        index.add(x[1000:], ids=list(range(1000, 1500)))
+        monkeypatch.undo()
+        assert stage_of(index)._lists.assign.shape[0] == 1500  # type: ignore[union-attr]
+    with np.load(tmp_path / "ivf" / IVF_FILE) as data:
+        assert int(data["meta"][0]) == 1000  # the save failed
+    with Index.open(tmp_path / "ivf") as index:
+        assert stage_of(index)._lists.assign.shape[0] == 1500  # type: ignore[union-attr]
+        assert index.search(x[1400:1401], k=1, nprobe=8, stages=()).ids[0, 0] == 1400

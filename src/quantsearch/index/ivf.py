@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_positive_int
-from ..exceptions import InvalidArgumentError
+from ..exceptions import InvalidArgumentError, StorageError
 from ..quantization import Quantizer
 from . import layout
 from .stages import CandidateStage
@@ -279,12 +279,16 @@ class IVFStage(CandidateStage):
         return out
 
     def _write(self, root: Path) -> None:
+        """Save the lists; a failure (disk full, read-only directory of a reader) is logged, not
+        raised: the batch is already committed, and the next ``load`` catches up from the catalog."""
         lists = self._lists
         assert lists is not None
         meta = np.asarray([lists.assign.shape[0], self._generation, lists.n_trained], np.int64)
-        layout.save_arrays(
-            root / IVF_FILE, {"centroids": lists.centroids, "assign": lists.assign, "meta": meta}
-        )
+        arrays = {"centroids": lists.centroids, "assign": lists.assign, "meta": meta}
+        try:
+            layout.save_arrays(root / IVF_FILE, arrays)
+        except StorageError as exc:
+            logger.warning("IVF lists not saved (%s); the next open rebuilds them from the catalog", exc)
 
     def _read(self, root: Path, n_rows: int, generation: int) -> _Lists | None:
         """The saved lists if they are usable for this generation and at most ``n_rows`` rows."""
