@@ -47,7 +47,7 @@ EMBEDDINGS = Path(__file__).resolve().parents[1].parent / "shared" / "embeddings
 COLLECTIONS = ("nfcorpus", "scifact", "cranfield", "cisi")
 BLOCK = 50_000
 K = 10
-OVERSAMPLING = 10.0
+OVERSAMPLING = 10.0  # the index's default; --oversampling changes it for every row
 
 
 # ---- data -------------------------------------------------------------------------------------------
@@ -148,12 +148,26 @@ class Generator:
             yield start, self.block(b, min(BLOCK, n - start), n)
 
 
-def ground_truth(gen: Generator, n: int, q: np.ndarray, k: int = K) -> np.ndarray:
-    """Exact float32 top-k rows (nq, k) streamed over the generated blocks."""
+SELECTIVITIES = (0.5, 0.1, 0.01)
+
+
+def filter_masks(n: int, seed: int) -> dict[float, np.ndarray]:
+    """Random row masks keeping 50%, 10% and 1% of the documents (independent of the vectors)."""
+    u = np.random.default_rng([seed, 9]).random(n)
+    return {sel: u < sel for sel in SELECTIVITIES}
+
+
+def ground_truth(
+    gen: Generator, n: int, q: np.ndarray, k: int = K, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Exact float32 top-k rows (nq, k) streamed over the generated blocks (only rows in ``mask``)."""
     best_s = np.full((q.shape[0], 0), -np.inf, np.float32)
     best_r = np.zeros((q.shape[0], 0), np.int64)
     for start, x in gen.blocks(n):
-        s = np.concatenate([best_s, q @ x.T], axis=1)
+        sims = q @ x.T
+        if mask is not None:
+            sims[:, ~mask[start : start + x.shape[0]]] = -np.inf
+        s = np.concatenate([best_s, sims], axis=1)
         r = np.concatenate(
             [best_r, np.broadcast_to(np.arange(start, start + x.shape[0]), (q.shape[0], x.shape[0]))], axis=1
         )
@@ -192,13 +206,17 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     )
 
 
+_oversampling = [OVERSAMPLING]
+
+
 def measure(view: Any, stage: CandidateStage, q: np.ndarray, truth: np.ndarray, options: dict[str, Any],
-            runs: int) -> dict[str, float]:  # fmt: skip
+            runs: int, valid: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
     v = dataclasses.replace(view, stage=stage)
+    mask = None if valid is None else valid & view.valid
 
     def once(batch: np.ndarray) -> np.ndarray:
         return run_pipeline(
-            v, batch, K, oversampling=OVERSAMPLING, stages=("int8",), stage_options=options
+            v, batch, K, oversampling=_oversampling[0], stages=("int8",), stage_options=options, valid=mask
         ).rows
 
     rows = once(q)
@@ -265,20 +283,43 @@ def _run(
     rows: list[dict[str, Any]] = []
 
     def add_row(
-        name: str, stage: CandidateStage, options: dict[str, Any], build_s: float, ram: float
-    ) -> None:
-        m = measure(view, stage, q, truth, options, args.runs)
+        name: str,
+        stage: CandidateStage,
+        options: dict[str, Any],
+        build_s: float,
+        ram: float,
+        sel: float = 1.0,
+    ) -> dict[str, Any]:
+        if sel < 1.0:
+            m = measure(view, stage, q, filtered_truth[sel], options, args.runs, valid=masks[sel])
+        else:
+            m = measure(view, stage, q, truth, options, args.runs)
         row = {"name": name, **m, "build_s": round(build_s, 2), "ram_bytes_per_vector": round(ram, 1),
                "disk_bytes_per_vector": round(disk, 1)}  # fmt: skip
+        if sel < 1.0:
+            row["filter_selectivity"] = sel
         rows.append(row)
         print(
             f"{name:30s} recall@10 {m['recall_at_10']:.4f}  qps {m['qps']:7.0f}  batch {m['batch_qps']:7.0f}"
             f"  build {build_s:7.1f} s  ram {ram:6.1f} B/vec"
         )
+        return row
 
     add_row("quantsearch exact", ExactScan(quantizer), {}, 0.0, code_b)
-    for nprobe in args.nprobe:
+    masks = filter_masks(n, args.seed)
+    filtered_truth: dict[float, np.ndarray] = {}
+    ivf_rows = [
         add_row(f"quantsearch ivf nprobe={nprobe}", ivf, {"nprobe": nprobe}, ivf_build, ivf_ram)
+        for nprobe in args.nprobe
+    ]
+    # filtered search: the smallest nprobe that reaches recall 0.95 unfiltered (else the largest)
+    good = [nprobe for nprobe, r in zip(args.nprobe, ivf_rows, strict=True) if r["recall_at_10"] >= 0.95]
+    f_nprobe = min(good) if good else max(args.nprobe)
+    filtered_truth.update({sel: ground_truth(gen, n, q, mask=m) for sel, m in masks.items()})
+    for sel in SELECTIVITIES:
+        add_row(f"quantsearch exact filter {sel:.0%}", ExactScan(quantizer), {}, 0.0, code_b, sel)
+        add_row(f"quantsearch ivf nprobe={f_nprobe} filter {sel:.0%}", ivf, {"nprobe": f_nprobe}, ivf_build,
+                ivf_ram, sel)  # fmt: skip
 
     if not args.no_peers:
         import faiss
@@ -318,7 +359,7 @@ def _run(
                 )
     index.close()
     exact_qps = rows[0]["qps"]
-    ours = [r for r in rows if r["name"].startswith("quantsearch ivf") and r["recall_at_10"] >= 0.95]
+    ours = [r for r in ivf_rows if r["recall_at_10"] >= 0.95]
     peers = [r for r in rows if r["name"].startswith("faiss") and r["recall_at_10"] >= 0.95]
     result = {
         "n": n,
@@ -326,6 +367,7 @@ def _run(
         "queries": int(q.shape[0]),
         "threads": get_num_threads(),
         "nlist": nlist,
+        "oversampling": _oversampling[0],
         "index_build_s": round(index_s, 1),
         "exact_qps": exact_qps,
         "best_qps_at_recall_095": max((r["qps"] for r in ours), default=None),
@@ -414,6 +456,9 @@ def main() -> None:
     p.add_argument("--nprobe", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     p.add_argument("--ef", type=int, nargs="+", default=[16, 32, 64, 128])
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument(
+        "--oversampling", type=float, default=OVERSAMPLING, help="candidates = k x this, every row"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", default=None, help="where the index is built (default: the temp dir)")
     p.add_argument("--no-peers", action="store_true")
@@ -421,6 +466,7 @@ def main() -> None:
     p.add_argument("--compare-real", action="store_true")
     p.add_argument("--ndcg", action="store_true", help="NDCG@10 on the shared collections, IVF vs exact")
     args = p.parse_args()
+    _oversampling[0] = args.oversampling
     if args.compare_real:
         compare_real(args)
         return
