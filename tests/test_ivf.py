@@ -250,3 +250,24 @@ def test_a_failed_save_of_the_lists_does_not_fail_the_add(tmp_path, monkeypatch)
     with Index.open(tmp_path / "ivf") as index:
         assert stage_of(index)._lists.assign.shape[0] == 1500  # type: ignore[union-attr]
         assert index.search(x[1400:1401], k=1, nprobe=8, stages=()).ids[0, 0] == 1400
+
+
+def test_filtered_probe_follows_the_valid_rows() -> None:
+    """Under a filter the probe walks lists by similarity until it has seen nprobe/nlist of the
+    valid rows (and at least n): lists without valid rows do not use up the probe."""
+    from quantsearch.index.ivf import _probe_order
+
+    rng = np.random.default_rng(18)
+    sims = rng.standard_normal(50)
+    counts = rng.integers(0, 5, 50)
+    counts[np.argsort(-sims)[:10]] = 0  # the ten most similar lists hold no valid row
+    n_valid = int(counts.sum())
+    got = _probe_order(sims, 5, counts, n_valid, 50, 20)
+    order = np.argsort(-sims, kind="stable")
+    want = max(20, int(np.ceil(n_valid * 5 / 50)))
+    # the shortest prefix of the similarity order that holds `want` valid rows (or every list)
+    stop = next((i + 1 for i in range(50) if counts[order[: i + 1]].sum() >= want), 50)
+    assert got.tolist() == order[:stop].tolist()
+    assert counts[got].sum() >= min(want, n_valid) and stop > 10
+    # unfiltered: exactly the nprobe most similar lists
+    assert sorted(_probe_order(sims, 5, None, 0, 50, 20).tolist()) == sorted(order[:5].tolist())
