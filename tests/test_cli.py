@@ -244,3 +244,43 @@ def test_eval_errors_are_one_line(tmp_path, mini_beir, capsys, args, message) ->
     fmt = {"mini": str(mini_beir), "tmp": str(tmp_path)}
     code, _, err = run_cli(capsys, *[a.format(**fmt) for a in args], "--cache-dir", str(tmp_path / "c"), "-q")
     assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_search_with_a_metadata_filter(tmp_path: Path, text_folder: Path, capsys) -> None:
+    index_dir = tmp_path / "idx"
+    assert run_cli(capsys, "index", str(text_folder), "--index", str(index_dir), "--quiet")[0] == 0
+    # without a filter the kitten query finds cats.txt; restricted to sub/, only those two files
+    only_sub = json.dumps({"path": {"in": ["sub/rivers.txt", "sub/guitar.md"]}})
+    code, out, _ = run_cli(capsys, "search", str(index_dir), "a kitten", "--filter", only_sub, "--json")
+    assert code == 0
+    assert sorted(h["id"] for h in json.loads(out)["hits"]) == ["sub/guitar.md", "sub/rivers.txt"]
+    code, out, _ = run_cli(
+        capsys, "search", str(index_dir), "a kitten", "-k", "1", "--filter", '{"path": "bread.txt"}', "--json"
+    )
+    assert code == 0 and [h["id"] for h in json.loads(out)["hits"]] == ["bread.txt"]
+    for bad, message in (("{not json", "--filter is not valid JSON"), ('{"path": {"near": 1}}', "operator")):
+        code, out, err = run_cli(capsys, "search", str(index_dir), "a kitten", "--filter", bad)
+        assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsys, "search", str(index_dir), "a kitten", "--nprobe", "4")
+    assert code == 2 and "nprobe" in err  # the exact stage takes no nprobe
+
+
+def test_index_with_an_ivf_stage_and_search_with_nprobe(tmp_path: Path, text_folder: Path, capsys) -> None:
+    ivf_dir, exact_dir = tmp_path / "ivf", tmp_path / "exact"
+    stage = '{"kind": "ivf", "params": {"nlist": 2, "min_rows": 1}}'
+    assert (
+        run_cli(capsys, "index", str(text_folder), "--index", str(ivf_dir), "-q", "--candidate-stage", stage)[
+            0
+        ]
+        == 0
+    )
+    assert run_cli(capsys, "index", str(text_folder), "--index", str(exact_dir), "-q")[0] == 0
+    assert json.loads((ivf_dir / "manifest.json").read_text())["candidate_stage"]["kind"] == "ivf"
+    # both lists probed: the same hits as the exact scan
+    code, out, _ = run_cli(capsys, "search", str(ivf_dir), "a kitten", "--nprobe", "2", "--json")
+    _, want, _ = run_cli(capsys, "search", str(exact_dir), "a kitten", "--json")
+    assert code == 0 and json.loads(out)["hits"] == json.loads(want)["hits"]
+    code, _, err = run_cli(
+        capsys, "index", str(text_folder), "--index", str(tmp_path / "x"), "--candidate-stage", "hnswx"
+    )
+    assert code == 2 and "unknown candidate stage" in err and not (tmp_path / "x").exists()

@@ -190,3 +190,52 @@ def test_kill_during_compaction_loses_nothing(tmp_path) -> None:
         index.compact()
         assert index.info()["segments"] == 1
     assert not list(path.rglob("*.tmp")) and len(list((path / "segments").iterdir())) == 2
+
+
+IVF = {"kind": "ivf", "params": {"nlist": 4, "nprobe": 4, "min_rows": 128}}
+
+
+def assert_ivf_covers(index: Index) -> None:
+    """The IVF stage lists every stored row, in memory and in its saved file."""
+    from quantsearch.index.ivf import IVF_FILE
+
+    n_rows = index._state.n_rows
+    lists = index._state.stage._lists  # type: ignore[attr-defined]
+    assert lists is not None and lists.assign.shape[0] == n_rows
+    with np.load(index.path / IVF_FILE) as data:
+        assert int(data["meta"][0]) == n_rows and int(data["meta"][1]) == index._state.generation
+
+
+def test_kill_during_add_and_compaction_with_an_ivf_stage(tmp_path) -> None:
+    """SIGKILL at random moments of add (IVF update after the commit) and of compaction (IVF rebuild
+    after the commit): the index opens, holds every acked batch, and its lists catch up."""
+    path = tmp_path / "idx"
+    calibration = np.concatenate([batch_vectors(b) for b in range(10_000, 10_008)])
+    with Index.create(path, DIM, calibration=calibration, candidate_stage=IVF) as index:
+        t0 = time.perf_counter()
+        for b in range(3):
+            index.add(batch_vectors(b), ids=batch_ids(b), texts=batch_texts(b), metadata=batch_metadata(b))
+        add_s = (time.perf_counter() - t0) / 3
+        assert_ivf_covers(index)
+    rng = np.random.default_rng(17)
+    acked = {0, 1, 2}
+    next_batch = 3
+    for _ in range(8):
+        acked |= run_and_kill("add", path, next_batch, next_batch + 100, rng, add_s)
+        with Index.open(path) as index:
+            stored = stored_batches(index, range(next_batch + 100))
+            assert acked <= stored, f"acked batches lost: {sorted(acked - stored)}"
+            assert_ivf_covers(index)
+            check_searchable(index, stored - set(range(next_batch - 2)))
+        next_batch = len(stored)
+    for _ in range(5):
+        run_and_kill("compact", path, next_batch, next_batch + 100, rng, 3 * add_s)
+        with Index.open(path) as index:
+            assert_ivf_covers(index)
+            present = [
+                (b, j) for b in range(next_batch + 100) for j, i in enumerate(batch_ids(b)) if i in index
+            ]
+            x = np.stack([batch_vectors(b)[j] for b, j in present])
+            res = index.search(x, k=1, stages=())
+            assert res.ids[:, 0].tolist() == [batch_ids(b)[j] for b, j in present]
+            next_batch = max(b for b, _ in present) + 1

@@ -488,3 +488,30 @@ def test_serve_command_errors_are_one_line(tmp_path: Path, capsys: pytest.Captur
     Index.build(tmp_path / "idx", unit_vectors(5, DIM)).close()
     assert main(["serve", str(tmp_path / "idx"), "--port", "70000"]) == 2
     assert "port must be <= 65535, got 70000" in capsys.readouterr().err
+
+
+def test_filtered_search_matches_the_library_and_brute_force(served: Served) -> None:
+    before = snapshot(served)
+    queries = unit_vectors(5, DIM, seed=7)
+    spec = {"i": {"gte": 100, "lt": 150}}
+    allowed = np.arange(100, 150)
+    with served.client() as c, Index.open(served.path) as index:
+        for q in queries:
+            body = c.post("/search", json={"vector": q.tolist(), "k": 5, "filter": spec}).json()
+            want = index.search(q, k=5, filter=spec)
+            assert [h["id"] for h in body["hits"]] == want.ids[0].tolist()
+            assert all(100 <= h["metadata"]["i"] < 150 for h in body["hits"])
+            # the last stage is float32: the exact top 5 of the allowed documents
+            exact = allowed[np.argsort(-(served.vectors[allowed] @ q))[:5]]
+            assert [h["id"] for h in body["hits"]] == exact.tolist()
+        one = queries[0].tolist()
+        body = c.post("/search", json={"vector": one, "k": 5, "filter": spec, "compare": True})
+        assert body.status_code == 200 and body.json()["exact"]["overlap"] == 1.0
+        few = c.post("/search", json={"vector": queries[0].tolist(), "k": 5, "filter": {"i": 7}}).json()
+        assert [h["id"] for h in few["hits"]] == [7]  # fewer matches than k: no padding shown
+        for bad, message in (({"i": {"gte": "x"}}, "finite number"), ({"i j": 1}, "field"), ([1], "dict")):
+            r = c.post("/search", json={"vector": queries[0].tolist(), "filter": bad})
+            assert r.status_code in (400, 422) and message in json.dumps(r.json())
+        r = c.post("/search", json={"vector": queries[0].tolist(), "nprobe": 4})
+        assert r.status_code == 400 and "nprobe" in r.json()["error"]["message"]
+    assert snapshot(served) == before

@@ -88,6 +88,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         rescore=args.rescore,
         candidates=args.candidates,
         truncate_dim=args.truncate_dim,
+        candidate_stage=_stage_arg(args.candidate_stage),
         batch_size=args.batch_size,
         progress=not args.quiet,
         backend=args.backend,
@@ -124,7 +125,10 @@ def cmd_search(args: argparse.Namespace) -> int:
             args.query = f"image {args.image}"
         elif args.query is None:
             raise InvalidArgumentError("a text query (or --image PATH) is required")
-        results = index.search(query, k=k, oversampling=args.oversampling, stages=args.stages)
+        results = index.search(
+            query, k=k, oversampling=args.oversampling, stages=args.stages,
+            filter=_json_filter(args.filter), nprobe=args.nprobe,
+        )  # fmt: skip
         if args.json:
             print(
                 json.dumps({"query": args.query, "hits": results.to_list()[0], "timings_ms": results.timings})
@@ -132,6 +136,26 @@ def cmd_search(args: argparse.Namespace) -> int:
         else:
             print(format_results(results, args.query))
     return 0
+
+
+def _json_filter(text: str | None) -> Any:
+    """The ``--filter`` argument: a JSON object of metadata conditions (checked by the index)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgumentError(f"--filter is not valid JSON: {exc}") from None
+
+
+def _stage_arg(text: str | None) -> Any:
+    """``--candidate-stage``: a kind name (``ivf``) or a JSON object ``{"kind", "params"}``."""
+    if text is None or not text.lstrip().startswith("{"):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgumentError(f"--candidate-stage is not valid JSON: {exc}") from None
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -442,6 +466,11 @@ def make_parser() -> argparse.ArgumentParser:
         help="candidate (RAM) tier of a new index: binary (default), qat, ... or a quantsearch train .npz",
     )
     p.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka truncation of every tier")
+    p.add_argument(
+        "--candidate-stage",
+        default=None,
+        help='stage 1 of a new index: exact (default), ivf or JSON {"kind": "ivf", "params": {"nprobe": 32}}',
+    )
     p.add_argument("--text-field", default="text")
     p.add_argument("--id-field", default="_id")
     p.add_argument("--batch-size", type=int, default=4096, help="documents per add")
@@ -462,6 +491,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=None, help="results to show (default 10)")
     p.add_argument("--oversampling", type=float, default=None)
     p.add_argument("--stages", nargs="*", default=None, help="rescoring tiers to run (none: Hamming only)")
+    p.add_argument(
+        "--filter",
+        default=None,
+        help='metadata filter (JSON), e.g. \'{"year": {"gte": 2000}, "lang": "en"}\'',
+    )
+    p.add_argument("--nprobe", type=int, default=None, help="lists scanned by an IVF candidate stage")
     p.add_argument("--json", action="store_true")
     add_backend(p, "default: the one the index was built with")
     p.add_argument("--ray", action="store_true", help="sharded index: search on Ray actors (local Ray)")

@@ -119,6 +119,7 @@ def index_documents(
     rescore: Sequence[str] = ("int8",),
     candidates: str | None = None,
     truncate_dim: int | None = None,
+    candidate_stage: str | dict[str, Any] | None = None,
     batch_size: int = 4096,
     calibration_size: int = 20_000,
     progress: bool = True,
@@ -136,6 +137,7 @@ def index_documents(
     process leaves the batches it committed in an existing index; ``skip_existing`` resumes then.
     ``backend`` names the embedding backend (``"auto"`` is settled on a sample of ``texts``); a new
     index records it, so that queries are embedded the same way.
+    ``candidate_stage`` (a new index only) is passed to :meth:`Index.create` (``"ivf"``, ...).
 
     Returns
     -------
@@ -146,6 +148,7 @@ def index_documents(
     from .embedding import parse_backend
     from .index import Index
     from .index.lifecycle import create_directory
+    from .index.stages import check_stage_config
     from .quantization import make_quantizer
 
     parse_backend(backend)  # a typo fails before anything is read or embedded
@@ -157,9 +160,14 @@ def index_documents(
     for spec in rescore:
         make_quantizer(spec, truncate_dim=truncate_dim)
     candidate = None if candidates is None else candidate_quantizer(candidates)
+    check_stage_config(candidate_stage, candidate or make_quantizer("binary"))  # before any embedding
     exists = (index_dir / "manifest.json").is_file()
     if exists and candidate is not None:
         raise InvalidArgumentError(f"{index_dir} exists: --candidates applies only when an index is created")
+    if exists and candidate_stage is not None:
+        raise InvalidArgumentError(
+            f"{index_dir} exists: --candidate-stage applies only when an index is created"
+        )
     index = Index.open(index_dir) if exists else None
     if index is not None:
         problem = None
@@ -210,6 +218,7 @@ def index_documents(
             id_type="str",
             model=embedder.name,
             backend=None if embedder.backend == "torch" else embedder.backend,
+            candidate_stage=candidate_stage,
         ) as new:
             new.calibrate(head)
             logger.info("calibrated on the first %d documents", start)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..exceptions import CorruptIndexError, StorageError
 
 _SCHEMA = """
@@ -268,6 +270,29 @@ class Catalog:
                     out[row] = self._payload(row, ext, text, meta)
         return generation, out
 
+    def rows_where(self, conditions: Sequence[Any]) -> tuple[int, np.ndarray]:
+        """``(generation, rows)`` of the documents whose metadata meets every condition (one snapshot).
+
+        ``conditions`` are :class:`~.filters.Condition` objects (field path, operator, value),
+        checked by :func:`~.filters.parse_filter`; values are bound as parameters, never spliced.
+        Returns the rows as an ascending int64 array.
+        """
+        clauses: list[str] = []
+        params: list[Any] = []
+        for cond in conditions:
+            sql, args = _condition_sql(cond.path, cond.op, cond.value)
+            clauses.append(sql)
+            params += args
+        where = " AND ".join(clauses) or "1"
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                generation = self.generation()
+                found = self._query(f"SELECT row FROM docs WHERE {where} ORDER BY row", params)
+            finally:
+                self._db.execute("COMMIT")
+        return generation, np.fromiter((r[0] for r in found), np.int64, len(found))
+
     def get(self, ext_id: int | str) -> Payload | None:
         rows = self._query("SELECT row, ext_id, text, metadata FROM docs WHERE ext_id = ?", (ext_id,))
         if not rows:
@@ -326,4 +351,45 @@ def _is_file_ref(ref: Any) -> bool:
         and not isinstance(size, bool)
         and size >= 0
         and isinstance(sha, str)
+    )
+
+
+_SQL_OPS = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def _typed(path: str, value: Any) -> tuple[str, list[Any]]:
+    """SQL comparing the JSON value at ``path`` with ``value`` only when their JSON types agree
+    (a number never equals a string or a boolean)."""
+    if isinstance(value, bool):
+        return "json_type(metadata, ?) = ?", [path, "true" if value else "false"]
+    if isinstance(value, (int, float)):
+        return "json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?", [
+            path,
+            path,
+            value,
+        ]
+    return "json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?", [path, path, value]
+
+
+def _condition_sql(path: str, op: str, value: Any) -> tuple[str, list[Any]]:
+    """One filter condition as a WHERE fragment with its bound parameters."""
+    if op == "in":
+        texts = [v for v in value if isinstance(v, str)]
+        numbers = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        parts = [_typed(path, v) for v in dict.fromkeys(v for v in value if isinstance(v, bool))]
+        for kind, group in (("('text')", texts), ("('integer', 'real')", numbers)):
+            if group:
+                marks = ",".join("?" * len(group))
+                sql = f"json_type(metadata, ?) IN {kind} AND json_extract(metadata, ?) IN ({marks})"
+                parts.append((sql, [path, path, *group]))
+        return "(" + " OR ".join(f"({sql})" for sql, _ in parts) + ")", [a for _, args in parts for a in args]
+    if op == "eq":
+        sql, args = _typed(path, value)
+        return f"({sql})", args
+    if op == "ne":
+        sql, args = _typed(path, value)
+        return f"NOT COALESCE(({sql}), 0)", args  # documents without the field match
+    return (
+        f"(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) {_SQL_OPS[op]} ?)",
+        [path, path, value],
     )

@@ -41,9 +41,11 @@ from .documents import (
     dump_metadata,
     join_payload,
 )
+from .filters import filter_mask, parse_filter
 from .lifecycle import create_directory, is_writable
 from .manifest import Manifest, plan_tiers
 from .pipeline import IndexView, run_pipeline
+from .stages import check_stage_config
 from .state import IndexState, retry_stale
 from .storage import SegmentStore, WriterLock
 from .summary import describe, summarize
@@ -96,6 +98,7 @@ class Index:
         backend: str | None = None,
         oversampling: float = DEFAULT_OVERSAMPLING,
         calibration: np.ndarray | None = None,
+        candidate_stage: str | dict[str, Any] | None = None,
     ) -> Index:
         """Create an empty index directory.
 
@@ -125,6 +128,11 @@ class Index:
         calibration : ndarray of shape (n, dim), float, optional
             Sample of document vectors to calibrate the quantizers on now (else call
             :meth:`calibrate` before the first :meth:`add`).
+        candidate_stage : str or dict, optional
+            Stage 1: ``"exact"`` (default, a full scan of the codes) or an approximate structure
+            over them, ``"ivf"`` or ``{"kind": "ivf", "params": {"nlist": ..., "nprobe": ...}}``
+            (see :class:`~quantsearch.index.ivf.IVFStage`). Kept in the index directory and
+            updated by every write.
 
         The directory is built beside ``path`` and renamed into place: if this raises (or the
         process dies), there is no index at ``path``.
@@ -141,7 +149,11 @@ class Index:
         if model is not None and not isinstance(model, str):
             raise InvalidArgumentError(f"model must be a string, got {model!r}")
         tiers = plan_tiers(binary, rescore, truncate_dim)
-        manifest = Manifest.new(dim, id_type, tiers, oversampling=oversampling, model=model, backend=backend)
+        stage = check_stage_config(candidate_stage, quantizer_from_config(tiers[0].quantizer))
+        manifest = Manifest.new(
+            dim, id_type, tiers,
+            oversampling=oversampling, model=model, backend=backend, candidate_stage=stage,
+        )  # fmt: skip
 
         def populate(tmp: Path) -> None:
             Catalog(tmp / layout.CATALOG, create=True).close()
@@ -433,7 +445,7 @@ class Index:
             body = swap_segments(segment, live, self._state.generation)
             commit_segment(self._catalog, self._store, segment, body)
             self._load_segments()
-            self._state.stage.rebuilt(self.path, self._state.view.codes)
+            self._state.stage.rebuilt(self.path, self._state.view.codes, generation=self._state.generation)
             self._remove_orphans()  # the old segments' files
         logger.info("compacted %s: %d rows -> %d", self.path, n_rows, live.size)
         return n_rows - int(live.size)
@@ -460,6 +472,8 @@ class Index:
         oversampling: float | None = None,
         stages: Sequence[str] | None = None,
         with_payload: bool = True,
+        filter: dict[str, Any] | None = None,  # noqa: A002 - the name users expect
+        nprobe: int | None = None,
     ) -> SearchResults:
         """Find the ``k`` best documents of each query.
 
@@ -478,6 +492,12 @@ class Index:
             ``("int8",)``); ``()`` returns the candidate stage's ranking.
         with_payload : bool
             Fetch texts and metadata of the hits.
+        filter : dict, optional
+            Only documents whose metadata match, e.g. ``{"lang": "en", "year": {"gte": 2000}}``,
+            ``{"tag": {"in": ["a", "b"]}}`` (see :mod:`~quantsearch.index.filters`). Fewer than
+            ``k`` matches pad the results (id ``-1``).
+        nprobe : int, optional
+            Lists an IVF candidate stage scans per query (default: the stage's setting).
 
         Returns
         -------
@@ -486,7 +506,9 @@ class Index:
         """
         timings: dict[str, float] = {}
         k = check_positive_int(k, "k")
-        self._check_k(k, self._state.view)
+        conditions = parse_filter(filter)
+        if not conditions:
+            self._check_k(k, self._state.view)
         oversampling = (
             self.default_oversampling
             if oversampling is None
@@ -505,8 +527,16 @@ class Index:
         vectors = as_float_matrix(vectors, "queries", dim=self.dim, max_norm=MAX_NORM)
         for _attempt in range(3):
             view = self._state.view
-            self._check_k(k, view)
-            out = run_pipeline(view, vectors, k, oversampling=oversampling, stages=stage_names)
+            mask = filter_mask(self._catalog, conditions, view) if conditions else None
+            if conditions and mask is None:
+                self.refresh()  # the filter's rows are of a newer generation (a compaction)
+                continue
+            if not conditions:
+                self._check_k(k, view)
+            out = run_pipeline(
+                view, vectors, k, oversampling=oversampling, stages=stage_names, valid=mask,
+                stage_options={"nprobe": nprobe},
+            )  # fmt: skip
             t0 = time.perf_counter()
             generation, payload = self._catalog.payload(
                 out.rows[out.rows >= 0].tolist(), with_text=with_payload

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -58,18 +59,24 @@ def run_pipeline(
     oversampling: float,
     stages: tuple[str, ...],
     keep_factor: int = 2,
+    valid: np.ndarray | None = None,
+    stage_options: dict[str, Any] | None = None,
 ) -> PipelineOutput:
     """Search ``queries`` (nq, dim) float32 through the candidate stage and the given rescoring stages.
 
     ``keep_factor``: an intermediate rescoring stage passes ``k * keep_factor`` candidates on.
+    ``valid`` (n_rows,) bool replaces the view's mask (a filter ANDed into it); ``stage_options``
+    are passed to the candidate stage (``nprobe``).
     """
     timings: dict[str, float] = {}
     counts: dict[str, int] = {}
-    n_cand = min(max(k, int(np.ceil(k * oversampling))) if stages else k, view.n_live)
+    n_live = view.n_live if valid is None else int(np.count_nonzero(valid))
+    valid = view.valid if valid is None else valid
+    n_cand = min(max(k, int(np.ceil(k * oversampling))) if stages else k, n_live)
     n_cand = max(n_cand, 1)
 
     t0 = time.perf_counter()
-    scores, rows = view.stage.search(queries, view.codes, n_cand, valid=view.valid)
+    scores, rows = view.stage.search(queries, view.codes, n_cand, valid=valid, **(stage_options or {}))
     timings[view.stage.name] = _ms(t0)
     counts[view.stage.name] = view.codes.shape[0]
 

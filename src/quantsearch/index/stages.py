@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..exceptions import CorruptIndexError
+from ..exceptions import CorruptIndexError, InvalidArgumentError
 from ..quantization import Quantizer
 
-__all__ = ["CandidateStage", "ExactScan", "candidate_stage_from_config"]
+__all__ = ["CandidateStage", "ExactScan", "candidate_stage_from_config", "check_stage_config"]
 
 
 class CandidateStage(ABC):
@@ -49,7 +49,7 @@ class CandidateStage(ABC):
 
     @abstractmethod
     def search(
-        self, queries: np.ndarray, codes: np.ndarray, n: int, *, valid: np.ndarray
+        self, queries: np.ndarray, codes: np.ndarray, n: int, *, valid: np.ndarray, **options: Any
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` best candidates of each query.
 
@@ -63,12 +63,23 @@ class CandidateStage(ABC):
             Candidates wanted per query.
         valid : ndarray of shape (n_rows,), bool
             False for rows that must never be returned (deleted; outside a filter).
+        **options
+            Per-search settings of this kind of stage (``nprobe`` for IVF); a stage rejects the
+            ones it does not know with :meth:`check_options`.
 
         Returns
         -------
         scores, rows : ndarrays of shape (nq, n), float32 and int64
             Larger score is better; ``-1`` rows (score nan) pad when fewer rows qualify.
         """
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Raise :class:`InvalidArgumentError` for search settings this stage does not take."""
+        given = sorted(k for k, v in options.items() if v is not None)
+        if given:
+            raise InvalidArgumentError(
+                f"search setting {given[0]!r} does not apply to this index's {self.kind!r} candidate stage"
+            )
 
     def params(self) -> dict[str, Any]:
         """Settings that recreate this stage (JSON-serialisable)."""
@@ -82,14 +93,15 @@ class CandidateStage(ABC):
         """Paths (relative to the index) this stage's persisted structure uses; kept by orphan cleanup."""
         return set()
 
-    def load(self, root: Path, codes: np.ndarray) -> None:  # noqa: B027 - nothing to load for exact
-        """Open the persisted structure for the committed ``codes`` (n_rows, width)."""
+    def load(self, root: Path, codes: np.ndarray, *, generation: int = 0) -> None:  # noqa: B027
+        """Open the persisted structure for the committed ``codes`` (n_rows, width) of catalog
+        ``generation`` (bumped by every compaction); catch up with rows it does not cover yet."""
 
     def added(self, root: Path, codes: np.ndarray, start: int) -> None:  # noqa: B027
         """Rows ``start:`` of ``codes`` were committed: insert them."""
 
-    def rebuilt(self, root: Path, codes: np.ndarray) -> None:  # noqa: B027
-        """A compaction renumbered every row: rebuild over ``codes``."""
+    def rebuilt(self, root: Path, codes: np.ndarray, *, generation: int = 0) -> None:  # noqa: B027
+        """A compaction renumbered every row (now catalog ``generation``): rebuild over ``codes``."""
 
 
 class ExactScan(CandidateStage):
@@ -99,8 +111,9 @@ class ExactScan(CandidateStage):
     kind = "exact"
 
     def search(
-        self, queries: np.ndarray, codes: np.ndarray, n: int, *, valid: np.ndarray
+        self, queries: np.ndarray, codes: np.ndarray, n: int, *, valid: np.ndarray, **options: Any
     ) -> tuple[np.ndarray, np.ndarray]:
+        self.check_options(options)
         return self.quantizer.scan_topk(queries, codes, n, valid=valid)
 
 
@@ -108,8 +121,41 @@ def candidate_stage_from_config(config: dict[str, Any] | None, quantizer: Quanti
     """The stage a manifest names (``None``: the exact scan, as in indexes written before stages)."""
     if config is None:
         return ExactScan(quantizer)
+    from . import ivf  # noqa: F401 - registers the "ivf" kind (imported here: ivf imports this module)
+
     try:
         cls = CandidateStage._registry[config["kind"]]
         return cls(quantizer, **dict(config.get("params", {})))
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, InvalidArgumentError) as exc:
         raise CorruptIndexError(f"unknown candidate stage {config!r}: {exc}") from None
+
+
+def check_stage_config(spec: str | dict[str, Any] | None, quantizer: Quantizer) -> dict[str, Any] | None:
+    """Normalise the ``candidate_stage`` argument of :meth:`Index.create` into a manifest config.
+
+    ``None`` or ``"exact"``: the exact scan (``None``, nothing written to the manifest); a kind name
+    (``"ivf"``) or ``{"kind": ..., "params": {...}}``. Raises :class:`InvalidArgumentError` naming
+    the problem.
+    """
+    if spec is None or spec == "exact" or (isinstance(spec, dict) and spec.get("kind") == "exact"):
+        return None
+    config = {"kind": spec, "params": {}} if isinstance(spec, str) else spec
+    if not isinstance(config, dict) or set(config) - {"kind", "params"}:
+        raise InvalidArgumentError(
+            f'candidate_stage must be a kind name or {{"kind", "params"}}, got {spec!r}'
+        )
+    from . import ivf  # noqa: F401 - registers the "ivf" kind
+
+    cls = CandidateStage._registry.get(config.get("kind"))  # type: ignore[arg-type]
+    if cls is None:
+        raise InvalidArgumentError(
+            f"unknown candidate stage {config.get('kind')!r}; known: {sorted(CandidateStage._registry)}"
+        )
+    params = config.get("params", {})
+    if not isinstance(params, dict):
+        raise InvalidArgumentError(f"candidate_stage params must be a dict, got {params!r}")
+    try:
+        stage = cls(quantizer, **params)
+    except TypeError as exc:
+        raise InvalidArgumentError(f"invalid candidate_stage params {params!r}: {exc}") from None
+    return stage.to_config()

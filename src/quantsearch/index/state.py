@@ -80,7 +80,7 @@ class IndexState:
             raise CorruptIndexError(f"catalog of {store.root} lists rows outside the stored segments")
         valid[live] = True
         if cand.is_fitted:
-            stage.load(store.root, loaded.codes)
+            stage.load(store.root, loaded.codes[: loaded.n_rows], generation=generation)
         state._codes, state._arrays = loaded.codes, loaded.arrays
         state._publish(loaded.n_rows, valid, int(live.size))
         return state

@@ -191,6 +191,8 @@ def create_app(
             oversampling=body.oversampling,
             stages=body.stages,
             compare=body.compare,
+            filter=body.filter,
+            nprobe=body.nprobe,
         )
         return await pools.read(call)
 

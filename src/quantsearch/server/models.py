@@ -32,6 +32,12 @@ class SearchRequest(_Strict):
         None, max_length=MAX_STAGES, description="rescoring tiers to run, in order; [] = Hamming only"
     )
     compare: bool = Field(False, description="also return the exact results of the float tier, and overlap")
+    filter: dict[str, Any] | None = Field(
+        None,
+        description='metadata conditions, all must hold: {"lang": "en", "tag": {"in": ["a", "b"]}, '
+        '"year": {"gte": 2000, "lt": 2010}}',
+    )
+    nprobe: int | None = Field(None, ge=1, description="lists scanned by an IVF candidate stage")
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:

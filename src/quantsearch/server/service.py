@@ -103,6 +103,8 @@ class SearchService:
         oversampling: float | None,
         stages: Sequence[str] | None,
         compare: bool,
+        filter: dict[str, Any] | None = None,  # noqa: A002 - the API's field name
+        nprobe: int | None = None,
     ) -> dict[str, Any]:
         """Run one query; returns the body of a :class:`~quantsearch.server.models.SearchResponse`."""
         t_start = time.perf_counter()
@@ -126,12 +128,12 @@ class SearchService:
         k = min(k, len(self.index))  # a small index answers with every document
         if k == 0:
             return {"k": 0, "hits": [], "timings_ms": {**timings, "total": _ms(t_start)}, "candidates": {}}
-        res = self.index.search(q, k, oversampling=oversampling, stages=stages)
+        res = self.index.search(q, k, oversampling=oversampling, stages=stages, filter=filter, nprobe=nprobe)
         timings.update(res.timings)
         hits = _hits(res)
         exact = None
         if exact_tier is not None:
-            exact = self._exact(q, k, exact_tier, hits)
+            exact = self._exact(q, k, exact_tier, hits, filter)
         timings["total"] = _ms(t_start)
         return {"k": k, "hits": hits, "timings_ms": timings, "candidates": res.candidates, "exact": exact}
 
@@ -169,10 +171,13 @@ class SearchService:
             )
         return self.exact_tier
 
-    def _exact(self, q: np.ndarray, k: int, tier: str, hits: list[dict[str, Any]]) -> dict[str, Any]:
-        """Exact top k by the float tier: every live document is a candidate, scored by its float codes."""
+    def _exact(
+        self, q: np.ndarray, k: int, tier: str, hits: list[dict[str, Any]], filter: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Exact top k by the float tier: every live document (matching the filter) is a candidate,
+        scored by its float codes."""
         with self._exact_lock:
-            res = self.index.search(q, k, oversampling=_ALL_CANDIDATES, stages=(tier,))
+            res = self.index.search(q, k, oversampling=_ALL_CANDIDATES, stages=(tier,), filter=filter)
         exact_hits = _hits(res)
         both = {h["id"] for h in hits} & {h["id"] for h in exact_hits}
         # every stage but the payload lookup: the candidate stage's key depends on its quantizer

@@ -1,0 +1,483 @@
+"""ANN candidate stages against our exact scan and faiss's binary IVF / HNSW, same data, same run.
+
+Data: synthetic vectors whose covariance spectrum and neighbour structure follow real embeddings
+(all-MiniLM-L6-v2 over the four shared collections, ../shared/embeddings): a Gaussian mixture whose
+centres and within-cluster noise split the real covariance (eigenvalues interpolated to ``--dim``,
+random orthogonal basis, real mean norm), with the split chosen so that the mean cosine to the 10th
+nearest neighbour matches the real corpus at the same size; then normalised. Documents are generated
+block by block from per-block seeds, so nothing is kept in RAM or written except the index under
+``--work-dir``; queries are drawn from the same mixture. ``--compare-real`` prints the IVF recall curve
+on the real embeddings (11.7k documents, their 924 test queries) beside the curve on synthetic data of
+the same size, which is how the generator is checked.
+
+Ground truth: exact float32 top-10 by inner product, streamed over the blocks.
+
+Every row runs the same pipeline (our ``run_pipeline``: candidate stage -> int8 rescoring from the
+memory map, k=10, oversampling 10) on one index; only the candidate stage differs: our exact
+Hamming scan, our IVF at several ``nprobe``, and faiss ``IndexBinaryIVF`` / ``IndexBinaryHNSW``
+(over the same binary codes, wrapped as candidate stages). Per row: recall@10 after rescoring,
+QPS for single queries and for one batch, build seconds of the structure (from codes in RAM), RAM
+bytes per vector (codes + structure), disk bytes per vector.
+
+    flock /tmp/bench.lock .venv/bin/python benchmarks/ann.py --n 200000 --dim 384 --queries 200 \\
+        --json /work/scratch/ann/ann-200k.json
+    .venv/bin/python benchmarks/ann.py --compare-real
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantsearch import Index
+from quantsearch.index.ivf import IVFStage
+from quantsearch.index.pipeline import run_pipeline
+from quantsearch.index.stages import CandidateStage, ExactScan
+from quantsearch.kernels import get_num_threads
+
+EMBEDDINGS = Path(__file__).resolve().parents[1].parent / "shared" / "embeddings"
+COLLECTIONS = ("nfcorpus", "scifact", "cranfield", "cisi")
+BLOCK = 50_000
+K = 10
+OVERSAMPLING = 10.0  # the index's default; --oversampling changes it for every row
+
+
+# ---- data -------------------------------------------------------------------------------------------
+def real_embeddings() -> tuple[np.ndarray, np.ndarray]:
+    docs = [np.load(EMBEDDINGS / c / "corpus.f16.npy").astype(np.float32) for c in COLLECTIONS]
+    queries = [np.load(EMBEDDINGS / c / "queries.f16.npy").astype(np.float32) for c in COLLECTIONS]
+    return np.concatenate(docs), np.concatenate(queries)
+
+
+def knn10_cosine(x: np.ndarray, sample: int = 500, seed: int = 0) -> float:
+    """Mean cosine of a sample of points to their 10th nearest neighbour (self excluded)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(x.shape[0], size=min(sample, x.shape[0]), replace=False)
+    sims = x[idx] @ x.T
+    sims[np.arange(idx.size), idx] = -np.inf
+    return float(np.mean(np.sort(sims, axis=1)[:, -10]))
+
+
+@dataclasses.dataclass
+class Generator:
+    """Two-level Gaussian mixture fitted to real embeddings: x = normalise(mean + basis (sd * z)) with
+    z = sqrt(between / 2) (coarse centre + fine centre) + sqrt(1 - between) noise, and queries mixed
+    with extra noise (``query_noise``), as real queries sit further from the corpus than documents
+    sit from each other."""
+
+    dim: int
+    mean: np.ndarray  # (dim,)
+    basis: np.ndarray  # (dim, dim) orthogonal
+    sd: np.ndarray  # (dim,) sqrt of the covariance eigenvalues
+    between: float  # share of the variance between cluster centres
+    query_noise: float  # share of a query's variance replaced by fresh noise
+    seed: int
+    fine_size: int = 16  # documents per fine cluster (on average)
+    coarse_size: int = 1000  # documents per coarse cluster
+
+    @classmethod
+    def fit(cls, real: np.ndarray, real_queries: np.ndarray, dim: int, seed: int = 0) -> Generator:
+        mu = real.mean(axis=0)
+        cov = np.cov(real - mu, rowvar=False)
+        eig = np.sort(np.linalg.eigvalsh(cov))[::-1].clip(min=1e-12)
+        # the spectrum on a normalised index, interpolated (log-linear) to the wanted dimension
+        src = (np.arange(eig.size) + 0.5) / eig.size
+        dst = (np.arange(dim) + 0.5) / dim
+        spec = np.exp(np.interp(dst, src, np.log(eig))) * (eig.size / dim)
+        rng = np.random.default_rng([seed, 1])
+        basis, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
+        mean = rng.standard_normal(dim)
+        mean *= np.linalg.norm(mu) / np.linalg.norm(mean)
+        gen = cls(dim, mean.astype(np.float32), basis.astype(np.float32), np.sqrt(spec).astype(np.float32),
+                  0.5, 0.0, seed)  # fmt: skip
+        n = real.shape[0]
+        target = knn10_cosine(real)
+        grid = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+        between = min(grid, key=lambda b: abs(knn10_cosine(gen.with_(between=b).block(0, n, n)) - target))
+        gen = gen.with_(between=between)
+        docs = gen.block(0, n, n)
+        q_target = float(np.mean(np.sort(real_queries @ real.T, axis=1)[:, -10]))
+
+        def q_cos(g: float) -> float:
+            qs = gen.with_(query_noise=g).block(0, 300, n, queries=True)
+            return float(np.mean(np.sort(qs @ docs.T, axis=1)[:, -10]))
+
+        return gen.with_(
+            query_noise=min((0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6), key=lambda g: abs(q_cos(g) - q_target))
+        )
+
+    def with_(self, **changes: float) -> Generator:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def _centres(self, level: int, ids: np.ndarray) -> np.ndarray:
+        """Centre vectors (len(ids), dim) of one level, each from its own seed (nothing stored)."""
+        return np.stack(
+            [np.random.default_rng([self.seed, level, int(c)]).standard_normal(self.dim) for c in ids]
+        )
+
+    def block(self, b: int, size: int, n_total: int, *, queries: bool = False) -> np.ndarray:
+        """Block ``b`` (size, dim) float32 of a collection of ``n_total`` vectors (seeded per block)."""
+        n_fine = max(1, n_total // self.fine_size)
+        n_coarse = max(1, n_total // self.coarse_size)
+        rng = np.random.default_rng([self.seed, 3 if queries else 4, b])
+        fine = rng.integers(0, n_fine, size)
+        uniq, inv = np.unique(fine, return_inverse=True)
+        parents = np.unique(uniq % n_coarse, return_inverse=True)
+        coarse = self._centres(6, parents[0])[parents[1]]
+        centre = (coarse + self._centres(5, uniq)) / np.sqrt(2)
+        z = np.sqrt(self.between) * centre[inv] + np.sqrt(1 - self.between) * rng.standard_normal(
+            (size, self.dim)
+        )
+        if queries:
+            z = np.sqrt(1 - self.query_noise) * z + np.sqrt(self.query_noise) * rng.standard_normal(
+                (size, self.dim)
+            )
+        x = self.mean + (z.astype(np.float32) * self.sd) @ self.basis.T
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    def blocks(self, n: int):
+        for b, start in enumerate(range(0, n, BLOCK)):
+            yield start, self.block(b, min(BLOCK, n - start), n)
+
+
+SELECTIVITIES = (0.5, 0.1, 0.01)
+
+
+def filter_masks(n: int, seed: int) -> dict[float, np.ndarray]:
+    """Random row masks keeping 50%, 10% and 1% of the documents (independent of the vectors)."""
+    u = np.random.default_rng([seed, 9]).random(n)
+    return {sel: u < sel for sel in SELECTIVITIES}
+
+
+def ground_truth(
+    gen: Generator, n: int, q: np.ndarray, k: int = K, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Exact float32 top-k rows (nq, k) streamed over the generated blocks (only rows in ``mask``)."""
+    best_s = np.full((q.shape[0], 0), -np.inf, np.float32)
+    best_r = np.zeros((q.shape[0], 0), np.int64)
+    for start, x in gen.blocks(n):
+        sims = q @ x.T
+        if mask is not None:
+            sims[:, ~mask[start : start + x.shape[0]]] = -np.inf
+        s = np.concatenate([best_s, sims], axis=1)
+        r = np.concatenate(
+            [best_r, np.broadcast_to(np.arange(start, start + x.shape[0]), (q.shape[0], x.shape[0]))], axis=1
+        )
+        top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        best_s, best_r = np.take_along_axis(s, top, 1), np.take_along_axis(r, top, 1)
+    order = np.argsort(-best_s, axis=1)
+    return np.take_along_axis(best_r, order, 1)
+
+
+# ---- peers as candidate stages ----------------------------------------------------------------------
+class FaissStage(CandidateStage):
+    """A faiss binary index over the same codes, returning ``n`` candidates (rows) per query."""
+
+    kind = "bench-faiss"
+
+    def __init__(self, quantizer: Any, index: Any, set_param: Any) -> None:
+        super().__init__(quantizer)
+        self.index = index
+        self.set_param = set_param
+
+    def search(self, queries, codes, n, *, valid, **options):  # type: ignore[no-untyped-def]
+        self.set_param(options.get("setting"))
+        d, rows = self.index.search(self.quantizer.encode(queries), n)
+        return np.where(rows >= 0, -d.astype(np.float32), np.nan), rows.astype(np.int64)
+
+
+# ---- measurement ------------------------------------------------------------------------------------
+def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(
+        np.mean(
+            [
+                len(set(f.tolist()) & set(t.tolist())) / truth.shape[1]
+                for f, t in zip(found, truth, strict=True)
+            ]
+        )
+    )
+
+
+_oversampling = [OVERSAMPLING]
+
+
+def measure(view: Any, stage: CandidateStage, q: np.ndarray, truth: np.ndarray, options: dict[str, Any],
+            runs: int, valid: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
+    v = dataclasses.replace(view, stage=stage)
+    mask = None if valid is None else valid & view.valid
+
+    def once(batch: np.ndarray) -> np.ndarray:
+        return run_pipeline(
+            v, batch, K, oversampling=_oversampling[0], stages=("int8",), stage_options=options, valid=mask
+        ).rows
+
+    rows = once(q)
+    batch_t = []
+    single_t = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        once(q)
+        batch_t.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for i in range(q.shape[0]):
+            once(q[i : i + 1])
+        single_t.append(time.perf_counter() - t0)
+    return {
+        "recall_at_10": recall_at(rows, truth),
+        "qps": q.shape[0] / float(np.median(single_t)),
+        "batch_qps": q.shape[0] / float(np.median(batch_t)),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    real, real_q = real_embeddings()
+    gen = Generator.fit(real, real_q, args.dim, seed=args.seed)
+    q = gen.block(0, args.queries, args.n, queries=True)
+    t0 = time.perf_counter()
+    truth = ground_truth(gen, args.n, q)
+    print(
+        f"data: {args.n:,} x {args.dim} (mixture, between={gen.between}, query noise {gen.query_noise}); "
+        f"ground truth {time.perf_counter() - t0:.1f} s"
+    )
+    work = Path(tempfile.mkdtemp(prefix="ann-", dir=args.work_dir))
+    try:
+        return _run(args, gen, q, truth, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(
+    args: argparse.Namespace, gen: Generator, q: np.ndarray, truth: np.ndarray, work: Path
+) -> dict[str, Any]:
+    n, dim = args.n, args.dim
+    nlist = args.nlist or int(round(2 * np.sqrt(n)))
+    calib = gen.block(10_000, 20_000, n)
+    t0 = time.perf_counter()
+    stage = {"kind": "ivf", "params": {"nlist": nlist, "min_rows": n}}
+    index = Index.create(work / "idx", dim, calibration=calib, candidate_stage=stage)
+    for _start, x in gen.blocks(n):
+        index.add(x)
+    index_s = time.perf_counter() - t0
+    view = index._state.view
+    quantizer = view.stage.quantizer
+    codes = view.codes
+    disk = sum(p.stat().st_size for p in (work / "idx").rglob("*") if p.is_file()) / n
+    code_b = codes.shape[1]
+    print(f"index built in {index_s:.1f} s (encode + write + IVF), disk {disk:.0f} B/vector")
+
+    # our IVF structure alone, from the codes in RAM (what the stage does after a compaction)
+    ivf = IVFStage(quantizer, nlist=nlist, min_rows=1)
+    t0 = time.perf_counter()
+    ivf.rebuilt(work / "idx", codes, generation=0)
+    ivf_build = time.perf_counter() - t0
+    ivf_ram = code_b + 4 + 4 + nlist * dim * 4 / n  # codes + list id + row order (int32) + centroids
+
+    rows: list[dict[str, Any]] = []
+
+    def add_row(
+        name: str,
+        stage: CandidateStage,
+        options: dict[str, Any],
+        build_s: float,
+        ram: float,
+        sel: float = 1.0,
+    ) -> dict[str, Any]:
+        if sel < 1.0:
+            m = measure(view, stage, q, filtered_truth[sel], options, args.runs, valid=masks[sel])
+        else:
+            m = measure(view, stage, q, truth, options, args.runs)
+        row = {"name": name, **m, "build_s": round(build_s, 2), "ram_bytes_per_vector": round(ram, 1),
+               "disk_bytes_per_vector": round(disk, 1)}  # fmt: skip
+        if sel < 1.0:
+            row["filter_selectivity"] = sel
+        rows.append(row)
+        print(
+            f"{name:30s} recall@10 {m['recall_at_10']:.4f}  qps {m['qps']:7.0f}  batch {m['batch_qps']:7.0f}"
+            f"  build {build_s:7.1f} s  ram {ram:6.1f} B/vec"
+        )
+        return row
+
+    add_row("quantsearch exact", ExactScan(quantizer), {}, 0.0, code_b)
+    masks = filter_masks(n, args.seed)
+    filtered_truth: dict[float, np.ndarray] = {}
+    ivf_rows = [
+        add_row(f"quantsearch ivf nprobe={nprobe}", ivf, {"nprobe": nprobe}, ivf_build, ivf_ram)
+        for nprobe in args.nprobe
+    ]
+    # filtered search: the smallest nprobe that reaches recall 0.95 unfiltered (else the largest)
+    good = [nprobe for nprobe, r in zip(args.nprobe, ivf_rows, strict=True) if r["recall_at_10"] >= 0.95]
+    f_nprobe = min(good) if good else max(args.nprobe)
+    filtered_truth.update({sel: ground_truth(gen, n, q, mask=m) for sel, m in masks.items()})
+    for sel in SELECTIVITIES:
+        add_row(f"quantsearch exact filter {sel:.0%}", ExactScan(quantizer), {}, 0.0, code_b, sel)
+        add_row(f"quantsearch ivf nprobe={f_nprobe} filter {sel:.0%}", ivf, {"nprobe": f_nprobe}, ivf_build,
+                ivf_ram, sel)  # fmt: skip
+
+    if not args.no_peers:
+        import faiss
+
+        faiss.omp_set_num_threads(get_num_threads())
+        bits = code_b * 8
+        fq = faiss.IndexBinaryFlat(bits)
+        fivf = faiss.IndexBinaryIVF(fq, bits, nlist)
+        t0 = time.perf_counter()
+        sample = codes[np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)]
+        fivf.train(sample)
+        fivf.add(codes)
+        fivf_build = time.perf_counter() - t0
+        fivf_ram = faiss.serialize_index_binary(fivf).nbytes / n
+
+        def set_nprobe(v: int) -> None:
+            fivf.nprobe = v
+
+        for nprobe in args.nprobe:
+            stage = FaissStage(quantizer, fivf, set_nprobe)
+            add_row(f"faiss IndexBinaryIVF nprobe={nprobe}", stage, {"setting": nprobe}, fivf_build, fivf_ram)
+        del fivf
+        if not args.no_hnsw:
+            hnsw = faiss.IndexBinaryHNSW(bits, 32)
+            t0 = time.perf_counter()
+            hnsw.add(codes)
+            hnsw_build = time.perf_counter() - t0
+            hnsw_ram = faiss.serialize_index_binary(hnsw).nbytes / n
+
+            def set_ef(v: int) -> None:
+                hnsw.hnsw.efSearch = v
+
+            for ef in args.ef:
+                stage = FaissStage(quantizer, hnsw, set_ef)
+                add_row(
+                    f"faiss IndexBinaryHNSW ef={ef}", stage, {"setting": max(ef, K)}, hnsw_build, hnsw_ram
+                )
+    index.close()
+    exact_qps = rows[0]["qps"]
+    ours = [r for r in ivf_rows if r["recall_at_10"] >= 0.95]
+    peers = [r for r in rows if r["name"].startswith("faiss") and r["recall_at_10"] >= 0.95]
+    result = {
+        "n": n,
+        "dim": dim,
+        "queries": int(q.shape[0]),
+        "threads": get_num_threads(),
+        "nlist": nlist,
+        "oversampling": _oversampling[0],
+        "index_build_s": round(index_s, 1),
+        "exact_qps": exact_qps,
+        "best_qps_at_recall_095": max((r["qps"] for r in ours), default=None),
+        "best_peer_qps_at_recall_095": max((r["qps"] for r in peers), default=None),
+        "rows": rows,
+    }
+    if result["best_qps_at_recall_095"]:
+        print(f"best IVF qps at recall >= 0.95: {result['best_qps_at_recall_095']:.0f} "
+              f"= {result['best_qps_at_recall_095'] / exact_qps:.1f}x our exact scan")  # fmt: skip
+    if result["best_qps_at_recall_095"] and result["best_peer_qps_at_recall_095"]:
+        print(f"  vs best faiss peer at recall >= 0.95: "
+              f"{result['best_qps_at_recall_095'] / result['best_peer_qps_at_recall_095']:.2f}x")  # fmt: skip
+    return result
+
+
+def compare_real(args: argparse.Namespace) -> None:
+    """IVF recall@10 (after int8 rescoring) vs nprobe on the real embeddings and on synthetic data of
+    the same size and dimension."""
+    real, real_q = real_embeddings()
+    gen = Generator.fit(real, real_q, real.shape[1], seed=args.seed)
+    n = real.shape[0]
+    synth = np.concatenate([x for _, x in gen.blocks(n)])
+    synth_q = gen.block(0, real_q.shape[0], n, queries=True)
+    print(f"real: {n} docs, {real_q.shape[0]} queries; synthetic between={gen.between} "
+          f"query noise {gen.query_noise}; "
+          f"knn10 cosine real {knn10_cosine(real):.3f} synthetic {knn10_cosine(synth):.3f}")  # fmt: skip
+    nlist = int(round(2 * np.sqrt(n)))
+    curves = {}
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
+        for name, x, q in (("real", real, real_q), ("synthetic", synth, synth_q)):
+            truth = np.argsort(-(q @ x.T), axis=1)[:, :K]
+            params = {"nlist": nlist, "min_rows": 1}
+            with Index.build(Path(tmp) / name, x, candidate_stage={"kind": "ivf", "params": params}) as index:
+                curves[name] = [
+                    recall_at(index.search(q, k=K, nprobe=p, with_payload=False).ids, truth)
+                    for p in args.nprobe
+                ]
+    print(f"nlist={nlist}")
+    print("nprobe     " + " ".join(f"{p:7d}" for p in args.nprobe))
+    for name, curve in curves.items():
+        print(f"{name:10s} " + " ".join(f"{r:7.3f}" for r in curve))
+
+
+def ndcg(args: argparse.Namespace) -> None:
+    """NDCG@10 on the four shared collections: the exact pipeline vs the IVF stage forced on
+    (``min_rows=1``, automatic ``nlist``) at several ``nprobe``; binary -> int8 x10 in both."""
+    from quantsearch.datasets import load_beir
+    from quantsearch.evaluation.metrics import ndcg_at_k, run_from_results
+
+    print("collection   exact   " + " ".join(f"nprobe={p:<3d}" for p in args.nprobe) + "  (NDCG@10 x 100)")
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
+        for name in COLLECTIONS:
+            data = load_beir(EMBEDDINGS.parent / "datasets" / name)
+            x = np.load(EMBEDDINGS / name / "corpus.f16.npy").astype(np.float32)
+            q = np.load(EMBEDDINGS / name / "queries.f16.npy").astype(np.float32)
+            if json.loads((EMBEDDINGS / name / "corpus_ids.json").read_text()) != data.corpus_ids:
+                raise SystemExit(f"{name}: corpus ids differ from the dataset's")
+
+            def score(index: Index, q: np.ndarray = q, data: Any = data, **options: Any) -> float:
+                res = index.search(q, k=K, with_payload=False, **options)
+                run = run_from_results(data.query_ids, res.ids, res.scores, doc_id_map=data.corpus_ids)
+                return 100 * ndcg_at_k(run, data.qrels, 10).mean
+
+            with Index.build(Path(tmp) / f"{name}-e", x) as exact:
+                base = score(exact)
+            params = {"min_rows": 1}
+            with Index.build(
+                Path(tmp) / f"{name}-i", x, candidate_stage={"kind": "ivf", "params": params}
+            ) as ivf:
+                nlist = ivf._state.stage._lists.nlist  # type: ignore[attr-defined]
+                row = [score(ivf, nprobe=p) for p in args.nprobe]
+            print(
+                f"{name:10s} {base:7.2f}  "
+                + " ".join(f"{v:7.2f}({v - base:+.2f})" for v in row)
+                + f"  nlist={nlist}"
+            )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=200_000)
+    p.add_argument("--dim", type=int, default=384)
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--nlist", type=int, default=None, help="default: 2 sqrt(n)")
+    p.add_argument("--nprobe", type=int, nargs="+", default=[4, 8, 16, 32, 64])
+    p.add_argument("--ef", type=int, nargs="+", default=[16, 32, 64, 128])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument(
+        "--oversampling", type=float, default=OVERSAMPLING, help="candidates = k x this, every row"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work-dir", default=None, help="where the index is built (default: the temp dir)")
+    p.add_argument("--no-peers", action="store_true")
+    p.add_argument("--no-hnsw", action="store_true", help="skip faiss IndexBinaryHNSW (slow to build)")
+    p.add_argument("--compare-real", action="store_true")
+    p.add_argument("--ndcg", action="store_true", help="NDCG@10 on the shared collections, IVF vs exact")
+    args = p.parse_args()
+    _oversampling[0] = args.oversampling
+    if args.compare_real:
+        compare_real(args)
+        return
+    if args.ndcg:
+        ndcg(args)
+        return
+    result = run(args)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""IVF candidate stage: agreement with the exact scan, recall against a float brute force,
+persistence (reopen without rebuild, catch-up after a missed update, rebuild when stale), and the
+write lifecycle (add, delete, compact)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from quantsearch import Index
+from quantsearch.exceptions import InvalidArgumentError
+from quantsearch.index.ivf import IVF_FILE, IVFStage, spherical_kmeans
+
+DIM = 64
+
+
+def clustered(n: int, seed: int, *, dim: int = DIM, n_centres: int = 40, spread: float = 0.6) -> np.ndarray:
+    """Unit vectors (n, dim) float32 around ``n_centres`` random directions (neighbour structure);
+    the centres depend on ``dim`` only, so calls with other seeds draw from the same mixture."""
+    centres = np.random.default_rng(dim).standard_normal((n_centres, dim)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    x = centres[rng.integers(0, n_centres, n)] + spread * rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute_force(x: np.ndarray, q: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """Exact float32 top-k rows (nq, k) by inner product, over ``rows`` (default: all)."""
+    rows = np.arange(x.shape[0]) if rows is None else rows
+    scores = q @ x[rows].T
+    return rows[np.argsort(-scores, axis=1, kind="stable")[:, :k]]
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
+
+
+def build(path, x: np.ndarray, *, batches: int = 4, calibration: np.ndarray | None = None, **params) -> Index:
+    """An index with an IVF stage (``params``), calibrated on ``calibration`` (default ``x``), holding
+    ``x`` added in ``batches`` (ids = rows, metadata ``{"i": row}``)."""
+    index = Index.create(
+        path,
+        x.shape[1],
+        calibration=x if calibration is None else calibration,
+        candidate_stage={"kind": "ivf", "params": params},
+    )
+    for chunk in np.array_split(np.arange(x.shape[0]), batches):
+        index.add(x[chunk], ids=chunk.tolist(), metadata=[{"i": int(i)} for i in chunk])
+    return index
+
+
+def stage_of(index: Index) -> IVFStage:
+    stage = index._state.stage
+    assert isinstance(stage, IVFStage)
+    return stage
+
+
+def test_all_lists_probed_equals_the_exact_scan(tmp_path) -> None:
+    x = clustered(3000, 0)
+    q = clustered(40, 1)
+    with (
+        build(tmp_path / "ivf", x, nlist=20, min_rows=500) as ivf,
+        Index.build(tmp_path / "exact", x) as exact,
+    ):
+        assert stage_of(ivf).is_trained
+        for stages in ((), ("int8",)):
+            a = ivf.search(q, k=10, nprobe=20, stages=stages, with_payload=False)
+            b = exact.search(q, k=10, stages=stages, with_payload=False)
+            np.testing.assert_array_equal(a.ids, b.ids)
+            np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_recall_after_rescoring_against_float_brute_force(tmp_path) -> None:
+    """Recall@10 after int8 rescoring, against the float brute force: rises with nprobe and reaches
+    the exact pipeline's (the binary codes, not the lists, bound it)."""
+    mixture = {"dim": 256, "n_centres": 300, "spread": 0.7}
+    x, q = clustered(6000, 2, **mixture), clustered(100, 3, **mixture)
+    truth = brute_force(x, q, 10)
+    with (
+        build(tmp_path / "ivf", x, nlist=30, min_rows=1000) as index,
+        Index.build(tmp_path / "e", x) as exact,
+    ):
+        curve = [
+            recall(index.search(q, k=10, nprobe=p, with_payload=False).ids, truth) for p in (1, 4, 8, 30)
+        ]
+        reference = recall(exact.search(q, k=10, with_payload=False).ids, truth)
+    assert curve == sorted(curve) and curve[0] < curve[2], curve
+    assert reference >= 0.95 and curve[-1] == reference, (curve, reference)
+    assert curve[2] >= 0.85, curve  # 8 of 30 lists (lists trained on the first batch)
+
+
+def test_automatic_nlist_retrains_as_the_index_grows(tmp_path) -> None:
+    x = clustered(6000, 4)
+    with build(tmp_path / "ivf", x, batches=4, min_rows=1000) as index:
+        lists = stage_of(index)._lists
+        assert lists is not None and lists.n_trained == 6000  # trained at 1500 rows, again at 4x that
+        assert lists.nlist == round(2 * np.sqrt(6000))
+
+
+def test_below_min_rows_the_scan_is_exact(tmp_path) -> None:
+    x = clustered(400, 4)
+    with build(tmp_path / "ivf", x, min_rows=1000) as index:
+        assert not stage_of(index).is_trained
+        assert not (tmp_path / "ivf" / IVF_FILE).exists()
+        res = index.search(x[:20], k=1, stages=(), with_payload=False)
+        assert res.ids[:, 0].tolist() == list(range(20))
+
+
+def test_reopen_uses_the_saved_lists_without_rebuilding(tmp_path, monkeypatch) -> None:
+    x = clustered(3000, 5)
+    q = clustered(30, 6)
+    with build(tmp_path / "ivf", x, nlist=30, min_rows=500) as index:
+        before = index.search(q, k=10, with_payload=False)
+        assigned = stage_of(index)._lists.assign.copy()  # type: ignore[union-attr]
+
+    def no_training(self, codes):
+        raise AssertionError("reopening must not retrain")
+
+    monkeypatch.setattr(IVFStage, "_train", no_training)
+    with Index.open(tmp_path / "ivf") as index:
+        np.testing.assert_array_equal(stage_of(index)._lists.assign, assigned)  # type: ignore[union-attr]
+        after = index.search(q, k=10, with_payload=False)
+        np.testing.assert_array_equal(before.ids, after.ids)
+        # adds after reopening are listed, and findable
+        y = clustered(200, 7)
+        index.add(y, ids=list(range(3000, 3200)))
+        assert stage_of(index)._lists.assign.shape[0] == 3200  # type: ignore[union-attr]
+        res = index.search(y, k=1, stages=("int8",), nprobe=30, with_payload=False)
+        assert res.ids[:, 0].tolist() == list(range(3000, 3200))
+
+
+def test_load_catches_up_with_rows_committed_after_the_lists(tmp_path) -> None:
+    """A crash between the catalog commit and the stage update leaves older lists behind."""
+    x = clustered(3000, 8)
+    path = tmp_path / "ivf"
+    with build(path, x[:2000], batches=2, calibration=x, nlist=25, min_rows=500):
+        pass
+    stale = (path / IVF_FILE).read_bytes()  # lists covering 2000 rows
+    with Index.open(path) as index:
+        index.add(x[2000:], ids=list(range(2000, 3000)))
+    (path / IVF_FILE).write_bytes(stale)  # as if the process died before the update was saved
+    with Index.open(path) as index, build(tmp_path / "fresh", x, batches=3, nlist=25, min_rows=500) as fresh:
+        lists = stage_of(index)._lists
+        assert lists is not None and lists.assign.shape[0] == 3000
+        q = clustered(30, 9)
+        a = index.search(q, k=10, nprobe=5, with_payload=False)
+        b = fresh.search(q, k=10, nprobe=5, with_payload=False)
+        np.testing.assert_array_equal(a.ids, b.ids)
+    with np.load(path / IVF_FILE) as data:  # the catch-up was saved
+        assert int(data["meta"][0]) == 3000
+
+
+@pytest.mark.parametrize("damage", ["garbage", "missing", "other_generation"])
+def test_unusable_lists_are_rebuilt(tmp_path, damage: str) -> None:
+    x = clustered(2000, 10)
+    path = tmp_path / "ivf"
+    with build(path, x, nlist=20, min_rows=2000) as index:  # trained once, on every row
+        q = clustered(20, 11)
+        want = index.search(q, k=10, nprobe=6, with_payload=False).ids
+    target = path / IVF_FILE
+    if damage == "garbage":
+        target.write_bytes(b"not an npz")
+    elif damage == "missing":
+        target.unlink()
+    else:
+        with np.load(target) as data:
+            arrays = {k: data[k] for k in data.files}
+        arrays["meta"][1] += 1
+        np.savez(target, **arrays)
+    with Index.open(path) as index:
+        assert stage_of(index)._lists is not None
+        np.testing.assert_array_equal(index.search(q, k=10, nprobe=6, with_payload=False).ids, want)
+
+
+def test_deleted_rows_never_returned_and_compaction_rebuilds(tmp_path) -> None:
+    x = clustered(3000, 12)
+    q = clustered(50, 13)
+    with build(tmp_path / "ivf", x, nlist=20, min_rows=500) as index:
+        gone = list(range(0, 3000, 2))
+        index.delete(gone)
+        res = index.search(q, k=10, nprobe=4, with_payload=False)
+        assert not set(res.ids.ravel().tolist()) & set(gone)
+        assert (res.ids >= 0).all()
+        index.compact()
+        with np.load(tmp_path / "ivf" / IVF_FILE) as data:
+            covered, generation, trained = (int(v) for v in data["meta"])
+        assert covered == trained == 1500 and generation == 1
+        live = np.arange(1, 3000, 2)
+        truth = live[brute_force(x[live], q, 10)]
+        after = index.search(q, k=10, nprobe=20, with_payload=False)
+        assert recall(after.ids, truth) >= 0.95
+    with Index.open(tmp_path / "ivf") as index:  # reopening after compaction: no stale lists
+        assert stage_of(index)._lists.assign.shape[0] == 1500  # type: ignore[union-attr]
+
+
+def test_stage_options_and_config_are_checked(tmp_path) -> None:
+    x = clustered(600, 14)
+    with pytest.raises(InvalidArgumentError, match="unknown candidate stage"):
+        Index.create(tmp_path / "a", DIM, candidate_stage="hnsw-nope")
+    with pytest.raises(InvalidArgumentError, match="nprobe"):
+        Index.create(tmp_path / "b", DIM, candidate_stage={"kind": "ivf", "params": {"nprobe": 0}})
+    with pytest.raises(InvalidArgumentError, match="params"):
+        Index.create(tmp_path / "c", DIM, candidate_stage={"kind": "ivf", "params": {"bogus": 1}})
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with Index.build(tmp_path / "exact", x) as exact:
+        with pytest.raises(InvalidArgumentError, match="nprobe"):
+            exact.search(x[:2], k=3, nprobe=4)
+        assert "candidate_stage" not in exact.manifest.to_dict()
+    with build(tmp_path / "ivf", x, min_rows=100) as index:
+        with pytest.raises(InvalidArgumentError, match="nprobe"):
+            index.search(x[:2], k=3, nprobe=0)
+        assert index.manifest.candidate_stage == {
+            "kind": "ivf",
+            "params": {"nlist": None, "nprobe": 16, "min_rows": 100, "retrain_growth": 4.0,
+                       "iterations": 10, "seed": 0},
+        }  # fmt: skip
+        assert index.info()["candidate_stage"]["kind"] == "ivf"
+
+
+def test_spherical_kmeans_finds_separated_clusters() -> None:
+    rng = np.random.default_rng(15)
+    centres = np.eye(8, dtype=np.float32) * 5
+    labels = rng.integers(0, 8, 800)
+    x = centres[labels] + rng.standard_normal((800, 8)).astype(np.float32) * 0.3
+    got = spherical_kmeans(x, 8, iterations=20, rng=np.random.default_rng(0))
+    assign = np.argmax(x @ got.T, axis=1)
+    # every true cluster maps to one centroid and vice versa
+    pairs = {(int(a), int(b)) for a, b in zip(labels, assign, strict=True)}
+    assert len(pairs) == 8 and len({a for a, _ in pairs}) == 8 and len({b for _, b in pairs}) == 8
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, rtol=1e-5)
+
+
+def test_a_failed_save_of_the_lists_does_not_fail_the_add(tmp_path, monkeypatch) -> None:
+    """The batch is committed before the lists are saved: a full disk there is logged, and the
+    next open catches up from the catalog."""
+    from quantsearch.exceptions import StorageError
+    from quantsearch.index import ivf
+
+    x = clustered(1500, 16)
+    with build(tmp_path / "ivf", x[:1000], batches=1, nlist=8, min_rows=500) as index:
+
+        def full(path, arrays):
+            raise StorageError("writing failed: No space left on device")
+
+        monkeypatch.setattr(ivf.layout, "save_arrays", full)
+        index.add(x[1000:], ids=list(range(1000, 1500)))
+        monkeypatch.undo()
+        assert stage_of(index)._lists.assign.shape[0] == 1500  # type: ignore[union-attr]
+    with np.load(tmp_path / "ivf" / IVF_FILE) as data:
+        assert int(data["meta"][0]) == 1000  # the save failed
+    with Index.open(tmp_path / "ivf") as index:
+        assert stage_of(index)._lists.assign.shape[0] == 1500  # type: ignore[union-attr]
+        assert index.search(x[1400:1401], k=1, nprobe=8, stages=()).ids[0, 0] == 1400
+
+
+def test_filtered_probe_follows_the_valid_rows() -> None:
+    """Under a filter the probe walks lists by similarity until it has seen nprobe/nlist of the
+    valid rows (and at least n): lists without valid rows do not use up the probe."""
+    from quantsearch.index.ivf import _probe_order
+
+    rng = np.random.default_rng(18)
+    sims = rng.standard_normal(50)
+    counts = rng.integers(0, 5, 50)
+    counts[np.argsort(-sims)[:10]] = 0  # the ten most similar lists hold no valid row
+    n_valid = int(counts.sum())
+    got = _probe_order(sims, 5, counts, n_valid, 50, 20)
+    order = np.argsort(-sims, kind="stable")
+    want = max(20, int(np.ceil(n_valid * 5 / 50)))
+    # the shortest prefix of the similarity order that holds `want` valid rows (or every list)
+    stop = next((i + 1 for i in range(50) if counts[order[: i + 1]].sum() >= want), 50)
+    assert got.tolist() == order[:stop].tolist()
+    assert counts[got].sum() >= min(want, n_valid) and stop > 10
+    # unfiltered: exactly the nprobe most similar lists
+    assert sorted(_probe_order(sims, 5, None, 0, 50, 20).tolist()) == sorted(order[:5].tolist())
