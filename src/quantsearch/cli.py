@@ -46,6 +46,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         truncate_dim=args.truncate_dim,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        lexical=True if args.lexical else None,
     )
     with index:
         print(f"indexed {len(ids):,} documents into {args.index} in {time.perf_counter() - t0:.1f} s")
@@ -61,7 +62,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         k = args.k if args.k is not None else max(1, min(10, len(index)))
         if index.model is not None:
             _ = index.embedder.model  # load the model first: "embed" then times the query alone
-        results = index.search(args.query, k=k, oversampling=args.oversampling, stages=args.stages)
+        results = index.search(
+            args.query, k=k, oversampling=args.oversampling, stages=args.stages, mode=args.mode,
+            fusion=args.fusion,
+        )  # fmt: skip
         if args.json:
             print(
                 json.dumps({"query": args.query, "hits": results.to_list()[0], "timings_ms": results.timings})
@@ -241,6 +245,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-field", default="_id")
     p.add_argument("--batch-size", type=int, default=4096, help="documents per atomic add")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--lexical", action="store_true", help="new index: keep a BM25 tier over the texts (search --mode)"
+    )
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="search an index with a text query")
@@ -249,6 +256,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=None, help="results to show (default 10)")
     p.add_argument("--oversampling", type=float, default=None)
     p.add_argument("--stages", nargs="*", default=None, help="rescoring tiers to run (none: Hamming only)")
+    p.add_argument(
+        "--mode", default="dense", choices=["dense", "lexical", "hybrid", "svm"],
+        help="retriever: dense (default), lexical (BM25; index built with --lexical), hybrid, svm",
+    )  # fmt: skip
+    p.add_argument("--fusion", default=None, choices=["rrf", "convex"], help="hybrid: how lists are fused")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_search)
 

@@ -112,6 +112,7 @@ def index_documents(
     batch_size: int = 4096,
     calibration_size: int = 20_000,
     progress: bool = True,
+    lexical: Any = None,
 ) -> Any:
     """Embed documents and add them to the index at ``index_dir`` (created if it does not exist).
 
@@ -119,6 +120,7 @@ def index_documents(
     documents before anything is added. ``candidates`` names the candidate (RAM) tier of a new
     index: a quantizer spec (``"binary"``, ``"qat"``, ...) or a file written by ``quantsearch train``.
     Batches commit as they are added: after a failure the index holds the batches added before it.
+    ``lexical`` (a new index only) keeps a BM25 tier over the texts (see ``Index.create``).
 
     Returns
     -------
@@ -168,6 +170,7 @@ def index_documents(
                 truncate_dim=truncate_dim,
                 id_type="str",
                 model=embedder.name,
+                lexical=lexical,
             )
             index.calibrate(head)
             logger.info("calibrated on the first %d documents", start)

@@ -161,6 +161,8 @@ def create_app(
             oversampling=body.oversampling,
             stages=body.stages,
             compare=body.compare,
+            mode=body.mode,
+            fusion=body.fusion,
         )
         return await pools.read(call)
 
