@@ -1,4 +1,5 @@
-"""The lexical tier (BM25 in SQLite FTS5), retrieval modes and fusion, against independent references."""
+"""The lexical tier (BM25 over terms stored in the catalog), retrieval modes and fusion, against
+independent references (a BM25 written from the formula, bm25s, scikit-learn's LinearSVC)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ def vectors(rng: np.random.Generator, n: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def bm25_reference(docs: list[list[str]], query: list[str], k1: float = 1.2, b: float = 0.75) -> np.ndarray:
-    """Okapi BM25 as SQLite FTS5 defines it (idf clamped to 1e-6 when <= 0), written from the formula."""
+def bm25_reference(docs: list[list[str]], query: list[str], k1: float = 1.5, b: float = 0.75) -> np.ndarray:
+    """BM25 with Lucene's idf (bm25s's default variant), written from the formula, loops only."""
     n = len(docs)
     lengths = np.array([len(d) for d in docs], float)
     avgdl = lengths.mean()
@@ -45,12 +46,11 @@ def bm25_reference(docs: list[list[str]], query: list[str], k1: float = 1.2, b: 
     for term in query:
         if df[term] == 0:
             continue
-        idf = math.log((n - df[term] + 0.5) / (df[term] + 0.5))
-        idf = idf if idf > 0 else 1e-6
+        idf = math.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5))
         for i in range(n):
             tf = tfs[i][term]
             if tf:
-                scores[i] += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * lengths[i] / avgdl))
+                scores[i] += idf * tf / (tf + k1 * (1 - b + b * lengths[i] / avgdl))
     return scores
 
 
@@ -107,6 +107,20 @@ def test_analyzer_matches_bm25s_tokenization() -> None:
     assert [list(doc) for doc in theirs] == [TextAnalyzer().tokens(t) for t in texts]
 
 
+def test_lexical_scores_equal_bm25s(lexical_index) -> None:
+    bm25s = pytest.importorskip("bm25s")
+    index, _, texts, rng = lexical_index
+    analyzer = TextAnalyzer(stemmer=None)
+    retriever = bm25s.BM25()  # defaults: Lucene idf, k1 = 1.5, b = 0.75
+    retriever.index([analyzer.tokens(texts[i]) for i in range(len(texts))], show_progress=False)
+    queries = [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 4)), replace=False)) for _ in range(10)]
+    res = index.search(queries, k=10, mode="lexical")
+    for q, query in enumerate(queries):
+        theirs = retriever.get_scores(analyzer.tokens(query))
+        np.testing.assert_allclose(res.scores[q], np.sort(theirs)[::-1][:10], rtol=1e-5)
+        np.testing.assert_allclose(theirs[res.ids[q]], res.scores[q], rtol=1e-5)
+
+
 def test_analyzer_rejects_bad_settings() -> None:
     with pytest.raises(InvalidArgumentError, match="stopwords"):
         TextAnalyzer(stopwords="klingon")
@@ -148,6 +162,24 @@ def test_lexical_follows_deletes_adds_compaction_and_reopen(lexical_index, tmp_p
         check_against_reference(again, texts, queries, k=10)
 
 
+def test_lexical_sees_other_writers_commits(lexical_index) -> None:
+    """A reader's postings catch up with adds and deletes committed through another Index object."""
+    index, _, texts, rng = lexical_index
+    queries = [" ".join(rng.choice(WORDS, size=2)) for _ in range(6)]
+    check_against_reference(index, texts, queries, k=8)  # builds the reader's postings
+    index.close()
+    reader = Index.open(index.path)
+    check_against_reference(reader, texts, queries, k=8)
+    with Index.open(index.path) as writer:
+        more = corpus(rng, 10)
+        texts.update(zip(writer.add(vectors(rng, 10), texts=more), more, strict=True))
+        check_against_reference(reader, texts, queries, k=8)  # extended with the new keys
+        writer.delete([3, 5])
+        del texts[3], texts[5]
+        check_against_reference(reader, texts, queries, k=8)  # rebuilt after the delete
+    reader.close()
+
+
 def test_documents_without_text_are_not_indexed(tmp_path) -> None:
     rng = np.random.default_rng(1)
     with Index.build(
@@ -177,7 +209,7 @@ def test_missing_tables_are_corruption(tmp_path) -> None:
     rng = np.random.default_rng(3)
     Index.build(tmp_path / "i", vectors(rng, 5), texts=corpus(rng, 5), lexical=True).close()
     db = sqlite3.connect(tmp_path / "i" / "catalog.sqlite")
-    db.execute("DROP TABLE lexical")
+    db.execute("DROP TABLE lexical_docs")
     db.commit()
     db.close()
     with pytest.raises(CorruptIndexError, match="lexical"):
@@ -198,6 +230,11 @@ def test_bad_mode_arguments(lexical_index) -> None:
         index.search(x[:1], k=3, mode="hybrid", query_texts=["apple"], fusion={"weight": 1.5})
     with pytest.raises(InvalidArgumentError, match="lexical"):
         Index.create(index.path.parent / "other", DIM, lexical="yes")
+    with pytest.raises(InvalidArgumentError, match="lexical b"):
+        Index.create(index.path.parent / "other", DIM, lexical={"b": 2})
+    with pytest.raises(InvalidArgumentError, match="lexical settings"):
+        Index.create(index.path.parent / "other", DIM, lexical={"stemming": True})
+    assert not (index.path.parent / "other").exists()
 
 
 def test_fuse_rrf_and_convex_exact() -> None:

@@ -45,7 +45,7 @@ from .documents import (
 from .lexical import LEXICAL_KEY, LexicalTier, lexical_config
 from .manifest import Manifest, plan_tiers
 from .pipeline import IndexView
-from .retrieval import FUSION_KEY, check_mode, run_mode, sources_of
+from .retrieval import FUSION_KEY, check_mode, run_mode, sources_of, split_queries
 from .state import IndexState
 from .storage import SegmentStore, WriterLock
 from .summary import describe, summarize
@@ -249,11 +249,10 @@ class Index:
 
     def set_fusion(self, fusion: Fusion | str | dict[str, Any]) -> Index:
         """Save the default fusion of hybrid searches in the manifest (e.g. a tuned weight)."""
-        fused = Fusion.coerce(fusion)
+        config = {FUSION_KEY: Fusion.coerce(fusion).to_config()}
         with self._write_lock:
             self._acquire_writer()
-            extra = {**self._manifest.extra, FUSION_KEY: fused.to_config()}
-            dataclasses.replace(self._manifest, extra=extra).write(self.path)
+            dataclasses.replace(self._manifest, extra={**self._manifest.extra, **config}).write(self.path)
             self._manifest = Manifest.read(self.path)
         return self
 
@@ -523,16 +522,7 @@ class Index:
             else check_number(oversampling, "oversampling", minimum=1)
         )
         stage_names = self._stage_names(stages)
-        texts: list[str] | None = None
-        vectors: np.ndarray | None = None
-        if isinstance(queries, str) or (
-            isinstance(queries, Sequence) and queries and isinstance(queries[0], str)
-        ):
-            texts = [queries] if isinstance(queries, str) else list(queries)
-        else:
-            vectors = as_float_matrix(queries, "queries", dim=self.dim)
-            if query_texts is not None:
-                texts = check_column(query_texts, vectors.shape[0], "query_texts", (str,))
+        vectors, texts = split_queries(queries, query_texts, self.dim)
         mode = check_mode(mode, self._lexical, texts is not None)
         fused = Fusion.coerce(fusion, self.fusion)
         if vectors is None and mode != "lexical":

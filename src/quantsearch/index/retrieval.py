@@ -19,15 +19,17 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from .._topk import top_k
+from .._validation import as_float_matrix
 from ..exceptions import InvalidArgumentError
 from ..fusion import Fusion, fuse
 from ..kernels import gather_rows
 from .catalog import Catalog
+from .documents import check_column
 from .lexical import LexicalTier
 from .pipeline import IndexView, PipelineOutput, run_pipeline
 
@@ -49,6 +51,21 @@ class ModeOutput:
     candidates: dict[str, int]
     generation: int | None = None  # catalog generation of lexical rows (None: dense rows only)
     found: np.ndarray | None = field(default=None)  # (nq, k, 2) bool: found by dense / lexical
+
+
+def split_queries(
+    queries: Any, query_texts: Sequence[str] | None, dim: int
+) -> tuple[np.ndarray | None, list[str] | None]:
+    """``(vectors (nq, dim) float32 or None, texts or None)`` of :meth:`Index.search`'s arguments:
+    texts are embedded by the caller when a mode needs vectors."""
+    if isinstance(queries, str):
+        return None, [queries]
+    if isinstance(queries, Sequence) and queries and isinstance(queries[0], str):
+        return None, list(queries)
+    vectors = as_float_matrix(queries, "queries", dim=dim)
+    if query_texts is None:
+        return vectors, None
+    return vectors, check_column(query_texts, vectors.shape[0], "query_texts", (str,))
 
 
 def check_mode(mode: str, lexical: LexicalTier | None, has_texts: bool) -> str:
