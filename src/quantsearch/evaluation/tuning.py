@@ -1,7 +1,7 @@
 """Tune the fusion weight of hybrid search on judged queries (a dev or train split), then save it.
 
-The dense and lexical lists are computed once per query; each candidate weight only re-fuses them,
-so a grid of 21 weights costs about one search.
+Each weight of the grid is scored with the hybrid search itself (ties broken as it breaks them), so
+the tuned weight's NDCG is what the saved fusion then delivers on those queries.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from quantsearch._validation import as_float_matrix, check_positive_int
 from quantsearch.evaluation.metrics import evaluate
 from quantsearch.exceptions import InvalidArgumentError
-from quantsearch.fusion import Fusion, FusionMethod, fuse
+from quantsearch.fusion import Fusion, FusionMethod
 
 __all__ = ["tune_fusion"]
 
@@ -68,32 +68,18 @@ def tune_fusion(
     grid = [Fusion(method, float(w), rrf_k, depth) for w in weights]  # validates every weight
     if not grid:
         raise InvalidArgumentError("weights is empty")
-    depth = min(depth, len(index))
-    dense = index.search(queries, k=depth, with_payload=False)
-    lexical = index.search(list(texts), k=depth, mode="lexical", with_payload=False)
-    codes: dict[Any, int] = {}  # one stand-in row per distinct id, shared by both lists
-    lists = [(_rows(r.ids, r.valid, codes), r.scores) for r in (dense, lexical)]
-    ids = {row: str(i) for i, row in codes.items()}
     judged = {q: dict(qrels.get(q, {})) for q in query_ids}
     ndcg: dict[float, float] = {}
-    for fusion in grid:
-        rows, _, _ = fuse(lists, fusion.weights, k, method=method, rrf_k=rrf_k)
+    for fusion in grid:  # the very search a hybrid query runs (ties included), once per weight
+        res = index.search(
+            queries, k=k, mode="hybrid", fusion=fusion, query_texts=list(texts), with_payload=False
+        )
         run = {
-            q: {ids[r]: float(k - rank) for rank, r in enumerate(ranked) if r >= 0}
-            for q, ranked in zip(query_ids, rows.tolist(), strict=True)
+            q: {str(i): float(k - rank) for rank, (i, ok) in enumerate(zip(ids, valid, strict=True)) if ok}
+            for q, ids, valid in zip(query_ids, res.ids.tolist(), res.valid.tolist(), strict=True)
         }
         ndcg[fusion.weight] = evaluate(run, judged, ks=(k,))[f"ndcg@{k}"]
     best = max(grid, key=lambda f: ndcg[f.weight])  # max keeps the first of equal values
     if save:
         index.set_fusion(best)
     return best, ndcg
-
-
-def _rows(ids: np.ndarray, valid: np.ndarray, codes: dict[Any, int]) -> np.ndarray:
-    """Stand-in row numbers (nq, c) int64 for ids: ``codes`` maps each id to one, -1 at padding."""
-    out = np.full(ids.shape, -1, np.int64)
-    for pos in zip(*np.nonzero(valid), strict=True):
-        out[pos] = codes.setdefault(
-            ids[pos].item() if isinstance(ids[pos], np.generic) else ids[pos], len(codes)
-        )
-    return out
