@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from quality import SHARED, load_shared  # noqa: E402
 
 TUNING_SPLIT = {"nfcorpus": "dev", "scifact": "train"}
+GRID = tuple(round(0.1 * i, 1) for i in range(11))
 
 
 def tuned_rows(name: str, docs: np.ndarray, workdir: Path) -> tuple[list[str], dict]:
@@ -49,7 +50,7 @@ def tuned_rows(name: str, docs: np.ndarray, workdir: Path) -> tuple[list[str], d
     ) as index:
         for method in ("rrf", "convex"):
             fusion, ndcg = tune_fusion(
-                index, queries, data.query_texts, data.query_ids, data.qrels, method=method
+                index, queries, data.query_texts, data.query_ids, data.qrels, method=method, weights=GRID
             )
             rows.append(f"hybrid-{method}@{fusion.weight:g}")
             report[method] = {"weight": fusion.weight, "ndcg@10": ndcg}
@@ -76,7 +77,8 @@ def update_cost(docs: np.ndarray, texts: list[str], workdir: Path, batch: int = 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["nfcorpus", "scifact", "cranfield", "cisi"])
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="written after each collection")
+    parser.add_argument("--repeats", type=int, default=1, help="passes over the queries for batch timings")
     args = parser.parse_args()
     results = {}
     for name in args.datasets:
@@ -84,7 +86,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="lexical-bench-") as tmp:
             extra, tuning = tuned_rows(name, docs, Path(tmp))
             configs = list(LEXICAL_CONFIGS) + extra + list(LEXICAL_PEERS)
-            report = run_eval(data, docs, queries, configs, model="all-MiniLM-L6-v2 (shared)")
+            report = run_eval(
+                data, docs, queries, configs, model="all-MiniLM-L6-v2 (shared)", batch_repeats=args.repeats
+            )
             cost = update_cost(docs, data.corpus_texts, Path(tmp))
         rows = {r["config"]: r for r in report.rows}
         print(f"\n{name}: {report.n_docs} docs, {report.n_queries} queries")
@@ -114,8 +118,9 @@ def main() -> None:
         print(f"tuning: {json.dumps(weights)}")
         print(f"update cost ({len(data.corpus_texts)} docs, batches of 500): {json.dumps(cost)}")
         results[name] = {"report": report.to_json(), "tuning": tuning, "update_cost": cost}
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":
