@@ -291,10 +291,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", nargs="+", default=None, help="our configurations (default: the preset's)")
     p.add_argument(
         "--preset",
-        choices=("default", "codes"),
+        choices=("default", "codes", "lexical"),
         default="default",
-        help="named sweep: 'default' (precisions, oversampling, Matryoshka) or 'codes' (issue 5: every "
-        "code family at its byte budget); --configs / --peers replace its rows",
+        help="named sweep: 'default' (precisions, oversampling, Matryoshka), 'codes' (issue 5: every "
+        "code family at its byte budget) or 'lexical' (BM25, hybrid, SVM vs bm25s and rank-bm25); "
+        "--configs / --peers replace its rows",
     )
     p.add_argument(
         "--peers", nargs="+", default=None, help="peer rows (default: faiss and sentence-transformers)"

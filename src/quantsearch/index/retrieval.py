@@ -44,11 +44,9 @@ RETRIEVERS: tuple[str, str] = ("dense", "lexical")
 
 
 @dataclass(frozen=True)
-class ModeOutput:
-    rows: np.ndarray  # (nq, k) int64, -1 padding
-    scores: np.ndarray  # (nq, k) float32, nan padding
-    timings: dict[str, float]
-    candidates: dict[str, int]
+class ModeOutput(PipelineOutput):
+    """A pipeline output plus what the lexical modes add."""
+
     generation: int | None = None  # catalog generation of lexical rows (None: dense rows only)
     found: np.ndarray | None = field(default=None)  # (nq, k, 2) bool: found by dense / lexical
 
