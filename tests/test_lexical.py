@@ -259,7 +259,7 @@ def test_hybrid_equals_fusion_of_both_modes(lexical_index) -> None:
     qtexts = [" ".join(rng.choice(WORDS, size=2)) for _ in range(8)]
     qx = vectors(rng, 8)
     for fusion in (Fusion("rrf", 0.3, 10.0, 40), Fusion("convex", 0.7, depth=40)):
-        # oversampling 12: both dense lists rescore every document (k x 12 = 120), so they are equal
+        # oversampling 12: both dense lists rescore every document (40 x 12 > 120), so they are equal
         res = index.search(
             qx, k=10, mode="hybrid", fusion=fusion, query_texts=qtexts, with_payload=False, oversampling=12
         )
@@ -295,7 +295,7 @@ def test_svm_mode_equals_linear_svc_on_the_candidates(lexical_index) -> None:
     svm = pytest.importorskip("sklearn.svm")
     index, x, _, rng = lexical_index
     q = vectors(rng, 3)
-    # the SVM's candidates: the dense top 100 (fusion depth); oversampling 24 rescores all 120 docs
+    # the SVM's candidates: the dense top 100 (fusion depth) of all 120 docs rescored
     res = index.search(q, k=5, mode="svm", oversampling=24, with_payload=False)
     dense = index.search(q, k=100, oversampling=2, with_payload=False)  # float32 tier: exact
     for i in range(3):

@@ -8,7 +8,7 @@
   float for a float tier).
 
 Both lists of ``hybrid`` and the SVM's candidates come from a dense pipeline asked for ``depth``
-results from ``max(depth, k x oversampling)`` stage-1 candidates: as much rescoring as a plain search.
+results from ``depth x oversampling`` stage-1 candidates.
 
 A mode's rows are index rows of one catalog generation: the dense ones are the view's, the lexical
 ones are read from the catalog with the generation they belong to, and the caller checks both.
@@ -108,8 +108,10 @@ def run_mode(
         out = run_pipeline(view, vectors, k, oversampling=oversampling, stages=stages)
         return ModeOutput(out.rows, out.scores, out.timings, out.candidates)
     depth = min(max(fusion.depth, k), view.n_live)
-    # the dense list: its top `depth`, from as many candidates as a k-search would rescore (or `depth`)
-    dense = run_pipeline(view, vectors, depth, oversampling=max(1.0, k * oversampling / depth), stages=stages)
+    # the dense list: its top `depth` after rescoring `depth x oversampling` candidates (its tail
+    # needs them as much as a top k does: with only `depth` candidates, binary -> int8 hybrids lost
+    # 0.8-2 NDCG points against float32 on cisi and scifact, docs/benchmarks.md)
+    dense = run_pipeline(view, vectors, depth, oversampling=oversampling, stages=stages)
     if mode == "svm":
         return _svm(view, vectors, k, dense, stages=stages)
     assert lexical is not None and texts is not None
