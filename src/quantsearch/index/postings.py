@@ -88,16 +88,17 @@ class Postings:
         if n == 0:
             return rows_out, scores_out
         norm = k1 * (1.0 - b + b * self.lengths / max(float(self.lengths.mean()), 1e-9))
+        vocab, df = self.vocab, np.diff(self._indptr)
         for q, terms in enumerate(queries):
-            tids = [self.vocab[t] for t in terms if t in self.vocab]
-            if not tids:
+            tids = np.fromiter((vocab[t] for t in terms if t in vocab), np.int64)
+            if tids.size == 0:
                 continue
-            spans = [(int(self._indptr[t]), int(self._indptr[t + 1])) for t in tids]
-            docs = np.concatenate([self._docs[s:e] for s, e in spans])
-            tfs = np.concatenate([self._tfs[s:e] for s, e in spans])
-            df = np.array([e - s for s, e in spans], np.float64)
-            idf = np.log1p((n - df + 0.5) / (df + 0.5))
-            weights = np.repeat(idf, [e - s for s, e in spans]) * tfs / (tfs + norm[docs])
+            starts, lens = self._indptr[tids], df[tids]
+            # one gather of every posting of the query's terms (repeats included)
+            offsets = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()))
+            docs, tfs = self._docs[offsets], self._tfs[offsets]
+            idf = np.log1p((n - lens + 0.5) / (lens + 0.5))
+            weights = np.repeat(idf, lens) * tfs / (tfs + norm[docs])
             scores = np.bincount(docs, weights=weights, minlength=n)
             matched = np.flatnonzero(scores)  # every term weight is > 0 (idf > 0, tf > 0)
             found_rows, found_scores = top_k(
