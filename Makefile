@@ -16,7 +16,7 @@ $(BIN)/python:
 # setup.py and the C sources too: the native kernels are built by this install
 $(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard src/quantsearch/kernels/csrc/*)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[embed,dev,eval,server,images,fast,distributed]"
+	$(BIN)/python -m pip install --quiet -e ".[embed,dev,eval,server,images,fast,distributed,lexical,svm]"
 	touch $(STAMP)
 
 install: $(STAMP)

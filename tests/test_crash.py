@@ -18,6 +18,7 @@ import numpy as np
 
 from crash_child import BATCH, DIM, batch_ids, batch_metadata, batch_texts, batch_vectors
 from quantsearch import Index
+from quantsearch.index.lexical import LexicalTier
 
 CHILD = Path(__file__).with_name("crash_child.py")
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -82,12 +83,26 @@ def check_searchable(index: Index, batches: set[int]) -> None:
     assert rescored.ids[:, 0].tolist() == ids
     assert [t[0] for t in rescored.texts] == [t for b in order for t in batch_texts(b)]
     assert [m[0] for m in rescored.metadata] == [m for b in order for m in batch_metadata(b)]
+    if index.has_lexical:  # the IVF crash test's index has no lexical tier
+        check_lexical(index, ids[:: max(1, len(ids) // 40)])
+
+
+def check_lexical(index: Index, present: list[int]) -> None:
+    """The lexical tier holds exactly the committed documents: each one's text finds it first, with
+    its own payload, and the tier counts every live document (all have texts)."""
+    assert LexicalTier.count(index._catalog) == len(index)
+    present = [i for i in present if i >= 10]  # "doc 7": single characters are not terms
+    if not present:
+        return
+    res = index.search([f"doc {i}" for i in present], k=1, mode="lexical")
+    assert res.ids[:, 0].tolist() == present
+    assert [t[0] for t in res.texts] == [f"doc {i}" for i in present]
 
 
 def create_index(path: Path, n_batches: int) -> float:
     """Create the index with batches [0, n_batches); return the mean seconds one add took."""
     calibration = np.concatenate([batch_vectors(b) for b in range(10_000, 10_008)])
-    with Index.create(path, DIM, calibration=calibration) as index:
+    with Index.create(path, DIM, calibration=calibration, lexical={"stemmer": None}) as index:
         t0 = time.perf_counter()
         for b in range(n_batches):
             index.add(batch_vectors(b), ids=batch_ids(b), texts=batch_texts(b), metadata=batch_metadata(b))
@@ -99,6 +114,7 @@ def assert_no_leftovers(path: Path) -> None:
     with Index.open(path) as index:
         index.add(batch_vectors(99_999), ids=batch_ids(99_999))  # the writer removes crash leftovers
         segments = index.info()["segments"]
+        index.verify()  # the checksums, and FTS5's integrity check of the lexical tier
     assert not [p for p in path.rglob("*.tmp")]
     assert len(list((path / "segments").iterdir())) == 2 * segments
 
@@ -185,6 +201,7 @@ def test_kill_during_compaction_loses_nothing(tmp_path) -> None:
             res = index.search(x, k=1, stages=())
             assert res.ids[:, 0].tolist() == want and (res.scores == 0).all()
             assert [t[0] for t in res.texts] == [batch_texts(b)[j] for b, j in present]
+            check_lexical(index, [batch_ids(b)[j] for b, j in present][::7])
             next_batch = max(b for b, _ in present) + 1
     with Index.open(path) as index:
         index.compact()

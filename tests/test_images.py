@@ -216,7 +216,7 @@ def test_page_shows_thumbnails_and_searches_by_image(tmp_path: Path, tiny_clip: 
 
     paths = _photos(tmp_path / "photos", n=6)
     index_images(tmp_path / "photos", tmp_path / "idx", model=tiny_clip).index.close()
-    with TestClient(create_app(tmp_path / "idx")) as client:
+    with TestClient(create_app(tmp_path / "idx"), base_url="http://localhost") as client:
         page = client.get("/")
         assert page.status_code == 200 and 'id="image-query"' in page.text
         assert "img-src 'self' data:" in page.headers["content-security-policy"]

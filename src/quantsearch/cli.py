@@ -93,6 +93,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         backend=args.backend,
         skip_existing=args.skip_existing,
+        lexical=True if args.lexical else None,
     )
     with index:
         print(f"indexed {len(ids):,} documents into {args.index} in {time.perf_counter() - t0:.1f} s")
@@ -127,7 +128,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise InvalidArgumentError("a text query (or --image PATH) is required")
         results = index.search(
             query, k=k, oversampling=args.oversampling, stages=args.stages,
-            filter=_json_filter(args.filter), nprobe=args.nprobe,
+            filter=_json_filter(args.filter), nprobe=args.nprobe, mode=args.mode, fusion=args.fusion,
         )  # fmt: skip
         if args.json:
             print(
@@ -482,6 +483,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_backend(p, "default: the index's, else torch")
     _sharding_options(p)
+    p.add_argument(
+        "--lexical", action="store_true", help="new index: keep a BM25 tier over the texts (search --mode)"
+    )
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("search", help="search an index with a text query")
@@ -497,6 +501,11 @@ def make_parser() -> argparse.ArgumentParser:
         help='metadata filter (JSON), e.g. \'{"year": {"gte": 2000}, "lang": "en"}\'',
     )
     p.add_argument("--nprobe", type=int, default=None, help="lists scanned by an IVF candidate stage")
+    p.add_argument(
+        "--mode", default="dense", choices=["dense", "lexical", "hybrid", "svm"],
+        help="retriever: dense (default), lexical (BM25; index built with --lexical), hybrid, svm",
+    )  # fmt: skip
+    p.add_argument("--fusion", default=None, choices=["rrf", "convex"], help="hybrid: how lists are fused")
     p.add_argument("--json", action="store_true")
     add_backend(p, "default: the one the index was built with")
     p.add_argument("--ray", action="store_true", help="sharded index: search on Ray actors (local Ray)")
@@ -530,10 +539,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", nargs="+", default=None, help="our configurations (default: the preset's)")
     p.add_argument(
         "--preset",
-        choices=("default", "codes"),
+        choices=("default", "codes", "lexical"),
         default="default",
-        help="named sweep: 'default' (precisions, oversampling, Matryoshka) or 'codes' (issue 5: every "
-        "code family at its byte budget); --configs / --peers replace its rows",
+        help="named sweep: 'default' (precisions, oversampling, Matryoshka), 'codes' (issue 5: every "
+        "code family at its byte budget) or 'lexical' (BM25, hybrid, SVM vs bm25s and rank-bm25); "
+        "--configs / --peers replace its rows",
     )
     p.add_argument(
         "--peers", nargs="+", default=None, help="peer rows (default: faiss and sentence-transformers)"

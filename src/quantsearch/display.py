@@ -53,7 +53,8 @@ def format_results(results: Any, query: str | None = None, *, width: int = 100) 
         text = " ".join((hit.get("text") or "").split())
         if len(text) > width:
             text = text[: width - 3] + "..."
-        lines.append(f"{rank:>3}. {hit['score']:.4f}  {hit['id']}  {text}")
+        found = f"  [{'+'.join(hit['sources'])}]" if hit.get("sources") else ""
+        lines.append(f"{rank:>3}. {hit['score']:.4f}  {hit['id']}{found}  {text}")
     stages = "  ".join(f"{name} {ms:.2f} ms" for name, ms in results.timings.items())
     lines.append(f"     timings: {stages}")
     return "\n".join(lines)

@@ -125,6 +125,7 @@ def index_documents(
     progress: bool = True,
     skip_existing: bool = False,
     backend: str | None = None,
+    lexical: Any = None,
 ) -> Any:
     """Embed documents and add them to the index at ``index_dir`` (created if it does not exist).
 
@@ -138,6 +139,7 @@ def index_documents(
     ``backend`` names the embedding backend (``"auto"`` is settled on a sample of ``texts``); a new
     index records it, so that queries are embedded the same way.
     ``candidate_stage`` (a new index only) is passed to :meth:`Index.create` (``"ivf"``, ...).
+    ``lexical`` (a new index only) keeps a BM25 tier over the texts (see ``Index.create``).
 
     Returns
     -------
@@ -219,6 +221,7 @@ def index_documents(
             model=embedder.name,
             backend=None if embedder.backend == "torch" else embedder.backend,
             candidate_stage=candidate_stage,
+            lexical=lexical,
         ) as new:
             new.calibrate(head)
             logger.info("calibrated on the first %d documents", start)

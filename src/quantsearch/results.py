@@ -29,6 +29,9 @@ class SearchResults:
         ``rescore:int8``, ..., ``payload``).
     candidates : dict of str to int
         How many candidates per query entered each stage.
+    sources : list of list of list of str, optional
+        Lexical and hybrid searches: the retrievers (``"dense"``, ``"lexical"``) whose lists held each
+        hit (empty at padding). ``None`` for dense searches.
     """
 
     ids: np.ndarray
@@ -37,6 +40,7 @@ class SearchResults:
     metadata: list[list[dict[str, Any] | None]] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     candidates: dict[str, int] = field(default_factory=dict)
+    sources: list[list[list[str]]] | None = None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -66,6 +70,8 @@ class SearchResults:
                     hit["text"] = self.texts[q][j]
                 if self.metadata is not None:
                     hit["metadata"] = self.metadata[q][j]
+                if self.sources is not None:
+                    hit["sources"] = self.sources[q][j]
                 hits.append(hit)
             out.append(hits)
         return out

@@ -45,6 +45,8 @@ __all__ = [
     "CODES_CONFIGS",
     "CODES_PEERS",
     "DEFAULT_CONFIGS",
+    "LEXICAL_CONFIGS",
+    "LEXICAL_PEERS",
     "DEFAULT_PEERS",
     "PEERS",
     "PRESETS",
@@ -132,10 +134,25 @@ CODES_CONFIGS: tuple[str, ...] = (
 #: Peers of the codes comparison: exact float32 and sentence-transformers' binary rescoring.
 CODES_PEERS: tuple[str, ...] = ("faiss-flat-ip", "st-faiss-ubinary@4", "st-faiss-ubinary@10")
 
+#: Issue 15's lexical and hybrid rows (``--preset lexical``; specs in
+#: :mod:`quantsearch.evaluation.lexical_configs`), next to the dense pipeline they fuse with.
+LEXICAL_CONFIGS: tuple[str, ...] = (
+    "binary>int8@10",
+    "bm25",
+    "hybrid-rrf",
+    "hybrid-convex",
+    "hybrid-rrf:float32",
+    "hybrid-convex:float32",
+    "svm",
+    "svm:float32",
+)
+LEXICAL_PEERS: tuple[str, ...] = ("bm25s", "rank-bm25")
+
 #: Named sweeps for ``quantsearch eval --preset``: (configs, peers).
 PRESETS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "default": (DEFAULT_CONFIGS, DEFAULT_PEERS),
     "codes": (CODES_CONFIGS, CODES_PEERS),
+    "lexical": (LEXICAL_CONFIGS, LEXICAL_PEERS),
 }
 
 _INSTALL_EVAL = 'pip install "quantsearch[eval,embed]"'
@@ -401,6 +418,10 @@ def parse_config(spec: str) -> Config:
     """
     if not isinstance(spec, str) or not spec.strip():
         raise InvalidArgumentError(f"a configuration must be a non-empty string, got {spec!r}")
+    from quantsearch.evaluation.lexical_configs import parse_text_config
+
+    if (text_config := parse_text_config(spec)) is not None:  # bm25, hybrid-*, svm and their peers
+        return text_config
     text = spec.strip().lower()
     base, _, multiplier = text.partition("@")
     if base in PEERS:

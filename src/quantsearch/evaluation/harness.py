@@ -27,9 +27,11 @@ from quantsearch.evaluation.configs import (
     DEFAULT_CONFIGS,
     DEFAULT_PEERS,
     Config,
+    Searcher,
     parse_config,
     parse_configs,
 )
+from quantsearch.evaluation.lexical_configs import TextConfig, TextSearcher
 from quantsearch.evaluation.metrics import evaluate
 from quantsearch.exceptions import DimensionMismatchError, InvalidArgumentError
 
@@ -187,24 +189,33 @@ def _measure(
     logger.info("measuring %s", config.name)
     config.warm_up()
     t0 = time.perf_counter()
-    searcher = config.build(docs, workdir)
+    if isinstance(config, TextConfig):  # lexical, hybrid and svm rows read the texts too
+        searcher: Searcher = config.build_texts(docs, dataset.corpus_texts, workdir)
+    else:
+        searcher = config.build(docs, workdir)
     build_s = time.perf_counter() - t0
+
+    def search(start: int, stop: int, depth: int) -> np.ndarray:
+        if isinstance(searcher, TextSearcher):
+            return searcher.search_texts(queries[start:stop], dataset.query_texts[start:stop], depth)
+        return searcher.search(queries[start:stop], depth)
+
     try:
-        searcher.search(queries[:1], k)  # warm-up: lazy imports, first page faults
+        search(0, 1, k)  # warm-up: lazy imports, first page faults
         batch_ms: list[float] = []
         top_k = np.empty((queries.shape[0], k), np.int64)
         for _ in range(batch_repeats):
             for start in range(0, queries.shape[0], batch_size):
-                block = queries[start : start + batch_size]
+                stop = min(start + batch_size, queries.shape[0])
                 t0 = time.perf_counter()
-                top_k[start : start + batch_size] = searcher.search(block, k)
-                batch_ms.append((time.perf_counter() - t0) * 1e3 / block.shape[0])
+                top_k[start:stop] = search(start, stop, k)
+                batch_ms.append((time.perf_counter() - t0) * 1e3 / (stop - start))
         single_ms = []
         for i in range(queries.shape[0]):
             t0 = time.perf_counter()
-            searcher.search(queries[i : i + 1], k)
+            search(i, i + 1, k)
             single_ms.append((time.perf_counter() - t0) * 1e3)
-        deep = searcher.search(queries, depth) if depth > k else top_k
+        deep = search(0, queries.shape[0], depth) if depth > k else top_k
         ram, disk = searcher.ram_bytes_per_vector, searcher.disk_bytes_per_vector
     finally:
         searcher.close()

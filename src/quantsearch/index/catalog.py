@@ -10,7 +10,7 @@ import json
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +173,23 @@ class Catalog:
         return Payload(row, ext, text, metadata)
 
     # ---- reads --------------------------------------------------------------------------------------
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One read statement (for the lexical tier's SQL, kept in its own module)."""
+        return self._query(sql, params)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:
+        """A read transaction: every statement run through the yielded function sees the same commit."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield self._query
+            finally:
+                self._db.execute("COMMIT")
+
+    def tables(self) -> set[str]:
+        return {r[0] for r in self._query("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+
     def segments(self) -> list[Segment]:
         rows = self._query("SELECT seg_id, start_row, n_rows, files FROM segments ORDER BY start_row")
         with self._reading():

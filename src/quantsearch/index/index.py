@@ -8,6 +8,7 @@ the :class:`~.storage.SegmentStore` (segment and state files, memory maps, orpha
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -26,6 +27,7 @@ from ..exceptions import (
     ReadOnlyIndexError,
     UnknownIdError,
 )
+from ..fusion import Fusion
 from ..quantization import Quantizer, quantizer_from_config
 from ..results import SearchResults
 from . import layout
@@ -42,9 +44,11 @@ from .documents import (
     join_payload,
 )
 from .filters import filter_mask, parse_filter
+from .lexical import LEXICAL_KEY, LexicalTier, lexical_config
 from .lifecycle import create_directory, is_writable
 from .manifest import Manifest, plan_tiers
-from .pipeline import IndexView, run_pipeline
+from .pipeline import IndexView
+from .retrieval import FUSION_KEY, check_mode, run_mode, sources_of, split_queries
 from .stages import check_stage_config
 from .state import IndexState, retry_stale
 from .storage import SegmentStore, WriterLock
@@ -82,6 +86,9 @@ class Index:
         self._write_lock = threading.RLock()
         self._embedder: Any = None
         self._tiers = self._store.load_quantizers(manifest)
+        self._lexical = LexicalTier.from_manifest(manifest)
+        if self._lexical is not None:
+            self._lexical.check_tables(catalog)
         self._load_segments()
 
     @classmethod
@@ -99,6 +106,7 @@ class Index:
         oversampling: float = DEFAULT_OVERSAMPLING,
         calibration: np.ndarray | None = None,
         candidate_stage: str | dict[str, Any] | None = None,
+        lexical: Any = None,
     ) -> Index:
         """Create an empty index directory.
 
@@ -128,6 +136,10 @@ class Index:
         calibration : ndarray of shape (n, dim), float, optional
             Sample of document vectors to calibrate the quantizers on now (else call
             :meth:`calibrate` before the first :meth:`add`).
+        lexical : bool, dict or TextAnalyzer, optional
+            Keep a BM25 lexical tier over the texts (``search(mode="lexical" | "hybrid")``):
+            ``True`` for the default analysis (English stopwords, Snowball English stemmer), or the
+            analyzer's settings (``{"stopwords", "stemmer", "token_pattern"}``). Off by default.
         candidate_stage : str or dict, optional
             Stage 1: ``"exact"`` (default, a full scan of the codes) or an approximate structure
             over them, ``"ivf"`` or ``{"kind": "ivf", "params": {"nlist": ..., "nprobe": ...}}``
@@ -150,13 +162,19 @@ class Index:
             raise InvalidArgumentError(f"model must be a string, got {model!r}")
         tiers = plan_tiers(binary, rescore, truncate_dim)
         stage = check_stage_config(candidate_stage, quantizer_from_config(tiers[0].quantizer))
+        lexical_settings = lexical_config(lexical)
         manifest = Manifest.new(
             dim, id_type, tiers,
             oversampling=oversampling, model=model, backend=backend, candidate_stage=stage,
         )  # fmt: skip
+        if lexical_settings is not None:
+            manifest = dataclasses.replace(manifest, extra={LEXICAL_KEY: lexical_settings})
 
         def populate(tmp: Path) -> None:
-            Catalog(tmp / layout.CATALOG, create=True).close()
+            catalog = Catalog(tmp / layout.CATALOG, create=True)
+            if lexical_settings is not None:
+                LexicalTier.create_tables(catalog)
+            catalog.close()
             manifest.write(tmp)  # the manifest is written last: it marks a complete index
             with cls(tmp, Manifest.read(tmp), Catalog(tmp / layout.CATALOG)) as index:  # opens as written
                 if calibration is not None:
@@ -249,6 +267,26 @@ class Index:
         return dict(self._tiers)
 
     @property
+    def fusion(self) -> Fusion | None:
+        """The fusion saved with the index (:meth:`set_fusion`), used by hybrid searches by default."""
+        saved = self._manifest.extra.get(FUSION_KEY)
+        return None if saved is None else Fusion.coerce(saved)
+
+    @property
+    def has_lexical(self) -> bool:
+        """Whether the index keeps a lexical (BM25) tier."""
+        return self._lexical is not None
+
+    def set_fusion(self, fusion: Fusion | str | dict[str, Any]) -> Index:
+        """Save the default fusion of hybrid searches in the manifest (e.g. a tuned weight)."""
+        config = {FUSION_KEY: Fusion.coerce(fusion).to_config()}
+        with self._write_lock:
+            self._acquire_writer()
+            dataclasses.replace(self._manifest, extra={**self._manifest.extra, **config}).write(self.path)
+            self._manifest = Manifest.read(self.path)
+        return self
+
+    @property
     def rescore_tiers(self) -> tuple[str, ...]:
         return self._manifest.rescore_tiers
 
@@ -308,6 +346,7 @@ class Index:
         if manifest != self._manifest:
             self._tiers = self._store.load_quantizers(manifest)
             self._manifest = manifest
+            self._lexical = LexicalTier.from_manifest(manifest)
             self._load_segments()
             return True
         if (
@@ -395,6 +434,8 @@ class Index:
             body = insert_batch(
                 self._catalog, segment, id_list, texts_list, meta_list, int_ids=self.id_type == "int"
             )
+            if self._lexical is not None:
+                body = self._lexical.extend_add(body, texts_list, start)
             commit_segment(self._catalog, self._store, segment, body)
             self._state.append(segment, codes)
         return id_list
@@ -413,6 +454,8 @@ class Index:
                 raise UnknownIdError(f"id {missing[0]!r} is not in the index ({len(missing)} unknown)")
             with self._catalog.transaction() as db:
                 Catalog.delete_ids(db, checked)
+                if self._lexical is not None:
+                    self._lexical.delete_rows(db, rows.values())
             self._state.delete(np.fromiter(rows.values(), np.int64, len(rows)))
         return len(rows)
 
@@ -443,6 +486,8 @@ class Index:
             files = self._store.write(seg_id, int(live.size), chunks, self._tiers)
             segment = Segment(seg_id, 0, int(live.size), files)
             body = swap_segments(segment, live, self._state.generation)
+            if self._lexical is not None:
+                body = self._lexical.extend_compact(body, live)
             commit_segment(self._catalog, self._store, segment, body)
             self._load_segments()
             self._state.stage.rebuilt(self.path, self._state.view.codes, generation=self._state.generation)
@@ -474,6 +519,9 @@ class Index:
         with_payload: bool = True,
         filter: dict[str, Any] | None = None,  # noqa: A002 - the name users expect
         nprobe: int | None = None,
+        mode: str = "dense",
+        fusion: Fusion | str | dict[str, Any] | None = None,
+        query_texts: Sequence[str] | None = None,
     ) -> SearchResults:
         """Find the ``k`` best documents of each query.
 
@@ -498,6 +546,14 @@ class Index:
             ``k`` matches pad the results (id ``-1``).
         nprobe : int, optional
             Lists an IVF candidate stage scans per query (default: the stage's setting).
+        mode : {"dense", "lexical", "hybrid", "svm"}
+            ``dense`` (default): the vector pipeline. ``lexical``: BM25 over the lexical tier (needs
+            query texts). ``hybrid``: both, fused. ``svm``: the dense candidates reranked by a
+            per-query linear SVM over the last rescoring tier's vectors.
+        fusion : "rrf", "convex", dict or Fusion, optional
+            How ``hybrid`` fuses (default: the index's saved fusion, else RRF with equal weights).
+        query_texts : sequence of str, optional
+            The query texts when ``queries`` are vectors (for ``lexical`` and ``hybrid``).
 
         Returns
         -------
@@ -515,16 +571,15 @@ class Index:
             else check_number(oversampling, "oversampling", minimum=1)
         )
         stage_names = self._stage_names(stages)
-        if isinstance(queries, str) or (
-            isinstance(queries, Sequence) and queries and isinstance(queries[0], str)
-        ):
+        vectors, texts = split_queries(queries, query_texts, self.dim)
+        mode = check_mode(mode, self._lexical, texts is not None)
+        fused = Fusion.coerce(fusion, self.fusion)
+        if vectors is None and mode != "lexical":
             t0 = time.perf_counter()
-            texts = [queries] if isinstance(queries, str) else list(queries)
-            vectors = self.embedder.embed(texts)
+            vectors = as_float_matrix(self.embedder.embed(texts), "queries", dim=self.dim)
             timings["embed"] = (time.perf_counter() - t0) * 1e3
-        else:
-            vectors = queries
-        vectors = as_float_matrix(vectors, "queries", dim=self.dim, max_norm=MAX_NORM)
+        if vectors is not None:
+            vectors = as_float_matrix(vectors, "queries", dim=self.dim, max_norm=MAX_NORM)
         for _attempt in range(3):
             view = self._state.view
             mask = filter_mask(self._catalog, conditions, view) if conditions else None
@@ -533,15 +588,16 @@ class Index:
                 continue
             if not conditions:
                 self._check_k(k, view)
-            out = run_pipeline(
-                view, vectors, k, oversampling=oversampling, stages=stage_names, valid=mask,
+            out = run_mode(
+                mode, view, vectors, texts, k, catalog=self._catalog, lexical=self._lexical,
+                fusion=fused, oversampling=oversampling, stages=stage_names, valid=mask,
                 stage_options={"nprobe": nprobe},
             )  # fmt: skip
             t0 = time.perf_counter()
             generation, payload = self._catalog.payload(
                 out.rows[out.rows >= 0].tolist(), with_text=with_payload
             )
-            if generation == view.generation:
+            if generation == view.generation and out.generation in (None, generation):
                 break
             # rows were renumbered (a compaction) after this view was taken: search a fresh one
             self.refresh()
@@ -551,7 +607,8 @@ class Index:
         ids, found, texts_out, meta_out = join_payload(out.rows, payload, self.id_type, with_payload)
         timings["payload" if with_payload else "ids"] = (time.perf_counter() - t0) * 1e3
         scores = np.where(found, out.scores, np.float32(np.nan))  # a row deleted since is padding, not a hit
-        return SearchResults(ids, scores, texts_out, meta_out, timings, out.candidates)
+        sources = sources_of(mode, found, out.found)
+        return SearchResults(ids, scores, texts_out, meta_out, timings, out.candidates, sources)
 
     def _stage_names(self, stages: Sequence[str] | str | None) -> tuple[str, ...]:
         if stages is None:
@@ -604,3 +661,5 @@ class Index:
     def verify(self) -> None:
         """Check every file against the checksums recorded at write time (reads the whole index)."""
         retry_stale(self._caught_up, lambda: self._store.verify(self._state.segments))
+        if self._lexical is not None:
+            self._lexical.verify(self._catalog)

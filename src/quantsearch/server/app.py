@@ -193,6 +193,8 @@ def create_app(
             compare=body.compare,
             filter=body.filter,
             nprobe=body.nprobe,
+            mode=body.mode,
+            fusion=body.fusion,
         )
         return await pools.read(call)
 

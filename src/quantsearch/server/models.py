@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
@@ -38,6 +38,12 @@ class SearchRequest(_Strict):
         '"year": {"gte": 2000, "lt": 2010}}',
     )
     nprobe: int | None = Field(None, ge=1, description="lists scanned by an IVF candidate stage")
+    mode: Literal["dense", "lexical", "hybrid", "svm"] = Field(
+        "dense", description="retriever: dense, lexical (BM25, text queries), hybrid (both, fused), svm"
+    )
+    fusion: Literal["rrf", "convex"] | None = Field(
+        None, description="hybrid: reciprocal rank fusion or convex combination (default: index's)"
+    )
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
@@ -51,6 +57,7 @@ class Hit(BaseModel):
     score: float
     text: str | None = None
     metadata: dict[str, Any] | None = None
+    sources: list[str] | None = Field(None, description="lexical/hybrid: the retrievers that found it")
 
 
 class ExactResults(BaseModel):
@@ -134,6 +141,7 @@ class Stats(BaseModel):
     float32_bytes: int = Field(description="what the vectors would take as float32")
     exact_tier: str | None = Field(description="float tier used for exact comparisons, if any")
     text_queries: bool
+    lexical: bool = Field(False, description="the index keeps a lexical (BM25) tier")
     limits: Limits
 
 

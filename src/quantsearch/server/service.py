@@ -105,6 +105,8 @@ class SearchService:
         compare: bool,
         filter: dict[str, Any] | None = None,  # noqa: A002 - the API's field name
         nprobe: int | None = None,
+        mode: str = "dense",
+        fusion: str | None = None,
     ) -> dict[str, Any]:
         """Run one query; returns the body of a :class:`~quantsearch.server.models.SearchResponse`."""
         t_start = time.perf_counter()
@@ -118,21 +120,32 @@ class SearchService:
             )
         exact_tier = self._check_exact(compare)
         timings: dict[str, float] = {}
-        if query is not None:
+        q: np.ndarray | None = None
+        if query is not None and (mode != "lexical" or exact_tier is not None):
             t0 = time.perf_counter()
             q = self.embed([query], "query")
             timings["embed"] = _ms(t0)
-        else:
-            assert vector is not None
+        elif vector is not None:
             q = self._vector(vector, "vector")
         k = min(k, len(self.index))  # a small index answers with every document
         if k == 0:
             return {"k": 0, "hits": [], "timings_ms": {**timings, "total": _ms(t_start)}, "candidates": {}}
-        res = self.index.search(q, k, oversampling=oversampling, stages=stages, filter=filter, nprobe=nprobe)
+        texts = None if query is None else [query]
+        queries: Any = texts if q is None or (texts is not None and mode == "lexical") else q
+        # only the options a request set: a sharded index (quantsearch.distributed) takes the plain ones
+        options = {
+            name: value
+            for name, value in (("mode", mode), ("fusion", fusion), ("filter", filter), ("nprobe", nprobe))
+            if value is not None and not (name == "mode" and value == "dense")
+        }
+        if mode != "dense" and texts is not None:
+            options["query_texts"] = texts
+        res = self.index.search(queries, k, oversampling=oversampling, stages=stages, **options)
         timings.update(res.timings)
         hits = _hits(res)
         exact = None
         if exact_tier is not None:
+            assert q is not None
             exact = self._exact(q, k, exact_tier, hits, filter)
         timings["total"] = _ms(t_start)
         return {"k": k, "hits": hits, "timings_ms": timings, "candidates": res.candidates, "exact": exact}
@@ -295,6 +308,7 @@ class SearchService:
             "float32_bytes": info["float32_bytes"],
             "exact_tier": self.exact_tier,
             "text_queries": self.index.model is not None,
+            "lexical": bool(getattr(self.index, "has_lexical", False)),  # a sharded index has none yet
             "limits": {
                 "max_k": limits.max_k,
                 "max_oversampling": limits.max_oversampling,

@@ -110,6 +110,9 @@ function renderStats(s) {
     select.appendChild(el("option", { value: JSON.stringify(chosen), text: label }));
   }
   if (previous) select.value = previous;
+  // lexical and hybrid modes only where the index keeps a lexical tier
+  for (const option of $("mode").querySelectorAll("option[data-lexical]")) option.disabled = !s.lexical;
+  if ($("mode").selectedOptions[0]?.disabled) $("mode").value = "dense";
   $("query-hint").textContent = s.text_queries
     ? "Text queries are embedded with the index's model."
     : `This index has no embedding model: paste a vector as a JSON array of ${s.dim} numbers.`;
@@ -137,6 +140,9 @@ function renderHits(list, hits, others) {
         el("span", { className: "hit-rank", text: `#${i + 1}` }),
         el("span", { className: "hit-id", text: String(hit.id) }),
         el("span", { className: "hit-score", text: "score " + hit.score.toFixed(4) }),
+        ...(hit.sources || []).map((name) =>
+          el("span", { className: `hit-source source-${name}`, text: name, title: `found by the ${name} retriever` }),
+        ),
       ]),
       el("div", { className: "hit-text", text: truncate(hit.text || "", others ? 180 : 320) }),
     ]);
@@ -209,6 +215,9 @@ async function search(event) {
   }
   if ($("oversampling").value) body.oversampling = Number($("oversampling").value);
   if ($("stages").value) body.stages = JSON.parse($("stages").value);
+  const mode = $("mode").value;
+  if (mode !== "dense") body.mode = mode === "hybrid-convex" ? "hybrid" : mode;
+  if (mode === "hybrid-convex") body.fusion = "convex";
   body.compare = $("compare").checked && !$("compare").disabled;
   if ($("api-key").value) sessionStorage.setItem("quantsearch-key", $("api-key").value);
   $("search-button").disabled = true;
