@@ -70,3 +70,32 @@ def test_index_searches_by_text(tmp_path) -> None:
     assert idx.info()["ram_bytes_per_doc"] == idx._quantizer.code_bytes
     reopened = MultiVectorIndex.open(tmp_path / "mv", embedder=tok)
     assert reopened.search(["bread"], k=1).ids[0, 0] == "bread"
+
+
+def test_cli_mv_index_and_search(tmp_path, capsys) -> None:
+    import json
+
+    from quantsearch.cli import main
+
+    corpus = tmp_path / "corpus.jsonl"
+    rows = [
+        {"_id": "bread", "text": "A recipe for bread: flour, water, salt and yeast."},
+        {"_id": "codes", "text": "Binary codes of embeddings stay in memory for a fast Hamming scan."},
+        {"_id": "tide", "text": "The tide rises twice a day under the pull of the moon."},
+    ]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    index = tmp_path / "mv"
+    assert main(["mv-index", str(corpus), "--index", str(index), "--k-sim", "3", "--r-reps", "4", "-q"]) == 0
+    assert "3 documents" in capsys.readouterr().out
+    assert main(["mv-search", str(index), "baking bread with yeast", "-k", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [h["id"] for h in out["hits"]][0] == "bread" and len(out["hits"]) == 2
+    # bad input: one line on stderr, exit status 2, the index unchanged
+    assert main(["mv-index", str(corpus), "--index", str(index), "-q"]) == 2  # the same ids again
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already in the index" in err[0]
+    assert main(["mv-search", str(tmp_path / "missing"), "x"]) == 2
+    assert main(["mv-search", str(index), "bread", "-k", "0"]) == 2
+    capsys.readouterr()
+    assert main(["mv-search", str(index), "tide and moon", "-k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == "tide"
