@@ -81,8 +81,14 @@ def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def recall_of(candidates: list[np.ndarray] | np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(truth[i].tolist()) & set(np.asarray(c).tolist())) / truth.shape[1]
-                          for i, c in enumerate(candidates)]))
+    return float(
+        np.mean(
+            [
+                len(set(truth[i].tolist()) & set(np.asarray(c).tolist())) / truth.shape[1]
+                for i, c in enumerate(candidates)
+            ]
+        )
+    )
 
 
 def fastembed_encode(docs: TokenBatch, kind: str, workdir: Path) -> tuple[np.ndarray, float] | None:
@@ -91,8 +97,12 @@ def fastembed_encode(docs: TokenBatch, kind: str, workdir: Path) -> tuple[np.nda
     vec, off, out = workdir / "v.npy", workdir / "o.npy", workdir / "f.npy"
     np.save(vec, np.asarray(docs.vectors, np.float32))
     np.save(off, docs.offsets)
-    proc = subprocess.run([FE_PYTHON, "-c", _FASTEMBED_SCRIPT, str(vec), str(off), str(out), kind],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [FE_PYTHON, "-c", _FASTEMBED_SCRIPT, str(vec), str(off), str(out), kind],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         print("fastembed failed:", proc.stderr.strip().splitlines()[-1:])
         return None
@@ -117,11 +127,15 @@ def main() -> None:
     embedder = TokenEmbedder()
     docs = cached_tokens(embedder, ds.corpus_texts, CACHE / args.name)
     queries = cached_tokens(embedder, ds.query_texts, CACHE / args.name, is_query=True)
-    docs = TokenBatch(np.asarray(docs.vectors, np.float32), docs.offsets)  # float32 in RAM for the brute force
+    docs = TokenBatch(
+        np.asarray(docs.vectors, np.float32), docs.offsets
+    )  # float32 in RAM for the brute force
     queries = TokenBatch(np.asarray(queries.vectors, np.float32), queries.offsets)
     n, nq = docs.n, queries.n
-    print(f"{args.name}: {n} docs, {docs.vectors.shape[0]} tokens ({docs.vectors.shape[0] / n:.0f}/doc), "
-          f"{nq} queries ({queries.vectors.shape[0] / nq:.1f} tokens/query)")
+    print(
+        f"{args.name}: {n} docs, {docs.vectors.shape[0]} tokens ({docs.vectors.shape[0] / n:.0f}/doc), "
+        f"{nq} queries ({queries.vectors.shape[0] / nq:.1f} tokens/query)"
+    )
     rows_out: list[tuple[str, float, float, float, str]] = []
 
     def row(name: str, rows: np.ndarray, ram: float, disk: float, note: str = "") -> None:
@@ -152,7 +166,9 @@ def main() -> None:
     row("chamfer", truth, 0, docs.vectors.shape[0] * 384 * 4 / n, f"brute force {t_exact:.1f} s")
 
     # ---- FDE ----
-    config = FDEConfig(dim=384, k_sim=args.k_sim, r_reps=args.r_reps, d_proj=args.d_proj, final_dim=args.final_dim)
+    config = FDEConfig(
+        dim=384, k_sim=args.k_sim, r_reps=args.r_reps, d_proj=args.d_proj, final_dim=args.final_dim
+    )
     enc = FDEEncoder(config)
     t_ours = []
     for _ in range(3):
@@ -163,8 +179,14 @@ def main() -> None:
     row("muvera-float", top_rows(fde_q @ fde_docs.T, 10), config.output_dim * 4, 0, f"{config.output_dim}-d")
 
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        mv = MultiVectorIndex.create(Path(tmp) / "mv", dim=384, embedder=embedder, fde=config,
-                                     candidates=args.candidates, with_text=False)
+        mv = MultiVectorIndex.create(
+            Path(tmp) / "mv",
+            dim=384,
+            embedder=embedder,
+            fde=config,
+            candidates=args.candidates,
+            with_text=False,
+        )
         mv.add(list(range(n)), tokens=docs)
         info = mv.info()
         ram, disk = info["ram_bytes_per_doc"], info["disk_bytes_per_doc"]
@@ -177,7 +199,7 @@ def main() -> None:
             row(f"muvera>chamfer@{N}", res.ids, ram, disk, f"{ms:.1f} ms/query")
         fde_recall = {}
         for N in CANDIDATES:
-            if N > n:
+            if n < N:
                 continue
             cand = mv.search(queries, k=N, rerank=False).ids
             fde_recall[N] = recall_of(cand, truth)
@@ -202,10 +224,15 @@ def main() -> None:
             got_q = fastembed_encode(queries, "query", Path(tmp)) if got else None
         if got and got_q:
             fe_docs, t_fe = got
-            row("fastembed-fde (float)", top_rows(got_q[0] @ fe_docs.T, 10), fe_docs.shape[1] * 4, 0,
-                f"{fe_docs.shape[1]}-d")
+            row(
+                "fastembed-fde (float)",
+                top_rows(got_q[0] @ fe_docs.T, 10),
+                fe_docs.shape[1] * 4,
+                0,
+                f"{fe_docs.shape[1]}-d",
+            )
             fe_est = got_q[0] @ fe_docs.T
-            fe_recall = {N: recall_of(top_rows(fe_est, N), truth) for N in CANDIDATES if N <= n}
+            fe_recall = {N: recall_of(top_rows(fe_est, N), truth) for N in CANDIDATES if n >= N}
             print("fastembed FDE recall of the Chamfer top 10 by candidates:", fe_recall)
 
     # ---- report ----
@@ -213,16 +240,20 @@ def main() -> None:
     for name, ndcg, ram, disk, note in rows_out:
         print(f"{name:34s} {ndcg:8.4f} {ram:10.0f} {disk:11.0f}  {note}")
     med = float(np.median(t_ours))
-    print(f"\nFDE encoding of {n} documents: ours {med:.2f} s (median of 3)"
-          + (f", fastembed {t_fe:.2f} s: {t_fe / med:.1f}x" if t_fe else ""))
+    print(
+        f"\nFDE encoding of {n} documents: ours {med:.2f} s (median of 3)"
+        + (f", fastembed {t_fe:.2f} s: {t_fe / med:.1f}x" if t_fe else "")
+    )
     print("\nrecall of the exact Chamfer top 10 vs candidates")
     print("FDE codes:  " + "  ".join(f"{N}:{r:.3f}" for N, r in fde_recall.items()))
     if heur:
         print("heuristic:  " + "  ".join(f"k={k}:{c:.0f}:{r:.3f}" for k, (c, r) in heur.items()))
         need_fde = next((N for N, r in fde_recall.items() if r >= 0.95), None)
         need_h = next((c for c, r in heur.values() if r >= 0.95), None)
-        print(f"candidates for >= 0.95 recall: FDE {need_fde}, heuristic {need_h and round(need_h)}"
-              + (f" (ratio {need_h / need_fde:.1f}x)" if need_fde and need_h else ""))
+        print(
+            f"candidates for >= 0.95 recall: FDE {need_fde}, heuristic {need_h and round(need_h)}"
+            + (f" (ratio {need_h / need_fde:.1f}x)" if need_fde and need_h else "")
+        )
     if args.plot:
         out = Path(args.plot)
         out.mkdir(parents=True, exist_ok=True)
@@ -236,7 +267,12 @@ def main() -> None:
         fig, ax = plt.subplots(figsize=(5, 3.6))
         ax.plot(list(fde_recall), list(fde_recall.values()), "o-", label=f"FDE ({args.candidates})")
         if heur:
-            ax.plot([c for c, _ in heur.values()], [r for _, r in heur.values()], "s-", label="single-vector heuristic")
+            ax.plot(
+                [c for c, _ in heur.values()],
+                [r for _, r in heur.values()],
+                "s-",
+                label="single-vector heuristic",
+            )
         ax.axhline(0.95, color="grey", lw=0.6, ls="--")
         ax.set_xscale("log")
         ax.set_xlabel("candidates per query")

@@ -33,7 +33,8 @@ def main() -> None:
         docs = cached_tokens(embedder, ds.corpus_texts, CACHE / name)
         queries = cached_tokens(embedder, ds.query_texts, CACHE / name, is_query=True)
         print(
-            f"{name}: {docs.n} docs, {docs.vectors.shape[0]} tokens (mean {docs.vectors.shape[0] / docs.n:.0f}); "
+            f"{name}: {docs.n} docs, {docs.vectors.shape[0]} tokens "
+            f"(mean {docs.vectors.shape[0] / docs.n:.0f}); "
             f"{queries.n} queries, {queries.vectors.shape[0]} tokens; {time.perf_counter() - t0:.0f} s"
         )
 

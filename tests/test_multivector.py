@@ -5,13 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from quantsearch.exceptions import DimensionMismatchError, EmptyInputError, InvalidArgumentError, NonFiniteError
+from quantsearch.exceptions import (
+    DimensionMismatchError,
+    EmptyInputError,
+    InvalidArgumentError,
+    NonFiniteError,
+)
 from quantsearch.multivector.chamfer import (
+    TokenTier,
     chamfer_rerank,
     chamfer_scores,
     chamfer_topk,
     heuristic_candidates,
-    TokenTier,
     quantize_tokens,
     token_neighbours,
 )
@@ -34,7 +39,11 @@ def _reference_fde(enc: FDEEncoder, tokens: np.ndarray, *, document: bool) -> np
     out = np.zeros(c.raw_dim, np.float64)
     for r in range(c.r_reps):
         planes = enc.simhash_[:, r * c.k_sim : (r + 1) * c.k_sim]
-        proj = tokens if enc.projection_ is None else tokens @ enc.projection_[:, r * c.d_proj : (r + 1) * c.d_proj]
+        proj = (
+            tokens
+            if enc.projection_ is None
+            else tokens @ enc.projection_[:, r * c.d_proj : (r + 1) * c.d_proj]
+        )
         codes = []
         for t in tokens:
             code = 0
@@ -98,7 +107,10 @@ def test_fde_inner_product_tracks_chamfer() -> None:
     d = 32
     # documents: clusters around a few centres, queries: noisy copies of some document's tokens
     docs = [_unit(rng, 20, d) for _ in range(60)]
-    queries = [docs[i][rng.choice(20, 5, replace=False)] + 0.05 * rng.standard_normal((5, d)).astype(np.float32) for i in range(0, 60, 6)]
+    queries = [
+        docs[i][rng.choice(20, 5, replace=False)] + 0.05 * rng.standard_normal((5, d)).astype(np.float32)
+        for i in range(0, 60, 6)
+    ]
     queries = [q / np.linalg.norm(q, axis=1, keepdims=True) for q in queries]
     qb, db = as_token_batch(queries), as_token_batch(docs)
     exact = chamfer_scores(qb, db)
@@ -171,9 +183,9 @@ def test_int8_rerank_close_to_exact_and_reads_only_candidates() -> None:
     # the same documents cut into three segments score the same
     cuts = [0, 13, 14, 40]
     tier = TokenTier(
-        [codes[db.offsets[a] : db.offsets[b]] for a, b in zip(cuts, cuts[1:])],
-        [scales[db.offsets[a] : db.offsets[b]] for a, b in zip(cuts, cuts[1:])],
-        [db.offsets[a : b + 1] - db.offsets[a] for a, b in zip(cuts, cuts[1:])],
+        [codes[db.offsets[a] : db.offsets[b]] for a, b in zip(cuts, cuts[1:], strict=False)],
+        [scales[db.offsets[a] : db.offsets[b]] for a, b in zip(cuts, cuts[1:], strict=False)],
+        [db.offsets[a : b + 1] - db.offsets[a] for a, b in zip(cuts, cuts[1:], strict=False)],
     )
     np.testing.assert_allclose(chamfer_rerank(qb, tier, rows), got, rtol=1e-6)
 

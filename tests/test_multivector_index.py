@@ -14,7 +14,13 @@ from quantsearch.exceptions import (
     IndexExistsError,
     InvalidArgumentError,
 )
-from quantsearch.multivector import FDEConfig, MultiVectorIndex, as_token_batch, chamfer_scores, quantize_tokens
+from quantsearch.multivector import (
+    FDEConfig,
+    MultiVectorIndex,
+    as_token_batch,
+    chamfer_scores,
+    quantize_tokens,
+)
 
 DIM = 32
 

@@ -1,4 +1,4 @@
-"""TokenEmbedder on the bundled all-MiniLM-L6-v2 (offline): token vectors agree with the sentence embedding."""
+"""TokenEmbedder on the bundled all-MiniLM-L6-v2 (offline): token vectors agree with sentence embeddings."""
 
 from __future__ import annotations
 
@@ -64,7 +64,9 @@ def test_index_searches_by_text(tmp_path) -> None:
     ]
     idx = MultiVectorIndex.create(tmp_path / "mv", embedder=tok, fde=FDEConfig(dim=384, k_sim=3, r_reps=8))
     idx.add(["bin", "int8", "bread", "colbert"], texts=docs)
-    res = idx.search(["how do I bake bread with yeast", "token level late interaction scoring"], k=2, with_text=True)
+    res = idx.search(
+        ["how do I bake bread with yeast", "token level late interaction scoring"], k=2, with_text=True
+    )
     assert res.ids[:, 0].tolist() == ["bread", "colbert"]
     assert res.texts is not None and res.texts[0][0] == docs[2]
     assert idx.info()["ram_bytes_per_doc"] == idx._quantizer.code_bytes

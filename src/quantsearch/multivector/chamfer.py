@@ -122,7 +122,9 @@ def token_neighbours(queries: TokenBatch, docs: TokenBatch, k: int) -> np.ndarra
     return best_ids
 
 
-def heuristic_candidates(neighbours: np.ndarray, queries: TokenBatch, docs: TokenBatch, k: int) -> list[np.ndarray]:
+def heuristic_candidates(
+    neighbours: np.ndarray, queries: TokenBatch, docs: TokenBatch, k: int
+) -> list[np.ndarray]:
     """The single-vector heuristic's candidates: documents of each query token's ``k`` nearest tokens.
 
     Parameters
@@ -211,8 +213,13 @@ class TokenTier:
             off = self.offsets[s]
             lo, hi = off[local], off[local + 1]
             lengths[which] = hi - lo
-            token_rows = np.repeat(lo - np.r_[0, np.cumsum(hi - lo)[:-1]], hi - lo) + np.arange(int((hi - lo).sum()))
-            block = np.asarray(self.codes[s][token_rows], np.float32) * np.asarray(self.scales[s][token_rows])[:, None]
+            token_rows = np.repeat(lo - np.r_[0, np.cumsum(hi - lo)[:-1]], hi - lo) + np.arange(
+                int((hi - lo).sum())
+            )
+            block = (
+                np.asarray(self.codes[s][token_rows], np.float32)
+                * np.asarray(self.scales[s][token_rows])[:, None]
+            )
             cuts = np.cumsum(hi - lo)[:-1]
             for j, part in zip(which, np.split(block, cuts), strict=True):
                 parts[j] = part

@@ -17,7 +17,6 @@ __all__ = ["add_commands"]
 
 def cmd_mv_index(args: argparse.Namespace) -> int:
     from ..ingest import read_documents
-    from .fde import FDEConfig
     from .index import MultiVectorIndex
     from .tokens import TokenEmbedder
 
@@ -28,7 +27,12 @@ def cmd_mv_index(args: argparse.Namespace) -> int:
         index = MultiVectorIndex.open(path)
     else:
         embedder = TokenEmbedder(args.model)
-        fde = {"k_sim": args.k_sim, "r_reps": args.r_reps, "d_proj": args.d_proj or None, "final_dim": args.final_dim}
+        fde = {
+            "k_sim": args.k_sim,
+            "r_reps": args.r_reps,
+            "d_proj": args.d_proj or None,
+            "final_dim": args.final_dim,
+        }
         index = MultiVectorIndex.create(path, embedder=embedder, fde=fde, candidates=args.candidates)
     for start in range(0, len(ids), args.batch_size):
         stop = start + args.batch_size
@@ -64,8 +68,12 @@ def cmd_mv_search(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any) -> None:
     """Add ``mv-index`` and ``mv-search`` to the CLI's subparsers."""
-    p = sub.add_parser("mv-index", help="multi-vector (MUVERA) index: token vectors, FDE codes, Chamfer rerank")
-    p.add_argument("input", help="BEIR corpus.jsonl (or its folder), a JSONL file, or a folder of .txt/.md files")
+    p = sub.add_parser(
+        "mv-index", help="multi-vector (MUVERA) index: token vectors, FDE codes, Chamfer rerank"
+    )
+    p.add_argument(
+        "input", help="BEIR corpus.jsonl (or its folder), a JSONL file, or a folder of .txt/.md files"
+    )
     p.add_argument("--index", required=True, help="index directory (created if missing, else appended to)")
     p.add_argument("--model", default=None, help="token model (default: bundled all-MiniLM-L6-v2)")
     p.add_argument("--candidates", default="rabitq-hadamard", help="code of the FDEs in RAM")

@@ -72,7 +72,11 @@ class FDEConfig:
 
     def __post_init__(self) -> None:
         check_positive_int(self.dim, "dim")
-        if isinstance(self.k_sim, bool) or not isinstance(self.k_sim, (int, np.integer)) or not 0 <= self.k_sim <= 12:
+        if (
+            isinstance(self.k_sim, bool)
+            or not isinstance(self.k_sim, (int, np.integer))
+            or not 0 <= self.k_sim <= 12
+        ):
             raise InvalidArgumentError(f"k_sim must be an integer in 0..12, got {self.k_sim!r}")
         check_positive_int(self.r_reps, "r_reps")
         if self.d_proj is not None:
@@ -209,7 +213,9 @@ class FDEEncoder:
             stop = int(np.searchsorted(offsets, offsets[start] + chunk_tokens, side="right")) - 1
             stop = min(max(stop, start + 1), batch.n)
             lo, hi = offsets[start], offsets[stop]
-            chunk = TokenBatch(np.asarray(batch.vectors[lo:hi], dtype=np.float32), offsets[start : stop + 1] - lo)
+            chunk = TokenBatch(
+                np.asarray(batch.vectors[lo:hi], dtype=np.float32), offsets[start : stop + 1] - lo
+            )
             out[start:stop] = self._final(self._raw(chunk, document=document))
             start = stop
         return out
@@ -234,10 +240,12 @@ class FDEEncoder:
         bucket = (text[:, None] * c.r_reps + np.arange(c.r_reps)[None, :]) * parts_n + part  # (t, r_reps)
         n_buckets = n * c.r_reps * parts_n
         flat = (bucket.reshape(-1, 1) * block + np.arange(block)[None, :]).reshape(-1)
-        sums = np.bincount(flat, weights=proj.reshape(-1), minlength=n_buckets * block).reshape(n_buckets, block)
+        sums = np.bincount(flat, weights=proj.reshape(-1), minlength=n_buckets * block).reshape(
+            n_buckets, block
+        )
         if document:
             counts = np.bincount(bucket.reshape(-1), minlength=n_buckets)
-            sums /= np.maximum(counts, 1)[:, None]
+            sums = sums / np.maximum(counts, 1)[:, None]
             if c.fill_empty and c.k_sim > 0:
                 empty = np.flatnonzero(counts == 0)
                 if empty.size:

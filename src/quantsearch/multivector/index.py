@@ -159,7 +159,9 @@ class MultiVectorIndex:
             "next_segment": 0,
         }
         layout.write_manifest(root, manifest)
-        return cls(root, layout.read_manifest(root, format_name=FORMAT_NAME, format_version=FORMAT_VERSION), tok)
+        return cls(
+            root, layout.read_manifest(root, format_name=FORMAT_NAME, format_version=FORMAT_VERSION), tok
+        )
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, embedder: TokenEmbedder | None = None) -> MultiVectorIndex:
@@ -178,7 +180,9 @@ class MultiVectorIndex:
 
     def refresh(self) -> None:
         """Read the latest manifest (commits of other writers)."""
-        self._manifest = layout.read_manifest(self.root, format_name=FORMAT_NAME, format_version=FORMAT_VERSION)
+        self._manifest = layout.read_manifest(
+            self.root, format_name=FORMAT_NAME, format_version=FORMAT_VERSION
+        )
         self._load()
 
     def _load(self) -> None:
@@ -204,7 +208,9 @@ class MultiVectorIndex:
             except (OSError, ValueError) as exc:
                 raise CorruptIndexError(f"segment {sid} of {self.root} is unreadable: {exc}") from None
             if offsets[-1].shape[0] != seg["n"] + 1 or tokens[-1].shape[0] != offsets[-1][-1]:
-                raise CorruptIndexError(f"segment {sid} of {self.root}: token tier does not match its offsets")
+                raise CorruptIndexError(
+                    f"segment {sid} of {self.root}: token tier does not match its offsets"
+                )
             ids.extend(docs["ids"])
             texts.extend(docs.get("texts") or [None] * seg["n"])
         width = self._quantizer.code_bytes if self._quantizer.is_fitted else 0
@@ -280,9 +286,12 @@ class MultiVectorIndex:
             Token vectors of each document (as produced by the same model as the queries).
         """
         ids = _check_ids(ids)
-        if texts is not None:
-            if isinstance(texts, (str, bytes)) or len(texts) != len(ids):
-                raise InvalidArgumentError(f"texts must be a sequence of {len(ids)} str (one per id)")
+        if texts is not None and (
+            isinstance(texts, (str, bytes))
+            or len(texts) != len(ids)
+            or not all(isinstance(t, str) for t in texts)
+        ):
+            raise InvalidArgumentError(f"texts must be a sequence of {len(ids)} str (one per id)")
         if tokens is None:
             if texts is None:
                 raise InvalidArgumentError("add needs texts or tokens")
@@ -296,9 +305,8 @@ class MultiVectorIndex:
         try:
             self.refresh()
             if self._ids and type(self._ids[0]) is not type(ids[0]):
-                raise InvalidArgumentError(
-                    f"ids must be {type(self._ids[0]).__name__} like the indexed ones, got {type(ids[0]).__name__}"
-                )
+                kind, got = type(self._ids[0]).__name__, type(ids[0]).__name__
+                raise InvalidArgumentError(f"ids must be {kind} like the indexed ones, got {got}")
             dup = next((i for i in ids if i in self._id_set), None)
             if dup is not None:
                 raise DuplicateIdError(f"id {dup!r} is already in the index")
@@ -313,7 +321,10 @@ class MultiVectorIndex:
         if m.get("candidate_state") is None:
             quantizer = quantizer_from_config(m["candidates"]).fit(fde)  # calibrated on documents only
             state = layout.state_file("candidates")
-            m["candidate_state"] = {"path": state, "sha256": layout.save_arrays(self.root / state, quantizer.get_state())}
+            m["candidate_state"] = {
+                "path": state,
+                "sha256": layout.save_arrays(self.root / state, quantizer.get_state()),
+            }
         self._remove_orphans()
         sid = int(m["next_segment"])
         codes = quantizer.encode(fde)
@@ -321,10 +332,15 @@ class MultiVectorIndex:
         arrays = {"fde": codes, "tokens": token_codes, "scales": scales, "offsets": batch.offsets}
         sha = {}
         for part, array in arrays.items():
-            sha[part] = layout.save_array_chunks(
-                self.root / _segment_path(sid, part), array.shape, array.dtype, [array]
-            ) if array.ndim == 2 else layout.atomic_write(
-                self.root / _segment_path(sid, part), lambda f, a=array: np.save(f, a)  # type: ignore[misc]
+            sha[part] = (
+                layout.save_array_chunks(
+                    self.root / _segment_path(sid, part), array.shape, array.dtype, [array]
+                )
+                if array.ndim == 2
+                else layout.atomic_write(
+                    self.root / _segment_path(sid, part),
+                    lambda f, a=array: np.save(f, a),  # type: ignore[misc]
+                )
             )
         keep_text = bool(m.get("with_text", True)) and texts is not None
         docs = json.dumps({"ids": ids, "texts": list(texts) if keep_text else None})
@@ -350,13 +366,21 @@ class MultiVectorIndex:
         if isinstance(queries, (list, tuple)) and queries and all(isinstance(q, str) for q in queries):
             batch = self.embedder.embed(list(queries), is_query=True)
         elif isinstance(queries, str):
-            raise InvalidArgumentError("queries must be a list of str, not a single string: wrap it in a list")
+            raise InvalidArgumentError(
+                "queries must be a list of str, not a single string: wrap it in a list"
+            )
         else:
             batch = as_token_batch(queries, dim=self.dim, name="queries")
         return batch, (time.perf_counter() - t0) * 1e3
 
     def search(
-        self, queries: Any, k: int = 10, *, candidates: int = 100, rerank: bool = True, with_text: bool = False
+        self,
+        queries: Any,
+        k: int = 10,
+        *,
+        candidates: int = 100,
+        rerank: bool = True,
+        with_text: bool = False,
     ) -> SearchResults:
         """MUVERA search: FDE candidates from the RAM codes, then Chamfer over their int8 tokens.
 
@@ -410,7 +434,12 @@ class MultiVectorIndex:
         return self._results(rows, scan_scores, timings, counts, with_text)
 
     def _results(
-        self, rows: np.ndarray, scores: np.ndarray, timings: dict[str, float], counts: dict[str, int], with_text: bool
+        self,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        timings: dict[str, float],
+        counts: dict[str, int],
+        with_text: bool,
     ) -> SearchResults:
         str_ids = bool(self._ids) and isinstance(self._ids[0], str)
         ids = np.full(rows.shape, None if str_ids else -1, dtype=object if str_ids else np.int64)

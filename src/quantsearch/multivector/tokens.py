@@ -117,7 +117,9 @@ def as_token_batch(tokens: Any, *, dim: int | None = None, name: str = "tokens")
             f"got {type(tokens).__name__}"
         )
     if vectors.ndim != 2:
-        raise DimensionMismatchError(f"{name} vectors must have shape (total_tokens, dim), got {vectors.shape}")
+        raise DimensionMismatchError(
+            f"{name} vectors must have shape (total_tokens, dim), got {vectors.shape}"
+        )
     if not (np.issubdtype(vectors.dtype, np.floating) or np.issubdtype(vectors.dtype, np.integer)):
         raise InvalidArgumentError(f"{name} vectors must be numbers, got dtype {vectors.dtype}")
     if offsets[0] != 0 or offsets[-1] != vectors.shape[0] or np.any(np.diff(offsets) < 0):
@@ -176,7 +178,9 @@ class TokenEmbedder:
         max_seq_length: int | None = None,
     ) -> None:
         if backend not in ("sentence-transformers", "pylate"):
-            raise InvalidArgumentError(f"backend must be 'sentence-transformers' or 'pylate', got {backend!r}")
+            raise InvalidArgumentError(
+                f"backend must be 'sentence-transformers' or 'pylate', got {backend!r}"
+            )
         if backend == "pylate" and model is None:
             raise InvalidArgumentError("backend 'pylate' needs a model name or path")
         self.backend = backend
@@ -240,7 +244,9 @@ class TokenEmbedder:
             float32 vectors (total_tokens, dim), unit-norm when ``normalize``; padding removed.
         """
         if isinstance(texts, (str, bytes)):
-            raise InvalidArgumentError("texts must be a sequence of str, not a single string: wrap it in a list")
+            raise InvalidArgumentError(
+                "texts must be a sequence of str, not a single string: wrap it in a list"
+            )
         texts = list(texts)
         if not texts:
             raise EmptyInputError("texts is empty: expected at least one text to embed")
@@ -315,4 +321,3 @@ def cached_tokens(
         np.save(tmp, array)
         os.replace(tmp, path)
     return TokenBatch(np.load(vec_path, mmap_mode="r"), offsets)
-
