@@ -151,12 +151,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         idx = Index.create(Path(tmp) / "dense", 384)
         idx.calibrate(dense_docs)
-        idx.add(dense_docs)
+        idx.add(dense_docs, ids=np.arange(n))
         res = idx.search(dense_q, k=10)
-        info = idx.info()
-        ram = info["tiers"][0]["bytes"] / n if "tiers" in info else 48
-        row("dense-index (1-bit > int8)", res.ids, 48, 384, "")
-        del idx, ram
+        tiers = idx.info()["tiers"]
+        ram = sum(t["ram_bytes"] for t in tiers) / n
+        disk = sum(t["disk_bytes"] for t in tiers) / n
+        row("dense-index (1-bit > int8)", res.ids, ram, disk)
+        idx.close()
 
     # ---- exact Chamfer ----
     t0 = time.perf_counter()

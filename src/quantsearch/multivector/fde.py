@@ -36,7 +36,7 @@ from .tokens import TokenBatch, as_token_batch
 
 __all__ = ["FDEConfig", "FDEEncoder"]
 
-# values per encoding chunk (tokens x r_reps x max(block, partitions)): bounds the work arrays
+# values per encoding chunk (tokens x r_reps x block): bounds the work arrays
 _CHUNK_VALUES = 1 << 21
 
 
@@ -119,8 +119,9 @@ class FDEConfig:
             raise InvalidArgumentError(f"bad FDE config {data!r}: {exc}") from None
 
 
-def _popcount8(x: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(x) if hasattr(np, "bitwise_count") else _POP_LUT[x & 0xFFF]
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of each value (< 2^12) of an unsigned array."""
+    return np.bitwise_count(x) if hasattr(np, "bitwise_count") else _POP_LUT[x]
 
 
 _POP_LUT = np.array([bin(i).count("1") for i in range(1 << 12)], np.uint8)
@@ -207,11 +208,12 @@ class FDEEncoder:
         offsets = batch.offsets
         c = self.config
         chunk_tokens = max(1, _CHUNK_VALUES // (c.r_reps * max(c.block_dim, c.partitions)))
+        chunk_texts = max(1, 4 * _CHUNK_VALUES // (c.r_reps * c.partitions * c.partitions))  # the fill table
         start = 0
         while start < batch.n:
             # texts whose tokens fit the chunk (at least one text)
             stop = int(np.searchsorted(offsets, offsets[start] + chunk_tokens, side="right")) - 1
-            stop = min(max(stop, start + 1), batch.n)
+            stop = min(max(stop, start + 1), batch.n, start + chunk_texts)
             lo, hi = offsets[start], offsets[stop]
             chunk = TokenBatch(
                 np.asarray(batch.vectors[lo:hi], dtype=np.float32), offsets[start : stop + 1] - lo
@@ -237,36 +239,43 @@ class FDEEncoder:
         else:
             proj = np.broadcast_to(x[:, None, :], (t, c.r_reps, block))
         text = np.repeat(np.arange(n, dtype=np.int64), batch.lengths)
-        bucket = (text[:, None] * c.r_reps + np.arange(c.r_reps)[None, :]) * parts_n + part  # (t, r_reps)
+        bucket = ((text[:, None] * c.r_reps + np.arange(c.r_reps)[None, :]) * parts_n + part).reshape(-1)
         n_buckets = n * c.r_reps * parts_n
-        flat = (bucket.reshape(-1, 1) * block + np.arange(block)[None, :]).reshape(-1)
-        sums = np.bincount(flat, weights=proj.reshape(-1), minlength=n_buckets * block).reshape(
-            n_buckets, block
-        )
+        # partition sums: one weighted bincount per coordinate (a loop over block_dim, not tokens)
+        flat_proj = proj.reshape(-1, block)
+        sums = np.empty((n_buckets, block), np.float32)
+        for j in range(block):
+            sums[:, j] = np.bincount(bucket, weights=flat_proj[:, j], minlength=n_buckets)
         if document:
-            counts = np.bincount(bucket.reshape(-1), minlength=n_buckets)
-            sums = sums / np.maximum(counts, 1)[:, None]
+            counts = np.bincount(bucket, minlength=n_buckets)
+            sums /= np.maximum(counts, 1).astype(np.float32)[:, None]
             if c.fill_empty and c.k_sim > 0:
                 empty = np.flatnonzero(counts == 0)
                 if empty.size:
-                    sums[empty] = self._fill(batch, part, proj, empty)
-        return sums.reshape(n, c.raw_dim).astype(np.float32)
+                    sums[empty] = self._fill(batch, bucket, proj, empty)
+        return sums.reshape(n, c.raw_dim)
 
-    def _fill(self, batch: TokenBatch, part: np.ndarray, proj: np.ndarray, empty: np.ndarray) -> np.ndarray:
-        """Projected token (per empty bucket) whose partition is nearest in Hamming distance."""
+    def _fill(self, batch: TokenBatch, bucket: np.ndarray, proj: np.ndarray, empty: np.ndarray) -> np.ndarray:
+        """Projected token (per empty bucket) whose partition is nearest in Hamming distance.
+
+        Works per partition, not per token: the first token of each non-empty partition, then for
+        every partition the non-empty one at the smallest Hamming distance (ties: the earliest
+        token), from a (texts, r_reps, 2^k_sim, 2^k_sim) table whatever the text lengths.
+        """
         c = self.config
         parts_n = c.partitions
         starts = batch.offsets[:-1]
-        # distance of every token (per repetition) to every partition: popcount(part xor b)
-        dist = _popcount8(part[:, :, None] ^ np.arange(parts_n)[None, None, :]).astype(np.int64)
-        local = np.arange(part.shape[0], dtype=np.int64) - np.repeat(starts, batch.lengths)
         span = int(batch.lengths.max())
-        # one key orders by distance, then by position in the text (first token wins ties)
-        key = dist * span + local[:, None, None]
-        best = np.minimum.reduceat(key, starts, axis=0) % span  # (n, r_reps, partitions)
+        local = np.repeat(np.arange(batch.vectors.shape[0]) - np.repeat(starts, batch.lengths), c.r_reps)
+        absent = (c.k_sim + 2) * span  # above every key of a present partition
+        first = np.full(batch.n * c.r_reps * parts_n, absent, np.int64)
+        np.minimum.at(first, bucket, local)
+        codes = np.arange(parts_n, dtype=np.uint16)
+        dist = _popcount(codes[:, None] ^ codes[None, :]).astype(np.int64)  # (partition, partition)
+        key = dist[None, None] * span + first.reshape(batch.n, c.r_reps, 1, parts_n)
+        best = key.min(axis=3).reshape(-1)[empty] % span
         text, rep, _ = np.unravel_index(empty, (batch.n, c.r_reps, parts_n))
-        token = starts[text] + best.reshape(-1)[empty]
-        return proj[token, rep]
+        return proj[starts[text] + best, rep]
 
     def _final(self, raw: np.ndarray) -> np.ndarray:
         if self.sketch_index_ is None or self.sketch_sign_ is None:
