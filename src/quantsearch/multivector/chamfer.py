@@ -20,6 +20,7 @@ import numpy as np
 
 from .._topk import top_k
 from ..exceptions import DimensionMismatchError, InvalidArgumentError
+from ..kernels import dot_rows
 from .tokens import TokenBatch
 
 __all__ = [
@@ -185,6 +186,8 @@ class TokenTier:
         counts = [o.shape[0] - 1 for o in self.offsets]
         self.starts = np.zeros(len(counts) + 1, np.int64)
         np.cumsum(counts, out=self.starts[1:])
+        self.token_starts = np.zeros(len(self.codes) + 1, np.int64)
+        np.cumsum([c.shape[0] for c in self.codes], out=self.token_starts[1:])
 
     @property
     def n(self) -> int:
@@ -195,35 +198,37 @@ class TokenTier:
     def dim(self) -> int:
         return int(self.codes[0].shape[1]) if self.codes else 0
 
-    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Dequantized tokens of documents ``rows`` (global, in that order) and their token counts.
+    def token_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Global token rows of documents ``rows`` (in that order) and each document's token count.
 
         Returns
         -------
-        vectors : ndarray of shape (sum of lengths, dim), float32
+        token_rows : ndarray of shape (sum of lengths,), int64
+            Rows of the concatenation of every segment's token codes.
         lengths : ndarray of shape (len(rows),), int64
         """
         rows = np.asarray(rows, np.int64)
         seg = np.searchsorted(self.starts, rows, side="right") - 1
-        lengths = np.zeros(rows.size, np.int64)
-        parts: list[np.ndarray] = [np.empty((0, self.dim), np.float32)] * rows.size
+        lo = np.empty(rows.size, np.int64)
+        hi = np.empty(rows.size, np.int64)
         for s in np.unique(seg):
-            which = np.flatnonzero(seg == s)
+            which = seg == s
             local = rows[which] - self.starts[s]
-            off = self.offsets[s]
-            lo, hi = off[local], off[local + 1]
-            lengths[which] = hi - lo
-            token_rows = np.repeat(lo - np.r_[0, np.cumsum(hi - lo)[:-1]], hi - lo) + np.arange(
-                int((hi - lo).sum())
-            )
-            block = (
-                np.asarray(self.codes[s][token_rows], np.float32)
-                * np.asarray(self.scales[s][token_rows])[:, None]
-            )
-            cuts = np.cumsum(hi - lo)[:-1]
-            for j, part in zip(which, np.split(block, cuts), strict=True):
-                parts[j] = part
-        return np.concatenate(parts), lengths
+            lo[which] = self.offsets[s][local] + self.token_starts[s]
+            hi[which] = self.offsets[s][local + 1] + self.token_starts[s]
+        lengths = hi - lo
+        first = np.zeros(rows.size, np.int64)
+        np.cumsum(lengths[:-1], out=first[1:])
+        return np.repeat(lo - first, lengths) + np.arange(int(lengths.sum())), lengths
+
+    def scales_of(self, token_rows: np.ndarray) -> np.ndarray:
+        """Scales (m,) float32 of global token rows."""
+        seg = np.searchsorted(self.token_starts, token_rows, side="right") - 1
+        out = np.empty(token_rows.size, np.float32)
+        for s in np.unique(seg):
+            which = seg == s
+            out[which] = self.scales[s][token_rows[which] - self.token_starts[s]]
+        return out
 
 
 def chamfer_rerank(queries: TokenBatch, tier: TokenTier, rows: np.ndarray) -> np.ndarray:
@@ -252,8 +257,15 @@ def chamfer_rerank(queries: TokenBatch, tier: TokenTier, rows: np.ndarray) -> np
         present = np.flatnonzero(rows[i] >= 0)
         if present.size == 0:
             continue
-        vectors, lengths = tier.gather(rows[i, present])
-        local = np.r_[0, np.cumsum(lengths)[:-1]]
-        sims = np.asarray(queries.item(i), np.float32) @ vectors.T
+        token_rows, lengths = tier.token_rows(rows[i, present])
+        q = np.ascontiguousarray(queries.item(i), np.float32)
+        # every query token against every candidate token: the fused int8 gather + dot kernel reads
+        # the rows where they lie in the memory maps; the per-token scale applies to the products
+        sims = dot_rows(
+            tier.codes, tier.token_starts[:-1], np.broadcast_to(token_rows, (q.shape[0], token_rows.size)), q
+        )
+        sims *= tier.scales_of(token_rows)[None, :]
+        local = np.zeros(lengths.size, np.int64)
+        np.cumsum(lengths[:-1], out=local[1:])
         out[i, present] = np.maximum.reduceat(sims, local, axis=1).sum(axis=0)
     return out
