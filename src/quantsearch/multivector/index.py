@@ -195,7 +195,12 @@ class MultiVectorIndex:
         self._quantizer = quantizer_from_config(m["candidates"])
         if m.get("candidate_state"):
             self._quantizer.set_state(self._read_state(m["candidate_state"]))
-        codes, tokens, scales, offsets, ids, texts = [], [], [], [], [], []
+        codes: list[np.ndarray] = []
+        tokens: list[np.ndarray] = []
+        scales: list[np.ndarray] = []
+        offsets: list[np.ndarray] = []
+        ids: list[Any] = []
+        texts: list[str | None] = []
         for seg in m["segments"]:
             sid = seg["id"]
             paths = {part: self.root / _segment_path(sid, part) for part in (*_SEGMENT_FILES, "docs")}
@@ -342,8 +347,8 @@ class MultiVectorIndex:
                     lambda f, a=array: np.save(f, a),  # type: ignore[misc]
                 )
             )
-        keep_text = bool(m.get("with_text", True)) and texts is not None
-        docs = json.dumps({"ids": ids, "texts": list(texts) if keep_text else None})
+        keep = list(texts) if texts is not None and m.get("with_text", True) else None
+        docs = json.dumps({"ids": ids, "texts": keep})
         layout.atomic_write(self.root / _segment_path(sid, "docs"), lambda f: f.write(docs.encode()))
         m["segments"] = [*m["segments"], {"id": sid, "n": len(ids), "sha256": sha}]
         m["next_segment"] = sid + 1
