@@ -26,6 +26,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from .._validation import check_texts
 from ..embed import Embedder
 from ..exceptions import DimensionMismatchError, EmptyInputError, InvalidArgumentError, MissingDependencyError
 
@@ -243,16 +244,7 @@ class TokenEmbedder:
         TokenBatch
             float32 vectors (total_tokens, dim), unit-norm when ``normalize``; padding removed.
         """
-        if isinstance(texts, (str, bytes)):
-            raise InvalidArgumentError(
-                "texts must be a sequence of str, not a single string: wrap it in a list"
-            )
-        texts = list(texts)
-        if not texts:
-            raise EmptyInputError("texts is empty: expected at least one text to embed")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InvalidArgumentError(f"texts[{i}] must be a str, got {type(text).__name__}")
+        texts = check_texts(texts)
         if self.backend == "pylate":
             out = self._load_pylate().encode(
                 texts, is_query=is_query, batch_size=self._st.batch_size, show_progress_bar=progress
