@@ -120,11 +120,8 @@ class FDEConfig:
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
-    """Set bits of each value (< 2^12) of an unsigned array."""
-    return np.bitwise_count(x) if hasattr(np, "bitwise_count") else _POP_LUT[x]
-
-
-_POP_LUT = np.array([bin(i).count("1") for i in range(1 << 12)], np.uint8)
+    """Set bits of each value of an unsigned array (numpy >= 2.0, a requirement)."""
+    return np.bitwise_count(x)
 
 
 class FDEEncoder:
