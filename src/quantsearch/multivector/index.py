@@ -429,7 +429,6 @@ class MultiVectorIndex:
             exact = chamfer_rerank(batch, self._tier, rows)
             rows, scan_scores = top_k(rows, exact, k)
             timings["chamfer"] = (time.perf_counter() - t0) * 1e3
-            counts["chamfer"] = int(rows.shape[1] if rows.size else 0)
             counts["chamfer"] = min(width, n)
         if rows.shape[1] < k:  # fewer documents than k: pad
             pad = k - rows.shape[1]
