@@ -162,7 +162,9 @@ def test_http_service_on_a_sharded_directory(ray_session, sharded_dir):
     queries = unit_vectors(3, DIM, seed=26)
     with ShardedIndex.open(path) as local:
         want = [local.search(q, 5).to_list()[0] for q in queries]
-    with TestClient(create_app(path), base_url="http://localhost") as client:  # shard actors on the running Ray
+    with TestClient(
+        create_app(path), base_url="http://localhost"
+    ) as client:  # shard actors on the running Ray
         for q, hits in zip(queries, want, strict=True):
             body = client.post("/search", json={"vector": q.tolist(), "k": 5}).json()
             assert [(h["id"], h["score"]) for h in body["hits"]] == [(h["id"], h["score"]) for h in hits]

@@ -115,3 +115,16 @@ def check_number(value: Any, name: str, *, minimum: float | None = None, positiv
     if positive and out <= 0:
         raise InvalidArgumentError(f"{name} must be a positive number, got {value!r}")
     return out
+
+
+def check_texts(texts: Any) -> list[str]:
+    """A non-empty list of str from a sequence of texts (a single string is refused, not split)."""
+    if isinstance(texts, (str, bytes)):
+        raise InvalidArgumentError("texts must be a sequence of str, not a single string: wrap it in a list")
+    texts = list(texts)
+    if not texts:
+        raise EmptyInputError("texts is empty: expected at least one text to embed")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"texts[{i}] must be a str, got {type(text).__name__}")
+    return texts

@@ -639,6 +639,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=3000, help="number of docstrings to index")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
+
+    from .multivector.commands import add_commands as add_multivector_commands
+
+    add_multivector_commands(sub)
     return parser
 
 

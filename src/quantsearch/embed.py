@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from quantsearch._cache import cache_root
+from quantsearch._validation import check_texts
 from quantsearch.embedding.backends import Backend, parse_backend
-from quantsearch.exceptions import EmptyInputError, InvalidArgumentError, MissingDependencyError
+from quantsearch.exceptions import InvalidArgumentError, MissingDependencyError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -323,16 +324,7 @@ class Embedder:
         InvalidArgumentError
             If ``texts`` is a single string or holds an item that is not a str.
         """
-        if isinstance(texts, (str, bytes)):
-            raise InvalidArgumentError(
-                "texts must be a sequence of str, not a single string: wrap it in a list"
-            )
-        texts = list(texts)
-        if not texts:
-            raise EmptyInputError("texts is empty: expected at least one text to embed")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InvalidArgumentError(f"texts[{i}] must be a str, got {type(text).__name__}")
+        texts = check_texts(texts)
         if self._backend is Backend.AUTO:
             self.resolve_backend(texts)
         if self._backend is not Backend.TORCH:

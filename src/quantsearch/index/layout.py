@@ -229,8 +229,10 @@ def write_manifest(root: Path, body: dict[str, Any]) -> None:
     atomic_write(root / MANIFEST, lambda f: f.write(text.encode()))
 
 
-def read_manifest(root: Path) -> dict[str, Any]:
-    """Read and check the manifest: format name, version and checksum."""
+def read_manifest(
+    root: Path, *, format_name: str = FORMAT_NAME, format_version: int = FORMAT_VERSION
+) -> dict[str, Any]:
+    """Read and check the manifest: format name, version and checksum (other index kinds pass theirs)."""
     if not root.is_dir():
         raise IndexNotFoundError(f"index directory not found: {root}")
     path = root / MANIFEST
@@ -242,12 +244,12 @@ def read_manifest(root: Path) -> dict[str, Any]:
         raise StorageError(f"reading {path} failed: {exc.strerror or exc}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CorruptIndexError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+    if not isinstance(doc, dict) or doc.get("format") != format_name:
         raise CorruptIndexError(f"{path} is not a quantsearch manifest (format field missing or wrong)")
     version = doc.get("format_version")
-    if version != FORMAT_VERSION:
+    if version != format_version:
         raise FormatVersionError(
-            f"{path} has format_version {version!r}; this quantsearch reads version {FORMAT_VERSION}"
+            f"{path} has format_version {version!r}; this quantsearch reads version {format_version}"
         )
     stored = doc.pop("checksum", None)
     if stored != _checksum(doc):

@@ -133,7 +133,7 @@ class SearchService:
         texts = None if query is None else [query]
         queries: Any = texts if q is None or (texts is not None and mode == "lexical") else q
         # only the options a request set: a sharded index (quantsearch.distributed) takes the plain ones
-        options = {
+        options: dict[str, Any] = {
             name: value
             for name, value in (("mode", mode), ("fusion", fusion), ("filter", filter), ("nprobe", nprobe))
             if value is not None and not (name == "mode" and value == "dense")

@@ -1,0 +1,72 @@
+"""FDE encoding speed: ours (vectorised numpy) vs fastembed's MUVERA postprocessor, same token vectors.
+
+Both encode the same documents with the same parameters (k_sim=5, d_proj=16, r_reps=20, fill on);
+wall-clock and process CPU time are reported (CPU time is the fairer figure on a loaded machine);
+ours is the median of 3 runs, fastembed one run (it is slow). Run under the shared lock::
+
+    flock /tmp/bench.lock .venv/bin/python benchmarks/muvera_speed.py cisi --docs 1460
+
+fastembed runs in its own virtual environment ($MUVERA_FASTEMBED_PYTHON, see benchmarks/muvera.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from muvera import CACHE, FE_PYTHON, ROOT  # type: ignore[import-not-found]
+
+from quantsearch.datasets import load_beir
+from quantsearch.multivector import FDEConfig, FDEEncoder, TokenBatch
+from quantsearch.multivector.tokens import TokenEmbedder, cached_tokens
+
+_SCRIPT = r"""
+import sys, time, numpy as np
+from fastembed.postprocess.muvera import Muvera
+v = np.load(sys.argv[1]); o = np.load(sys.argv[2])
+m = Muvera(dim=v.shape[1], k_sim=5, dim_proj=16, r_reps=20, random_seed=42)
+items = [v[o[i]:o[i+1]] for i in range(o.shape[0] - 1)]
+w, c = time.perf_counter(), time.process_time()
+enc = [m.process_document(x) for x in items]
+print(time.perf_counter() - w, time.process_time() - c)
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name")
+    parser.add_argument("--docs", type=int, default=500)
+    args = parser.parse_args()
+    ds = load_beir(ROOT / "datasets" / args.name)
+    docs = cached_tokens(TokenEmbedder(), ds.corpus_texts, CACHE / args.name)
+    m = min(args.docs, docs.n)
+    sub = TokenBatch(np.asarray(docs.vectors, np.float32), docs.offsets).subset(np.arange(m))
+    enc = FDEEncoder(FDEConfig(dim=sub.vectors.shape[1]))
+    walls, cpus = [], []
+    for _ in range(3):
+        w, c = time.perf_counter(), time.process_time()
+        enc.encode_documents(sub)
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    ours_w, ours_c = float(np.median(walls)), float(np.median(cpus))
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+        np.save(Path(tmp) / "v.npy", sub.vectors)
+        np.save(Path(tmp) / "o.npy", sub.offsets)
+        out = subprocess.run(
+            [FE_PYTHON, "-c", _SCRIPT, str(Path(tmp) / "v.npy"), str(Path(tmp) / "o.npy")],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+    fe_w, fe_c = float(out[-2]), float(out[-1])
+    tokens = int(sub.offsets[-1])
+    print(f"{args.name}: {m} documents, {tokens} tokens ({tokens / m:.0f}/doc), 10,240-d FDE")
+    print(f"ours:      wall {ours_w:7.3f} s  cpu {ours_c:7.3f} s  ({ours_c / m * 1e3:.2f} ms CPU/doc)")
+    print(f"fastembed: wall {fe_w:7.3f} s  cpu {fe_c:7.3f} s  ({fe_c / m * 1e3:.2f} ms CPU/doc)")
+    print(f"ratio:     wall {fe_w / ours_w:.1f}x  cpu {fe_c / ours_c:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

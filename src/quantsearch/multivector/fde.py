@@ -1,0 +1,287 @@
+"""Fixed Dimensional Encodings (MUVERA): one vector per token set whose inner products approximate Chamfer.
+
+For a query token set ``Q`` and a document token set ``D`` (unit vectors), Chamfer similarity is
+``sum_{q in Q} max_{d in D} <q, d>``. MUVERA (Dhulipala et al., 2024) maps each set to one vector:
+
+* ``r_reps`` independent repetitions; in each, ``k_sim`` random Gaussian hyperplanes (SimHash) cut
+  the space into ``B = 2^k_sim`` partitions, a token's partition being its sign pattern (the first
+  hyperplane is the most significant bit);
+* each token is projected to ``d_proj`` dimensions by a dense random sign matrix scaled by
+  ``1/sqrt(d_proj)`` (the paper's AMS projection; ``d_proj=None`` keeps the tokens as they are);
+* a query's block for partition ``b`` is the **sum** of its projected tokens in ``b``; a document's is
+  their **average**, and an empty partition of a document is filled with the projected token whose
+  sign pattern is nearest (Hamming) to ``b`` (``fill_empty``), first token on ties;
+* optionally the whole ``r_reps * B * d_proj`` vector is compressed by a Count-Sketch to
+  ``final_dim`` (each coordinate added, with a random sign, into one random output coordinate).
+
+Then ``<FDE(Q), FDE(D)>`` sums, over query tokens, the inner product with the average of the document
+tokens sharing its partition, which approximates the max when partitions are fine enough.
+
+Everything here is vectorised over all tokens of a batch (no Python loop over tokens or texts): the
+partition sums are one ``np.bincount``, the empty-partition fill one segmented ``np.minimum.reduceat``.
+The random matrices are drawn from ``numpy.random.default_rng(seed)`` and kept as fitted state, so an
+encoder saved with an index encodes queries exactly as it encoded the documents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .._validation import check_positive_int
+from ..exceptions import InvalidArgumentError
+from .tokens import TokenBatch, as_token_batch
+
+__all__ = ["FDEConfig", "FDEEncoder"]
+
+# values per encoding chunk (tokens x r_reps x block): bounds the work arrays
+_CHUNK_VALUES = 1 << 21
+
+
+@dataclass(frozen=True)
+class FDEConfig:
+    """Parameters of a Fixed Dimensional Encoding (the paper's names).
+
+    Parameters
+    ----------
+    dim : int
+        Dimension of the token vectors.
+    k_sim : int, default 5
+        SimHash hyperplanes per repetition (``2^k_sim`` partitions), 0..12.
+    r_reps : int, default 20
+        Independent repetitions, concatenated.
+    d_proj : int or None, default 16
+        Per-token projection dimension; None keeps the ``dim`` coordinates (identity).
+    fill_empty : bool, default True
+        Fill a document's empty partitions with its nearest token (queries are never filled).
+    final_dim : int or None, default None
+        Count-Sketch the encoding down to this many coordinates.
+    seed : int, default 0
+        Seed of every random matrix.
+    """
+
+    dim: int
+    k_sim: int = 5
+    r_reps: int = 20
+    d_proj: int | None = 16
+    fill_empty: bool = True
+    final_dim: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.dim, "dim")
+        if (
+            isinstance(self.k_sim, bool)
+            or not isinstance(self.k_sim, (int, np.integer))
+            or not 0 <= self.k_sim <= 12
+        ):
+            raise InvalidArgumentError(f"k_sim must be an integer in 0..12, got {self.k_sim!r}")
+        check_positive_int(self.r_reps, "r_reps")
+        if self.d_proj is not None:
+            check_positive_int(self.d_proj, "d_proj")
+        if self.final_dim is not None:
+            check_positive_int(self.final_dim, "final_dim")
+        if not isinstance(self.fill_empty, (bool, np.bool_)):
+            raise InvalidArgumentError(f"fill_empty must be a bool, got {self.fill_empty!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            raise InvalidArgumentError(f"seed must be an integer, got {self.seed!r}")
+
+    @property
+    def partitions(self) -> int:
+        """``2^k_sim``."""
+        return 1 << self.k_sim
+
+    @property
+    def block_dim(self) -> int:
+        """Coordinates per partition: ``d_proj`` (or ``dim`` with the identity)."""
+        return self.dim if self.d_proj is None else self.d_proj
+
+    @property
+    def raw_dim(self) -> int:
+        """``r_reps * 2^k_sim * block_dim``, before the final projection."""
+        return self.r_reps * self.partitions * self.block_dim
+
+    @property
+    def output_dim(self) -> int:
+        """Length of an encoding."""
+        return self.raw_dim if self.final_dim is None else self.final_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FDEConfig:
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise InvalidArgumentError(f"bad FDE config {data!r}: {exc}") from None
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of each value of an unsigned array (numpy >= 2.0, a requirement)."""
+    return np.bitwise_count(x)
+
+
+class FDEEncoder:
+    """Encode token sets as MUVERA Fixed Dimensional Encodings.
+
+    Parameters
+    ----------
+    config : FDEConfig
+
+    Attributes
+    ----------
+    simhash_ : ndarray of shape (dim, r_reps * k_sim), float32
+        Gaussian hyperplanes, repetition-major.
+    projection_ : ndarray of shape (dim, r_reps * d_proj), float32, or None
+        ±1/sqrt(d_proj) projection per repetition (None with the identity).
+    sketch_index_, sketch_sign_ : ndarrays of shape (raw_dim,), int64 / float32, or None
+        Count-Sketch of the final projection.
+
+    Examples
+    --------
+    >>> enc = FDEEncoder(FDEConfig(dim=384))
+    >>> docs = enc.encode_documents(doc_tokens)      # (n_docs, 10240) float32
+    >>> queries = enc.encode_queries(query_tokens)   # (n_queries, 10240) float32
+    >>> approx_chamfer = queries @ docs.T
+    """
+
+    def __init__(self, config: FDEConfig) -> None:
+        if not isinstance(config, FDEConfig):
+            raise InvalidArgumentError(f"config must be an FDEConfig, got {type(config).__name__}")
+        self.config = config
+        rng = np.random.default_rng(config.seed)
+        c = config
+        self.simhash_ = rng.standard_normal((c.dim, c.r_reps * c.k_sim), dtype=np.float32)
+        self.projection_: np.ndarray | None = None
+        if c.d_proj is not None:
+            signs = rng.integers(0, 2, size=(c.dim, c.r_reps * c.d_proj)).astype(np.float32) * 2 - 1
+            self.projection_ = (signs / np.sqrt(c.d_proj)).astype(np.float32)
+        self.sketch_index_: np.ndarray | None = None
+        self.sketch_sign_: np.ndarray | None = None
+        if c.final_dim is not None:
+            self.sketch_index_ = rng.integers(0, c.final_dim, size=c.raw_dim).astype(np.int64)
+            self.sketch_sign_ = (rng.integers(0, 2, size=c.raw_dim) * 2 - 1).astype(np.float32)
+
+    def __repr__(self) -> str:
+        return f"FDEEncoder({self.config!r})"
+
+    @property
+    def output_dim(self) -> int:
+        return self.config.output_dim
+
+    # ---- public -------------------------------------------------------------------------------
+    def encode_documents(self, tokens: Any) -> np.ndarray:
+        """Document encodings: partition averages, empty partitions filled when ``fill_empty``.
+
+        Parameters
+        ----------
+        tokens : TokenBatch, (vectors, offsets) or list of ndarrays of shape (len_i, dim)
+
+        Returns
+        -------
+        ndarray of shape (n_docs, output_dim), float32
+        """
+        return self._encode(as_token_batch(tokens, dim=self.config.dim, name="tokens"), document=True)
+
+    def encode_queries(self, tokens: Any) -> np.ndarray:
+        """Query encodings: partition sums, nothing filled.
+
+        Parameters
+        ----------
+        tokens : TokenBatch, (vectors, offsets) or list of ndarrays of shape (len_i, dim)
+
+        Returns
+        -------
+        ndarray of shape (n_queries, output_dim), float32
+        """
+        return self._encode(as_token_batch(tokens, dim=self.config.dim, name="tokens"), document=False)
+
+    # ---- internals ----------------------------------------------------------------------------
+    def _encode(self, batch: TokenBatch, *, document: bool) -> np.ndarray:
+        out = np.empty((batch.n, self.output_dim), np.float32)
+        offsets = batch.offsets
+        c = self.config
+        chunk_tokens = max(1, _CHUNK_VALUES // (c.r_reps * max(c.block_dim, c.partitions)))
+        chunk_texts = max(1, 4 * _CHUNK_VALUES // (c.r_reps * c.partitions * c.partitions))  # the fill table
+        start = 0
+        while start < batch.n:
+            # texts whose tokens fit the chunk (at least one text)
+            stop = int(np.searchsorted(offsets, offsets[start] + chunk_tokens, side="right")) - 1
+            stop = min(max(stop, start + 1), batch.n, start + chunk_texts)
+            lo, hi = offsets[start], offsets[stop]
+            chunk = TokenBatch(
+                np.asarray(batch.vectors[lo:hi], dtype=np.float32), offsets[start : stop + 1] - lo
+            )
+            out[start:stop] = self._final(self._raw(chunk, document=document))
+            start = stop
+        return out
+
+    def _raw(self, batch: TokenBatch, *, document: bool) -> np.ndarray:
+        """Encodings (n, raw_dim) of one chunk."""
+        c = self.config
+        n, t = batch.n, batch.vectors.shape[0]
+        x = batch.vectors
+        parts_n, block = c.partitions, c.block_dim
+        if c.k_sim > 0:
+            bits = (x @ self.simhash_).reshape(t, c.r_reps, c.k_sim) > 0
+            weights = (1 << np.arange(c.k_sim - 1, -1, -1)).astype(np.int64)
+            part = bits.astype(np.int64) @ weights  # (t, r_reps)
+        else:
+            part = np.zeros((t, c.r_reps), np.int64)
+        if self.projection_ is not None:
+            proj = (x @ self.projection_).reshape(t, c.r_reps, block)
+        else:
+            proj = np.broadcast_to(x[:, None, :], (t, c.r_reps, block))
+        text = np.repeat(np.arange(n, dtype=np.int64), batch.lengths)
+        bucket = ((text[:, None] * c.r_reps + np.arange(c.r_reps)[None, :]) * parts_n + part).reshape(-1)
+        n_buckets = n * c.r_reps * parts_n
+        # partition sums: one weighted bincount per coordinate (a loop over block_dim, not tokens)
+        flat_proj = proj.reshape(-1, block)
+        sums = np.empty((n_buckets, block), np.float32)
+        for j in range(block):
+            sums[:, j] = np.bincount(bucket, weights=flat_proj[:, j], minlength=n_buckets)
+        if document:
+            counts = np.bincount(bucket, minlength=n_buckets)
+            sums /= np.maximum(counts, 1).astype(np.float32)[:, None]
+            if c.fill_empty and c.k_sim > 0:
+                empty = np.flatnonzero(counts == 0)
+                if empty.size:
+                    sums[empty] = self._fill(batch, bucket, proj, empty)
+        return sums.reshape(n, c.raw_dim)
+
+    def _fill(self, batch: TokenBatch, bucket: np.ndarray, proj: np.ndarray, empty: np.ndarray) -> np.ndarray:
+        """Projected token (per empty bucket) whose partition is nearest in Hamming distance.
+
+        Works per partition, not per token: the first token of each non-empty partition, then for
+        every partition the non-empty one at the smallest Hamming distance (ties: the earliest
+        token), from a (texts, r_reps, 2^k_sim, 2^k_sim) table whatever the text lengths.
+        """
+        c = self.config
+        parts_n = c.partitions
+        starts = batch.offsets[:-1]
+        span = int(batch.lengths.max())
+        local = np.repeat(np.arange(batch.vectors.shape[0]) - np.repeat(starts, batch.lengths), c.r_reps)
+        absent = (c.k_sim + 2) * span  # above every key of a present partition
+        first = np.full(batch.n * c.r_reps * parts_n, absent, np.int64)
+        np.minimum.at(first, bucket, local)
+        codes = np.arange(parts_n, dtype=np.uint16)
+        dist = _popcount(codes[:, None] ^ codes[None, :]).astype(np.int64)  # (partition, partition)
+        key = dist[None, None] * span + first.reshape(batch.n, c.r_reps, 1, parts_n)
+        best = key.min(axis=3).reshape(-1)[empty] % span
+        text, rep, _ = np.unravel_index(empty, (batch.n, c.r_reps, parts_n))
+        return proj[starts[text] + best, rep]
+
+    def _final(self, raw: np.ndarray) -> np.ndarray:
+        if self.sketch_index_ is None or self.sketch_sign_ is None:
+            return raw
+        final_dim = self.output_dim
+        out = np.zeros((raw.shape[0], final_dim), np.float32)
+        order = np.argsort(self.sketch_index_, kind="stable")
+        target = self.sketch_index_[order]
+        signed = raw[:, order] * self.sketch_sign_[order]
+        cuts = np.flatnonzero(np.r_[True, target[1:] != target[:-1]])
+        out[:, target[cuts]] = np.add.reduceat(signed, cuts, axis=1)
+        return out

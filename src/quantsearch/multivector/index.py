@@ -1,0 +1,485 @@
+"""MultiVectorIndex: MUVERA candidates from 1-bit FDE codes in RAM, exact Chamfer from int8 tokens on disk.
+
+::
+
+    DIR/
+      manifest.json                 format "quantsearch-multivector", the token model, the FDE config,
+                                    the candidate quantizer, its state file and the committed segments
+      LOCK                          flock held by the one writer
+      state/fde.<nonce>.npz         the FDE encoder's random matrices (saved, not re-drawn from a seed)
+      state/candidates.<nonce>.npz  the candidate quantizer's fitted state
+      segments/<seg>.fde.npy        candidate codes of one added batch (n, code_bytes), loaded in RAM
+      segments/<seg>.tokens.npy     int8 token codes (T, dim), memory-mapped
+      segments/<seg>.scales.npy     float32 token scales (T,)
+      segments/<seg>.offsets.npy    int64 token range of each document (n + 1,)
+      segments/<seg>.docs.json      ids and texts of the batch
+
+The search: query tokens -> query FDE (partition sums) -> the candidate quantizer's scan over every
+document's FDE code (RaBitQ with a Hadamard rotation by default: a float query against 1-bit codes) ->
+``candidates`` rows -> Chamfer over their int8 tokens, read from the memory maps -> top ``k``.
+
+Persistence follows the index directory's rules: every file is written to a temporary name, fsynced
+and renamed; the manifest (self-checksummed) is the commit point, so an add is visible only once the
+manifest that lists its segment lands. A crash before that leaves orphan files, removed by the next
+writer. The candidate quantizer is calibrated on the first batch added (explicitly, on documents
+only) and its state saved; later batches are encoded with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._topk import top_k
+from .._validation import check_positive_int
+from ..exceptions import (
+    CorruptIndexError,
+    DuplicateIdError,
+    IndexExistsError,
+    InvalidArgumentError,
+)
+from ..index import layout
+from ..index.storage import WriterLock
+from ..quantization import Quantizer, make_quantizer, quantizer_from_config
+from ..results import SearchResults
+from .chamfer import TokenTier, chamfer_rerank, quantize_tokens
+from .fde import FDEConfig, FDEEncoder
+from .tokens import TokenBatch, TokenEmbedder, as_token_batch
+
+__all__ = ["MultiVectorIndex"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "quantsearch-multivector"
+FORMAT_VERSION = 1
+_SEGMENT_FILES = ("fde", "tokens", "scales", "offsets")
+
+
+def _segment_path(seg: int, part: str) -> str:
+    ext = "json" if part == "docs" else "npy"
+    return f"{layout.SEGMENTS_DIR}/{seg:08d}.{part}.{ext}"
+
+
+class MultiVectorIndex:
+    """A late-interaction (multi-vector) index searched at single-vector cost with MUVERA.
+
+    Create with :meth:`create`, reopen with :meth:`open`. Documents are token sets (from texts through
+    a :class:`TokenEmbedder`, or given as arrays).
+
+    Examples
+    --------
+    >>> idx = MultiVectorIndex.create("mv", model=None)          # bundled MiniLM token vectors
+    >>> idx.add(["a", "b"], texts=["first document", "second document"])
+    >>> idx.search(["which document comes first?"], k=1).to_list()
+    """
+
+    def __init__(self, root: Path, manifest: dict[str, Any], embedder: TokenEmbedder | None) -> None:
+        self.root = root
+        self._manifest = manifest
+        self._embedder = embedder
+        self.fde_config = FDEConfig.from_dict(manifest["fde"])
+        self._encoder = FDEEncoder(self.fde_config)
+        self._quantizer: Quantizer = quantizer_from_config(manifest["candidates"])
+        self._load()
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        dim: int | None = None,
+        model: str | os.PathLike[str] | None = None,
+        embedder: TokenEmbedder | None = None,
+        fde: FDEConfig | dict[str, Any] | None = None,
+        candidates: Any = "rabitq-hadamard",
+        with_text: bool = True,
+    ) -> MultiVectorIndex:
+        """Create an empty index directory.
+
+        Parameters
+        ----------
+        path : str or path-like
+            A directory that does not exist yet (or is empty).
+        dim : int, optional
+            Token vector dimension; taken from the embedder when None.
+        model : str or path-like, optional
+            Token model for text (see :class:`TokenEmbedder`); ignored when ``embedder`` is given.
+            None is the bundled all-MiniLM-L6-v2.
+        embedder : TokenEmbedder, optional
+        fde : FDEConfig or dict, optional
+            Encoding parameters (``dim`` is filled in); defaults to the measured defaults
+            (k_sim=5, r_reps=20, d_proj=16: 10,240 coordinates, 1,284 bytes per document as 1-bit codes).
+        candidates : str or Quantizer
+            Code of the FDEs in RAM, any name :func:`make_quantizer` accepts with a candidate scan
+            (``"rabitq-hadamard"``, ``"binary"``, ...).
+        with_text : bool
+            Keep the texts of added documents (returned with results).
+        """
+        root = Path(path)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise IndexExistsError(f"{root} exists and is not an empty directory")
+        tok = embedder if embedder is not None else TokenEmbedder(model)
+        if dim is None:
+            dim = tok._st.dim
+        dim = check_positive_int(dim, "dim")
+        if fde is None:
+            config = FDEConfig(dim=dim)
+        elif isinstance(fde, FDEConfig):
+            config = fde
+        elif isinstance(fde, dict):
+            config = FDEConfig.from_dict({**fde, "dim": dim})
+        else:
+            raise InvalidArgumentError(f"fde must be an FDEConfig, a dict or None, got {type(fde).__name__}")
+        if config.dim != dim:
+            raise InvalidArgumentError(f"fde.dim is {config.dim} but the token vectors have dim {dim}")
+        quantizer = candidates if isinstance(candidates, Quantizer) else make_quantizer(candidates)
+        root.mkdir(parents=True, exist_ok=True)
+        encoder = FDEEncoder(config)
+        state = layout.state_file("fde")
+        sha = layout.save_arrays(root / state, _encoder_state(encoder))
+        manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "dim": dim,
+            "model": tok.identity(),
+            "fde": config.to_dict(),
+            "fde_state": {"path": state, "sha256": sha},
+            "candidates": quantizer.to_config(),
+            "candidate_state": None,
+            "with_text": bool(with_text),
+            "segments": [],
+            "next_segment": 0,
+        }
+        layout.write_manifest(root, manifest)
+        return cls(
+            root, layout.read_manifest(root, format_name=FORMAT_NAME, format_version=FORMAT_VERSION), tok
+        )
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, embedder: TokenEmbedder | None = None) -> MultiVectorIndex:
+        """Open an existing index (a snapshot: :meth:`refresh` reads later commits)."""
+        root = Path(path)
+        manifest = layout.read_manifest(root, format_name=FORMAT_NAME, format_version=FORMAT_VERSION)
+        if embedder is None:
+            ident = manifest.get("model") or {}
+            embedder = TokenEmbedder(
+                ident.get("model"),
+                backend=ident.get("backend", "sentence-transformers"),
+                max_seq_length=ident.get("max_seq_length"),
+                normalize=bool(ident.get("normalize", True)),
+            )
+        return cls(root, manifest, embedder)
+
+    def refresh(self) -> None:
+        """Read the latest manifest (commits of other writers)."""
+        self._manifest = layout.read_manifest(
+            self.root, format_name=FORMAT_NAME, format_version=FORMAT_VERSION
+        )
+        self._load()
+
+    def _load(self) -> None:
+        m = self._manifest
+        fde_state = self._read_state(m["fde_state"])
+        if not np.array_equal(fde_state["simhash_"], self._encoder.simhash_):
+            # the saved matrices are authoritative (a different numpy could draw others from the seed)
+            logger.warning("FDE matrices differ from the seed's draw; using the saved ones")
+        _set_encoder_state(self._encoder, fde_state)
+        self._quantizer = quantizer_from_config(m["candidates"])
+        if m.get("candidate_state"):
+            self._quantizer.set_state(self._read_state(m["candidate_state"]))
+        codes: list[np.ndarray] = []
+        tokens: list[np.ndarray] = []
+        scales: list[np.ndarray] = []
+        offsets: list[np.ndarray] = []
+        ids: list[Any] = []
+        texts: list[str | None] = []
+        for seg in m["segments"]:
+            sid = seg["id"]
+            paths = {part: self.root / _segment_path(sid, part) for part in (*_SEGMENT_FILES, "docs")}
+            try:
+                codes.append(layout.read_array_checked(paths["fde"], seg["sha256"]["fde"]))
+                tokens.append(np.load(paths["tokens"], mmap_mode="r"))
+                scales.append(np.load(paths["scales"], mmap_mode="r"))
+                offsets.append(np.load(paths["offsets"]))
+                docs = json.loads(paths["docs"].read_text())
+            except (OSError, ValueError) as exc:
+                raise CorruptIndexError(f"segment {sid} of {self.root} is unreadable: {exc}") from None
+            if offsets[-1].shape[0] != seg["n"] + 1 or tokens[-1].shape[0] != offsets[-1][-1]:
+                raise CorruptIndexError(
+                    f"segment {sid} of {self.root}: token tier does not match its offsets"
+                )
+            ids.extend(docs["ids"])
+            texts.extend(docs.get("texts") or [None] * seg["n"])
+        width = self._quantizer.code_bytes if self._quantizer.is_fitted else 0
+        self._codes = np.concatenate(codes) if codes else np.empty((0, width), np.uint8)
+        self._tier = TokenTier(tokens, scales, offsets)
+        self._ids: list[Any] = ids
+        self._texts: list[str | None] = texts
+        self._id_set = set(ids)
+
+    def _read_state(self, ref: dict[str, str]) -> dict[str, np.ndarray]:
+        path = self.root / ref["path"]
+        try:
+            if layout.file_sha256(path) != ref["sha256"]:
+                raise CorruptIndexError(f"{path} does not match its checksum")
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except OSError as exc:
+            raise CorruptIndexError(f"{path} is unreadable: {exc}") from None
+
+    # ---- properties ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __repr__(self) -> str:
+        return f"MultiVectorIndex({str(self.root)!r}, n={len(self)}, fde_dim={self.fde_config.output_dim})"
+
+    @property
+    def dim(self) -> int:
+        return int(self._manifest["dim"])
+
+    @property
+    def embedder(self) -> TokenEmbedder:
+        if self._embedder is None:  # pragma: no cover - open() always sets one
+            raise InvalidArgumentError("this index has no token embedder")
+        return self._embedder
+
+    def info(self) -> dict[str, Any]:
+        """Counts and bytes: FDE codes in RAM, the token tier on disk."""
+        n = len(self)
+        ram = int(self._codes.nbytes)
+        disk = sum(int(c.nbytes) for c in self._tier.codes) + sum(int(s.nbytes) for s in self._tier.scales)
+        disk += sum(int(o.nbytes) for o in self._tier.offsets)
+        tokens = sum(int(c.shape[0]) for c in self._tier.codes)
+        return {
+            "documents": n,
+            "tokens": tokens,
+            "fde": self.fde_config.to_dict() | {"output_dim": self.fde_config.output_dim},
+            "candidates": self._quantizer.name,
+            "ram_bytes": ram,
+            "disk_bytes": disk,
+            "ram_bytes_per_doc": ram / n if n else 0.0,
+            "disk_bytes_per_doc": disk / n if n else 0.0,
+        }
+
+    # ---- writes -------------------------------------------------------------------------------
+    def add(
+        self,
+        ids: Sequence[Any],
+        *,
+        texts: Sequence[str] | None = None,
+        tokens: Any = None,
+        progress: bool = False,
+    ) -> None:
+        """Add documents (one atomic batch).
+
+        Parameters
+        ----------
+        ids : sequence of int or str
+            One new, unique id per document (all ints or all strs).
+        texts : sequence of str, optional
+            Embedded by the index's token model unless ``tokens`` is given; stored when ``with_text``.
+        tokens : TokenBatch, (vectors, offsets) or list of ndarrays of shape (len_i, dim), optional
+            Token vectors of each document (as produced by the same model as the queries).
+        """
+        ids = _check_ids(ids)
+        if texts is not None and (
+            isinstance(texts, (str, bytes))
+            or len(texts) != len(ids)
+            or not all(isinstance(t, str) for t in texts)
+        ):
+            raise InvalidArgumentError(f"texts must be a sequence of {len(ids)} str (one per id)")
+        if tokens is None:
+            if texts is None:
+                raise InvalidArgumentError("add needs texts or tokens")
+            batch = self.embedder.embed(list(texts), progress=progress)
+        else:
+            batch = as_token_batch(tokens, dim=self.dim)
+        if batch.n != len(ids):
+            raise InvalidArgumentError(f"got {batch.n} token sets for {len(ids)} ids")
+        lock = WriterLock(self.root)
+        lock.acquire()
+        try:
+            self.refresh()
+            if self._ids and type(self._ids[0]) is not type(ids[0]):
+                kind, got = type(self._ids[0]).__name__, type(ids[0]).__name__
+                raise InvalidArgumentError(f"ids must be {kind} like the indexed ones, got {got}")
+            dup = next((i for i in ids if i in self._id_set), None)
+            if dup is not None:
+                raise DuplicateIdError(f"id {dup!r} is already in the index")
+            self._commit(ids, texts, batch)
+        finally:
+            lock.release()
+
+    def _commit(self, ids: list[Any], texts: Sequence[str] | None, batch: TokenBatch) -> None:
+        m = dict(self._manifest)
+        fde = self._encoder.encode_documents(batch)
+        quantizer = self._quantizer
+        if m.get("candidate_state") is None:
+            quantizer = quantizer_from_config(m["candidates"]).fit(fde)  # calibrated on documents only
+            state = layout.state_file("candidates")
+            m["candidate_state"] = {
+                "path": state,
+                "sha256": layout.save_arrays(self.root / state, quantizer.get_state()),
+            }
+        self._remove_orphans()
+        sid = int(m["next_segment"])
+        codes = quantizer.encode(fde)
+        token_codes, scales = quantize_tokens(batch.vectors)
+        arrays = {"fde": codes, "tokens": token_codes, "scales": scales, "offsets": batch.offsets}
+        sha = {}
+        for part, array in arrays.items():
+            sha[part] = (
+                layout.save_array_chunks(
+                    self.root / _segment_path(sid, part), array.shape, array.dtype, [array]
+                )
+                if array.ndim == 2
+                else layout.atomic_write(
+                    self.root / _segment_path(sid, part),
+                    lambda f, a=array: np.save(f, a),  # type: ignore[misc]
+                )
+            )
+        keep = list(texts) if texts is not None and m.get("with_text", True) else None
+        docs = json.dumps({"ids": ids, "texts": keep})
+        layout.atomic_write(self.root / _segment_path(sid, "docs"), lambda f: f.write(docs.encode()))
+        m["segments"] = [*m["segments"], {"id": sid, "n": len(ids), "sha256": sha}]
+        m["next_segment"] = sid + 1
+        layout.write_manifest(self.root, m)  # the commit point
+        self.refresh()
+
+    def _remove_orphans(self) -> None:
+        """Segment files no committed segment names (left by a crash before a manifest landed)."""
+        folder = self.root / layout.SEGMENTS_DIR
+        if not folder.is_dir():
+            return
+        live = {f"{seg['id']:08d}" for seg in self._manifest["segments"]}
+        for path in folder.iterdir():
+            if path.name.split(".")[0] not in live:
+                path.unlink(missing_ok=True)
+
+    # ---- search -------------------------------------------------------------------------------
+    def _query_tokens(self, queries: Any) -> tuple[TokenBatch, float]:
+        t0 = time.perf_counter()
+        if isinstance(queries, (list, tuple)) and queries and all(isinstance(q, str) for q in queries):
+            batch = self.embedder.embed(list(queries), is_query=True)
+        elif isinstance(queries, str):
+            raise InvalidArgumentError(
+                "queries must be a list of str, not a single string: wrap it in a list"
+            )
+        else:
+            batch = as_token_batch(queries, dim=self.dim, name="queries")
+        return batch, (time.perf_counter() - t0) * 1e3
+
+    def search(
+        self,
+        queries: Any,
+        k: int = 10,
+        *,
+        candidates: int = 100,
+        rerank: bool = True,
+        with_text: bool = False,
+    ) -> SearchResults:
+        """MUVERA search: FDE candidates from the RAM codes, then Chamfer over their int8 tokens.
+
+        Parameters
+        ----------
+        queries : list of str, TokenBatch, (vectors, offsets) or list of ndarrays (len_i, dim)
+        k : int
+            Results per query.
+        candidates : int
+            Documents taken from the FDE scan and reranked by Chamfer (at least ``k``).
+        rerank : bool
+            False returns the FDE scan's own top ``k`` (scores: the estimate of the FDE inner product).
+        with_text : bool
+            Attach the stored texts.
+
+        Returns
+        -------
+        SearchResults
+            ``ids`` (nq, k) (int64 or str objects), ``scores`` (nq, k) float32 Chamfer similarities;
+            timings of ``embed``, ``fde``, ``scan`` and ``chamfer``.
+        """
+        k = check_positive_int(k, "k")
+        candidates = check_positive_int(candidates, "candidates")
+        batch, embed_ms = self._query_tokens(queries)
+        timings = {"embed": embed_ms}
+        nq, n = batch.n, len(self)
+        if n == 0:
+            rows = np.full((nq, k), -1, np.int64)
+            scores = np.full((nq, k), np.nan, np.float32)
+            return self._results(rows, scores, timings, {}, with_text)
+        t0 = time.perf_counter()
+        fde = self._encoder.encode_queries(batch)
+        timings["fde"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        width = max(k, candidates) if rerank else k
+        scan_scores, rows = self._quantizer.scan_topk(fde, self._codes, min(width, n))
+        timings["scan"] = (time.perf_counter() - t0) * 1e3
+        counts = {"scan": n}
+        if rerank:
+            t0 = time.perf_counter()
+            exact = chamfer_rerank(batch, self._tier, rows)
+            rows, scan_scores = top_k(rows, exact, k)
+            timings["chamfer"] = (time.perf_counter() - t0) * 1e3
+            counts["chamfer"] = min(width, n)
+        if rows.shape[1] < k:  # fewer documents than k: pad
+            pad = k - rows.shape[1]
+            rows = np.concatenate([rows, np.full((nq, pad), -1, np.int64)], axis=1)
+            scan_scores = np.concatenate([scan_scores, np.full((nq, pad), np.nan, np.float32)], axis=1)
+        scan_scores = np.where(rows >= 0, scan_scores, np.nan).astype(np.float32)
+        return self._results(rows, scan_scores, timings, counts, with_text)
+
+    def _results(
+        self,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        timings: dict[str, float],
+        counts: dict[str, int],
+        with_text: bool,
+    ) -> SearchResults:
+        str_ids = bool(self._ids) and isinstance(self._ids[0], str)
+        ids = np.full(rows.shape, None if str_ids else -1, dtype=object if str_ids else np.int64)
+        present = rows >= 0
+        ids[present] = [self._ids[r] for r in rows[present]]
+        texts = None
+        if with_text:
+            texts = [[self._texts[r] if r >= 0 else None for r in row] for row in rows]
+        return SearchResults(ids=ids, scores=scores, texts=texts, timings=timings, candidates=counts)
+
+
+def _check_ids(ids: Sequence[Any]) -> list[Any]:
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) and not isinstance(ids, np.ndarray):
+        raise InvalidArgumentError("ids must be a sequence of int or str")
+    out = [i.item() if isinstance(i, np.generic) else i for i in ids]
+    if not out:
+        raise InvalidArgumentError("ids is empty: expected at least one document")
+    kinds = {type(i) for i in out}
+    if kinds not in ({int}, {str}):
+        raise InvalidArgumentError("ids must be all int or all str")
+    if len(set(out)) != len(out):
+        raise DuplicateIdError("ids hold duplicates")
+    return out
+
+
+def _encoder_state(encoder: FDEEncoder) -> dict[str, np.ndarray]:
+    state = {"simhash_": encoder.simhash_}
+    for name in ("projection_", "sketch_index_", "sketch_sign_"):
+        value = getattr(encoder, name)
+        if value is not None:
+            state[name] = value
+    return state
+
+
+def _set_encoder_state(encoder: FDEEncoder, state: dict[str, np.ndarray]) -> None:
+    for name, value in state.items():
+        if name not in ("simhash_", "projection_", "sketch_index_", "sketch_sign_"):
+            raise CorruptIndexError(f"unexpected FDE state entry {name!r}")
+        setattr(encoder, name, value)

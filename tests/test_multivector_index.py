@@ -1,0 +1,187 @@
+"""MultiVectorIndex: persistence, search against a brute-force Chamfer, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from quantsearch.exceptions import (
+    CorruptIndexError,
+    DimensionMismatchError,
+    DuplicateIdError,
+    IndexExistsError,
+    InvalidArgumentError,
+)
+from quantsearch.multivector import (
+    FDEConfig,
+    MultiVectorIndex,
+    as_token_batch,
+    chamfer_scores,
+    quantize_tokens,
+)
+
+DIM = 32
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _corpus(rng: np.random.Generator, n: int) -> list[np.ndarray]:
+    # documents mix a few of 12 topics, so some documents are clearly closer to a query than others
+    topics = _unit(rng.standard_normal((12, DIM)))
+    docs = []
+    for _ in range(n):
+        picks = rng.choice(12, 3, replace=False)
+        length = int(rng.integers(3, 25))
+        base = topics[rng.choice(picks, length)]
+        docs.append(_unit(base + 0.6 * rng.standard_normal((length, DIM))))
+    return docs
+
+
+def _queries(rng: np.random.Generator, docs: list[np.ndarray], nq: int) -> list[np.ndarray]:
+    out = []
+    for i in rng.choice(len(docs), nq, replace=False):
+        toks = docs[i][rng.choice(docs[i].shape[0], min(4, docs[i].shape[0]), replace=False)]
+        out.append(_unit(toks + 0.3 * rng.standard_normal(toks.shape)))
+    return out
+
+
+def _dequantized(docs: list[np.ndarray]) -> list[np.ndarray]:
+    out = []
+    for d in docs:
+        codes, scales = quantize_tokens(d)
+        out.append(codes.astype(np.float32) * scales[:, None])
+    return out
+
+
+def _create(path, **kwargs) -> MultiVectorIndex:
+    fde = kwargs.pop("fde", FDEConfig(dim=DIM, k_sim=3, r_reps=10, d_proj=8))
+    return MultiVectorIndex.create(path, dim=DIM, fde=fde, embedder=_NoModel(), **kwargs)  # type: ignore[arg-type]
+
+
+class _NoModel:
+    """Stands in for a TokenEmbedder in tests that pass token arrays (no model is loaded)."""
+
+    name = "none"
+    normalize = True
+    max_seq_length = None
+
+    def identity(self) -> dict:
+        return {"model": None, "backend": "sentence-transformers", "normalize": True, "max_seq_length": None}
+
+
+def test_search_with_every_candidate_equals_brute_force_chamfer(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    docs = _corpus(rng, 120)
+    queries = _queries(rng, docs, 8)
+    idx = _create(tmp_path / "mv")
+    idx.add([f"d{i}" for i in range(70)], tokens=docs[:70])
+    idx.add([f"d{i}" for i in range(70, 120)], tokens=docs[70:])  # two segments
+    assert len(idx) == 120
+    res = idx.search(queries, k=10, candidates=120)
+    exact = chamfer_scores(as_token_batch(queries), as_token_batch(_dequantized(docs)))
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :10]
+    assert res.ids.tolist() == [[f"d{j}" for j in row] for row in order]
+    np.testing.assert_allclose(res.scores, np.take_along_axis(exact, order, axis=1), rtol=1e-5)
+    # reopened from disk: the same answers
+    again = MultiVectorIndex.open(tmp_path / "mv", embedder=_NoModel())
+    res2 = again.search(queries, k=10, candidates=120)
+    assert res2.ids.tolist() == res.ids.tolist()
+    np.testing.assert_array_equal(res2.scores, res.scores)
+
+
+def test_fde_candidates_find_the_chamfer_top10(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    docs = _corpus(rng, 300)
+    sources = rng.choice(300, 20, replace=False)
+    queries = []
+    for i in sources:  # a few tokens of one document, lightly perturbed
+        toks = docs[i][rng.choice(docs[i].shape[0], min(4, docs[i].shape[0]), replace=False)]
+        queries.append(_unit(toks + 0.1 * rng.standard_normal(toks.shape)))
+    idx = _create(tmp_path / "mv", fde=FDEConfig(dim=DIM, k_sim=3, r_reps=20, d_proj=None))
+    idx.add(list(range(300)), tokens=docs)
+    exact = chamfer_scores(as_token_batch(queries), as_token_batch(_dequantized(docs)))
+    top10 = np.argsort(-exact, axis=1, kind="stable")[:, :10]
+
+    def recall(res) -> float:
+        return float(np.mean([len(set(top10[i]) & set(res.ids[i])) / 10 for i in range(20)]))
+
+    assert res_ids_dtype(idx.search(queries, k=10, candidates=10)) == np.int64
+    by_n = [recall(idx.search(queries, k=10, candidates=n)) for n in (10, 60, 150, 300)]
+    # a fifth of the corpus holds well over twice the chance share (0.2) of the exact top 10
+    assert by_n[1] >= 0.45
+    assert by_n == sorted(by_n) and by_n[-1] == 1.0
+    # the document each query was cut from is among the 60 candidates (Chamfer ranks it first)
+    res = idx.search(queries, k=1, candidates=60)
+    assert (res.ids[:, 0] == sources).mean() >= 0.9
+    # the FDE scan alone, without the rerank, still beats chance by far
+    assert recall(idx.search(queries, k=10, rerank=False)) > 0.1
+
+
+def res_ids_dtype(res) -> np.dtype:
+    return res.ids.dtype
+
+
+def test_info_bytes_and_padding(tmp_path) -> None:
+    rng = np.random.default_rng(2)
+    docs = _corpus(rng, 5)
+    idx = _create(tmp_path / "mv")
+    assert idx.search(_queries(rng, docs, 2), k=3).ids.tolist() == [[-1] * 3] * 2
+    idx.add([1, 2, 3, 4, 5], tokens=docs)
+    info = idx.info()
+    tokens = sum(d.shape[0] for d in docs)
+    assert info["tokens"] == tokens
+    assert info["disk_bytes"] == tokens * (DIM + 4) + 6 * 8
+    assert info["ram_bytes"] == 5 * idx._quantizer.code_bytes
+    res = idx.search(_queries(rng, docs, 2), k=8)
+    assert res.ids.shape == (2, 8)
+    assert (res.ids[:, 5:] == -1).all() and np.isnan(res.scores[:, 5:]).all()
+
+
+def test_bad_input_leaves_the_index_unchanged(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    docs = _corpus(rng, 10)
+    idx = _create(tmp_path / "mv")
+    idx.add(list(range(10)), tokens=docs)
+    before = (tmp_path / "mv" / "manifest.json").read_bytes()
+    with pytest.raises(DuplicateIdError):
+        idx.add([3], tokens=docs[:1])
+    with pytest.raises(DuplicateIdError):
+        idx.add([11, 11], tokens=docs[:2])
+    with pytest.raises(DimensionMismatchError):
+        idx.add([12], tokens=[np.ones((2, DIM + 1), np.float32)])
+    with pytest.raises(InvalidArgumentError):
+        idx.add(["x"], tokens=docs[:1])  # str ids into an int-id index
+    with pytest.raises(InvalidArgumentError):
+        idx.add([12, 13], tokens=docs[:1])
+    with pytest.raises(InvalidArgumentError):
+        idx.search("a single string")
+    with pytest.raises(InvalidArgumentError):
+        idx.search(_queries(rng, docs, 1), k=0)
+    assert (tmp_path / "mv" / "manifest.json").read_bytes() == before
+    assert len(MultiVectorIndex.open(tmp_path / "mv", embedder=_NoModel())) == 10
+    with pytest.raises(IndexExistsError):
+        _create(tmp_path / "mv")
+
+
+def test_crash_before_commit_and_tampering(tmp_path) -> None:
+    rng = np.random.default_rng(4)
+    docs = _corpus(rng, 10)
+    idx = _create(tmp_path / "mv")
+    idx.add(list(range(5)), tokens=docs[:5])
+    # a crash after the segment files but before the manifest: files of segment 1 without a commit
+    seg = tmp_path / "mv" / "segments"
+    (seg / "00000001.fde.npy").write_bytes(b"half")
+    assert len(MultiVectorIndex.open(tmp_path / "mv", embedder=_NoModel())) == 5
+    idx.add(list(range(5, 10)), tokens=docs[5:])  # the next writer removes the orphan, reuses the id
+    assert len(MultiVectorIndex.open(tmp_path / "mv", embedder=_NoModel())) == 10
+    # hand edits of the manifest and damaged codes are detected
+    manifest = tmp_path / "mv" / "manifest.json"
+    body = json.loads(manifest.read_text())
+    body["dim"] = 7
+    manifest.write_text(json.dumps(body))
+    with pytest.raises(CorruptIndexError):
+        MultiVectorIndex.open(tmp_path / "mv", embedder=_NoModel())
