@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -224,3 +224,75 @@ def test_create_hostile_options(tmp_path: Path, kwargs: dict[str, Any]) -> None:
         return
     with Index.open(target) as created:
         assert len(created) == 0
+
+
+# ---- filters ---------------------------------------------------------------------------------------------
+filter_values = (
+    st.integers(-3, N + 3) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=3)
+    | st.booleans() | st.none() | st.lists(st.integers(-2, N + 2), max_size=3)
+    | st.sampled_from([{"a": 1}, b"x", 10**30, -(10**30), math.nan])
+)  # fmt: skip
+filter_ops = st.sampled_from(["eq", "ne", "in", "gt", "gte", "lt", "lte", "$gte", "like", "", 5])
+filter_fields = st.sampled_from(["i", "i.x", "missing", "", "1abc", "i j", "a" * 40, "__proto__"]) | st.text(
+    max_size=4
+)
+numbers = st.integers(-2, N + 2) | st.floats(-2, N + 2)
+scalar_ops = st.sampled_from(["eq", "ne", "gt", "gte", "lt", "lte"])
+valid_conditions = (
+    numbers
+    | st.text(max_size=2)
+    | st.booleans()
+    | st.dictionaries(
+        st.sampled_from(["eq", "ne", "gt", "gte", "lt", "lte"]), numbers, min_size=1, max_size=2
+    )
+    | st.fixed_dictionaries(
+        {"in": st.lists(st.integers(-2, N + 2) | st.text(max_size=2), min_size=1, max_size=4)}
+    )
+)
+valid_filters = st.dictionaries(st.sampled_from(["i", "missing"]), valid_conditions, min_size=1, max_size=2)
+hostile_filters = (
+    valid_filters  # half of the cases are accepted, so their results are checked too
+    | st.dictionaries(
+        filter_fields, filter_values | st.dictionaries(filter_ops, filter_values, max_size=2), max_size=3
+    )
+    | st.sampled_from([[], "i", 5, {"i": {}}, {"i": {"in": []}}, {"i": {"in": list(range(2000))}}])
+)
+
+
+def reference_match(value: Any, op: str, arg: Any) -> bool:
+    """The documented semantics on the fixture's metadata ({"i": int}): JSON types must agree."""
+    numeric = isinstance(value, int) and not isinstance(value, bool)
+    same_type = numeric and isinstance(arg, (int, float)) and not isinstance(arg, bool)
+    if op == "eq":
+        return same_type and value == arg
+    if op == "ne":
+        return not (same_type and value == arg)
+    if op == "in":
+        return any(reference_match(value, "eq", a) for a in arg)
+    comparisons = {"gt": value > arg, "gte": value >= arg, "lt": value < arg, "lte": value <= arg}
+    return same_type and comparisons[op]
+
+
+@given(spec=hostile_filters, k=st.integers(1, 6))
+@FUZZ
+def test_search_hostile_filters(index: Index, spec: Any, k: int) -> None:
+    """A hostile filter is our error, never another type; an accepted one returns exactly the documents
+    a reference evaluation of the filter admits, best first among them."""
+    res = attempt(index, lambda: index.search(QUERIES, k=k, filter=spec, oversampling=100))
+    event("rejected" if res is None else "accepted")
+    if res is None:
+        return
+    check_results(index, res, QUERIES.shape[0], k)
+    allowed = set(range(N))
+    for field, cond in spec.items():
+        ops = cond.items() if isinstance(cond, dict) else [("eq", cond)]
+        for op, arg in ops:
+            op = op.lstrip("$")
+            if field == "i":
+                allowed &= {i for i in range(N) if reference_match(i, op, arg)}
+            else:  # a field no document has: only "ne" admits them
+                allowed &= set(range(N)) if op == "ne" else set()
+    for row in res.ids.tolist():
+        hits = [i for i in row if i != -1]
+        assert set(hits) <= allowed
+        assert len(hits) == min(k, len(allowed))
