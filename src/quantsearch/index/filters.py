@@ -17,6 +17,7 @@ filter the way it sees deletes.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -90,15 +91,22 @@ def _condition(field: str, op: str, value: Any) -> Condition:
             _check_scalar(field, op, v)
         return Condition(field, "in", tuple(value))
     if op in _RANGE:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
             raise InvalidArgumentError(f"filter on {field!r}: {op!r} takes a finite number, got {value!r}")
         return Condition(field, op, value)  # type: ignore[arg-type]
     _check_scalar(field, op, value)
     return Condition(field, op, value)  # type: ignore[arg-type]
 
 
+def _finite(value: int | float) -> bool:
+    """A float that is finite, or an int SQLite can bind (64 bits)."""
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return math.isfinite(value)
+
+
 def _check_scalar(field: str, op: str, value: Any) -> None:
-    if isinstance(value, float) and not np.isfinite(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not _finite(value):
         raise InvalidArgumentError(f"filter on {field!r}: {op!r} takes a finite value, got {value!r}")
     if not isinstance(value, (str, int, float, bool)):
         raise InvalidArgumentError(
