@@ -126,12 +126,10 @@ def cmd_search(args: argparse.Namespace) -> int:
             args.query = f"image {args.image}"
         elif args.query is None:
             raise InvalidArgumentError("a text query (or --image PATH) is required")
-        # only the options given: a sharded index (quantsearch.distributed) takes the plain search
-        given = {"filter": _json_filter(args.filter), "nprobe": args.nprobe, "fusion": args.fusion}
-        options = {name: value for name, value in given.items() if value is not None}
-        if args.mode != "dense":
-            options["mode"] = args.mode
-        results = index.search(query, k=k, oversampling=args.oversampling, stages=args.stages, **options)
+        results = index.search(
+            query, k=k, oversampling=args.oversampling, stages=args.stages,
+            filter=_json_filter(args.filter), nprobe=args.nprobe, mode=args.mode, fusion=args.fusion,
+        )  # fmt: skip
         if args.json:
             print(
                 json.dumps({"query": args.query, "hits": results.to_list()[0], "timings_ms": results.timings})

@@ -361,8 +361,17 @@ class ShardedBase(ABC):
         stages: Sequence[str] | None = None,
         with_payload: bool = True,
         exact: bool = False,
+        filter: dict[str, Any] | None = None,  # noqa: A002 - Index.search's name
+        nprobe: int | None = None,
+        mode: str = "dense",
+        fusion: Any = None,
+        query_texts: Sequence[str] | None = None,
     ) -> SearchResults:
         """Search every shard and merge their top-k.
+
+        Takes :meth:`Index.search`'s keywords; ``filter``, ``nprobe``, ``fusion``, ``query_texts`` and
+        modes other than ``"dense"`` are not supported across shards yet and raise
+        :class:`InvalidArgumentError` when set.
 
         Parameters
         ----------
@@ -384,6 +393,11 @@ class ShardedBase(ABC):
             per the fault policy. ``timings["fanout"]`` is the wall time of the fan-out and
             ``timings["merge"]`` of the merge, in ms.
         """
+        unsupported = {"filter": filter, "nprobe": nprobe, "fusion": fusion, "query_texts": query_texts}
+        unsupported["mode"] = None if mode == "dense" else mode
+        named = [name for name, value in unsupported.items() if value is not None]
+        if named:
+            raise InvalidArgumentError(f"a sharded index does not support {named[0]!r} in search yet")
         k = check_positive_int(k, "k")
         timings: dict[str, float] = {}
         if isinstance(queries, str) or (

@@ -132,15 +132,11 @@ class SearchService:
             return {"k": 0, "hits": [], "timings_ms": {**timings, "total": _ms(t_start)}, "candidates": {}}
         texts = None if query is None else [query]
         queries: Any = texts if q is None or (texts is not None and mode == "lexical") else q
-        # only the options a request set: a sharded index (quantsearch.distributed) takes the plain ones
-        options: dict[str, Any] = {
-            name: value
-            for name, value in (("mode", mode), ("fusion", fusion), ("filter", filter), ("nprobe", nprobe))
-            if value is not None and not (name == "mode" and value == "dense")
-        }
-        if mode != "dense" and texts is not None:
-            options["query_texts"] = texts
-        res = self.index.search(queries, k, oversampling=oversampling, stages=stages, **options)
+        res = self.index.search(
+            queries, k,
+            oversampling=oversampling, stages=stages, mode=mode, fusion=fusion,
+            query_texts=None if mode == "dense" else texts, filter=filter, nprobe=nprobe,
+        )  # fmt: skip
         timings.update(res.timings)
         hits = _hits(res)
         exact = None
