@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -216,7 +217,8 @@ def test_delete_and_get_hostile_ids(index: Index, ids: Any) -> None:
 }))  # fmt: skip
 def test_create_hostile_options(tmp_path: Path, kwargs: dict[str, Any]) -> None:
     kwargs.setdefault("dim", DIM)
-    target = tmp_path / f"new-{abs(hash(repr(kwargs)))}"
+    # a fresh name per example: hypothesis may draw the same kwargs twice, and tmp_path is shared by all
+    target = Path(tempfile.mkdtemp(dir=tmp_path)) / "new"
     try:
         Index.create(target, **kwargs).close()
     except QuantsearchError:
