@@ -4,8 +4,12 @@ index as it was; each success is checked against a brute-force reference."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -284,6 +288,37 @@ def test_directory_left_without_manifest_can_be_created_again(tmp_path: Path) ->
         assert len(index) == 5
     with Index.open(target) as index:
         assert len(index) == 5
+
+
+_KILLED_CREATE = """
+import os, signal, sys
+from pathlib import Path
+from quantsearch.index.lifecycle import create_directory
+
+def populate(tmp: Path) -> None:
+    (tmp / "half-written").write_bytes(b"x" * 1000)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+create_directory(Path(sys.argv[1]), populate)
+"""
+
+
+def test_create_clears_what_a_killed_create_left_but_not_a_live_one(tmp_path: Path) -> None:
+    target = tmp_path / "idx"
+    done = subprocess.run([sys.executable, "-c", _KILLED_CREATE, str(target)], check=False)
+    assert done.returncode == -signal.SIGKILL
+    left = [p for p in tmp_path.iterdir() if p.name.endswith(".creating")]
+    assert len(left) == 1 and (left[0] / "half-written").exists() and not target.exists()
+    # a create in progress elsewhere: its lock is held, so its directory must survive
+    alive = tmp_path / ".idx.live.creating"
+    alive.mkdir()
+    with open(f"{alive}.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with Index.create(target, DIM, calibration=unit_vectors(30, DIM)) as index:
+            assert len(index) == 0
+        assert alive.exists() and not left[0].exists()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [".idx.live.creating", ".idx.live.creating.lock", "idx"]
 
 
 def test_create_never_clears_foreign_files(tmp_path: Path) -> None:

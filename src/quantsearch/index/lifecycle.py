@@ -3,7 +3,8 @@
 ``create`` builds the whole directory (catalog, manifest, calibration) in a hidden sibling and renames
 it into place, so a crash or a full disk leaves either a complete index or no index: never a
 directory without a manifest. A directory that an interrupted create of an earlier version left
-behind (only our file names, no manifest) is cleared and created again.
+behind (only our file names, no manifest) is cleared and created again, and so are the hidden
+siblings of creates that were killed (their lock is free).
 
 An index whose files this process may not write (a read-only mount, another user's files) is opened
 read-only: searching works, and every write raises :class:`ReadOnlyIndexError`.
@@ -12,11 +13,14 @@ read-only: searching works, and every write raises :class:`ReadOnlyIndexError`.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
+from glob import escape as glob_escape
 from pathlib import Path
 
 from ..exceptions import IndexExistsError, StorageError
@@ -59,7 +63,11 @@ def create_directory(root: Path, populate: Callable[[Path], None]) -> None:
     _check_target(root)
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
+        _clear_killed_creates(root)
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=_CREATING, dir=root.parent))
+        # held until the rename: a later create of the same name sees this one is alive
+        lock_fd = os.open(f"{tmp}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
     except OSError as exc:
         raise StorageError(f"creating {root} failed: {exc.strerror or exc}") from exc
     try:
@@ -75,6 +83,40 @@ def create_directory(root: Path, populate: Callable[[Path], None]) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        Path(f"{tmp}.lock").unlink(missing_ok=True)
+        os.close(lock_fd)
+
+
+#: a hidden create directory without its lock file is left alone this long (it may be just born)
+_UNLOCKED_GRACE_S = 600.0
+
+
+def _clear_killed_creates(root: Path) -> None:
+    """Remove the hidden siblings that killed creates of ``root`` left (their lock is not held)."""
+    for tmp in root.parent.glob(f".{glob_escape(root.name)}.*{_CREATING}"):
+        lock = Path(f"{tmp}.lock")
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:
+            # no lock file: a create of an older version, or one between mkdtemp and its lock
+            try:
+                stale = time.time() - tmp.stat().st_mtime > _UNLOCKED_GRACE_S
+            except OSError:
+                continue
+            if stale:
+                shutil.rmtree(tmp, ignore_errors=True)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live create holds it
+        else:
+            logger.warning("removing %s, left by a create that was killed", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+            lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 def _check_target(root: Path) -> None:
