@@ -120,6 +120,23 @@ def _sql(path: Path, statement: str) -> None:
     db.close()
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("file", "../../outside.npz"), ("file", "/etc/passwd"), ("file", "state/../x.npz"), ("name", "../x")],
+)
+def test_manifest_paths_outside_the_index_are_corrupt(built, field: str, value: str) -> None:
+    path, _ = built
+    doc = json.loads((path / layout.MANIFEST).read_text())
+    tier = next(t for t in doc["tiers"] if t.get("state"))
+    if field == "file":
+        tier["state"]["file"] = value
+    else:
+        tier["name"] = value
+    layout.write_manifest(path, doc)  # a valid checksum: only the path is wrong
+    with pytest.raises(CorruptIndexError, match="missing or invalid fields"):
+        Index.open(path)
+
+
 def test_garbled_npy_header_is_corrupt(built) -> None:
     path, _ = built
     file = path / layout.segment_file(2, "int8")  # memory-mapped tier: its header is parsed at open

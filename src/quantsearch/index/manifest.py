@@ -168,7 +168,7 @@ class Manifest:
         except (KeyError, TypeError, ValueError, IndexError, AttributeError):
             ok = False
         if not ok:
-            raise CorruptIndexError(f"{where / layout.MANIFEST} is missing required fields")
+            raise CorruptIndexError(f"{where / layout.MANIFEST} has missing or invalid fields")
         return manifest
 
     @classmethod
@@ -185,9 +185,21 @@ def _tier(doc: dict[str, Any]) -> TierSpec:
     ref = None if state is None else StateRef(str(state["file"]), str(state["sha256"]))
     if not isinstance(doc["name"], str) or not isinstance(doc["quantizer"], dict):
         raise TypeError("tier name or quantizer")
+    # names become file names and state paths are opened: neither may point outside the index
+    if not _is_file_name(doc["name"]) or (ref is not None and not _is_state_path(ref.file)):
+        raise ValueError("tier name or state path")
     if doc["role"] not in ("candidates", "rescore") or doc["storage"] not in ("ram", "mmap"):
         raise ValueError("tier role or storage")
     return TierSpec(doc["name"], doc["role"], doc["storage"], doc["quantizer"], ref)
+
+
+def _is_file_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+
+
+def _is_state_path(rel: str) -> bool:
+    parts = rel.split("/")
+    return len(parts) == 2 and parts[0] == layout.STATE_DIR and _is_file_name(parts[1])
 
 
 def plan_tiers(
