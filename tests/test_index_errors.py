@@ -361,7 +361,7 @@ CORRUPTIONS: list[tuple[str, Callable[[Path], Any], type[Exception], str]] = [
         CorruptIndexError,
         "not valid JSON",
     ),
-    ("manifest-tiers", lambda p: _edit_manifest(p, tiers=[]), CorruptIndexError, "missing required fields"),
+    ("manifest-tiers", lambda p: _edit_manifest(p, tiers=[]), CorruptIndexError, "missing or invalid fields"),
     ("format-version", lambda p: _edit_manifest(p, format_version=2), FormatVersionError, "format_version 2"),
     (
         "format-version-text-edit",
