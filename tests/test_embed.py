@@ -78,6 +78,7 @@ def test_dim_and_name(embedder: Embedder) -> None:
     assert embedder.dim == 384
     assert embedder.name == DEFAULT_MODEL == "sentence-transformers/all-MiniLM-L6-v2"
     assert Embedder("some/local-model").name == "some/local-model"
+    assert Embedder("default").name == DEFAULT_MODEL  # the name an index records for the bundled model
     assert Embedder(Path("models") / "m").name == str(Path("models") / "m")
 
 
@@ -97,6 +98,8 @@ def test_bad_constructor_arguments() -> None:
         Embedder(batch_size=0)
     with pytest.raises(InvalidArgumentError, match="max_seq_length"):
         Embedder(max_seq_length=-1)
+    with pytest.raises(InvalidArgumentError, match="threads"):
+        Embedder(threads=True)
     with pytest.raises(InvalidArgumentError, match="model"):
         Embedder("")
 

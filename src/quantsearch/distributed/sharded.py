@@ -238,7 +238,7 @@ class ShardedBase(ABC):
                 raise InvalidArgumentError("this index records no embedding model; search with vectors")
             from ..embed import Embedder
 
-            self._embedder = Embedder(None if self.model == "default" else self.model)
+            self._embedder = Embedder(self.model)
         return self._embedder
 
     @embedder.setter

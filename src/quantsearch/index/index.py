@@ -634,10 +634,9 @@ class Index:
                 raise InvalidArgumentError("this index records no embedding model; search with vectors")
             from ..embed import Embedder
 
-            model = None if self.model in ("default", None) else self.model
             # an index records its backend only when one was chosen; the default needs no argument
             options: dict[str, Any] = {} if self.backend is None else {"backend": self.backend}
-            self._embedder = Embedder(model, **options)
+            self._embedder = Embedder(self.model, **options)
         return self._embedder
 
     @embedder.setter

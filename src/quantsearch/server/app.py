@@ -148,7 +148,7 @@ def create_app(
         from quantsearch.embed import Embedder
 
         model = service.index.model
-        service.index.embedder = Embedder(None if model == "default" else model, backend=backend)
+        service.index.embedder = Embedder(model, backend=backend)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
