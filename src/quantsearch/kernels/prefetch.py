@@ -102,9 +102,12 @@ class ReadAhead:
 
     def __init__(self, arrays: Sequence[np.ndarray], bitmaps: Sequence[np.ndarray | None] = ()) -> None:
         self._arrays = list(arrays)
-        self._bases, self._nrows, self._row_bytes = (
+        segments = (
             _segments(self._arrays) if self._arrays else (np.zeros(0, np.uint64), np.zeros(0, np.int64), 1)
         )
+        self._bases: np.ndarray = segments[0]
+        self._nrows: np.ndarray = segments[1]
+        self._row_bytes: int = segments[2]
         page = mmap.PAGESIZE
         maps: list[np.ndarray | None] = list(bitmaps)[: len(self._arrays)]
         for i in range(len(maps), len(self._arrays)):
