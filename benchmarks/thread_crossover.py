@@ -4,6 +4,7 @@ For every code width and N, one query at a time, alternating call by call (A B A
 
 - ``1t``: one thread;
 - ``2t``: two threads forced (the work threshold set to 0);
+- ``auto``: two threads allowed, the kernel's default thread rule (what a search does);
 - ``rule=X``: two threads allowed, the kernel's thread rule with X bytes of popcount work per added
   thread (``--rules``; the current default is printed), i.e. what a search does under that rule.
 
@@ -61,7 +62,7 @@ def main() -> None:
                 codes = big[:n]
 
                 # name -> (threads allowed, work threshold in bytes)
-                settings = {"1t": (1, default), "2t": (2, 0)}
+                settings = {"1t": (1, default), "2t": (2, 0), "auto": (2, default)}
                 for rule in args.rules:
                     settings[f"rule={rule}"] = (2, rule)
                 times: dict[str, list[float]] = {name: [] for name in settings}

@@ -75,6 +75,7 @@ def willneed_rows(
     row_bytes: int,
     rows: np.ndarray,
     bitmaps: list[np.ndarray | None] | None,
+    sample: int = 0,
     /,
 ) -> tuple[int, int]: ...
 def thread_work_bytes(value: int = -1, /) -> int: ...

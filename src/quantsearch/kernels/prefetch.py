@@ -83,6 +83,19 @@ def prefetch_rows(arrays: Sequence[np.ndarray], starts: np.ndarray, rows: np.nda
     return calls
 
 
+_enabled = True
+# pages to hint that ReadAhead first checks with mincore: all cached = a warm tier, hint none
+SAMPLE = 16
+
+
+def set_read_ahead(enabled: bool) -> bool:
+    """Turn the pipeline's read-ahead (:class:`ReadAhead`) on or off for the whole process; returns
+    the previous setting. On by default; benchmarks turn it off to measure what it saves."""
+    global _enabled
+    previous, _enabled = _enabled, bool(enabled)
+    return previous
+
+
 def _major_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_majflt
 
@@ -92,6 +105,9 @@ class ReadAhead:
 
     Holds one bit per page of every mapped segment array: set once the page has been hinted
     (``madvise(WILLNEED)``), after which the page is taken to be cached and is not hinted again.
+    Before hinting, :attr:`sample` (16) of the pages to hint are checked with ``mincore``: when all
+    of them are cached already, the tier is warm and none is hinted (their bits are still set),
+    so a warm tier costs a few ``mincore`` calls per search until its bits are set, then nothing.
     :meth:`reading` wraps a rescoring: it hints the candidates' unhinted pages first, and if the
     rescoring took a major page fault (a page thought cached was not: evicted under memory
     pressure), clears every bit so that the next searches hint again. Major faults are counted
@@ -120,6 +136,7 @@ class ReadAhead:
             maps.append(np.zeros((pages + 7) // 8, np.uint8))
         self._bitmaps = maps  # read and written by the native call with the GIL held
         self.active = native_module() is not None and bool(self._bases.any())
+        self.sample = SAMPLE
 
     def extended(self, arrays: Sequence[np.ndarray]) -> ReadAhead:
         """The read-ahead of ``arrays``, which begin with this one's arrays (same objects)."""
@@ -132,7 +149,8 @@ class ReadAhead:
         return ReadAhead(arrays, self._bitmaps if same else ())
 
     def hint(self, starts: np.ndarray, rows: np.ndarray) -> int:
-        """Hint the pages of ``rows`` (global, ``-1`` skipped) not hinted before; returns their count."""
+        """Hint the pages of ``rows`` (global, ``-1`` skipped) not hinted before, unless the
+        :attr:`sample` of them is cached; returns the number of pages hinted."""
         module = native_module()
         if not self.active or module is None:
             return 0
@@ -144,6 +162,7 @@ class ReadAhead:
             self._row_bytes,
             flat,
             self._bitmaps,
+            self.sample,
         )
         return pages
 
@@ -157,7 +176,7 @@ class ReadAhead:
     def reading(self, starts: np.ndarray, rows: np.ndarray) -> Iterator[int]:
         """Hint the candidates' pages, run the body (the rescoring), and forget every page if the
         body took a major page fault. Yields the number of pages hinted."""
-        if not self.active:
+        if not (self.active and _enabled):
             yield 0
             return
         before = _major_faults()

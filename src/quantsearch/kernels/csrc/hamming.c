@@ -262,12 +262,16 @@ int64_t qs_thread_work_bytes(int64_t value) {
 int qs_scan_topk(const qs_scan *tmpl, qs_direct_fn direct, qs_blocked_fn blocked, int nthreads,
                  int64_t block_bytes, int64_t row_cost, uint32_t *out_keys, int64_t *out_rows) {
     const int64_t nq = tmpl->nq, n = tmpl->n, k = tmpl->k, W = tmpl->W, P = tmpl->planes;
-    /* threads: each thread gets at least thread_work_bytes of popcount work (rows x row_cost x
-     * queries, the queries counted up to 512). TODO crossover */
+    /* threads: each thread gets at least thread_work_bytes of work: rows x (row_cost + a fixed
+     * QS_ROW_OVERHEAD per row, the threshold test and loop) x queries, the queries counted up to 512.
+     * One query, measured (benchmarks/thread_crossover.py, under the lock, Zen 3, 2 vCPUs, AVX2; see
+     * docs/benchmarks.md): a second thread pays from ~100-140k rows at 1024 bits and ~30-50k at 384,
+     * and gains 1.4-1.6x at 200k-1M; 12 MiB per thread with the overhead threads from 66k rows at
+     * 1024 bits and 83k at 384 (the old 32 MiB of popcount bytes: from 524k and 1.4M). */
     if (nthreads > 64) nthreads = 64;
     if (nthreads < 1) nthreads = 1;
     const int64_t work = __atomic_load_n(&thread_work_bytes, __ATOMIC_RELAXED);
-    int64_t min_rows = work / (row_cost * (nq < 512 ? nq : 512));
+    int64_t min_rows = work / ((row_cost + QS_ROW_OVERHEAD) * (nq < 512 ? nq : 512));
     if (min_rows < 64) min_rows = 64;
     int64_t by_work = n / min_rows;
     int nt = by_work < nthreads ? (int)(by_work > 1 ? by_work : 1) : nthreads;

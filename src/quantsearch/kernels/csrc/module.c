@@ -373,7 +373,7 @@ static int cmp_u64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* willneed_rows(bases, nrows, starts, row_bytes, rows, bitmaps) -> (madvise calls, pages hinted)
+/* willneed_rows(bases, nrows, starts, row_bytes, rows, bitmaps, sample=0) -> (madvise calls, pages hinted)
  *
  * The pages of the given global rows of row-major segments (segment i: nrows[i] rows of row_bytes
  * at address bases[i], global rows from starts[i]; base 0 = not mapped, skipped; rows < 0 skipped)
@@ -381,13 +381,16 @@ static int cmp_u64(const void *a, const void *b) {
  * bitmaps: None, or per segment None or a writable uint8 array with one bit per page of the
  * segment (from its base rounded down to a page): a page whose bit is set is skipped, and every
  * hinted page gets its bit set (the caller clears them when the pages may have been evicted).
+ * sample > 0: first check that many of the pages to hint with mincore; all of them cached: hint
+ * none (a warm tier costs a few mincore calls, not one madvise per page).
  * The bitmaps are read and written with the GIL held (concurrent searches), the calls made
  * without it. */
 static PyObject *py_willneed_rows(PyObject *self, PyObject *args) {
     PyObject *obases, *onrows, *ostarts, *orows, *obitmaps;
-    Py_ssize_t row_bytes;
+    Py_ssize_t row_bytes, sample = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOnOO", &obases, &onrows, &ostarts, &row_bytes, &orows, &obitmaps)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOnOO|n", &obases, &onrows, &ostarts, &row_bytes, &orows, &obitmaps, &sample))
+        return NULL;
     if (row_bytes < 1) return PyErr_Format(PyExc_ValueError, "row_bytes must be >= 1, got %zd", row_bytes);
     Py_buffer b, nr, st, r;
     PyObject *result = NULL;
@@ -471,6 +474,19 @@ static PyObject *py_willneed_rows(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS;
     qsort(pages, (size_t)npages, 8, cmp_u64);
     Py_ssize_t i = 0;
+#if defined(__unix__) || defined(__APPLE__)
+    /* sample: when `sample` pages spread over the list are all in the page cache already (mincore),
+     * take the tier to be warm and hint nothing (their bits stay set). */
+    if (sample > 0 && npages > 0) {
+        int resident = 1;
+        for (Py_ssize_t j = 0; j < sample && resident; j++) {
+            unsigned char v = 0;
+            const uint64_t p = pages[(Py_ssize_t)((double)j * (double)npages / (double)sample)];
+            if (mincore((void *)(uintptr_t)p, (size_t)page, (void *)&v) != 0 || !(v & 1)) resident = 0;
+        }
+        if (resident) i = npages;
+    }
+#endif
     while (i < npages) {
         const uint64_t lo = pages[i];
         uint64_t hi = lo + page;
@@ -537,7 +553,7 @@ static PyMethodDef methods[] = {
      "table_topk(codes, valid, k, tables, row_scale, row_bias, query_offset, nthreads, block_bytes, out_scores, "
      "out_rows)"},
     {"willneed_rows", py_willneed_rows, METH_VARARGS,
-     "willneed_rows(bases, nrows, starts, row_bytes, rows, bitmaps) -> (madvise calls, pages hinted)"},
+     "willneed_rows(bases, nrows, starts, row_bytes, rows, bitmaps, sample=0) -> (madvise calls, pages hinted)"},
     {"thread_work_bytes", py_thread_work_bytes, METH_VARARGS,
      "thread_work_bytes(value=-1) -> int: popcount bytes per added scan thread; sets it when value >= 0 and "
      "returns the previous value."},
