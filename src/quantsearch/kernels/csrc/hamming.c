@@ -264,10 +264,11 @@ int qs_scan_topk(const qs_scan *tmpl, qs_direct_fn direct, qs_blocked_fn blocked
     const int64_t nq = tmpl->nq, n = tmpl->n, k = tmpl->k, W = tmpl->W, P = tmpl->planes;
     /* threads: each thread gets at least thread_work_bytes of work: rows x (row_cost + a fixed
      * QS_ROW_OVERHEAD per row, the threshold test and loop) x queries, the queries counted up to 512.
-     * One query, measured (benchmarks/thread_crossover.py, under the lock, Zen 3, 2 vCPUs, AVX2; see
-     * docs/benchmarks.md): a second thread pays from ~100-140k rows at 1024 bits and ~30-50k at 384,
-     * and gains 1.4-1.6x at 200k-1M; 12 MiB per thread with the overhead threads from 66k rows at
-     * 1024 bits and 83k at 384 (the old 32 MiB of popcount bytes: from 524k and 1.4M). */
+     * One query, measured three times (benchmarks/thread_crossover.py, under the lock, Zen 3, 2
+     * vCPUs, AVX2; docs/benchmarks.md): the crossover moved with the machine's state, from 30k to
+     * 140k rows at 1024 bits and from 30k to 100k at 384, and a second thread gained 1.3-1.8x from
+     * 200k rows on. 8 MiB per thread threads from 44k rows at 1024 bits and 55k at 384 (the old
+     * 32 MiB of popcount bytes: from 524k and 1.4M, which left 200k x 384 bits 1.3-1.5x slower). */
     if (nthreads > 64) nthreads = 64;
     if (nthreads < 1) nthreads = 1;
     const int64_t work = __atomic_load_n(&thread_work_bytes, __ATOMIC_RELAXED);

@@ -81,7 +81,7 @@ int qs_scan_topk(const qs_scan *tmpl, qs_direct_fn direct, qs_blocked_fn blocked
                  int64_t block_bytes, int64_t row_cost, uint32_t *out_keys, int64_t *out_rows);
 /* Popcount work per added thread (see qs_scan_topk); qs_thread_work_bytes(v >= 0) sets it, and
  * returns the previous value (v < 0: only reads it). */
-#define QS_THREAD_WORK_BYTES ((int64_t)12 << 20)
+#define QS_THREAD_WORK_BYTES ((int64_t)8 << 20)
 #define QS_ROW_OVERHEAD 256 /* work of one row besides its popcounts, in the same bytes */
 int64_t qs_thread_work_bytes(int64_t value);
 int qs_isa_supported(int isa);
