@@ -344,8 +344,12 @@ int qs_hamming_topk(const uint8_t *queries, const uint8_t *codes, const uint8_t 
 #else
     (void)isa;
 #endif
-    /* the transposed layout pays off once a few queries share each block */
+    /* the transposed layout pays off once a few queries share each block; the AVX2 one holds the
+     * queries' vectors on the stack, up to QS_BLOCKED_WMAX words (wider codes scan row-major) */
     if (strategy == QS_STRATEGY_DIRECT || (strategy == QS_STRATEGY_AUTO && nq < 4)) blocked = NULL;
+#if QS_X86
+    if (isa == QS_ISA_AVX2 && W > QS_BLOCKED_WMAX) blocked = NULL;
+#endif
 
     uint64_t *qwords = (uint64_t *)malloc((size_t)(nq > 0 ? nq : 1) * (size_t)W * 8);
     if (!qwords) return -1;

@@ -299,7 +299,6 @@ QS_TARGET_AVX2 uint64_t qs_stream_xor_avx2(const uint8_t *p, size_t bytes) {
     return x;
 }
 
-#define QS_BLOCKED_WMAX 512 /* words per code of the transposed AVX2 kernel (32768 bits) */
 
 /* ================================================================ AVX2, transposed
  * No vector popcount: count nibbles with a vpshufb table into byte counters (at most 8 per word,
@@ -317,11 +316,13 @@ QS_TARGET_AVX2 INLINE void blocked2_queries(const qs_scan *s, int64_t b0, int64_
      * into its low and high nibbles once, shared by the Q queries, each of which then costs two
      * XORs, two table lookups and two adds (6 vector ops instead of 8). qn[(w * Q + j) * 2 + 0/1]:
      * the low / high nibbles of query j's word w. */
-    uint64_t qn[2 * QS_BLOCKED_WMAX * 4];
+    /* already broadcast to whole vectors: a broadcast from memory in the inner loop costs a
+     * shuffle uop on the two pipes that also run the table lookups; a plain load does not */
+    __m256i qn[2 * QS_BLOCKED_WMAX * 4];
     for (int64_t w = 0; w < W; w++)
         for (int j = 0; j < Q; j++) {
-            qn[(w * Q + j) * 2] = qw[j * W + w] & 0x0f0f0f0f0f0f0f0full;
-            qn[(w * Q + j) * 2 + 1] = (qw[j * W + w] >> 4) & 0x0f0f0f0f0f0f0f0full;
+            qn[(w * Q + j) * 2] = _mm256_set1_epi64x((long long)(qw[j * W + w] & 0x0f0f0f0f0f0f0f0full));
+            qn[(w * Q + j) * 2 + 1] = _mm256_set1_epi64x((long long)((qw[j * W + w] >> 4) & 0x0f0f0f0f0f0f0f0full));
         }
     for (int64_t c = 0; c < nblk; c += 4) {
         __m256i tot[4];
@@ -335,10 +336,10 @@ QS_TARGET_AVX2 INLINE void blocked2_queries(const qs_scan *s, int64_t b0, int64_
                 const __m256i v = _mm256_loadu_si256((const __m256i *)(col + w * bpad));
                 const __m256i vlo = _mm256_and_si256(v, low);
                 const __m256i vhi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-                const uint64_t *qp = qn + w * Q * 2;
+                const __m256i *qp = qn + w * Q * 2;
                 for (int j = 0; j < Q; j++) {
-                    __m256i lo = _mm256_xor_si256(vlo, _mm256_set1_epi64x((long long)qp[2 * j]));
-                    __m256i hi = _mm256_xor_si256(vhi, _mm256_set1_epi64x((long long)qp[2 * j + 1]));
+                    __m256i lo = _mm256_xor_si256(vlo, _mm256_load_si256(qp + 2 * j));
+                    __m256i hi = _mm256_xor_si256(vhi, _mm256_load_si256(qp + 2 * j + 1));
                     acc[j] = _mm256_add_epi8(
                         acc[j], _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi)));
                 }
@@ -361,7 +362,7 @@ QS_TARGET_AVX2 INLINE void blocked2_queries(const qs_scan *s, int64_t b0, int64_
 
 QS_TARGET_AVX2 void qs_blocked_avx2(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T, int64_t bpad,
                                     int64_t q0, int64_t q1, qs_heaps *h) {
-    if (s->W > QS_BLOCKED_WMAX) { /* very wide codes: row-major */
+    if (s->W > QS_BLOCKED_WMAX) { /* very wide codes: row-major (qs_hamming_topk does not get here) */
         qs_direct_avx2(s, b0, nblk, q0, q1, h);
         return;
     }

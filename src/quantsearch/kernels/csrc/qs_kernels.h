@@ -90,6 +90,7 @@ int qs_hamming_topk(const uint8_t *queries, const uint8_t *codes, const uint8_t 
                     int64_t block_bytes, int32_t *out_dist, int64_t *out_rows);
 
 /* hamming_x86.c */
+#define QS_BLOCKED_WMAX 64 /* words per code of the transposed AVX2 kernel (4096 bits; 16 KiB of query vectors) */
 #if QS_X86
 void qs_direct_avx512(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h);
 void qs_blocked_avx512(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T, int64_t bpad,
