@@ -372,6 +372,30 @@ def test_read_ahead_hints_nothing_for_a_cached_tier_and_everything_for_an_evicte
         pytest.skip("the OS kept the file cached")
 
 
+@pytest.mark.skipif(not available_backends()[1:], reason="needs the native extension")
+def test_willneed_rows_refuses_bad_arguments(tmp_path) -> None:
+    from quantsearch.kernels.backend import native_module
+
+    module = native_module()
+    np.save(tmp_path / "a.npy", np.zeros((100, 4096), np.int8))
+    a = np.load(tmp_path / "a.npy", mmap_mode="r")
+    bases = np.array([a.ctypes.data], np.uint64)
+    nrows, starts, rows = np.array([100], np.int64), np.zeros(1, np.int64), np.arange(5, dtype=np.int64)
+    with pytest.raises(ValueError, match="bitmap"):
+        module.willneed_rows(bases, nrows, starts, 4096, rows, [np.zeros(2, np.uint8)])
+    with pytest.raises(ValueError, match="same length"):
+        module.willneed_rows(bases, np.array([100, 1], np.int64), starts, 4096, rows, None)
+    with pytest.raises(ValueError, match="row_bytes"):
+        module.willneed_rows(bases, nrows, starts, 0, rows, None)
+    with pytest.raises(ValueError, match="int64"):
+        module.willneed_rows(bases, nrows, starts, 4096, rows.astype(np.int32), None)
+    # rows past the segment and padding are skipped, not read
+    calls, pages = module.willneed_rows(
+        bases, nrows, starts, 4096, np.array([-1, 100, 10**9], np.int64), None
+    )
+    assert (calls, pages) == (0, 0)
+
+
 def test_search_hints_the_mapped_tier_and_keeps_results(tmp_path) -> None:
     from quantsearch import Index
 
