@@ -233,19 +233,30 @@ def e2e_section(args: argparse.Namespace, out: dict[str, Any]) -> None:
     flat = faiss.IndexFlatIP(dim)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-        index = Index.create(Path(tmp) / "idx", dim, rescore=("int8",))
+        if args.index_dir is not None:
+            # the index of benchmarks/cold_e2e.py: the same vectors (seed 1, chunks of 100k), built once
+            from cold_e2e import build
+
+            root = args.index_dir / f"cold_e2e_{n}"
+            build(root, n)
+            index = Index.open(root)
+        else:
+            root = Path(tmp) / "idx"
+            index = Index.create(root, dim, rescore=("int8",))
         first: np.ndarray | None = None
         for start in range(0, n, chunk):
             x = rng.standard_normal((min(chunk, n - start), dim), dtype=np.float32)
             x /= np.linalg.norm(x, axis=1, keepdims=True)
             if first is None:
                 first = x
-                index.calibrate(x)
-            index.add(x)
+                if args.index_dir is None:
+                    index.calibrate(x)
+            if args.index_dir is None:
+                index.add(x)
             flat.add(x)
         assert first is not None
         print(f"built in {time.perf_counter() - t0:.0f} s", flush=True)
-        tier_files = sorted((Path(tmp) / "idx" / "segments").glob("*int8*"))
+        tier_files = sorted((root / "segments").glob("*int8*"))
         _page_cache(tier_files, keep=True)  # the steady state of a server: the tier is cached by the OS
         picks = rng.choice(first.shape[0], args.latency_queries, replace=False)
         # a query near a stored vector (noise norm ~0.3 against unit vectors)
@@ -292,7 +303,7 @@ def e2e_section(args: argparse.Namespace, out: dict[str, Any]) -> None:
         del index, res, holder["index"]  # the closed index may still hold its maps until collected
         flat.reset()
         gc.collect()
-        cold_tier_section(args, Path(tmp) / "idx", tier_files, dim, out)
+        cold_tier_section(args, root, tier_files, dim, out)
     gc.collect()
 
 
@@ -405,6 +416,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: N=100,000, 200 queries, 3 runs")
     parser.add_argument("--skip-e2e", action="store_true", help="leave out the end-to-end section")
     parser.add_argument("--tmp", help="directory for the end-to-end index (default: the system's)")
+    parser.add_argument(
+        "--index-dir",
+        type=Path,
+        help="reuse (build once) the end-to-end index of benchmarks/cold_e2e.py under this directory",
+    )
     parser.add_argument("--cold-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cold_child:

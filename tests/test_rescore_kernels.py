@@ -285,6 +285,149 @@ def test_prefetch_rows_hints_only_mapped_segments_and_keeps_scores(tmp_path) -> 
     assert np.isnan(hinted[0, :5]).all()
 
 
+def _pages_of(array: np.ndarray, local_rows) -> set[int]:
+    """Reference: the page-aligned addresses a set of rows of a mapped array touches."""
+    import mmap
+
+    page, row_bytes, base = mmap.PAGESIZE, array.shape[1] * array.itemsize, array.ctypes.data
+    out: set[int] = set()
+    for r in local_rows:
+        addr = base + int(r) * row_bytes
+        out.update(range(addr - addr % page, addr + row_bytes, page))
+    return out
+
+
+@pytest.mark.skipif(not available_backends()[1:], reason="needs the native extension")
+def test_read_ahead_hints_each_page_once_until_a_major_fault(tmp_path, monkeypatch) -> None:
+    from quantsearch.kernels import prefetch
+
+    rng = np.random.default_rng(6)
+    # rows of 1000 bytes behind the 128-byte .npy header: some rows straddle two pages
+    np.save(tmp_path / "a.npy", rng.integers(-128, 128, (2000, 1000), dtype=np.int8))
+    np.save(tmp_path / "b.npy", rng.integers(-128, 128, (900, 1000), dtype=np.int8))
+    a = np.load(tmp_path / "a.npy", mmap_mode="r")
+    b = np.load(tmp_path / "b.npy", mmap_mode="r")
+    in_ram = rng.integers(-128, 128, (100, 1000), dtype=np.int8)
+    starts = np.array([0, 2000, 2900], np.int64)
+    rows = rng.integers(0, 3000, (5, 40))
+    rows[1, :7] = -1
+    ahead = prefetch.ReadAhead([a, b, in_ram])
+    assert ahead.active
+    ahead.sample = 0  # count every hint (the files were just written: their pages are cached)
+    flat = rows[rows >= 0]
+    expected = len(_pages_of(a, flat[flat < 2000])) + len(
+        _pages_of(b, flat[(flat >= 2000) & (flat < 2900)] - 2000)
+    )
+    assert ahead.hint(starts, rows) == expected
+    assert ahead.hint(starts, rows) == 0  # remembered
+    more = rng.integers(0, 2000, 30)
+    new = _pages_of(a, more) - _pages_of(a, flat[flat < 2000])
+    assert ahead.hint(starts, more) == len(new)
+    # a major fault inside reading() forgets every page; none: nothing is forgotten
+    faults = iter([10, 10, 10, 11])
+    monkeypatch.setattr(prefetch, "_major_faults", lambda: next(faults))
+    with ahead.reading(starts, rows) as hinted:
+        assert hinted == 0
+    with ahead.reading(starts, rows) as hinted:
+        assert hinted == 0
+    assert ahead.hint(starts, rows) == expected
+    # a segment added later: the old segments' pages stay remembered
+    grown = ahead.extended([a, b, in_ram, b])
+    grown.sample = 0
+    assert ahead.extended([a, b, in_ram]) is ahead
+    starts4 = np.array([0, 2000, 2900, 3000], np.int64)
+    assert grown.hint(starts4, rows) == 0
+    assert grown.hint(starts4, np.array([3000, 3001])) == len(_pages_of(b, [0, 1]))
+    assert not prefetch.ReadAhead([in_ram]).active
+
+
+def test_read_ahead_hints_nothing_for_a_cached_tier_and_everything_for_an_evicted_one(tmp_path) -> None:
+    import os
+
+    from quantsearch.kernels import prefetch
+
+    rng = np.random.default_rng(8)
+    np.save(tmp_path / "a.npy", rng.integers(-128, 128, (4000, 2048), dtype=np.int8))
+    path = tmp_path / "a.npy"
+    a = np.load(path, mmap_mode="r")
+    rows = rng.choice(4000, (2, 60), replace=False)
+    expected = len(_pages_of(a, rows.ravel()))
+    with open(path, "rb") as f:  # cached: every sampled page is resident, nothing is hinted
+        f.read()
+    warm = prefetch.ReadAhead([a])
+    assert warm.hint(np.zeros(1, np.int64), rows) == 0
+    warm.sample = 0
+    assert warm.hint(np.zeros(1, np.int64), rows) == 0  # ...but the pages are remembered
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    cold = prefetch.ReadAhead([a])
+    hinted = cold.hint(np.zeros(1, np.int64), rows)
+    # the eviction is advice too; where it took, every page is hinted (16 sampled: one missing is enough)
+    assert hinted in (0, expected)
+    if hinted == 0:
+        pytest.skip("the OS kept the file cached")
+
+
+@pytest.mark.skipif(not available_backends()[1:], reason="needs the native extension")
+def test_willneed_rows_refuses_bad_arguments(tmp_path) -> None:
+    from quantsearch.kernels.backend import native_module
+
+    module = native_module()
+    np.save(tmp_path / "a.npy", np.zeros((100, 4096), np.int8))
+    a = np.load(tmp_path / "a.npy", mmap_mode="r")
+    bases = np.array([a.ctypes.data], np.uint64)
+    nrows, starts, rows = np.array([100], np.int64), np.zeros(1, np.int64), np.arange(5, dtype=np.int64)
+    with pytest.raises(ValueError, match="bitmap"):
+        module.willneed_rows(bases, nrows, starts, 4096, rows, [np.zeros(2, np.uint8)])
+    with pytest.raises(ValueError, match="same length"):
+        module.willneed_rows(bases, np.array([100, 1], np.int64), starts, 4096, rows, None)
+    with pytest.raises(ValueError, match="row_bytes"):
+        module.willneed_rows(bases, nrows, starts, 0, rows, None)
+    with pytest.raises(ValueError, match="int64"):
+        module.willneed_rows(bases, nrows, starts, 4096, rows.astype(np.int32), None)
+    # rows past the segment and padding are skipped, not read
+    calls, pages = module.willneed_rows(
+        bases, nrows, starts, 4096, np.array([-1, 100, 10**9], np.int64), None
+    )
+    assert (calls, pages) == (0, 0)
+
+
+def test_search_hints_the_mapped_tier_and_keeps_results(tmp_path) -> None:
+    from quantsearch import Index
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3000, 64)).astype(np.float32)
+    index = Index.create(tmp_path / "idx", 64, rescore=("int8",))
+    index.calibrate(x)
+    index.add(x[:2000])
+    ahead = index._state.view.rescore["int8"].readahead
+    assert ahead is not None and ahead.active
+    index.add(x[2000:])  # a second segment: the read-ahead carries over, extended
+    view = index._state.view
+    tier = view.rescore["int8"]
+    assert tier.readahead is not None and tier.readahead is not ahead and tier.readahead.active
+    q = x[:5] + 0.01
+    first = index.search(q, 10, with_payload=False)
+    assert (first.ids[:, 0] == np.arange(5)).all()
+    # the search hinted every candidate page of the int8 tier: all 3000 rows' pages now hint nothing
+    # new only if they were all candidates; the first rows' pages were
+    assert tier.readahead.hint(view.starts, np.arange(5)) == 0
+    second = index.search(q, 10, with_payload=False)
+    np.testing.assert_array_equal(first.ids, second.ids)
+    np.testing.assert_array_equal(first.scores, second.scores)
+    # the pipeline's scores with read-ahead equal those without
+    plain = TierView(tier.name, tier.quantizer, tier.arrays)
+    rows = rng.integers(0, 3000, (5, 50))
+    np.testing.assert_array_equal(
+        score_candidates(tier, view.starts, q, rows), score_candidates(plain, view.starts, q, rows)
+    )
+    index.close()
+
+
 # ---------------------------------------------------------------- ggml block formats
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._topk import top_k
+from ..kernels.prefetch import ReadAhead
 from ..quantization import Quantizer
 from .stages import CandidateStage
 
@@ -28,6 +29,8 @@ class TierView:
     name: str
     quantizer: Quantizer
     arrays: tuple[np.ndarray, ...]
+    # read-ahead of the memory-mapped arrays (None: read on first touch); kept across views
+    readahead: ReadAhead | None = None
 
 
 @dataclass(frozen=True)
@@ -98,9 +101,16 @@ def run_pipeline(
 
 
 def score_candidates(tier: TierView, starts: np.ndarray, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Asymmetric scores (nq, c) float32 of each query against its candidates' codes; nan at padding."""
+    """Asymmetric scores (nq, c) float32 of each query against its candidates' codes; nan at padding.
+
+    The candidates' pages of a memory-mapped tier are first asked of the OS all at once (those not
+    asked before: :class:`~quantsearch.kernels.prefetch.ReadAhead`), so that a tier out of the page
+    cache is read with every request in flight instead of one page fault after another."""
     prepared = tier.quantizer.prepare_queries(queries)
-    return tier.quantizer.rescore(prepared, tier.arrays, starts, rows)
+    if tier.readahead is None:
+        return tier.quantizer.rescore(prepared, tier.arrays, starts, rows)
+    with tier.readahead.reading(starts, rows):
+        return tier.quantizer.rescore(prepared, tier.arrays, starts, rows)
 
 
 def _ms(t0: float) -> float:

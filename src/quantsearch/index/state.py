@@ -14,6 +14,7 @@ from typing import TypeVar
 import numpy as np
 
 from ..exceptions import CorruptIndexError
+from ..kernels.prefetch import ReadAhead
 from ..quantization import Quantizer
 from .catalog import Catalog, Segment
 from .manifest import Manifest
@@ -63,6 +64,7 @@ class IndexState:
         self.generation = generation
         self._codes = np.empty((0, 0), np.uint8)
         self._arrays: dict[str, list[np.ndarray]] = {}
+        self._readahead: dict[str, ReadAhead] = {}  # per tier, carried from view to view
 
     @classmethod
     def load(
@@ -122,8 +124,13 @@ class IndexState:
     def _publish(self, n_rows: int, valid: np.ndarray, n_live: int) -> None:
         """Swap in a new immutable view; searches in flight keep the one they started with."""
         starts = np.asarray([s.start_row for s in self.segments], np.int64)
+        for name in self._rescore:
+            old = self._readahead.get(name)
+            arrays = self._arrays[name]
+            self._readahead[name] = old.extended(arrays) if old is not None else ReadAhead(arrays)
         rescore = {
-            name: TierView(name, self.tiers[name], tuple(self._arrays[name])) for name in self._rescore
+            name: TierView(name, self.tiers[name], tuple(self._arrays[name]), self._readahead[name])
+            for name in self._rescore
         }
         self.view = IndexView(
             stage=self.stage,

@@ -68,4 +68,14 @@ def table_topk(
     out_rows: np.ndarray,
     /,
 ) -> None: ...
-def willneed(addresses: np.ndarray, span: int, /) -> int: ...
+def willneed_rows(
+    bases: np.ndarray,
+    nrows: np.ndarray,
+    starts: np.ndarray,
+    row_bytes: int,
+    rows: np.ndarray,
+    bitmaps: list[np.ndarray | None] | None,
+    sample: int = 0,
+    /,
+) -> tuple[int, int]: ...
+def thread_work_bytes(value: int = -1, /) -> int: ...

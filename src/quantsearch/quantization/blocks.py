@@ -157,6 +157,17 @@ class BlockQuantizer(Quantizer):
             scores += np.einsum("qcb,qb->qc", m.reshape(nq, c, -1), q.sum(axis=2))
         return scores.astype(np.float32)
 
+    def score_all(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Scores (nq, n) of prepared queries against every code of a block (the candidate scan's
+        :meth:`scan_topk` calls it block by block), on the fused kernel of :meth:`rescore`: each row
+        is decoded block by block where it lies, no (n, dim) float array is built."""
+        self.check_fitted()
+        nq, n = queries.shape[0], codes.shape[0]
+        codes = np.ascontiguousarray(codes)
+        rows = np.ascontiguousarray(np.broadcast_to(np.arange(n, dtype=np.int64), (nq, n)))
+        weights = np.ascontiguousarray(queries, dtype=np.float32)
+        return dot_rows_blocks([codes], np.zeros(1, np.int64), rows, weights, format=self.format)
+
     def rescore(
         self, prepared: np.ndarray, arrays: Sequence[np.ndarray], starts: np.ndarray, rows: np.ndarray
     ) -> np.ndarray:

@@ -249,16 +249,30 @@ static int64_t query_chunk(int64_t nq, int64_t k, int nt) {
     return chunk < nq ? chunk : nq;
 }
 
+/* Bytes of popcount work below which a scan adds no thread (see qs_scan_topk); a variable so that
+ * benchmarks/thread_crossover.py can measure the crossover. */
+static int64_t thread_work_bytes = QS_THREAD_WORK_BYTES;
+
+int64_t qs_thread_work_bytes(int64_t value) {
+    int64_t old = __atomic_load_n(&thread_work_bytes, __ATOMIC_RELAXED);
+    if (value >= 0) __atomic_store_n(&thread_work_bytes, value, __ATOMIC_RELAXED);
+    return old;
+}
+
 int qs_scan_topk(const qs_scan *tmpl, qs_direct_fn direct, qs_blocked_fn blocked, int nthreads,
                  int64_t block_bytes, int64_t row_cost, uint32_t *out_keys, int64_t *out_rows) {
     const int64_t nq = tmpl->nq, n = tmpl->n, k = tmpl->k, W = tmpl->W, P = tmpl->planes;
-    /* threads: one query gets a second thread only past ~32 MiB of popcount work each (262k rows of
-     * 1024 bits); a batch past 32 MiB / nq. Measured on the shared 2-core machine (one query,
-     * 1024 bits): a second thread never paid below 400k rows there (0.2-0.65x: starting it waits
-     * for a core), and the old 4 MiB threshold threaded from 64k rows. */
+    /* threads: each thread gets at least thread_work_bytes of work: rows x (row_cost + a fixed
+     * QS_ROW_OVERHEAD per row, the threshold test and loop) x queries, the queries counted up to 512.
+     * One query, measured three times (benchmarks/thread_crossover.py, under the lock, Zen 3, 2
+     * vCPUs, AVX2; docs/benchmarks.md): the crossover moved with the machine's state, from 30k to
+     * 140k rows at 1024 bits and from 30k to 100k at 384, and a second thread gained 1.3-1.8x from
+     * 200k rows on. 8 MiB per thread threads from 44k rows at 1024 bits and 55k at 384 (the old
+     * 32 MiB of popcount bytes: from 524k and 1.4M, which left 200k x 384 bits 1.3-1.5x slower). */
     if (nthreads > 64) nthreads = 64;
     if (nthreads < 1) nthreads = 1;
-    int64_t min_rows = ((int64_t)32 << 20) / (row_cost * (nq < 512 ? nq : 512));
+    const int64_t work = __atomic_load_n(&thread_work_bytes, __ATOMIC_RELAXED);
+    int64_t min_rows = work / ((row_cost + QS_ROW_OVERHEAD) * (nq < 512 ? nq : 512));
     if (min_rows < 64) min_rows = 64;
     int64_t by_work = n / min_rows;
     int nt = by_work < nthreads ? (int)(by_work > 1 ? by_work : 1) : nthreads;
@@ -330,8 +344,12 @@ int qs_hamming_topk(const uint8_t *queries, const uint8_t *codes, const uint8_t 
 #else
     (void)isa;
 #endif
-    /* the transposed layout pays off once a few queries share each block */
+    /* the transposed layout pays off once a few queries share each block; the AVX2 one holds the
+     * queries' vectors on the stack, up to QS_BLOCKED_WMAX words (wider codes scan row-major) */
     if (strategy == QS_STRATEGY_DIRECT || (strategy == QS_STRATEGY_AUTO && nq < 4)) blocked = NULL;
+#if QS_X86
+    if (isa == QS_ISA_AVX2 && W > QS_BLOCKED_WMAX) blocked = NULL;
+#endif
 
     uint64_t *qwords = (uint64_t *)malloc((size_t)(nq > 0 ? nq : 1) * (size_t)W * 8);
     if (!qwords) return -1;

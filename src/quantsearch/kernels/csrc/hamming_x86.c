@@ -197,7 +197,7 @@ QS_TARGET_AVX2 INLINE __m256i nibble_popcount(__m256i x, __m256i lut, __m256i lo
 /* Vector part: words [0, 4 V) as V ymm; scalar part: words [4 V, W), the last one zero padded
  * when nb % 8 != 0 (qs_word), so no load reaches past a row. Byte counters hold at most 8 V. */
 QS_TARGET_AVX2 INLINE void direct2_query(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q, qs_heaps *h,
-                                         const int64_t W, const int64_t V) {
+                                         const int64_t W, const int64_t V, const int full) {
     const int64_t nb = s->nb, nfull = nb / 8;
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3,
                                          1, 2, 2, 3, 2, 3, 3, 4);
@@ -208,11 +208,11 @@ QS_TARGET_AVX2 INLINE void direct2_query(const qs_scan *s, int64_t b0, int64_t n
     for (int64_t z = 0; z < V; z++) qv[z] = _mm256_loadu_si256((const __m256i *)(qp + 32 * z));
     uint64_t thr = h->thr[q];
     const uint8_t *p = s->codes + b0 * nb;
-    const uint8_t *end = s->codes + s->n * nb; /* no prefetch past the array (harmless, but not needed) */
     for (int64_t i = 0; i < nblk; i += 4, p += 4 * nb) {
         const int64_t left = nblk - i < 4 ? nblk - i : 4;
-        for (int64_t o = 0; o < 4 * nb; o += 64)
-            if (p + PREFETCH_AHEAD + o < end) _mm_prefetch((const char *)(p + PREFETCH_AHEAD + o), _MM_HINT_T0);
+        /* a prefetch never faults, past the array included; 32 W bytes >= 4 rows, a constant trip
+         * count for the common widths (unrolled: no loop or bounds test per line) */
+        for (int64_t o = 0; o < 32 * W; o += 64) _mm_prefetch((const char *)(p + PREFETCH_AHEAD + o), _MM_HINT_T0);
         __m256i sad[4];
         uint64_t sc[4];
         for (int r = 0; r < 4; r++) {
@@ -231,7 +231,8 @@ QS_TARGET_AVX2 INLINE void direct2_query(const qs_scan *s, int64_t b0, int64_t n
             }
             uint64_t d = 0;
             for (int64_t w = 4 * V; w < W; w++)
-                d += (uint64_t)__builtin_popcountll((w < nfull ? qs_load64(row + 8 * w) : qs_word(row, nb, w)) ^ qw[w]);
+                d += (uint64_t)__builtin_popcountll((full || w < nfull ? qs_load64(row + 8 * w) : qs_word(row, nb, w)) ^
+                                                    qw[w]);
             sc[r] = d;
         }
         /* lane r of d: row r's vector sum (four 64-bit partial sums) + its scalar sum */
@@ -260,21 +261,22 @@ QS_TARGET_AVX2 void qs_direct_avx2(const qs_scan *s, int64_t b0, int64_t nblk, i
     if (V > 8) V = 8;
     /* constant W and V for the common widths so that the loops unroll and the query stays in
      * registers */
+    const int full = s->nb == 8 * W; /* every word whole: no tail test per word */
     for (int64_t q = q0; q < q1; q++) {
-        if (W == 16 && V == 2)
-            direct2_query(s, b0, nblk, q, h, 16, 2);
-        else if (W == 12 && V == 1)
-            direct2_query(s, b0, nblk, q, h, 12, 1);
-        else if (W == 8 && V == 1)
-            direct2_query(s, b0, nblk, q, h, 8, 1);
-        else if (W == 6 && V == 1)
-            direct2_query(s, b0, nblk, q, h, 6, 1);
-        else if (W == 4 && V == 0)
-            direct2_query(s, b0, nblk, q, h, 4, 0);
-        else if (W == 2 && V == 0)
-            direct2_query(s, b0, nblk, q, h, 2, 0);
+        if (full && W == 16 && V == 2)
+            direct2_query(s, b0, nblk, q, h, 16, 2, 1);
+        else if (full && W == 12 && V == 1)
+            direct2_query(s, b0, nblk, q, h, 12, 1, 1);
+        else if (full && W == 8 && V == 1)
+            direct2_query(s, b0, nblk, q, h, 8, 1, 1);
+        else if (full && W == 6 && V == 1)
+            direct2_query(s, b0, nblk, q, h, 6, 1, 1);
+        else if (full && W == 4 && V == 0)
+            direct2_query(s, b0, nblk, q, h, 4, 0, 1);
+        else if (full && W == 2 && V == 0)
+            direct2_query(s, b0, nblk, q, h, 2, 0, 1);
         else
-            direct2_query(s, b0, nblk, q, h, W, V);
+            direct2_query(s, b0, nblk, q, h, W, V, 0);
     }
 }
 
@@ -297,6 +299,7 @@ QS_TARGET_AVX2 uint64_t qs_stream_xor_avx2(const uint8_t *p, size_t bytes) {
     return x;
 }
 
+
 /* ================================================================ AVX2, transposed
  * No vector popcount: count nibbles with a vpshufb table into byte counters (at most 8 per word,
  * so 31 words fit in a byte) and widen them with vpsadbw. Four codes per ymm. */
@@ -309,6 +312,18 @@ QS_TARGET_AVX2 INLINE void blocked2_queries(const qs_scan *s, int64_t b0, int64_
                                          1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i low = _mm256_set1_epi8(0x0f);
     const __m256i zero = _mm256_setzero_si256();
+    /* The nibbles of (code ^ query) are the code's nibbles ^ the query's: the code word is split
+     * into its low and high nibbles once, shared by the Q queries, each of which then costs two
+     * XORs, two table lookups and two adds (6 vector ops instead of 8). qn[(w * Q + j) * 2 + 0/1]:
+     * the low / high nibbles of query j's word w. */
+    /* already broadcast to whole vectors: a broadcast from memory in the inner loop costs a
+     * shuffle uop on the two pipes that also run the table lookups; a plain load does not */
+    __m256i qn[2 * QS_BLOCKED_WMAX * 4];
+    for (int64_t w = 0; w < W; w++)
+        for (int j = 0; j < Q; j++) {
+            qn[(w * Q + j) * 2] = _mm256_set1_epi64x((long long)(qw[j * W + w] & 0x0f0f0f0f0f0f0f0full));
+            qn[(w * Q + j) * 2 + 1] = _mm256_set1_epi64x((long long)((qw[j * W + w] >> 4) & 0x0f0f0f0f0f0f0f0full));
+        }
     for (int64_t c = 0; c < nblk; c += 4) {
         __m256i tot[4];
         for (int j = 0; j < Q; j++) tot[j] = zero;
@@ -319,10 +334,12 @@ QS_TARGET_AVX2 INLINE void blocked2_queries(const qs_scan *s, int64_t b0, int64_
             for (int j = 0; j < Q; j++) acc[j] = zero;
             for (; w < wend; w++) {
                 const __m256i v = _mm256_loadu_si256((const __m256i *)(col + w * bpad));
+                const __m256i vlo = _mm256_and_si256(v, low);
+                const __m256i vhi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                const __m256i *qp = qn + w * Q * 2;
                 for (int j = 0; j < Q; j++) {
-                    __m256i x = _mm256_xor_si256(v, _mm256_set1_epi64x((long long)qw[j * W + w]));
-                    __m256i lo = _mm256_and_si256(x, low);
-                    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low);
+                    __m256i lo = _mm256_xor_si256(vlo, _mm256_load_si256(qp + 2 * j));
+                    __m256i hi = _mm256_xor_si256(vhi, _mm256_load_si256(qp + 2 * j + 1));
                     acc[j] = _mm256_add_epi8(
                         acc[j], _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi)));
                 }
@@ -345,6 +362,10 @@ QS_TARGET_AVX2 INLINE void blocked2_queries(const qs_scan *s, int64_t b0, int64_
 
 QS_TARGET_AVX2 void qs_blocked_avx2(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T, int64_t bpad,
                                     int64_t q0, int64_t q1, qs_heaps *h) {
+    if (s->W > QS_BLOCKED_WMAX) { /* very wide codes: row-major (qs_hamming_topk does not get here) */
+        qs_direct_avx2(s, b0, nblk, q0, q1, h);
+        return;
+    }
     int64_t q = q0;
     for (; q + 4 <= q1; q += 4) blocked2_queries(s, b0, nblk, T, bpad, q, h, 4);
     if (q + 2 <= q1) {

@@ -368,34 +368,152 @@ fail:
 /* madvise(WILLNEED) over sorted page addresses, `span` bytes from each, runs of touching pages
  * merged into one call: the kernel starts reading every page at once instead of one fault at a
  * time. Returns the number of calls; errors are ignored (the reads then fault as usual). */
-static PyObject *py_willneed(PyObject *self, PyObject *args) {
-    PyObject *oaddr;
-    Py_ssize_t span;
+static int cmp_u64(const void *a, const void *b) {
+    const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* willneed_rows(bases, nrows, starts, row_bytes, rows, bitmaps, sample=0) -> (madvise calls, pages hinted)
+ *
+ * The pages of the given global rows of row-major segments (segment i: nrows[i] rows of row_bytes
+ * at address bases[i], global rows from starts[i]; base 0 = not mapped, skipped; rows < 0 skipped)
+ * get madvise(MADV_WILLNEED), in ascending address order, adjacent pages merged into one call.
+ * bitmaps: None, or per segment None or a writable uint8 array with one bit per page of the
+ * segment (from its base rounded down to a page): a page whose bit is set is skipped, and every
+ * hinted page gets its bit set (the caller clears them when the pages may have been evicted).
+ * sample > 0: first check that many of the pages to hint with mincore; all of them cached: hint
+ * none (a warm tier costs a few mincore calls, not one madvise per page).
+ * The bitmaps are read and written with the GIL held (concurrent searches), the calls made
+ * without it. */
+static PyObject *py_willneed_rows(PyObject *self, PyObject *args) {
+    PyObject *obases, *onrows, *ostarts, *orows, *obitmaps;
+    Py_ssize_t row_bytes, sample = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "On", &oaddr, &span)) return NULL;
-    if (span < 1) return PyErr_Format(PyExc_ValueError, "span must be >= 1, got %zd", span);
-    Py_buffer a;
-    if (get_array(oaddr, &a, 0, 1, 8, "QLl", "addresses") < 0) return NULL;
-    const uint64_t *addr = (const uint64_t *)a.buf;
-    const Py_ssize_t count = a.shape[0];
-    Py_ssize_t calls = 0;
+    if (!PyArg_ParseTuple(args, "OOOnOO|n", &obases, &onrows, &ostarts, &row_bytes, &orows, &obitmaps, &sample))
+        return NULL;
+    if (row_bytes < 1) return PyErr_Format(PyExc_ValueError, "row_bytes must be >= 1, got %zd", row_bytes);
+    Py_buffer b, nr, st, r;
+    PyObject *result = NULL;
+    Py_buffer *maps = NULL;
+    uint64_t *pages = NULL;
+    Py_ssize_t nmaps = 0;
+    if (get_array(obases, &b, 0, 1, 8, "QL", "bases") < 0) return NULL;
+    if (get_array(onrows, &nr, 0, 1, 8, "lq", "nrows") < 0) goto fail_b;
+    if (get_array(ostarts, &st, 0, 1, 8, "lq", "starts") < 0) goto fail_nr;
+    if (PyObject_GetBuffer(orows, &r, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto fail_st;
+    const Py_ssize_t nseg = b.shape[0];
+    if (r.itemsize != 8 || !format_is(r.format, "lq")) {
+        PyErr_SetString(PyExc_ValueError, "rows must be a C-contiguous int64 array");
+        goto done;
+    }
+    if (nr.shape[0] != nseg || st.shape[0] != nseg) {
+        PyErr_SetString(PyExc_ValueError, "bases, nrows and starts must have the same length");
+        goto done;
+    }
+    const int have_maps = obitmaps != Py_None;
+    if (have_maps && (!PyList_Check(obitmaps) || PyList_GET_SIZE(obitmaps) != nseg)) {
+        PyErr_SetString(PyExc_ValueError, "bitmaps must be None or a list with one entry per segment");
+        goto done;
+    }
+    maps = (Py_buffer *)calloc((size_t)(nseg > 0 ? nseg : 1), sizeof(Py_buffer));
+    if (!maps) {
+        PyErr_NoMemory();
+        goto done;
+    }
 #if defined(__unix__) || defined(__APPLE__)
     const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-    Py_BEGIN_ALLOW_THREADS;
-    Py_ssize_t i = 0;
-    while (i < count) {
-        const uint64_t lo = addr[i] & ~(page - 1);
-        uint64_t hi = addr[i] + (uint64_t)span;
-        while (++i < count && (addr[i] & ~(page - 1)) <= hi) {
-            if (addr[i] + (uint64_t)span > hi) hi = addr[i] + (uint64_t)span;
+#else
+    const uint64_t page = 4096;
+#endif
+    const uint64_t *base = (const uint64_t *)b.buf;
+    const int64_t *segn = (const int64_t *)nr.buf, *segs = (const int64_t *)st.buf, *rows = (const int64_t *)r.buf;
+    for (; nmaps < nseg && have_maps; nmaps++) {
+        PyObject *m = PyList_GET_ITEM(obitmaps, nmaps);
+        maps[nmaps].obj = NULL;
+        if (m == Py_None) continue;
+        if (get_array(m, &maps[nmaps], 1, 1, 1, "B", "bitmap") < 0) goto done;
+        const uint64_t lo = base[nmaps] & ~(page - 1);
+        const uint64_t need = (base[nmaps] + (uint64_t)segn[nmaps] * (uint64_t)row_bytes - lo + page - 1) / page;
+        if ((uint64_t)maps[nmaps].shape[0] * 8 < need) {
+            PyErr_Format(PyExc_ValueError, "bitmap %zd has %zd bits for %llu pages", nmaps, maps[nmaps].shape[0] * 8,
+                         (unsigned long long)need);
+            PyBuffer_Release(&maps[nmaps]); /* entries [0, nmaps) are released at done */
+            goto done;
         }
+    }
+    const Py_ssize_t count = r.len / 8;
+    const uint64_t per_row = (uint64_t)row_bytes / page + 2; /* pages one row can touch */
+    pages = (uint64_t *)malloc((size_t)(count > 0 ? count : 1) * per_row * 8);
+    if (!pages) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t npages = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        const int64_t row = rows[i];
+        if (row < 0) continue;
+        Py_ssize_t lo_s = 0, hi_s = nseg; /* last segment with start <= row */
+        while (hi_s - lo_s > 1) {
+            const Py_ssize_t mid = (lo_s + hi_s) / 2;
+            if (segs[mid] <= row) lo_s = mid; else hi_s = mid;
+        }
+        if (nseg == 0 || segs[lo_s] > row || row - segs[lo_s] >= segn[lo_s] || base[lo_s] == 0) continue;
+        const uint64_t first = base[lo_s] & ~(page - 1);
+        const uint64_t addr = base[lo_s] + (uint64_t)(row - segs[lo_s]) * (uint64_t)row_bytes;
+        uint8_t *bits = have_maps && maps[lo_s].obj ? (uint8_t *)maps[lo_s].buf : NULL;
+        for (uint64_t p = addr & ~(page - 1); p < addr + (uint64_t)row_bytes; p += page) {
+            if (bits) {
+                const uint64_t j = (p - first) / page;
+                if (bits[j >> 3] & (1u << (j & 7))) continue;
+                bits[j >> 3] |= (uint8_t)(1u << (j & 7));
+            }
+            pages[npages++] = p;
+        }
+    }
+    Py_ssize_t calls = 0, hinted = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    qsort(pages, (size_t)npages, 8, cmp_u64);
+    Py_ssize_t i = 0;
+#if defined(__unix__) || defined(__APPLE__)
+    /* sample: when `sample` pages spread over the list are all in the page cache already (mincore),
+     * take the tier to be warm and hint nothing (their bits stay set). */
+    if (sample > 0 && npages > 0) {
+        int resident = 1;
+        for (Py_ssize_t j = 0; j < sample && resident; j++) {
+            unsigned char v = 0;
+            const uint64_t p = pages[(Py_ssize_t)((double)j * (double)npages / (double)sample)];
+            if (mincore((void *)(uintptr_t)p, (size_t)page, (void *)&v) != 0 || !(v & 1)) resident = 0;
+        }
+        if (resident) i = npages;
+    }
+#endif
+    while (i < npages) {
+        const uint64_t lo = pages[i];
+        uint64_t hi = lo + page;
+        while (++i < npages && pages[i] <= hi) {
+            if (pages[i] == hi) hi += page;
+        }
+#if defined(__unix__) || defined(__APPLE__)
         (void)madvise((void *)(uintptr_t)lo, (size_t)(hi - lo), MADV_WILLNEED);
+#endif
+        hinted += (Py_ssize_t)((hi - lo) / page);
         calls++;
     }
     Py_END_ALLOW_THREADS;
-#endif
-    PyBuffer_Release(&a);
-    return PyLong_FromSsize_t(calls);
+    result = Py_BuildValue("nn", calls, hinted);
+done:
+    for (Py_ssize_t j = 0; j < nmaps; j++)
+        if (maps[j].obj) PyBuffer_Release(&maps[j]);
+    free(maps);
+    free(pages);
+    PyBuffer_Release(&r);
+fail_st:
+    PyBuffer_Release(&st);
+fail_nr:
+    PyBuffer_Release(&nr);
+fail_b:
+    PyBuffer_Release(&b);
+    return result;
 }
 
 static PyObject *py_stream_xor(PyObject *self, PyObject *args) {
@@ -414,6 +532,13 @@ static PyObject *py_stream_xor(PyObject *self, PyObject *args) {
     return PyLong_FromUnsignedLongLong(x);
 }
 
+static PyObject *py_thread_work_bytes(PyObject *self, PyObject *args) {
+    Py_ssize_t value = -1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "|n", &value)) return NULL;
+    return PyLong_FromSsize_t((Py_ssize_t)qs_thread_work_bytes((int64_t)value));
+}
+
 static PyMethodDef methods[] = {
     {"isa_supported", py_isa_supported, METH_VARARGS,
      "isa_supported(isa) -> bool: whether this CPU runs the given instruction set (0 portable, 1 AVX2, 2 AVX-512)."},
@@ -427,7 +552,11 @@ static PyMethodDef methods[] = {
     {"table_topk", py_table_topk, METH_VARARGS,
      "table_topk(codes, valid, k, tables, row_scale, row_bias, query_offset, nthreads, block_bytes, out_scores, "
      "out_rows)"},
-    {"willneed", py_willneed, METH_VARARGS, "willneed(sorted_addresses, span) -> number of madvise calls"},
+    {"willneed_rows", py_willneed_rows, METH_VARARGS,
+     "willneed_rows(bases, nrows, starts, row_bytes, rows, bitmaps, sample=0) -> (madvise calls, pages hinted)"},
+    {"thread_work_bytes", py_thread_work_bytes, METH_VARARGS,
+     "thread_work_bytes(value=-1) -> int: popcount bytes per added scan thread; sets it when value >= 0 and "
+     "returns the previous value."},
     {"stream_xor", py_stream_xor, METH_VARARGS,
      "stream_xor(buffer, isa) -> int: XOR of every byte-aligned word; a one-pass read (bandwidth probe)."},
     {NULL, NULL, 0, NULL},

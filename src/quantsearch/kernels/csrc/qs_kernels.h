@@ -79,12 +79,18 @@ void qs_offer(qs_heaps *h, const qs_scan *s, int64_t q, unsigned mask, const uin
  * QS_SENTINEL_DIST / -1 in padding slots. */
 int qs_scan_topk(const qs_scan *tmpl, qs_direct_fn direct, qs_blocked_fn blocked, int nthreads,
                  int64_t block_bytes, int64_t row_cost, uint32_t *out_keys, int64_t *out_rows);
+/* Popcount work per added thread (see qs_scan_topk); qs_thread_work_bytes(v >= 0) sets it, and
+ * returns the previous value (v < 0: only reads it). */
+#define QS_THREAD_WORK_BYTES ((int64_t)8 << 20)
+#define QS_ROW_OVERHEAD 256 /* work of one row besides its popcounts, in the same bytes */
+int64_t qs_thread_work_bytes(int64_t value);
 int qs_isa_supported(int isa);
 int qs_hamming_topk(const uint8_t *queries, const uint8_t *codes, const uint8_t *valid, int64_t nq,
                     int64_t n, int64_t nb, int64_t k, int isa, int strategy, int nthreads,
                     int64_t block_bytes, int32_t *out_dist, int64_t *out_rows);
 
 /* hamming_x86.c */
+#define QS_BLOCKED_WMAX 64 /* words per code of the transposed AVX2 kernel (4096 bits; 16 KiB of query vectors) */
 #if QS_X86
 void qs_direct_avx512(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h);
 void qs_blocked_avx512(const qs_scan *s, int64_t b0, int64_t nblk, const uint64_t *T, int64_t bpad,
