@@ -191,7 +191,10 @@ class FaissStage(CandidateStage):
         self.set_param = set_param
 
     def search(self, queries, codes, n, *, valid, **options):  # type: ignore[no-untyped-def]
+        import faiss
+
         self.set_param(max(int(options.get("setting") or 0), n))
+        faiss.omp_set_num_threads(min(get_num_threads(), queries.shape[0]))  # as our graph stage does
         d, rows = self.index.search(self.quantizer.encode(queries), n)
         return np.where(rows >= 0, -d.astype(np.float32), np.nan), rows.astype(np.int64)
 
@@ -207,7 +210,9 @@ class UsearchStage(CandidateStage):
 
     def search(self, queries, codes, n, *, valid, **options):  # type: ignore[no-untyped-def]
         self.index.expansion_search = max(int(options.get("setting") or 0), n)
-        m = self.index.search(self.quantizer.encode(queries), n, threads=get_num_threads())
+        m = self.index.search(
+            self.quantizer.encode(queries), n, threads=min(get_num_threads(), queries.shape[0])
+        )
         keys = np.asarray(m.keys, np.int64).reshape(queries.shape[0], -1)
         dist = np.asarray(m.distances, np.float32).reshape(queries.shape[0], -1)
         counts = np.asarray(m.counts).reshape(-1, 1) if hasattr(m, "counts") else None
@@ -447,6 +452,34 @@ def _run(
     return summarise(args, rows, index_s, nlist, q)
 
 
+def crossover(args: argparse.Namespace) -> None:
+    """Single-query QPS of the exact pipeline vs the HNSW stage on the first N rows of the prepared
+    collection, for each N of ``--crossover``: where the graph starts to pay (the default ``min_rows``)."""
+    data = args.data_dir / f"n{args.n}-d{args.dim}-q{args.queries}-s{args.seed}"
+    with np.load(data / "truth.npz") as f:
+        q = f["queries"]
+    index = Index.open(data / "idx", readonly=True)
+    view = index._state.view
+    quantizer = view.stage.quantizer
+    work = Path(tempfile.mkdtemp(prefix="ann-x-", dir=args.work_dir))
+    print("rows       exact qps   hnsw qps (ef)   ratio   recall vs exact pipeline")
+    try:
+        for n in args.crossover:
+            sub = dataclasses.replace(view, codes=view.codes[:n], valid=view.valid[:n], n_live=n)
+            want = run_pipeline(sub, q, K, oversampling=_oversampling[0], stages=("int8",)).rows
+            e = measure(sub, ExactScan(quantizer), q, want, {}, args.runs)
+            graph = GraphStage(quantizer, m=args.m, min_rows=1)
+            graph.rebuilt(work, view.codes[:n], generation=0)
+            for ef in args.ef:
+                g = measure(sub, graph, q, want, {"ef": ef}, args.runs)
+                print(f"{n:>9,d}  {e['qps']:9.0f}  {g['qps']:9.0f} ({ef:3d})  {g['qps'] / e['qps']:6.2f}"
+                      f"   {g['recall_at_10']:.3f}", flush=True)  # fmt: skip
+            del graph
+    finally:
+        index.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def faiss_bytes(index: Any) -> int:
     import faiss
 
@@ -567,6 +600,13 @@ def main() -> None:
         help="the index and ground truth are built once here and reused",
     )
     p.add_argument("--prepare-only", action="store_true")
+    p.add_argument(
+        "--crossover",
+        type=int,
+        nargs="*",
+        default=None,
+        help="exact vs hnsw single-query QPS on the first N rows of the prepared data",
+    )
     p.add_argument("--runs", type=int, default=3)
     p.add_argument(
         "--oversampling", type=float, default=OVERSAMPLING, help="candidates = k x this, every row"
@@ -582,6 +622,9 @@ def main() -> None:
         return
     if args.ndcg:
         ndcg(args)
+        return
+    if args.crossover:
+        crossover(args)
         return
     result = run(args)
     if args.json and result:

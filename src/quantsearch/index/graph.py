@@ -209,7 +209,9 @@ class GraphStage(CandidateStage):
             params.sel = selector
         qcodes = np.ascontiguousarray(self.quantizer.encode(queries))
         with self._lock.read():
-            faiss.omp_set_num_threads(get_num_threads())
+            # one thread for one query: faiss's OpenMP team would only add a fork-join (and a
+            # visited table per thread) to a walk that is sequential anyway
+            faiss.omp_set_num_threads(min(get_num_threads(), qcodes.shape[0]))
             distances, rows = self._graph.search(qcodes, n, params=params)
         del selector  # the parameters referenced it until here
         rows = rows.astype(np.int64)
