@@ -172,6 +172,11 @@ def test_target_recall_is_calibrated_persisted_and_met(tmp_path, data) -> None:
             np.testing.assert_array_equal(got, index.search(q, k=10, ef=ef, with_payload=False).ids)
             # held-out queries (not the calibration's own rows) land near the target
             assert recall(got, want) >= target - 0.05
+        # a target no calibrated setting reached: the exact scan, so the exact pipeline's answer
+        stage_of(index)._calibration = [(16, 0.5), (32, 0.6)]
+        assert stage_of(index).setting_for_recall(0.9) is None
+        np.testing.assert_array_equal(index.search(q, k=10, target_recall=0.9, with_payload=False).ids, want)
+        stage_of(index)._calibration = table
         with pytest.raises(InvalidArgumentError, match="not both"):
             index.search(q, k=10, ef=32, target_recall=0.9)
         for bad in (0, 1.5, "high"):

@@ -189,11 +189,11 @@ class GraphStage(CandidateStage):
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` best candidates per query found by the graph (exact below ``min_rows`` rows or under
         a very selective filter). ``ef`` overrides the stage's setting; ``target_recall`` picks the
-        calibrated ``ef`` (not both)."""
+        cheapest calibrated ``ef`` that reached it (not both), or the exact scan when none did."""
         self.check_options(options)
-        ef = self.resolve_setting(ef, target_recall, self.ef)
+        chosen = self.resolve_setting(ef, target_recall, self.ef)
         n_rows = codes.shape[0]
-        if self._graph is None or self.n_graph < n_rows:
+        if chosen is None or self._graph is None or self.n_graph < n_rows:
             return self.quantizer.scan_topk(queries, codes, n, valid=valid)
         n_valid = int(np.count_nonzero(valid))
         if n >= n_valid or n_valid <= self.exact_fraction * n_rows:
@@ -202,7 +202,7 @@ class GraphStage(CandidateStage):
 
         params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
         selectivity = n_valid / n_rows
-        params.efSearch = int(min(max(ef, n) / np.sqrt(selectivity), max(_MAX_EF, n)))
+        params.efSearch = int(min(max(chosen, n) / np.sqrt(selectivity), max(_MAX_EF, n)))
         selector = None
         if n_valid < n_rows or self.n_graph > n_rows:
             selector = self._selector(valid, n_rows)

@@ -557,7 +557,7 @@ class Index:
         target_recall : float, optional
             Instead of ``nprobe`` / ``ef``: the cheapest setting whose recall@10 against the exact
             pipeline, measured when the stage's structure was built (:mod:`~.calibration`), reaches
-            this (the largest measured setting when none does). The exact stage meets any target.
+            this; the exact scan when none did. The exact stage meets any target.
         mode : {"dense", "lexical", "hybrid", "svm"}
             ``dense`` (default): the vector pipeline. ``lexical``: BM25 over the lexical tier (needs
             query texts). ``hybrid``: both, fused. ``svm``: the dense candidates reranked by a

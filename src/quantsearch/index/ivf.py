@@ -152,12 +152,13 @@ class IVFStage(CandidateStage):
         """The ``n`` best candidates per query among the rows of the probed lists.
 
         ``nprobe`` overrides the stage's setting for this search; ``target_recall`` picks the
-        calibrated ``nprobe`` (not both). Until the lists are trained (fewer than ``min_rows`` rows),
-        the scan is exact.
+        cheapest calibrated ``nprobe`` that reached it (not both), every list when none did. Until
+        the lists are trained (fewer than ``min_rows`` rows), the scan is exact.
         """
         self.check_options(options)
-        nprobe = self.resolve_setting(nprobe, target_recall, self.nprobe)
+        chosen = self.resolve_setting(nprobe, target_recall, self.nprobe)
         lists = self._lists
+        nprobe = lists.nlist if chosen is None and lists is not None else (chosen or self.nprobe)
         n_rows = codes.shape[0]
         if lists is None or lists.assign.shape[0] < n_rows:
             return self.quantizer.scan_topk(queries, codes, n, valid=valid)

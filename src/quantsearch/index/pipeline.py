@@ -20,7 +20,6 @@ from .._topk import top_k
 from ..quantization import Quantizer
 from .stages import CandidateStage
 
-
 #: Under a filter that admits a share ``s`` of the live rows, the candidates passed to rescoring are
 #: ``k x oversampling / sqrt(s)``, at most this many times more. The true neighbours inside a narrow
 #: filter sit further from the query, where the 1-bit ranking is noisier; rescoring a few hundred

@@ -164,28 +164,27 @@ class CandidateStage(ABC):
             return
         self._calibration, self._calibrated_at = table, at
 
-    def resolve_setting(self, value: int | None, target: float | None, default: int) -> int:
-        """The knob's value for one search: explicit, from a target recall, or the default."""
+    def resolve_setting(self, value: int | None, target: float | None, default: int) -> int | None:
+        """The knob's value for one search: explicit, from a target recall, or the default; ``None``
+        when no calibrated setting reaches the target recall (the stage then scans exactly)."""
         name = self.knob or "setting"
         if target is not None:
             if value is not None:
                 raise InvalidArgumentError(f"give {name} or target_recall, not both")
             if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
                 raise InvalidArgumentError(f"target_recall must be a number in (0, 1], got {target!r}")
-            chosen = self.setting_for_recall(float(target))
-            return default if chosen is None else chosen
+            if not self._calibration:
+                return default
+            return self.setting_for_recall(float(target))
         return default if value is None else check_positive_int(value, name)
 
     def setting_for_recall(self, target: float) -> int | None:
-        """The cheapest calibrated setting whose measured recall reaches ``target`` (the largest
-        when none does); ``None`` when there is no calibration."""
-        table = self._calibration
-        if not table:
-            return None
-        for setting, recall in table:
+        """The cheapest calibrated setting whose measured recall reaches ``target``; ``None`` when
+        none does (or there is no calibration): only the exact scan is known to reach it."""
+        for setting, recall in self._calibration or []:
             if recall >= target:
                 return setting
-        return table[-1][0]
+        return None
 
 
 class ExactScan(CandidateStage):
