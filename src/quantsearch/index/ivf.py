@@ -10,7 +10,8 @@ gathered, and their rows' codes are scanned with the candidate quantizer's own k
 Filters narrow ``valid``. The stage then keeps the share of *valid* rows it scans, not the number of
 lists: it probes lists in centroid order until it has seen ``nprobe / nlist`` of the valid rows (and
 at least the candidates asked for), and it scans the valid rows exactly when there are no more of
-them than an unfiltered probe would scan. Recall therefore does not collapse as a filter narrows.
+them than an unfiltered probe would scan, or at most ``EXACT_SHARE`` (2%) of the rows. Recall
+therefore does not collapse as a filter narrows.
 
 Persistence: ``state/stage.ivf.npz`` (centroids, one list id per row, the rows and catalog generation
 it covers), written atomically after each commit (``added``) and after compaction (``rebuilt``). The
@@ -41,6 +42,9 @@ logger = logging.getLogger(__name__)
 #: file (relative to the index) of the persisted structure; under state/ so that orphan cleanup,
 #: which keeps what :meth:`IVFStage.files` names, also removes stale temporary copies
 IVF_FILE = f"{layout.STATE_DIR}/stage.ivf.npz"
+#: a filter (or deletes) leaving at most this share of the rows is scanned exactly over the valid
+#: rows (as the graph stage does): cheaper than walking hundreds of lists for a few rows each
+EXACT_SHARE = 0.02
 #: rows decoded and scored against the centroids at a time (bounds the work arrays)
 _ASSIGN_BLOCK = 16_384
 
@@ -169,7 +173,7 @@ class IVFStage(CandidateStage):
         if n >= expected:  # more candidates wanted than a probe would scan: scan everything
             return self.quantizer.scan_topk(queries, codes, n, valid=valid)
         filtered = n_valid < n_rows  # deletes or a filter
-        if filtered and n_valid <= max(expected, 4 * n):
+        if filtered and n_valid <= max(expected, 4 * n, EXACT_SHARE * n_rows):
             rows = np.flatnonzero(valid)
             return self._scan_rows(queries, codes, rows, n, valid)
         prepared = np.ascontiguousarray(self.quantizer.prepare_queries(queries), dtype=np.float32)
