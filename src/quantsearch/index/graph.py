@@ -131,7 +131,7 @@ class GraphStage(CandidateStage):
         m: int = 16,
         ef_construction: int = 40,
         ef: int = 64,
-        min_rows: int = 50_000,
+        min_rows: int = 200_000,
         exact_fraction: float = 0.02,
         save_fraction: float = 0.1,
     ) -> None:
