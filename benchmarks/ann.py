@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 
 from quantsearch import Index
+from quantsearch.index.calibration import calibrate_stage
+from quantsearch.index.graph import GraphStage
 from quantsearch.index.ivf import IVFStage
 from quantsearch.index.pipeline import run_pipeline
 from quantsearch.index.stages import CandidateStage, ExactScan
@@ -189,9 +191,34 @@ class FaissStage(CandidateStage):
         self.set_param = set_param
 
     def search(self, queries, codes, n, *, valid, **options):  # type: ignore[no-untyped-def]
-        self.set_param(options.get("setting"))
+        import faiss
+
+        self.set_param(int(options.get("setting") or 0), n)
+        faiss.omp_set_num_threads(min(get_num_threads(), queries.shape[0]))  # as our graph stage does
         d, rows = self.index.search(self.quantizer.encode(queries), n)
         return np.where(rows >= 0, -d.astype(np.float32), np.nan), rows.astype(np.int64)
+
+
+class UsearchStage(CandidateStage):
+    """A usearch b1 / Hamming HNSW over the same codes (keys = rows)."""
+
+    kind = "bench-usearch"
+
+    def __init__(self, quantizer: Any, index: Any) -> None:
+        super().__init__(quantizer)
+        self.index = index
+
+    def search(self, queries, codes, n, *, valid, **options):  # type: ignore[no-untyped-def]
+        self.index.expansion_search = max(int(options.get("setting") or 0), n)
+        m = self.index.search(
+            self.quantizer.encode(queries), n, threads=min(get_num_threads(), queries.shape[0])
+        )
+        keys = np.asarray(m.keys, np.int64).reshape(queries.shape[0], -1)
+        dist = np.asarray(m.distances, np.float32).reshape(queries.shape[0], -1)
+        counts = np.asarray(m.counts).reshape(-1, 1) if hasattr(m, "counts") else None
+        if counts is not None:
+            keys = np.where(np.arange(keys.shape[1]) < counts, keys, -1)
+        return np.where(keys >= 0, -dist, np.nan), keys
 
 
 # ---- measurement ------------------------------------------------------------------------------------
@@ -237,149 +264,267 @@ def measure(view: Any, stage: CandidateStage, q: np.ndarray, truth: np.ndarray, 
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def prepare(args: argparse.Namespace, data: Path) -> None:
+    """One pass over the generated blocks: the index (exact stage, binary + int8) and the ground truth
+    (unfiltered and at each selectivity), saved under ``data`` for every later run."""
     real, real_q = real_embeddings()
     gen = Generator.fit(real, real_q, args.dim, seed=args.seed)
-    q = gen.block(0, args.queries, args.n, queries=True)
+    n = args.n
+    q = gen.block(0, args.queries, n, queries=True)
+    masks = filter_masks(n, args.seed)
+    tmp = data / "idx.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    data.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    truth = ground_truth(gen, args.n, q)
-    print(
-        f"data: {args.n:,} x {args.dim} (mixture, between={gen.between}, query noise {gen.query_noise}); "
-        f"ground truth {time.perf_counter() - t0:.1f} s"
-    )
-    work = Path(tempfile.mkdtemp(prefix="ann-", dir=args.work_dir))
-    try:
-        return _run(args, gen, q, truth, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    index = Index.create(tmp, args.dim, calibration=gen.block(10_000, 20_000, n))
+    heaps: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
+    for start, x in gen.blocks(n):
+        index.add(x)
+        sims = q @ x.T
+        for key, mask in [(1.0, None), *masks.items()]:
+            s = sims if mask is None else np.where(mask[start : start + x.shape[0]], sims, -np.inf)
+            best_s, best_r = heaps.get(key, (np.full((q.shape[0], 0), -np.inf, np.float32),
+                                             np.zeros((q.shape[0], 0), np.int64)))  # fmt: skip
+            s = np.concatenate([best_s, s], axis=1)
+            r = np.concatenate(
+                [best_r, np.broadcast_to(np.arange(start, start + x.shape[0]), (q.shape[0], x.shape[0]))], 1
+            )
+            top = np.argpartition(-s, K - 1, axis=1)[:, :K]
+            heaps[key] = (np.take_along_axis(s, top, 1), np.take_along_axis(r, top, 1))
+    index.close()
+    truth = {}
+    for key, (best_s, best_r) in heaps.items():
+        truth[f"truth_{key}"] = np.take_along_axis(best_r, np.argsort(-best_s, axis=1), 1)
+    np.savez(data / "truth.npz", queries=q, **truth)
+    (data / "idx").exists() and shutil.rmtree(data / "idx")
+    tmp.rename(data / "idx")
+    (data / "index_build_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
+    print(f"prepared {n:,} x {args.dim} in {time.perf_counter() - t0:.1f} s under {data}")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    data = args.data_dir / f"n{args.n}-d{args.dim}-q{args.queries}-s{args.seed}"
+    if not (data / "truth.npz").is_file():
+        prepare(args, data)
+        if args.prepare_only:
+            return {}
+    with np.load(data / "truth.npz") as f:
+        q = f["queries"]
+        truth = f["truth_1.0"]
+        filtered = {sel: f[f"truth_{sel}"] for sel in SELECTIVITIES}
+    return _run(args, q, truth, filtered, data)
 
 
 def _run(
-    args: argparse.Namespace, gen: Generator, q: np.ndarray, truth: np.ndarray, work: Path
-) -> dict[str, Any]:
+    args: argparse.Namespace, q: np.ndarray, truth: np.ndarray, filtered_truth: dict[float, np.ndarray],
+    data: Path,
+) -> dict[str, Any]:  # fmt: skip
     n, dim = args.n, args.dim
     nlist = args.nlist or int(round(2 * np.sqrt(n)))
-    calib = gen.block(10_000, 20_000, n)
-    t0 = time.perf_counter()
-    stage = {"kind": "ivf", "params": {"nlist": nlist, "min_rows": n}}
-    index = Index.create(work / "idx", dim, calibration=calib, candidate_stage=stage)
-    for _start, x in gen.blocks(n):
-        index.add(x)
-    index_s = time.perf_counter() - t0
+    index = Index.open(data / "idx", readonly=True)
+    index_s = float((data / "index_build_s.txt").read_text())
     view = index._state.view
     quantizer = view.stage.quantizer
     codes = view.codes
-    disk = sum(p.stat().st_size for p in (work / "idx").rglob("*") if p.is_file()) / n
+    disk = sum(p.stat().st_size for p in (data / "idx").rglob("*") if p.is_file()) / n
     code_b = codes.shape[1]
-    print(f"index built in {index_s:.1f} s (encode + write + IVF), disk {disk:.0f} B/vector")
-
-    # our IVF structure alone, from the codes in RAM (what the stage does after a compaction)
-    ivf = IVFStage(quantizer, nlist=nlist, min_rows=1)
-    t0 = time.perf_counter()
-    ivf.rebuilt(work / "idx", codes, generation=0)
-    ivf_build = time.perf_counter() - t0
-    ivf_ram = code_b + 4 + 4 + nlist * dim * 4 / n  # codes + list id + row order (int32) + centroids
-
+    work = Path(tempfile.mkdtemp(prefix="ann-", dir=args.work_dir))
+    masks = filter_masks(n, args.seed)
+    want = set(args.rows)
     rows: list[dict[str, Any]] = []
 
-    def add_row(
-        name: str,
-        stage: CandidateStage,
-        options: dict[str, Any],
-        build_s: float,
-        ram: float,
-        sel: float = 1.0,
-    ) -> dict[str, Any]:
+    def add_row(name: str, stage: CandidateStage, options: dict[str, Any], build_s: float, ram: float,
+                sel: float = 1.0, extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
         if sel < 1.0:
             m = measure(view, stage, q, filtered_truth[sel], options, args.runs, valid=masks[sel])
         else:
             m = measure(view, stage, q, truth, options, args.runs)
         row = {"name": name, **m, "build_s": round(build_s, 2), "ram_bytes_per_vector": round(ram, 1),
-               "disk_bytes_per_vector": round(disk, 1)}  # fmt: skip
+               "disk_bytes_per_vector": round(disk, 1), **(extra or {})}  # fmt: skip
         if sel < 1.0:
             row["filter_selectivity"] = sel
         rows.append(row)
         print(
-            f"{name:30s} recall@10 {m['recall_at_10']:.4f}  qps {m['qps']:7.0f}  batch {m['batch_qps']:7.0f}"
-            f"  build {build_s:7.1f} s  ram {ram:6.1f} B/vec"
+            f"{name:34s} recall@10 {m['recall_at_10']:.4f}  qps {m['qps']:7.0f}  batch {m['batch_qps']:7.0f}"
+            f"  build {build_s:7.1f} s  ram {ram:6.1f} B/vec",
+            flush=True,
         )
         return row
 
-    add_row("quantsearch exact", ExactScan(quantizer), {}, 0.0, code_b)
-    masks = filter_masks(n, args.seed)
-    filtered_truth: dict[float, np.ndarray] = {}
-    ivf_rows = [
-        add_row(f"quantsearch ivf nprobe={nprobe}", ivf, {"nprobe": nprobe}, ivf_build, ivf_ram)
-        for nprobe in args.nprobe
-    ]
-    # filtered search: the smallest nprobe that reaches recall 0.95 unfiltered (else the largest)
-    good = [nprobe for nprobe, r in zip(args.nprobe, ivf_rows, strict=True) if r["recall_at_10"] >= 0.95]
-    f_nprobe = min(good) if good else max(args.nprobe)
-    filtered_truth.update({sel: ground_truth(gen, n, q, mask=m) for sel, m in masks.items()})
-    for sel in SELECTIVITIES:
-        add_row(f"quantsearch exact filter {sel:.0%}", ExactScan(quantizer), {}, 0.0, code_b, sel)
-        add_row(f"quantsearch ivf nprobe={f_nprobe} filter {sel:.0%}", ivf, {"nprobe": f_nprobe}, ivf_build,
-                ivf_ram, sel)  # fmt: skip
+    try:
+        if "exact" in want:
+            add_row("quantsearch exact", ExactScan(quantizer), {}, 0.0, code_b)
+            for sel in SELECTIVITIES:
+                add_row(f"quantsearch exact filter {sel:.0%}", ExactScan(quantizer), {}, 0.0, code_b, sel)
+        if "ivf" in want:
+            ivf = IVFStage(quantizer, nlist=nlist, min_rows=1)
+            i_root = data / f"ivf-{nlist}"  # built once and reused like the data
+            if (i_root / "build_s.txt").is_file():
+                ivf.load(i_root, codes, generation=0)
+                ivf_build = float((i_root / "build_s.txt").read_text())
+            else:
+                t0 = time.perf_counter()
+                ivf.rebuilt(i_root, codes, generation=0)
+                ivf_build = time.perf_counter() - t0
+                (i_root / "build_s.txt").write_text(f"{ivf_build:.1f}\n")
+            ivf_ram = code_b + 4 + 4 + nlist * dim * 4 / n  # codes + list id + row order + centroids
+            ivf_rows = [
+                add_row(f"quantsearch ivf nprobe={p}", ivf, {"nprobe": p}, ivf_build, ivf_ram)
+                for p in args.nprobe
+            ]
+            good = [p for p, r in zip(args.nprobe, ivf_rows, strict=True) if r["recall_at_10"] >= 0.95]
+            f_nprobe = min(good) if good else max(args.nprobe)
+            for sel in SELECTIVITIES:
+                add_row(f"quantsearch ivf nprobe={f_nprobe} filter {sel:.0%}", ivf, {"nprobe": f_nprobe},
+                        ivf_build, ivf_ram, sel)  # fmt: skip
+            del ivf
+        if "hnsw" in want:
+            graph = GraphStage(quantizer, m=args.m, min_rows=1)
+            g_root = data / f"hnsw-m{args.m}"  # the graph is built once and reused like the data
+            if (g_root / "build_s.txt").is_file():
+                graph.load(g_root, codes, generation=0)
+                g_build = float((g_root / "build_s.txt").read_text())
+            else:
+                t0 = time.perf_counter()
+                graph.rebuilt(g_root, codes, generation=0)
+                g_build = time.perf_counter() - t0
+                (g_root / "build_s.txt").write_text(f"{g_build:.1f}\n")
+            g_ram = code_b + faiss_bytes(graph._graph) / n  # our codes + faiss's graph (with its copy)
+            g_rows = [
+                add_row(f"quantsearch hnsw m={args.m} ef={ef}", graph, {"ef": ef}, g_build, g_ram)
+                for ef in args.ef
+            ]
+            t0 = time.perf_counter()
+            g_view = dataclasses.replace(view, stage=graph)
+            table = calibrate_stage(g_view, work, oversampling=_oversampling[0])
+            cal_s = time.perf_counter() - t0
+            print(f"calibration {cal_s:.1f} s: {table}")
+            for target in args.target_recall:
+                ef = graph.setting_for_recall(target)
+                add_row(f"quantsearch hnsw target_recall={target}", graph, {"target_recall": target}, g_build,
+                        g_ram, extra={"chosen_ef": ef, "calibration_s": round(cal_s, 1)})  # fmt: skip
+            good = [ef for ef, r in zip(args.ef, g_rows, strict=True) if r["recall_at_10"] >= 0.95]
+            f_ef = min(good) if good else max(args.ef)
+            for sel in SELECTIVITIES:
+                name = f"quantsearch hnsw ef={f_ef} filter {sel:.0%}"
+                add_row(name, graph, {"ef": f_ef}, g_build, g_ram, sel)
+            del graph
+        if want & {"faiss-ivf", "faiss-hnsw", "usearch"}:
+            import faiss
 
-    if not args.no_peers:
-        import faiss
-
-        faiss.omp_set_num_threads(get_num_threads())
+            faiss.omp_set_num_threads(get_num_threads())
         bits = code_b * 8
-        fq = faiss.IndexBinaryFlat(bits)
-        fivf = faiss.IndexBinaryIVF(fq, bits, nlist)
-        t0 = time.perf_counter()
-        sample = codes[np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)]
-        fivf.train(sample)
-        fivf.add(codes)
-        fivf_build = time.perf_counter() - t0
-        fivf_ram = faiss.serialize_index_binary(fivf).nbytes / n
+        if "faiss-ivf" in want:
+            fq = faiss.IndexBinaryFlat(bits)
+            fivf = faiss.IndexBinaryIVF(fq, bits, nlist)
+            t0 = time.perf_counter()
+            sample = codes[np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)]
+            fivf.train(sample)
+            fivf.add(codes)
+            fivf_build = time.perf_counter() - t0
+            fivf_ram = faiss_bytes(fivf) / n
 
-        def set_nprobe(v: int) -> None:
-            fivf.nprobe = v
+            def set_nprobe(v: int, n: int) -> None:
+                fivf.nprobe = v
 
-        for nprobe in args.nprobe:
-            stage = FaissStage(quantizer, fivf, set_nprobe)
-            add_row(f"faiss IndexBinaryIVF nprobe={nprobe}", stage, {"setting": nprobe}, fivf_build, fivf_ram)
-        del fivf
-        if not args.no_hnsw:
-            hnsw = faiss.IndexBinaryHNSW(bits, 32)
+            for p in args.nprobe:
+                add_row(f"faiss IndexBinaryIVF nprobe={p}", FaissStage(quantizer, fivf, set_nprobe),
+                        {"setting": p}, fivf_build, fivf_ram)  # fmt: skip
+            del fivf
+        if "faiss-hnsw" in want:
+            hnsw = faiss.IndexBinaryHNSW(bits, args.peer_m)
             t0 = time.perf_counter()
             hnsw.add(codes)
             hnsw_build = time.perf_counter() - t0
-            hnsw_ram = faiss.serialize_index_binary(hnsw).nbytes / n
+            hnsw_ram = faiss_bytes(hnsw) / n
 
-            def set_ef(v: int) -> None:
-                hnsw.hnsw.efSearch = v
+            def set_ef(v: int, n: int) -> None:
+                hnsw.hnsw.efSearch = max(v, n)  # as our stage: at least the candidates wanted
 
             for ef in args.ef:
-                stage = FaissStage(quantizer, hnsw, set_ef)
-                add_row(
-                    f"faiss IndexBinaryHNSW ef={ef}", stage, {"setting": max(ef, K)}, hnsw_build, hnsw_ram
-                )
-    index.close()
-    exact_qps = rows[0]["qps"]
-    ours = [r for r in ivf_rows if r["recall_at_10"] >= 0.95]
-    peers = [r for r in rows if r["name"].startswith("faiss") and r["recall_at_10"] >= 0.95]
+                add_row(f"faiss IndexBinaryHNSW M={args.peer_m} ef={ef}", FaissStage(quantizer, hnsw, set_ef),
+                        {"setting": ef}, hnsw_build, hnsw_ram)  # fmt: skip
+            del hnsw
+        if "usearch" in want:
+            from usearch.index import Index as UsearchIndex
+
+            uidx = UsearchIndex(ndim=bits, metric="hamming", dtype="b1", connectivity=args.m,
+                                expansion_add=args.usearch_expansion_add)  # fmt: skip
+            t0 = time.perf_counter()
+            uidx.add(np.arange(n), codes, threads=get_num_threads())
+            u_build = time.perf_counter() - t0
+            u_ram = uidx.memory_usage / n
+            for ef in args.ef:
+                add_row(f"usearch b1 M={args.m} ef={ef}", UsearchStage(quantizer, uidx), {"setting": ef},
+                        u_build, u_ram)  # fmt: skip
+            del uidx
+    finally:
+        index.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return summarise(args, rows, index_s, nlist, q)
+
+
+def crossover(args: argparse.Namespace) -> None:
+    """Single-query QPS of the exact pipeline vs the HNSW stage on the first N rows of the prepared
+    collection, for each N of ``--crossover``: where the graph starts to pay (the default ``min_rows``)."""
+    data = args.data_dir / f"n{args.n}-d{args.dim}-q{args.queries}-s{args.seed}"
+    with np.load(data / "truth.npz") as f:
+        q = f["queries"]
+    index = Index.open(data / "idx", readonly=True)
+    view = index._state.view
+    quantizer = view.stage.quantizer
+    work = Path(tempfile.mkdtemp(prefix="ann-x-", dir=args.work_dir))
+    print("rows       exact qps   hnsw qps (ef)   ratio   recall vs exact pipeline")
+    try:
+        for n in args.crossover:
+            sub = dataclasses.replace(view, codes=view.codes[:n], valid=view.valid[:n], n_live=n)
+            want = run_pipeline(sub, q, K, oversampling=_oversampling[0], stages=("int8",)).rows
+            e = measure(sub, ExactScan(quantizer), q, want, {}, args.runs)
+            graph = GraphStage(quantizer, m=args.m, min_rows=1)
+            graph.rebuilt(work, view.codes[:n], generation=0)
+            for ef in args.ef:
+                g = measure(sub, graph, q, want, {"ef": ef}, args.runs)
+                print(f"{n:>9,d}  {e['qps']:9.0f}  {g['qps']:9.0f} ({ef:3d})  {g['qps'] / e['qps']:6.2f}"
+                      f"   {g['recall_at_10']:.3f}", flush=True)  # fmt: skip
+            del graph
+    finally:
+        index.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def faiss_bytes(index: Any) -> int:
+    import faiss
+
+    return int(faiss.serialize_index_binary(index).nbytes)
+
+
+def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], index_s: float, nlist: int,
+              q: np.ndarray) -> dict[str, Any]:  # fmt: skip
+    plain = [r for r in rows if "filter_selectivity" not in r]
+    exact = [r for r in plain if r["name"] == "quantsearch exact"]
+    exact_qps = exact[0]["qps"] if exact else None
+    ours = [
+        r
+        for r in plain
+        if r["name"].startswith("quantsearch ")
+        and "target_recall" not in r["name"]  # may have fallen back to the exact scan
+        and r["recall_at_10"] >= 0.95
+    ]
+    peers = [r for r in plain if not r["name"].startswith("quantsearch") and r["recall_at_10"] >= 0.95]
     result = {
-        "n": n,
-        "dim": dim,
-        "queries": int(q.shape[0]),
-        "threads": get_num_threads(),
-        "nlist": nlist,
-        "oversampling": _oversampling[0],
-        "index_build_s": round(index_s, 1),
+        "n": args.n, "dim": args.dim, "queries": int(q.shape[0]), "threads": get_num_threads(),
+        "nlist": nlist, "oversampling": _oversampling[0], "index_build_s": round(index_s, 1),
         "exact_qps": exact_qps,
-        "best_qps_at_recall_095": max((r["qps"] for r in ours), default=None),
+        "best_qps_at_recall_095": max((r["qps"] for r in ours if r["name"] != "quantsearch exact"),
+                                      default=None),
         "best_peer_qps_at_recall_095": max((r["qps"] for r in peers), default=None),
         "rows": rows,
-    }
-    if result["best_qps_at_recall_095"]:
-        print(f"best IVF qps at recall >= 0.95: {result['best_qps_at_recall_095']:.0f} "
-              f"= {result['best_qps_at_recall_095'] / exact_qps:.1f}x our exact scan")  # fmt: skip
-    if result["best_qps_at_recall_095"] and result["best_peer_qps_at_recall_095"]:
-        print(f"  vs best faiss peer at recall >= 0.95: "
-              f"{result['best_qps_at_recall_095'] / result['best_peer_qps_at_recall_095']:.2f}x")  # fmt: skip
+    }  # fmt: skip
+    best = result["best_qps_at_recall_095"]
+    if best and exact_qps:
+        print(f"best ANN qps at recall >= 0.95: {best:.0f} = {best / exact_qps:.1f}x our exact scan")
+    if best and result["best_peer_qps_at_recall_095"]:
+        print(f"  vs best peer at recall >= 0.95: {best / result['best_peer_qps_at_recall_095']:.2f}x")
     return result
 
 
@@ -454,15 +599,38 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--nlist", type=int, default=None, help="default: 2 sqrt(n)")
     p.add_argument("--nprobe", type=int, nargs="+", default=[4, 8, 16, 32, 64])
-    p.add_argument("--ef", type=int, nargs="+", default=[16, 32, 64, 128])
+    p.add_argument("--ef", type=int, nargs="+", default=[100, 128, 192, 256, 384])
+    p.add_argument("--m", type=int, default=16, help="our graph's degree (and usearch's)")
+    p.add_argument("--peer-m", type=int, default=32, help="faiss IndexBinaryHNSW's M")
+    p.add_argument("--usearch-expansion-add", type=int, default=40)
+    p.add_argument("--target-recall", type=float, nargs="*", default=[0.9, 0.95])
+    every = ["exact", "ivf", "hnsw", "faiss-ivf", "faiss-hnsw", "usearch"]
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=every,
+        help="which rows to run (split a large run into several under the lock)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("/work/scratch/ann"),
+        help="the index and ground truth are built once here and reused",
+    )
+    p.add_argument("--prepare-only", action="store_true")
+    p.add_argument(
+        "--crossover",
+        type=int,
+        nargs="*",
+        default=None,
+        help="exact vs hnsw single-query QPS on the first N rows of the prepared data",
+    )
     p.add_argument("--runs", type=int, default=3)
     p.add_argument(
         "--oversampling", type=float, default=OVERSAMPLING, help="candidates = k x this, every row"
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", default=None, help="where the index is built (default: the temp dir)")
-    p.add_argument("--no-peers", action="store_true")
-    p.add_argument("--no-hnsw", action="store_true", help="skip faiss IndexBinaryHNSW (slow to build)")
     p.add_argument("--compare-real", action="store_true")
     p.add_argument("--ndcg", action="store_true", help="NDCG@10 on the shared collections, IVF vs exact")
     args = p.parse_args()
@@ -473,8 +641,11 @@ def main() -> None:
     if args.ndcg:
         ndcg(args)
         return
+    if args.crossover:
+        crossover(args)
+        return
     result = run(args)
-    if args.json:
+    if args.json and result:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -263,6 +263,8 @@ def test_search_with_a_metadata_filter(tmp_path: Path, text_folder: Path, capsys
         assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(capsys, "search", str(index_dir), "a kitten", "--nprobe", "4")
     assert code == 2 and "nprobe" in err  # the exact stage takes no nprobe
+    code, _, err = run_cli(capsys, "search", str(index_dir), "a kitten", "--ef", "4")
+    assert code == 2 and "ef" in err and len(err.strip().splitlines()) == 1
 
 
 def test_index_with_an_ivf_stage_and_search_with_nprobe(tmp_path: Path, text_folder: Path, capsys) -> None:
@@ -284,3 +286,23 @@ def test_index_with_an_ivf_stage_and_search_with_nprobe(tmp_path: Path, text_fol
         capsys, "index", str(text_folder), "--index", str(tmp_path / "x"), "--candidate-stage", "hnswx"
     )
     assert code == 2 and "unknown candidate stage" in err and not (tmp_path / "x").exists()
+
+
+def test_index_with_an_hnsw_stage_and_search_with_ef(tmp_path: Path, text_folder: Path, capsys) -> None:
+    graph_dir, exact_dir = tmp_path / "hnsw", tmp_path / "exact"
+    stage = '{"kind": "hnsw", "params": {"min_rows": 1}}'
+    code, _, err = run_cli(
+        capsys, "index", str(text_folder), "--index", str(graph_dir), "-q", "--candidate-stage", stage
+    )
+    assert code == 0, err
+    assert run_cli(capsys, "index", str(text_folder), "--index", str(exact_dir), "-q")[0] == 0
+    assert json.loads((graph_dir / "manifest.json").read_text())["candidate_stage"]["kind"] == "hnsw"
+    _, want, _ = run_cli(capsys, "search", str(exact_dir), "a kitten", "--json")
+    # a handful of documents: the walk with a wide ef reaches every node, as the exact scan does
+    for option in (("--ef", "64"), ("--target-recall", "0.95")):
+        code, out, _ = run_cli(capsys, "search", str(graph_dir), "a kitten", *option, "--json")
+        assert code == 0 and json.loads(out)["hits"] == json.loads(want)["hits"]
+    for bad, message in ((("--ef", "0"), "ef"), (("--target-recall", "2"), "target_recall"),
+                         (("--ef", "8", "--target-recall", "0.9"), "not both")):  # fmt: skip
+        code, out, err = run_cli(capsys, "search", str(graph_dir), "a kitten", *bad)
+        assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1

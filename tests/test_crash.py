@@ -256,3 +256,68 @@ def test_kill_during_add_and_compaction_with_an_ivf_stage(tmp_path) -> None:
             res = index.search(x, k=1, stages=())
             assert res.ids[:, 0].tolist() == [batch_ids(b)[j] for b, j in present]
             next_batch = max(b for b, _ in present) + 1
+
+
+HNSW = {"kind": "hnsw", "params": {"m": 8, "min_rows": 300, "save_fraction": 0.1}}
+
+
+def assert_graph_covers(index: Index) -> None:
+    """The graph holds every stored row in memory; its saved file is of this generation and covers at
+    most the stored rows (the unsaved tail is inserted at open)."""
+    import struct
+
+    from quantsearch.index.graph import _HEADER, GRAPH_FILE
+
+    stage = index._state.stage
+    n_rows = index._state.n_rows
+    assert stage.n_graph == n_rows  # type: ignore[attr-defined]
+    data = (index.path / GRAPH_FILE).read_bytes()[: _HEADER.size]
+    _magic, covered, generation, _digest, _length = struct.unpack(_HEADER.format, data)
+    assert covered <= n_rows and generation == index._state.generation
+
+
+def check_found_by_graph(index: Index, present: list[tuple[int, int]]) -> None:
+    """Every present document is found by its own vector through the graph (ef above the row count:
+    the walk reaches every node) with its own id, at Hamming distance 0."""
+    x = np.stack([batch_vectors(b)[j] for b, j in present])
+    res = index.search(x, k=1, stages=(), ef=4 * index._state.n_rows, with_payload=False)
+    assert (res.scores == 0).all()
+    got = res.ids[:, 0].tolist()
+    want = [batch_ids(b)[j] for b, j in present]
+    # two documents may share a 40-bit code; then either is a correct answer at distance 0
+    assert np.mean([g == w for g, w in zip(got, want, strict=True)]) >= 0.99
+
+
+def test_kill_during_add_build_and_compaction_with_an_hnsw_stage(tmp_path) -> None:
+    """SIGKILL at random moments of add (graph insert and occasional save after the commit), of the
+    first graph build (at ``min_rows``) and of compaction (rebuild after the commit): the index opens,
+    holds every acked batch, and its graph catches up with the catalog."""
+    path = tmp_path / "idx"
+    calibration = np.concatenate([batch_vectors(b) for b in range(10_000, 10_008)])
+    with Index.create(path, DIM, calibration=calibration, candidate_stage=HNSW) as index:
+        t0 = time.perf_counter()
+        for b in range(3):  # 192 rows: below min_rows, the graph is built by a killed child
+            index.add(batch_vectors(b), ids=batch_ids(b), texts=batch_texts(b), metadata=batch_metadata(b))
+        add_s = (time.perf_counter() - t0) / 3
+        assert index._state.stage.n_graph == 0  # type: ignore[attr-defined]
+    rng = np.random.default_rng(23)
+    acked = {0, 1, 2}
+    next_batch = 3
+    for _ in range(8):
+        acked |= run_and_kill("add", path, next_batch, next_batch + 100, rng, add_s)
+        with Index.open(path) as index:
+            stored = stored_batches(index, range(next_batch + 100))
+            assert acked <= stored, f"acked batches lost: {sorted(acked - stored)}"
+            if index._state.n_rows >= 300:
+                assert_graph_covers(index)
+                check_found_by_graph(index, [(b, j) for b in sorted(stored) for j in range(BATCH)])
+        next_batch = len(stored)
+    for _ in range(5):
+        run_and_kill("compact", path, next_batch, next_batch + 100, rng, 3 * add_s)
+        with Index.open(path) as index:
+            assert_graph_covers(index)
+            present = [
+                (b, j) for b in range(next_batch + 100) for j, i in enumerate(batch_ids(b)) if i in index
+            ]
+            check_found_by_graph(index, present)
+            next_batch = max(b for b, _ in present) + 1

@@ -195,3 +195,17 @@ def test_filter_values_are_bound_not_spliced(tmp_path, data) -> None:
     with build(tmp_path / "i", x[:50], [{"name": "a'b\") OR 1=1 --"}] + [{"name": "c"}] * 49) as index:
         res = index.search(q[:1], k=5, filter={"name": "a'b\") OR 1=1 --"})
         assert res.ids[0].tolist() == [0, -1, -1, -1, -1]
+
+
+@pytest.mark.parametrize("pct", [100, 25, 4, 1])
+def test_filters_widen_the_rescoring_candidates(tmp_path, data, pct) -> None:
+    """Under a filter admitting a share s of the documents, k x oversampling / sqrt(s) candidates
+    (at most x10, at most the admitted documents) are rescored."""
+    from quantsearch.index.pipeline import FILTER_WIDEN_MAX
+
+    x, meta, q = data
+    admitted = sum(m["pct"] < pct for m in meta)
+    with build(tmp_path / "exact", x, meta) as index:
+        res = index.search(q[:3], k=10, oversampling=5, filter={"pct": {"lt": pct}} if pct < 100 else None)
+    widen = min(FILTER_WIDEN_MAX, np.sqrt(N / admitted))
+    assert res.candidates["rescore:int8"] == min(admitted, int(np.ceil(50 * widen)))

@@ -514,4 +514,11 @@ def test_filtered_search_matches_the_library_and_brute_force(served: Served) -> 
             assert r.status_code in (400, 422) and message in json.dumps(r.json())
         r = c.post("/search", json={"vector": queries[0].tolist(), "nprobe": 4})
         assert r.status_code == 400 and "nprobe" in r.json()["error"]["message"]
+        r = c.post("/search", json={"vector": queries[0].tolist(), "ef": 4})
+        assert r.status_code == 400 and "ef" in r.json()["error"]["message"]
+        for bad in ({"ef": 0}, {"target_recall": 0}, {"target_recall": 1.5}):
+            assert c.post("/search", json={"vector": queries[0].tolist(), **bad}).status_code == 422
+        r = c.post("/search", json={"vector": queries[0].tolist(), "k": 5, "target_recall": 0.95})
+        want = index.search(queries[0], k=5)
+        assert r.status_code == 200 and [h["id"] for h in r.json()["hits"]] == want.ids[0].tolist()
     assert snapshot(served) == before

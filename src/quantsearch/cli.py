@@ -128,7 +128,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise InvalidArgumentError("a text query (or --image PATH) is required")
         results = index.search(
             query, k=k, oversampling=args.oversampling, stages=args.stages,
-            filter=_json_filter(args.filter), nprobe=args.nprobe, mode=args.mode, fusion=args.fusion,
+            filter=_json_filter(args.filter), nprobe=args.nprobe, ef=args.ef,
+            target_recall=args.target_recall, mode=args.mode, fusion=args.fusion,
         )  # fmt: skip
         if args.json:
             print(
@@ -470,7 +471,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--candidate-stage",
         default=None,
-        help='stage 1 of a new index: exact (default), ivf or JSON {"kind": "ivf", "params": {"nprobe": 32}}',
+        help='stage 1 of a new index: exact (default), ivf, hnsw or JSON {"kind": "hnsw", "params": {...}}',
     )
     p.add_argument("--text-field", default="text")
     p.add_argument("--id-field", default="_id")
@@ -501,6 +502,11 @@ def make_parser() -> argparse.ArgumentParser:
         help='metadata filter (JSON), e.g. \'{"year": {"gte": 2000}, "lang": "en"}\'',
     )
     p.add_argument("--nprobe", type=int, default=None, help="lists scanned by an IVF candidate stage")
+    p.add_argument("--ef", type=int, default=None, help="candidate list size of an HNSW candidate stage")
+    p.add_argument(
+        "--target-recall", type=float, default=None,
+        help="instead of --nprobe/--ef: the cheapest setting calibrated to reach this recall@10",
+    )  # fmt: skip
     p.add_argument(
         "--mode", default="dense", choices=["dense", "lexical", "hybrid", "svm"],
         help="retriever: dense (default), lexical (BM25; index built with --lexical), hybrid, svm",

@@ -363,13 +363,16 @@ class ShardedBase(ABC):
         exact: bool = False,
         filter: dict[str, Any] | None = None,  # noqa: A002 - Index.search's name
         nprobe: int | None = None,
+        ef: int | None = None,
+        target_recall: float | None = None,
         mode: str = "dense",
         fusion: Any = None,
         query_texts: Sequence[str] | None = None,
     ) -> SearchResults:
         """Search every shard and merge their top-k.
 
-        Takes :meth:`Index.search`'s keywords; ``filter``, ``nprobe``, ``fusion``, ``query_texts`` and
+        Takes :meth:`Index.search`'s keywords; ``filter``, ``nprobe``, ``ef``, ``target_recall``,
+        ``fusion``, ``query_texts`` and
         modes other than ``"dense"`` are not supported across shards yet and raise
         :class:`InvalidArgumentError` when set.
 
@@ -393,7 +396,8 @@ class ShardedBase(ABC):
             per the fault policy. ``timings["fanout"]`` is the wall time of the fan-out and
             ``timings["merge"]`` of the merge, in ms.
         """
-        unsupported = {"filter": filter, "nprobe": nprobe, "fusion": fusion, "query_texts": query_texts}
+        unsupported = {"filter": filter, "nprobe": nprobe, "ef": ef, "target_recall": target_recall,
+                       "fusion": fusion, "query_texts": query_texts}  # fmt: skip
         unsupported["mode"] = None if mode == "dense" else mode
         named = [name for name, value in unsupported.items() if value is not None]
         if named:

@@ -31,6 +31,7 @@ from ..fusion import Fusion
 from ..quantization import Quantizer, quantizer_from_config
 from ..results import SearchResults
 from . import layout
+from .calibration import calibrate_stage
 from .catalog import Catalog, Segment
 from .commits import commit_segment, insert_batch, live_chunks, swap_segments
 from .documents import (
@@ -143,8 +144,9 @@ class Index:
         candidate_stage : str or dict, optional
             Stage 1: ``"exact"`` (default, a full scan of the codes) or an approximate structure
             over them, ``"ivf"`` or ``{"kind": "ivf", "params": {"nlist": ..., "nprobe": ...}}``
-            (see :class:`~quantsearch.index.ivf.IVFStage`). Kept in the index directory and
-            updated by every write.
+            (see :class:`~quantsearch.index.ivf.IVFStage`), ``"hnsw"`` or ``{"kind": "hnsw",
+            "params": {"m": ..., "ef": ...}}`` (:class:`~quantsearch.index.graph.GraphStage`). Kept
+            in the index directory and updated by every write.
 
         The directory is built beside ``path`` and renamed into place: if this raises (or the
         process dies), there is no index at ``path``.
@@ -438,6 +440,7 @@ class Index:
                 body = self._lexical.extend_add(body, texts_list, start)
             commit_segment(self._catalog, self._store, segment, body)
             self._state.append(segment, codes)
+            self._calibrate_stage()
         return id_list
 
     def delete(self, ids: Sequence[int | str] | int | str) -> int:
@@ -491,6 +494,7 @@ class Index:
             commit_segment(self._catalog, self._store, segment, body)
             self._load_segments()
             self._state.stage.rebuilt(self.path, self._state.view.codes, generation=self._state.generation)
+            self._calibrate_stage()
             self._remove_orphans()  # the old segments' files
         logger.info("compacted %s: %d rows -> %d", self.path, n_rows, live.size)
         return n_rows - int(live.size)
@@ -519,6 +523,8 @@ class Index:
         with_payload: bool = True,
         filter: dict[str, Any] | None = None,  # noqa: A002 - the name users expect
         nprobe: int | None = None,
+        ef: int | None = None,
+        target_recall: float | None = None,
         mode: str = "dense",
         fusion: Fusion | str | dict[str, Any] | None = None,
         query_texts: Sequence[str] | None = None,
@@ -546,6 +552,12 @@ class Index:
             ``k`` matches pad the results (id ``-1``).
         nprobe : int, optional
             Lists an IVF candidate stage scans per query (default: the stage's setting).
+        ef : int, optional
+            Candidate list size of an HNSW candidate stage's search (default: the stage's setting).
+        target_recall : float, optional
+            Instead of ``nprobe`` / ``ef``: the cheapest setting whose recall@10 against the exact
+            pipeline, measured when the stage's structure was built (:mod:`~.calibration`), reaches
+            this; the exact scan when none did. The exact stage meets any target.
         mode : {"dense", "lexical", "hybrid", "svm"}
             ``dense`` (default): the vector pipeline. ``lexical``: BM25 over the lexical tier (needs
             query texts). ``hybrid``: both, fused. ``svm``: the dense candidates reranked by a
@@ -580,6 +592,8 @@ class Index:
             timings["embed"] = (time.perf_counter() - t0) * 1e3
         if vectors is not None:
             vectors = as_float_matrix(vectors, "queries", dim=self.dim, max_norm=MAX_NORM)
+        if target_recall is not None:
+            self._ensure_calibrated()
         for _attempt in range(3):
             view = self._state.view
             mask = filter_mask(self._catalog, conditions, view) if conditions else None
@@ -591,7 +605,7 @@ class Index:
             out = run_mode(
                 mode, view, vectors, texts, k, catalog=self._catalog, lexical=self._lexical,
                 fusion=fused, oversampling=oversampling, stages=stage_names, valid=mask,
-                stage_options={"nprobe": nprobe},
+                stage_options={"nprobe": nprobe, "ef": ef, "target_recall": target_recall},
             )  # fmt: skip
             t0 = time.perf_counter()
             generation, payload = self._catalog.payload(
@@ -609,6 +623,20 @@ class Index:
         scores = np.where(found, out.scores, np.float32(np.nan))  # a row deleted since is padding, not a hit
         sources = sources_of(mode, found, out.found)
         return SearchResults(ids, scores, texts_out, meta_out, timings, out.candidates, sources)
+
+    def _calibrate_stage(self) -> None:
+        """Measure the candidate stage's recall table when its structure was (re)built (writer side)."""
+        if self._state.stage.calibration_due():
+            calibrate_stage(self._state.view, self.path, oversampling=self.default_oversampling)
+
+    def _ensure_calibrated(self) -> None:
+        """A target-recall search on a stage whose table is missing (a crash before it was saved, an
+        index written before calibration existed): measure it now."""
+        stage = self._state.stage
+        if stage.calibration is None and stage.calibration_grid():
+            with self._write_lock:
+                if stage.calibration is None:
+                    calibrate_stage(self._state.view, self.path, oversampling=self.default_oversampling)
 
     def _stage_names(self, stages: Sequence[str] | str | None) -> tuple[str, ...]:
         if stages is None:

@@ -10,7 +10,8 @@ gathered, and their rows' codes are scanned with the candidate quantizer's own k
 Filters narrow ``valid``. The stage then keeps the share of *valid* rows it scans, not the number of
 lists: it probes lists in centroid order until it has seen ``nprobe / nlist`` of the valid rows (and
 at least the candidates asked for), and it scans the valid rows exactly when there are no more of
-them than an unfiltered probe would scan. Recall therefore does not collapse as a filter narrows.
+them than an unfiltered probe would scan, or at most ``EXACT_SHARE`` (2%) of the rows. Recall
+therefore does not collapse as a filter narrows.
 
 Persistence: ``state/stage.ivf.npz`` (centroids, one list id per row, the rows and catalog generation
 it covers), written atomically after each commit (``added``) and after compaction (``rebuilt``). The
@@ -32,7 +33,7 @@ from .._validation import check_positive_int
 from ..exceptions import InvalidArgumentError, StorageError
 from ..quantization import Quantizer
 from . import layout
-from .stages import CandidateStage
+from .stages import CandidateStage, scan_rows
 
 __all__ = ["IVFStage", "spherical_kmeans"]
 
@@ -41,6 +42,9 @@ logger = logging.getLogger(__name__)
 #: file (relative to the index) of the persisted structure; under state/ so that orphan cleanup,
 #: which keeps what :meth:`IVFStage.files` names, also removes stale temporary copies
 IVF_FILE = f"{layout.STATE_DIR}/stage.ivf.npz"
+#: a filter (or deletes) leaving at most this share of the rows is scanned exactly over the valid
+#: rows (as the graph stage does): cheaper than walking hundreds of lists for a few rows each
+EXACT_SHARE = 0.02
 #: rows decoded and scored against the centroids at a time (bounds the work arrays)
 _ASSIGN_BLOCK = 16_384
 
@@ -92,6 +96,8 @@ class IVFStage(CandidateStage):
     """
 
     kind = "ivf"
+    knob = "nprobe"
+    calibration_file = f"{layout.STATE_DIR}/stage.ivf.calibration.json"
 
     def __init__(
         self,
@@ -144,16 +150,19 @@ class IVFStage(CandidateStage):
         *,
         valid: np.ndarray,
         nprobe: int | None = None,
+        target_recall: float | None = None,
         **options: Any,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` best candidates per query among the rows of the probed lists.
 
-        ``nprobe`` overrides the stage's setting for this search. Until the lists are trained
-        (fewer than ``min_rows`` rows), the scan is exact.
+        ``nprobe`` overrides the stage's setting for this search; ``target_recall`` picks the
+        cheapest calibrated ``nprobe`` that reached it (not both), every list when none did. Until
+        the lists are trained (fewer than ``min_rows`` rows), the scan is exact.
         """
         self.check_options(options)
-        nprobe = self.nprobe if nprobe is None else check_positive_int(nprobe, "nprobe")
+        chosen = self.resolve_setting(nprobe, target_recall, self.nprobe)
         lists = self._lists
+        nprobe = lists.nlist if chosen is None and lists is not None else (chosen or self.nprobe)
         n_rows = codes.shape[0]
         if lists is None or lists.assign.shape[0] < n_rows:
             return self.quantizer.scan_topk(queries, codes, n, valid=valid)
@@ -164,7 +173,7 @@ class IVFStage(CandidateStage):
         if n >= expected:  # more candidates wanted than a probe would scan: scan everything
             return self.quantizer.scan_topk(queries, codes, n, valid=valid)
         filtered = n_valid < n_rows  # deletes or a filter
-        if filtered and n_valid <= max(expected, 4 * n):
+        if filtered and n_valid <= max(expected, 4 * n, EXACT_SHARE * n_rows):
             rows = np.flatnonzero(valid)
             return self._scan_rows(queries, codes, rows, n, valid)
         prepared = np.ascontiguousarray(self.quantizer.prepare_queries(queries), dtype=np.float32)
@@ -186,20 +195,7 @@ class IVFStage(CandidateStage):
     def _scan_rows(
         self, queries: np.ndarray, codes: np.ndarray, rows: np.ndarray, n: int, valid: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact scan of the given ascending rows' codes; returns global rows (ties to the smaller row)."""
-        nq = queries.shape[0]
-        if rows.size == 0:
-            return np.full((nq, n), np.nan, np.float32), np.full((nq, n), -1, np.int64)
-        sub_valid = valid[rows]
-        scores, local = self.quantizer.scan_topk(
-            queries, np.ascontiguousarray(codes[rows]), min(n, rows.size), valid=sub_valid
-        )
-        found = np.where(local >= 0, rows[np.maximum(local, 0)].astype(np.int64), -1)
-        if found.shape[1] < n:
-            pad = n - found.shape[1]
-            found = np.pad(found, ((0, 0), (0, pad)), constant_values=-1)
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=np.nan)
-        return scores, found
+        return scan_rows(self.quantizer, queries, codes, rows, n, valid)
 
     def _valid_counts(self, lists: _Lists, valid: np.ndarray, n_rows: int) -> np.ndarray:
         """Valid rows per list (cached per mask: a view's mask is immutable)."""
@@ -210,13 +206,32 @@ class IVFStage(CandidateStage):
         self._valid_cache = (valid, counts)
         return counts
 
+    # ---- calibration ------------------------------------------------------------------------------------
+    def calibration_grid(self) -> list[int]:
+        lists = self._lists
+        if lists is None:
+            return []
+        grid = [p for p in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256) if p < lists.nlist]
+        return [*grid, lists.nlist]
+
+    def calibration_due(self) -> bool:
+        lists = self._lists
+        at = self._calibrated_at
+        return lists is not None and (at is None or at != (self._generation, lists.n_trained))
+
+    def set_calibration(self, root: Path, table: list[tuple[int, float]], rows: int, generation: int) -> None:
+        # keyed by the rows the centroids were trained on: the table holds until the next retraining
+        lists = self._lists
+        super().set_calibration(root, table, rows if lists is None else lists.n_trained, generation)
+
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def files(self) -> set[str]:
-        return {IVF_FILE}
+        return {IVF_FILE, *super().files()}
 
     def load(self, root: Path, codes: np.ndarray, *, generation: int = 0) -> None:
         """Open ``state/stage.ivf.npz``; catch up with rows committed after it, rebuild if stale."""
         self._generation = generation
+        self._load_calibration(root)
         lists = self._read(root, codes.shape[0], generation)
         if lists is None:
             self._lists = None

@@ -9,16 +9,29 @@ lifecycle hooks, and need no change to :class:`~quantsearch.index.Index` or the 
 
 from __future__ import annotations
 
+import json
+import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ..exceptions import CorruptIndexError, InvalidArgumentError
+from .._validation import check_positive_int
+from ..exceptions import CorruptIndexError, InvalidArgumentError, StorageError
 from ..quantization import Quantizer
+from . import layout
 
-__all__ = ["CandidateStage", "ExactScan", "candidate_stage_from_config", "check_stage_config"]
+__all__ = [
+    "CandidateStage",
+    "ExactScan",
+    "candidate_stage_from_config",
+    "check_stage_config",
+    "scan_rows",
+]
+
+
+logger = logging.getLogger(__name__)
 
 
 class CandidateStage(ABC):
@@ -91,7 +104,7 @@ class CandidateStage(ABC):
     # ---- lifecycle of structures kept in the index directory (the exact scan keeps none) ---------------
     def files(self) -> set[str]:
         """Paths (relative to the index) this stage's persisted structure uses; kept by orphan cleanup."""
-        return set()
+        return set() if self.calibration_file is None else {self.calibration_file}
 
     def load(self, root: Path, codes: np.ndarray, *, generation: int = 0) -> None:  # noqa: B027
         """Open the persisted structure for the committed ``codes`` (n_rows, width) of catalog
@@ -103,6 +116,76 @@ class CandidateStage(ABC):
     def rebuilt(self, root: Path, codes: np.ndarray, *, generation: int = 0) -> None:  # noqa: B027
         """A compaction renumbered every row (now catalog ``generation``): rebuild over ``codes``."""
 
+    # ---- target recall (calibrated when the structure is built; see calibration.py) ------------------
+    #: the search setting a target recall is mapped to (``"ef"``, ``"nprobe"``); None: exact stages
+    knob: ClassVar[str | None] = None
+    #: the stage's calibration file (relative to the index), if it keeps one
+    calibration_file: ClassVar[str | None] = None
+    _calibration: list[tuple[int, float]] | None = None
+    _calibrated_at: tuple[int, int] | None = None  # (generation, rows) measured at
+
+    def calibration_grid(self) -> list[int]:
+        """Settings of the stage's search knob, cheapest first, that a calibration measures (empty:
+        the stage is exact and needs none)."""
+        return []
+
+    def calibration_due(self) -> bool:
+        """Whether the structure changed enough since the last calibration to measure it again."""
+        return False
+
+    @property
+    def calibration(self) -> list[tuple[int, float]] | None:
+        """The measured ``(setting, recall)`` pairs, cheapest first (``None``: not calibrated)."""
+        return self._calibration
+
+    def set_calibration(self, root: Path, table: list[tuple[int, float]], rows: int, generation: int) -> None:
+        """Keep the measured ``(setting, recall)`` pairs and save them (a failure is logged: the
+        table is measured again at the next open that finds it missing)."""
+        self._calibration = [(int(s), float(r)) for s, r in table]
+        self._calibrated_at = (int(generation), int(rows))
+        if self.calibration_file is None:
+            return
+        body = json.dumps({"table": self._calibration, "generation": generation, "rows": rows}).encode()
+        try:
+            layout.atomic_write(root / self.calibration_file, lambda f: f.write(body))
+        except StorageError as exc:
+            logger.warning("stage calibration not saved (%s)", exc)
+
+    def _load_calibration(self, root: Path) -> None:
+        self._calibration, self._calibrated_at = None, None
+        if self.calibration_file is None or not (root / self.calibration_file).is_file():
+            return
+        try:
+            data = json.loads((root / self.calibration_file).read_text())
+            table = [(int(s), float(r)) for s, r in data["table"]]
+            at = (int(data["generation"]), int(data["rows"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("stage calibration %s cannot be read (%s): measuring again", root, exc)
+            return
+        self._calibration, self._calibrated_at = table, at
+
+    def resolve_setting(self, value: int | None, target: float | None, default: int) -> int | None:
+        """The knob's value for one search: explicit, from a target recall, or the default; ``None``
+        when no calibrated setting reaches the target recall (the stage then scans exactly)."""
+        name = self.knob or "setting"
+        if target is not None:
+            if value is not None:
+                raise InvalidArgumentError(f"give {name} or target_recall, not both")
+            if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+                raise InvalidArgumentError(f"target_recall must be a number in (0, 1], got {target!r}")
+            if not self._calibration:
+                return default
+            return self.setting_for_recall(float(target))
+        return default if value is None else check_positive_int(value, name)
+
+    def setting_for_recall(self, target: float) -> int | None:
+        """The cheapest calibrated setting whose measured recall reaches ``target``; ``None`` when
+        none does (or there is no calibration): only the exact scan is known to reach it."""
+        for setting, recall in self._calibration or []:
+            if recall >= target:
+                return setting
+        return None
+
 
 class ExactScan(CandidateStage):
     """Scan every code with the candidate quantizer's own kernel (Hamming popcount for sign bits,
@@ -111,17 +194,50 @@ class ExactScan(CandidateStage):
     kind = "exact"
 
     def search(
-        self, queries: np.ndarray, codes: np.ndarray, n: int, *, valid: np.ndarray, **options: Any
+        self,
+        queries: np.ndarray,
+        codes: np.ndarray,
+        n: int,
+        *,
+        valid: np.ndarray,
+        target_recall: float | None = None,
+        **options: Any,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Every valid row is scored; a ``target_recall`` is always met (checked, then ignored)."""
         self.check_options(options)
+        self.resolve_setting(None, target_recall, 0)
         return self.quantizer.scan_topk(queries, codes, n, valid=valid)
+
+
+def scan_rows(
+    quantizer: Quantizer, queries: np.ndarray, codes: np.ndarray, rows: np.ndarray, n: int, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact scan of the given ascending ``rows``' codes; returns global rows (ties to the smaller row),
+    padded with ``-1`` / nan to ``n`` columns. Stages use it when a filter leaves few rows."""
+    nq = queries.shape[0]
+    if rows.size == 0:
+        return np.full((nq, n), np.nan, np.float32), np.full((nq, n), -1, np.int64)
+    sub_valid = valid[rows]
+    scores, local = quantizer.scan_topk(queries, np.ascontiguousarray(codes[rows]), min(n, rows.size),
+                                        valid=sub_valid)  # fmt: skip
+    found = np.where(local >= 0, rows[np.maximum(local, 0)].astype(np.int64), -1)
+    if found.shape[1] < n:
+        pad = n - found.shape[1]
+        found = np.pad(found, ((0, 0), (0, pad)), constant_values=-1)
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=np.nan)
+    return scores, found
+
+
+def _register_kinds() -> None:
+    """Import the modules that define stage kinds (they import this module, so not at the top)."""
+    from . import graph, ivf  # noqa: F401
 
 
 def candidate_stage_from_config(config: dict[str, Any] | None, quantizer: Quantizer) -> CandidateStage:
     """The stage a manifest names (``None``: the exact scan, as in indexes written before stages)."""
     if config is None:
         return ExactScan(quantizer)
-    from . import ivf  # noqa: F401 - registers the "ivf" kind (imported here: ivf imports this module)
+    _register_kinds()
 
     try:
         cls = CandidateStage._registry[config["kind"]]
@@ -144,7 +260,7 @@ def check_stage_config(spec: str | dict[str, Any] | None, quantizer: Quantizer) 
         raise InvalidArgumentError(
             f'candidate_stage must be a kind name or {{"kind", "params"}}, got {spec!r}'
         )
-    from . import ivf  # noqa: F401 - registers the "ivf" kind
+    _register_kinds()
 
     cls = CandidateStage._registry.get(config.get("kind"))  # type: ignore[arg-type]
     if cls is None:

@@ -193,6 +193,8 @@ def create_app(
             compare=body.compare,
             filter=body.filter,
             nprobe=body.nprobe,
+            ef=body.ef,
+            target_recall=body.target_recall,
             mode=body.mode,
             fusion=body.fusion,
         )

@@ -38,6 +38,10 @@ class SearchRequest(_Strict):
         '"year": {"gte": 2000, "lt": 2010}}',
     )
     nprobe: int | None = Field(None, ge=1, description="lists scanned by an IVF candidate stage")
+    ef: int | None = Field(None, ge=1, description="candidate list size of an HNSW candidate stage")
+    target_recall: float | None = Field(
+        None, gt=0, le=1, description="instead of nprobe/ef: the cheapest setting calibrated to reach it"
+    )
     mode: Literal["dense", "lexical", "hybrid", "svm"] = Field(
         "dense", description="retriever: dense, lexical (BM25, text queries), hybrid (both, fused), svm"
     )

@@ -105,6 +105,8 @@ class SearchService:
         compare: bool,
         filter: dict[str, Any] | None = None,  # noqa: A002 - the API's field name
         nprobe: int | None = None,
+        ef: int | None = None,
+        target_recall: float | None = None,
         mode: str = "dense",
         fusion: str | None = None,
     ) -> dict[str, Any]:
@@ -135,7 +137,8 @@ class SearchService:
         res = self.index.search(
             queries, k,
             oversampling=oversampling, stages=stages, mode=mode, fusion=fusion,
-            query_texts=None if mode == "dense" else texts, filter=filter, nprobe=nprobe,
+            query_texts=None if mode == "dense" else texts, filter=filter, nprobe=nprobe, ef=ef,
+            target_recall=target_recall,
         )  # fmt: skip
         timings.update(res.timings)
         hits = _hits(res)
