@@ -262,7 +262,8 @@ def test_cli_train_then_index_and_search_with_the_model(tmp_path: Path, capsys) 
     root = _beir(tmp_path / "ds", train=True)
     model = tmp_path / "model"
     cache = str(tmp_path / "cache")
-    assert main(["train", str(root), "--out", str(model), "--epochs", "3", "--cache-dir", cache, "-q"]) == 0
+    args = ["--epochs", "3", "--surrogate", "ste", "--cache-dir", cache, "-q"]
+    assert main(["train", str(root), "--out", str(model), *args]) == 0
     out = capsys.readouterr().out
     assert "qrels:train" in out and f"--model {model}" in out
     report = json.loads((model / TRAINING_REPORT).read_text())
@@ -286,6 +287,9 @@ def test_cli_train_then_index_and_search_with_the_model(tmp_path: Path, capsys) 
     assert "not an empty folder" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "m2"), "-q"]) == 2
     assert not (tmp_path / "m2").exists()
+    assert main(["train", str(root), "--out", str(tmp_path / "m3"), "--bits", "0", "-q"]) == 2
+    assert "bits must be" in capsys.readouterr().err
+    assert not (tmp_path / "m3").exists()
 
 
 def test_embedding_cache_key_follows_a_retrained_model_folder(tmp_path: Path) -> None:
