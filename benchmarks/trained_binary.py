@@ -54,12 +54,14 @@ def _run(dataset: Any, scores: np.ndarray, k: int = 10) -> dict[str, dict[str, f
 
 
 def quick_ndcg(dataset: Any, docs: np.ndarray, queries: np.ndarray) -> dict[str, float]:
-    """NDCG@10 of float32 dot products and of sign-bit Hamming similarity (exact brute force)."""
+    """NDCG@10 of float32 dot products, of sign-bit Hamming similarity and of the float query against
+    the documents' sign bits (``sign-asym``), by exact brute force."""
     sd = np.where(docs > 0, 1.0, -1.0).astype(np.float32)
     sq = np.where(queries > 0, 1.0, -1.0).astype(np.float32)
     return {
         "float32": ndcg_at_k(_run(dataset, queries @ docs.T), dataset.qrels).mean,
         "binary": ndcg_at_k(_run(dataset, sq @ sd.T), dataset.qrels).mean,
+        "sign_asym": ndcg_at_k(_run(dataset, queries @ sd.T), dataset.qrels).mean,
     }
 
 
@@ -98,6 +100,10 @@ def one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         beta_start=args.beta_start,
         beta_end=args.beta_end,
         distill_weight=args.distill_weight,
+        val_fraction=args.val_fraction,
+        bits=args.bits,
+        surrogate=args.surrogate,
+        asymmetric=args.asymmetric,
         seed=args.seed,
     )
 
@@ -117,10 +123,16 @@ def one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         save_with_head(head, out, report={"pairs": result["pairs"]})
     result["model_dir"] = str(out)
     b, t = result["base"], result["trained"]
+    result["bytes_per_vector"] = {
+        "base_1bit": docs.shape[1] // 8,
+        "trained_1bit": -(-head.weight.shape[0] // 8),
+    }
     result["summary"] = {
         "trained_1bit_vs_base_float32": round(t["binary"] / b["float32"], 4),
         "trained_1bit_vs_base_rabitq_itq": round(t["binary"] / b["rabitq-itq"], 4),
         "trained_1bit_vs_base_1bit": round(t["binary"] / b["binary"], 4),
+        "trained_sign_asym_vs_base_float32": round(t["sign-asym"] / b["float32"], 4),
+        "trained_sign_asym_vs_base_rabitq_itq": round(t["sign-asym"] / b["rabitq-itq"], 4),
     }
     print(f"{name}: trained {t} summary {result['summary']}", file=sys.stderr, flush=True)
     return result
@@ -133,12 +145,21 @@ def plot(out_dir: Path) -> Path:
     import matplotlib.pyplot as plt
 
     results = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*.json"))]
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4.2), squeeze=False)
     for ax, r in zip(axes[0], results, strict=True):
         curve = r["curve"]
         steps = [c["epoch"] for c in curve]
         ax.plot(steps, [c["test_binary"] for c in curve], "o-", ms=3, label="trained, 1-bit (sign, Hamming)")
         ax.plot(steps, [c["test_float32"] for c in curve], "s--", ms=3, label="trained, float32")
+        if "test_sign_asym" in curve[0]:
+            ax.plot(
+                steps,
+                [c["test_sign_asym"] for c in curve],
+                "^-.",
+                ms=3,
+                color="tab:purple",
+                label="trained, float query x 1-bit",
+            )
         ax.axvline(r["head"]["kept_epoch"], color="0.6", lw=0.8, ls="--", label="epoch kept (validation)")
         ax.axhline(r["base"]["float32"], color="k", lw=0.8, label="base float32")
         ax.axhline(r["base"]["rabitq-itq"], color="g", ls=":", label="base rabitq-itq")
@@ -147,11 +168,37 @@ def plot(out_dir: Path) -> Path:
         ax.set_xlabel("epochs (0: ITQ start)")
         ax.set_ylabel("NDCG@10 (test queries)")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    handles: dict[str, Any] = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     path = out_dir / "ndcg_vs_steps.png"
     fig.savefig(path, dpi=110)
     return path
+
+
+def table(out_dir: Path) -> str:
+    """The docs/benchmarks.md table from the ``<name>.json`` files in ``out_dir``."""
+    head = (
+        "| collection | pairs | base float32 | base 1-bit | base rabitq-itq | trained 1-bit | trained 1-bit "
+        "/ base float32 | trained float q x 1-bit | trained float32 | B/vec (1-bit) | train min |\n"
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    )
+    lines = [head]
+    for path in sorted(out_dir.glob("*.json")):
+        r = json.loads(path.read_text())
+        b, t = r["base"], r["trained"]
+        minutes = (r["train_seconds"]["embed_train_queries"] + r["train_seconds"]["head"]) / 60
+        nbytes = r.get("bytes_per_vector", {}).get("trained_1bit", 48)
+        lines.append(
+            f"| {r['dataset']} | {r['pairs']['source']} ({r['pairs']['queries']:,} q) | {b['float32']:.4f} "
+            f"| {b['binary']:.4f} | {b['rabitq-itq']:.4f} | **{t['binary']:.4f}** "
+            f"| {t['binary'] / b['float32']:.1%} | {t['sign-asym']:.4f} | {t['float32']:.4f} | {nbytes} "
+            f"| {minutes:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -162,6 +209,7 @@ def main() -> int:
     p.add_argument("--cache-dir", default="/work/scratch/trained-binary/cache")
     p.add_argument("--out", default=None, help="write <dataset>.json here")
     p.add_argument("--plot", action="store_true", help="only redraw the plot from --out")
+    p.add_argument("--table", action="store_true", help="only print the markdown table from --out")
     p.add_argument(
         "--embeddings", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "embeddings")
     )
@@ -172,10 +220,17 @@ def main() -> int:
     p.add_argument("--beta-start", type=float, default=HeadConfig.beta_start)
     p.add_argument("--beta-end", type=float, default=HeadConfig.beta_end)
     p.add_argument("--distill-weight", type=float, default=HeadConfig.distill_weight)
+    p.add_argument("--val-fraction", type=float, default=HeadConfig.val_fraction)
+    p.add_argument("--bits", type=int, default=None, help="code length (default: the dimension)")
+    p.add_argument("--surrogate", choices=["tanh", "ste"], default=HeadConfig.surrogate)
+    p.add_argument("--asymmetric", action="store_true", help="train for float query x document codes")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.plot:
         print(plot(Path(args.out)))
+        return 0
+    if args.table:
+        print(table(Path(args.out)))
         return 0
     Path(args.models).mkdir(parents=True, exist_ok=True)
     for name in args.datasets:

@@ -17,6 +17,7 @@ from quantsearch.finetune import (  # noqa: E402
     TRAINING_REPORT,
     FinetuneConfig,
     HeadConfig,
+    code_similarity,
     finetune,
     head_positives,
     inverse_cloze_pairs,
@@ -117,6 +118,26 @@ def test_soft_code_similarity_tends_to_the_hamming_similarity() -> None:
     assert errors[2] < 1 / 70  # less than one bit of difference
 
 
+def test_straight_through_is_exact_forward_and_asymmetric_scores_the_float_query() -> None:
+    import torch
+
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((4, 37)).astype(np.float32)
+    d = rng.standard_normal((6, 37)).astype(np.float32)
+    hamming = np.bitwise_count(np.packbits(q > 0, axis=1)[:, None] ^ np.packbits(d > 0, axis=1)[None]).sum(-1)
+    qt = torch.from_numpy(q).requires_grad_(True)
+    ste = code_similarity(torch, qt, torch.from_numpy(d), 2.0, surrogate="ste")
+    np.testing.assert_allclose(ste.detach().numpy(), 1.0 - 2.0 * hamming / 37, atol=1e-6)
+    ste.sum().backward()  # the gradient flows through the tanh although the forward is the sign
+    assert qt.grad is not None and float(qt.grad.abs().sum()) > 0
+    asym = code_similarity(
+        torch, torch.from_numpy(q), torch.from_numpy(d), 2.0, surrogate="ste", asymmetric=True
+    )
+    unit = q / np.linalg.norm(q, axis=1, keepdims=True)
+    expected = unit @ np.where(d > 0, 1.0, -1.0).T / np.sqrt(37)  # float query x sign bits
+    np.testing.assert_allclose(asym.numpy(), expected, atol=1e-6)
+
+
 # ---- the code head ----------------------------------------------------------------------------------
 def _planted(seed: int, n_docs: int = 400, n_queries: int = 600, dim: int = 32):
     """Docs in clusters; a query is relevant to one doc and points along a direction that the corpus
@@ -175,6 +196,19 @@ def test_code_head_validates_its_input() -> None:
         train_code_head(docs, queries, positives, HeadConfig(epochs=0))
     with pytest.raises(InvalidArgumentError, match="dim|dimension"):
         train_code_head(docs, queries[:, :10], positives)
+    with pytest.raises(InvalidArgumentError, match="surrogate"):
+        train_code_head(docs, queries, positives, HeadConfig(surrogate="sigmoid"))
+    with pytest.raises(InvalidArgumentError, match="bits"):
+        train_code_head(docs, queries, positives, HeadConfig(bits=0))
+
+
+def test_code_head_wider_code_starts_at_itq_plus_extra_bits_and_trains() -> None:
+    docs, queries, positives = _planted(2, n_docs=120, n_queries=200)
+    head = train_code_head(docs, queries, positives, HeadConfig(epochs=3, bits=40, surrogate="ste"))
+    assert head.weight.shape == (40, 32) and head.bias.shape == (40,)
+    assert head.apply(docs).shape == (120, 40)
+    narrow = train_code_head(docs, queries, positives, HeadConfig(epochs=1, bits=16, asymmetric=True))
+    assert narrow.weight.shape == (16, 32)
 
 
 # ---- the saved model (real MiniLM: embed extra) --------------------------------------------------------
@@ -228,7 +262,8 @@ def test_cli_train_then_index_and_search_with_the_model(tmp_path: Path, capsys) 
     root = _beir(tmp_path / "ds", train=True)
     model = tmp_path / "model"
     cache = str(tmp_path / "cache")
-    assert main(["train", str(root), "--out", str(model), "--epochs", "3", "--cache-dir", cache, "-q"]) == 0
+    args = ["--epochs", "3", "--surrogate", "ste", "--cache-dir", cache, "-q"]
+    assert main(["train", str(root), "--out", str(model), *args]) == 0
     out = capsys.readouterr().out
     assert "qrels:train" in out and f"--model {model}" in out
     report = json.loads((model / TRAINING_REPORT).read_text())
@@ -252,6 +287,9 @@ def test_cli_train_then_index_and_search_with_the_model(tmp_path: Path, capsys) 
     assert "not an empty folder" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "nope"), "--out", str(tmp_path / "m2"), "-q"]) == 2
     assert not (tmp_path / "m2").exists()
+    assert main(["train", str(root), "--out", str(tmp_path / "m3"), "--bits", "0", "-q"]) == 2
+    assert "bits must be" in capsys.readouterr().err
+    assert not (tmp_path / "m3").exists()
 
 
 def test_embedding_cache_key_follows_a_retrained_model_folder(tmp_path: Path) -> None:

@@ -348,9 +348,15 @@ def cmd_train_model(args: argparse.Namespace) -> int:
     head = HeadConfig(
         **{
             k: v
-            for k, v in (("epochs", args.epochs), ("lr", args.lr), ("temperature", args.temperature))
+            for k, v in (
+                ("epochs", args.epochs),
+                ("lr", args.lr),
+                ("temperature", args.temperature),
+                ("bits", args.bits),
+            )
             if v is not None
         },
+        surrogate=args.surrogate,
         seed=args.seed,
     )
     e2e = None
@@ -599,6 +605,12 @@ def make_parser() -> argparse.ArgumentParser:
         help="model: then fine-tune the whole encoder end to end for this many steps (CPU-heavy)",
     )
     p.add_argument("--e2e-batch-size", type=int, default=32, help="model: pairs per end-to-end step")
+    p.add_argument(
+        "--surrogate",
+        choices=("tanh", "ste"),
+        default="tanh",
+        help="model: Hamming surrogate of the head: soft tanh codes, or exact signs with tanh gradients",
+    )
     p.add_argument("--bits", type=int, default=None, help="output bits (default: the dimension)")
     p.add_argument("--hidden", type=int, default=0, help="MLP width (0: linear head)")
     p.add_argument("--epochs", type=int, default=None)
