@@ -11,12 +11,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from ..exceptions import MissingDependencyError
+from ..results import SearchResults
 from .faults import FaultPolicy, gather
 from .layout import ShardLayout, read_shard_manifest
-from .shard import ShardServer
+from .shard import ShardServer, decode_search_reply, search_request
 from .sharded import ShardedBase
 
 __all__ = ["RayShardedIndex", "open_sharded", "ensure_ray", "import_ray"]
@@ -35,6 +39,15 @@ def import_ray() -> Any:
     return ray
 
 
+#: Ray's system settings of a local Ray started here. Ray starts its workers at nice 15 by default,
+#: so that the driver stays responsive; but a shard actor is on the latency path of every search
+#: (the caller waits for it), and at nice 15 it gets a ~1/28 share of a core against any ordinary
+#: process (nice 0) that wants the same core: the driver itself, or other jobs on a shared
+#: machine (docs/benchmarks.md, issue 13). On a cluster started with ``ray start``, set
+#: ``RAY_worker_niceness=0`` in the environment of ``ray start`` for the same effect.
+LOCAL_RAY_SYSTEM_CONFIG: dict[str, Any] = {"worker_niceness": 0}
+
+
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     """Connect to Ray: the running session if any, else ``address``, else a local Ray started now.
 
@@ -43,7 +56,8 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> An
     address : str, optional
         A cluster address (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``).
     num_cpus : int, optional
-        CPUs of a local Ray started here (default: every core).
+        CPUs of a local Ray started here (default: every core). A local Ray runs its workers at
+        normal priority (:data:`LOCAL_RAY_SYSTEM_CONFIG`).
 
     Returns
     -------
@@ -55,7 +69,12 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> An
         if address is not None:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                _system_config=LOCAL_RAY_SYSTEM_CONFIG,
+            )
         logger.info("connected to Ray (%s)", address or "local")
     return ray
 
@@ -129,6 +148,21 @@ class RayShardedIndex(ShardedBase):
             return getattr(self.actors[s], method).remote(*calls[s], **kwargs, **extra)
 
         return gather(submit, calls, self.policy, what=f"{method} on {self.path.name}")
+
+    def _search_shards(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        oversampling: float | None,
+        stages: Sequence[str] | None,
+        with_payload: bool,
+        exact: bool,
+    ) -> list[tuple[SearchResults, int]]:
+        # one argument of bytes and numbers each way (ShardServer.search_wire): cheaper for Ray to
+        # serialize than numpy arrays and a SearchResults, which it pickles
+        request = search_request(vectors, k, oversampling, stages, with_payload, exact)
+        replies = self._all("search_wire", request)
+        return [decode_search_reply(r, vectors.shape[0]) for r in replies]
 
     def close(self) -> None:
         """Stop the shard actors (each closes its index; nothing acknowledged is lost)."""
