@@ -4,7 +4,8 @@ Prints, in one run on one local Ray (workers at nice 0, see ``serving.LOCAL_RAY_
 
 1. ``search``: p50 latency of one query and QPS (single queries, and batches of 64) for one local
    ``Index``, the same vectors in 4 shards searched in this process (``ShardedIndex``, no Ray), and
-   in 1, 2 and 4 shards served by Ray actors; the fan-out + merge overhead is the sharded p50 minus
+   in 1, 2 and 4 shards served by Ray actors (and 4 through a compiled graph, ``compiled=True``);
+   the fan-out + merge overhead is the sharded p50 minus
    the local index's p50 (same vectors, same k), and the Ray no-op call floors (1, 2, 4 actors);
 2. ``rss``: peak RSS (VmHWM) of one shard actor over a shard big enough for the codes to dominate
    (``--rss-n`` x ``--rss-dim``), against its codes in RAM and an idle actor's RSS;
@@ -80,6 +81,7 @@ def search_part(args: argparse.Namespace, ray, work: Path) -> None:
             for s in range(0, args.n, 100_000):
                 loc.add(vectors[s : s + 100_000], ids[s : s + 100_000])
         served[n_shards] = RayShardedIndex(read_shard_manifest(path))
+    compiled = RayShardedIndex(read_shard_manifest(work / "s4"), compiled=True)
     in_process = ShardedIndex.open(work / "s4")
     print(f"built and opened the indexes of {args.n:,} x {args.dim} in {time.perf_counter() - t0:.0f} s")
 
@@ -90,6 +92,7 @@ def search_part(args: argparse.Namespace, ray, work: Path) -> None:
         "one local Index": search(single),
         "4 shards in this process": search(in_process),
         **{f"Ray, {n} shard actor(s)": search(served[n]) for n in (1, 2, 4)},
+        "Ray, 4 shards, compiled graph": search(compiled),
     }
     actors = served[4].actors
     floors = {
@@ -112,7 +115,7 @@ def search_part(args: argparse.Namespace, ray, work: Path) -> None:
             t = served[4].search(q[None, :], 10, with_payload=False).timings
             gaps.append(t["fanout"] - t["shard"])
         split.append(statistics.median(gaps))
-    for index in served.values():
+    for index in [*served.values(), compiled]:
         index.close()
     in_process.close()
     single.close()
