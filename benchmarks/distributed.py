@@ -1,16 +1,20 @@
 """Sharded serving and ingestion on Ray, on this machine (issue 13).
 
-Prints, in one run on one local Ray:
+Prints, in one run on one local Ray (workers at nice 0, see ``serving.LOCAL_RAY_SYSTEM_CONFIG``):
 
-1. search: p50 latency of one query and QPS (single queries, and batches of 64) for one local
-   ``Index`` and for the same vectors in 1, 2 and 4 shards served by Ray actors; the fan-out +
-   merge overhead is the sharded p50 minus the local index's p50 (same vectors, same k);
-2. peak RSS (VmHWM) of each shard actor against its codes in RAM and an idle actor's RSS;
-3. ingestion: docs/s of the Ray Data pipeline into 1, 2 and 4 shards from precomputed vectors
-   (Parquet), and with the bundled model embedding text in 1 and 2 actors (parallel efficiency =
-   docs/s with 2 / (2 x docs/s with 1), steady state: from the first committed batch on).
+1. ``search``: p50 latency of one query and QPS (single queries, and batches of 64) for one local
+   ``Index``, the same vectors in 4 shards searched in this process (``ShardedIndex``, no Ray), and
+   in 1, 2 and 4 shards served by Ray actors (and 4 through a compiled graph, ``compiled=True``);
+   the fan-out + merge overhead is the sharded p50 minus
+   the local index's p50 (same vectors, same k), and the Ray no-op call floors (1, 2, 4 actors);
+2. ``rss``: peak RSS (VmHWM) of one shard actor over a shard big enough for the codes to dominate
+   (``--rss-n`` x ``--rss-dim``), against its codes in RAM and an idle actor's RSS;
+3. ``ingest``: docs/s of the Ray Data pipeline into 1, 2 and 4 shards from precomputed vectors;
+4. ``embed``: docs/s with the bundled model embedding text in 1 and 2 actors of one torch thread
+   each, runs interleaved 1, 2, 1, 2, ... (parallel efficiency = steady docs/s with 2 / (2 x with
+   1), per pair; steady = each actor from its first committed batch on, summed).
 
-    flock /tmp/bench.lock python benchmarks/distributed.py [--n 400000] [--dim 384] [--repeats 3]
+    flock /tmp/bench.lock python benchmarks/distributed.py [--only search] [--n 400000] [--repeats 3]
 
 Data are seeded random unit vectors (the model is not the point of the search figures); the
 text for the embedding runs is the first documents of ../shared/datasets/scifact.
@@ -60,13 +64,6 @@ def batch_qps(fn, queries: np.ndarray, batch: int = 64) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def rss_kb(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 def search_part(args: argparse.Namespace, ray, work: Path) -> None:
     from quantsearch.distributed.layout import read_shard_manifest
     from quantsearch.distributed.serving import RayShardedIndex
@@ -76,64 +73,142 @@ def search_part(args: argparse.Namespace, ray, work: Path) -> None:
     ids = list(range(args.n))
     t0 = time.perf_counter()
     single = Index.build(work / "single", vectors, ids=ids, batch_size=100_000)
-    print(f"built one index of {args.n:,} x {args.dim} in {time.perf_counter() - t0:.0f} s", flush=True)
-    rows = []
-    local = {"p50": [], "qps": []}
-    for _ in range(args.repeats):
-        local["p50"].append(p50_ms(lambda q: single.search(q, 10, with_payload=False), queries))
-        local["qps"].append(batch_qps(lambda q: single.search(q, 10, with_payload=False), queries))
-    base_p50 = statistics.median(local["p50"])
-    rows.append(("one local Index", base_p50, 1e3 / base_p50, statistics.median(local["qps"]), 0.0))
-    rss_rows = []
+    served = {}
     for n_shards in (1, 2, 4):
         path = work / f"s{n_shards}"
         create_sharded(path, args.dim, n_shards, calibration=vectors[:100_000])
         with ShardedIndex.open(path) as loc:
             for s in range(0, args.n, 100_000):
                 loc.add(vectors[s : s + 100_000], ids[s : s + 100_000])
-        served = RayShardedIndex(read_shard_manifest(path))
-        p50s, qpss = [], []
-        for _ in range(args.repeats):
-            p50s.append(p50_ms(lambda q, s=served: s.search(q, 10, with_payload=False), queries))
-            qpss.append(batch_qps(lambda q, s=served: s.search(q, 10, with_payload=False), queries))
-        p50 = statistics.median(p50s)
-        rows.append(
-            (f"Ray, {n_shards} shard actor(s)", p50, 1e3 / p50, statistics.median(qpss), p50 - base_p50)
-        )
-        infos = ray.get([a.info.remote() for a in served.actors])
-        pids = ray.get([a.pid.remote() for a in served.actors])
-        for s, (pid, info) in enumerate(zip(pids, infos, strict=True)):
-            codes = sum(t["ram_bytes"] for t in info["tiers"]) + info["valid_mask_ram_bytes"]
-            rss_rows.append(
-                (n_shards, s, rss_kb(pid, "VmHWM") / 1024, rss_kb(pid, "VmRSS") / 1024, codes / 2**20)
-            )
-        served.close()
-    # an actor over an empty shard: the interpreter + numpy + quantsearch, no codes
-    empty = work / "empty"
-    create_sharded(empty, args.dim, 1, calibration=vectors[:1000])
-    idle = RayShardedIndex(read_shard_manifest(empty))
-    idle_pid = ray.get(idle.actors[0].pid.remote())
-    idle_rss = rss_kb(idle_pid, "VmHWM") / 1024
-    idle.close()
+        served[n_shards] = RayShardedIndex(read_shard_manifest(path))
+    compiled = RayShardedIndex(read_shard_manifest(work / "s4"), compiled=True)
+    in_process = ShardedIndex.open(work / "s4")
+    print(f"built and opened the indexes of {args.n:,} x {args.dim} in {time.perf_counter() - t0:.0f} s")
+
+    def search(index):
+        return lambda q: index.search(q, 10, with_payload=False)
+
+    variants = {
+        "one local Index": search(single),
+        "4 shards in this process": search(in_process),
+        **{f"Ray, {n} shard actor(s)": search(served[n]) for n in (1, 2, 4)},
+        "Ray, 4 shards, compiled graph": search(compiled),
+    }
+    actors = served[4].actors
+    floors = {
+        f"Ray no-op call, {n} actor(s)": (lambda q, a=actors[:n]: ray.get([x.ping.remote() for x in a]))
+        for n in (1, 2, 4)
+    }
+    p50s: dict[str, list[float]] = {name: [] for name in [*variants, *floors]}
+    qps: dict[str, list[float]] = {name: [] for name in variants}
+    split: list[float] = []  # 4 Ray shards: fan-out wall minus the slowest shard's own search time
+    loads = []
+    for _ in range(args.repeats):  # interleaved: every variant once per round
+        loads.append(os.getloadavg()[0])
+        for name, fn in variants.items():
+            p50s[name].append(p50_ms(fn, queries))
+            qps[name].append(batch_qps(fn, queries))
+        for name, fn in floors.items():
+            p50s[name].append(p50_ms(fn, queries))
+        gaps = []
+        for q in queries:
+            t = served[4].search(q[None, :], 10, with_payload=False).timings
+            gaps.append(t["fanout"] - t["shard"])
+        split.append(statistics.median(gaps))
+    for index in [*served.values(), compiled]:
+        index.close()
+    in_process.close()
     single.close()
 
+    base = statistics.median(p50s["one local Index"])
     print(
         f"\nsearch, {args.n:,} x {args.dim}-d, binary -> int8 x10, k=10, {args.queries} queries, "
-        f"median of {args.repeats} runs"
+        f"median of {args.repeats} interleaved rounds (load average {min(loads):.2f}-{max(loads):.2f})"
     )
-    print(f"{'':<28} {'p50 ms':>8} {'QPS (1 query)':>14} {'QPS (batch 64)':>15} {'overhead p50 ms':>16}")
-    for name, p50, qps1, qpsb, over in rows:
-        print(f"{name:<28} {p50:>8.2f} {qps1:>14.0f} {qpsb:>15.0f} {over:>16.2f}")
-    print(f"\npeak RSS per shard actor (idle actor over an empty shard: {idle_rss:.0f} MiB)")
-    print(
-        f"{'shards':>6} {'shard':>5} {'VmHWM MiB':>10} {'VmRSS MiB':>10} {'codes MiB':>10} "
-        f"{'(HWM - idle) / codes':>21}"
-    )
-    for n_shards, s, hwm, rss, codes in rss_rows:
+    print(f"{'':<30} {'p50 ms':>8} {'QPS (1 query)':>14} {'QPS (batch 64)':>15} {'overhead p50 ms':>16}")
+    for name in variants:
+        p50 = statistics.median(p50s[name])
         print(
-            f"{n_shards:>6} {s:>5} {hwm:>10.0f} {rss:>10.0f} {codes:>10.1f} {(hwm - idle_rss) / codes:>21.2f}"
+            f"{name:<30} {p50:>8.2f} {1e3 / p50:>14.0f} {statistics.median(qps[name]):>15.0f} "
+            f"{p50 - base:>16.2f}"
         )
-    return None
+    for name in floors:
+        print(f"{name:<30} {statistics.median(p50s[name]):>8.2f}")
+    print(
+        f"4 Ray shards: fan-out wall minus the slowest shard's own search, p50: "
+        f"{statistics.median(split):.2f} ms (submit, transport, (de)serialization, waiting for a core)"
+    )
+
+
+def status_kb(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def rss_part(args: argparse.Namespace, ray, work: Path) -> None:
+    """Peak RSS of one shard actor over a shard big enough for the fixed cost not to dominate."""
+    from quantsearch.distributed.layout import read_shard_manifest
+    from quantsearch.distributed.serving import RayShardedIndex
+
+    n, dim = args.rss_n, args.rss_dim
+    path = work / "rss"
+    step = 100_000
+    t0 = time.perf_counter()
+    create_sharded(path, dim, 1, calibration=unit(50_000, dim, 3))
+    with ShardedIndex.open(path) as loc:
+        for s in range(0, n, step):
+            loc.add(unit(min(step, n - s), dim, 100 + s // step), list(range(s, min(n, s + step))))
+    print(f"\nbuilt one shard of {n:,} x {dim} in {time.perf_counter() - t0:.0f} s", flush=True)
+    # the shard's files were just written and sit in the page cache; drop them from it (these files
+    # only), as for a server whose int8 tier is not cached: otherwise every rescoring page fault
+    # maps up to 16 cached neighbours ("fault-around") and most of the tier shows up in RSS
+    for f in path.rglob("*"):
+        if f.is_file():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+    empty = work / "rss-empty"
+    create_sharded(empty, dim, 1, calibration=unit(1000, dim, 4))
+    idle = RayShardedIndex(read_shard_manifest(empty))
+    idle_kb = status_kb(ray.get(idle.actors[0].pid.remote()))
+    idle.close()
+    served = RayShardedIndex(read_shard_manifest(path))
+    pid = ray.get(served.actors[0].pid.remote())
+    opened = status_kb(pid)
+    queries = unit(args.queries, dim, 5)
+    for s in range(0, len(queries), 8):
+        served.search(queries[s : s + 8], 10, with_payload=False)
+    for q in queries:
+        served.search(q[None, :], 10, with_payload=False)
+    after = status_kb(pid)
+    info = ray.get(served.actors[0].info.remote())
+    served.close()
+    codes = (sum(t["ram_bytes"] for t in info["tiers"]) + info["valid_mask_ram_bytes"]) / 2**20
+    mib = {k: v / 1024 for k, v in after.items()}
+    print(
+        f"peak RSS of one shard actor, {n:,} x {dim}-d (binary codes in RAM, int8 tier memory-mapped), "
+        f"{len(queries)} single + batched queries"
+    )
+    print(f"  codes in RAM (binary + deleted-row mask): {codes:.0f} MiB")
+    print(
+        f"  idle actor (empty shard): VmHWM {idle_kb['VmHWM'] / 1024:.0f} MiB "
+        f"(RssAnon {idle_kb['RssAnon'] / 1024:.0f}, RssFile {idle_kb['RssFile'] / 1024:.0f})"
+    )
+    print(f"  after open:      VmHWM {opened['VmHWM'] / 1024:.0f} MiB")
+    print(
+        f"  after searches:  VmHWM {mib['VmHWM']:.0f} MiB, VmRSS {mib['VmRSS']:.0f} "
+        f"(RssAnon {mib['RssAnon']:.0f}, RssFile {mib['RssFile']:.0f}: mapped int8 pages + libraries)"
+    )
+    print(
+        f"  VmHWM / codes = {mib['VmHWM'] / codes:.2f} (goal <= 1.5; no model in a search actor); "
+        f"(VmHWM - idle) / codes = {(mib['VmHWM'] - idle_kb['VmHWM'] / 1024) / codes:.2f}"
+    )
 
 
 def ingest_part(args: argparse.Namespace, work: Path) -> None:
@@ -172,31 +247,48 @@ def ingest_part(args: argparse.Namespace, work: Path) -> None:
             steadies.append(report.steady_docs_per_s)
         print(f"{n_shards:>6} {statistics.median(walls):>14.0f} {statistics.median(steadies):>16.0f}")
 
+
+def embed_part(args: argparse.Namespace, work: Path) -> None:
+    """Parallel efficiency of the embedding pool: 1 and 2 actors, interleaved (1, 2, 1, 2, ...)."""
+    from quantsearch.distributed.ingestion import ingest
+
     corpus = SHARED / "datasets" / "scifact" / "corpus.jsonl"
     if not corpus.is_file():
         print("(no ../shared/datasets/scifact: embedding runs skipped)")
         return
-    lines = corpus.read_text(encoding="utf-8").splitlines()[: args.embed_n]
+    lines = corpus.read_text(encoding="utf-8").splitlines()[: args.embed_n + 64]
     (work / "text.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(
-        f"\ningestion with the bundled all-MiniLM-L6-v2 ({len(lines)} scifact documents, 2 shards), "
-        f"median of "
-        f"{args.repeats} runs; steady = from the first committed batch on"
+        f"\ningestion with the bundled all-MiniLM-L6-v2 ({args.embed_n} scifact documents after a "
+        f"64-document calibration head, 2 shards, batches of {args.embed_batch}, 1 torch thread per "
+        f"actor), runs interleaved 1, 2, 1, 2, ...; steady = per actor from its first committed batch "
+        f"on, summed over actors",
+        flush=True,
     )
-    print(f"{'workers':>7} {'docs/s (wall)':>14} {'docs/s (steady)':>16}")
-    steady = {}
-    for workers in (1, 2):
-        walls, steadies = [], []
-        for r in range(args.repeats):
+    print(f"{'pair':>4} {'workers':>7} {'docs/s (wall)':>14} {'docs/s (steady)':>16} {'load avg':>9}")
+    steady: dict[int, list[float]] = {1: [], 2: []}
+    for r in range(args.repeats):
+        for workers in (1, 2):
             out = work / f"emb{workers}-{r}"
             report = ingest(
-                work / "text.jsonl", out, n_shards=2, calibration_size=64, batch_size=64, workers=workers
+                work / "text.jsonl",
+                out,
+                n_shards=2,
+                calibration_size=64,
+                batch_size=args.embed_batch,
+                workers=workers,
             )
-            walls.append(report.added / report.seconds)
-            steadies.append(report.steady_docs_per_s)
-        steady[workers] = statistics.median(steadies)
-        print(f"{workers:>7} {statistics.median(walls):>14.1f} {steady[workers]:>16.1f}")
-    print(f"parallel efficiency 1 -> 2 workers (steady): {steady[2] / (2 * steady[1]):.2f}")
+            steady[workers].append(report.steady_docs_per_s)
+            print(
+                f"{r:>4} {workers:>7} {report.added / report.seconds:>14.1f} "
+                f"{report.steady_docs_per_s:>16.1f} {os.getloadavg()[0]:>9.2f}",
+                flush=True,
+            )
+    ratios = [b / (2 * a) for a, b in zip(steady[1], steady[2], strict=True)]
+    print(
+        f"parallel efficiency 1 -> 2 workers (steady, per pair): {' '.join(f'{x:.2f}' for x in ratios)}; "
+        f"median {statistics.median(ratios):.2f}"
+    )
 
 
 def main() -> int:
@@ -207,24 +299,42 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ingest-n", type=int, default=50_000)
     parser.add_argument("--embed-n", type=int, default=640)
-    parser.add_argument("--skip", choices=("search", "ingest"), default=None)
+    parser.add_argument("--embed-batch", type=int, default=32)
+    parser.add_argument("--rss-n", type=int, default=2_500_000, help="documents of the RSS shard")
+    parser.add_argument("--rss-dim", type=int, default=1024)
+    parser.add_argument(
+        "--only",
+        choices=("search", "rss", "ingest", "embed"),
+        action="append",
+        default=None,
+        help="run only these parts (repeatable; default: search, rss, ingest, embed)",
+    )
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import ray
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    from quantsearch.distributed.serving import ensure_ray
+
+    ensure_ray(num_cpus=os.cpu_count())  # workers at nice 0 (LOCAL_RAY_SYSTEM_CONFIG)
     print(f"Ray {ray.__version__}, {os.cpu_count()} CPUs, {sys.version.split()[0]}", flush=True)
     root = Path(args.work) if args.work else None
     if root is not None:
         root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         work = Path(tmp)
-        if args.skip != "search":
+        parts = args.only or ["search", "rss", "ingest", "embed"]
+        print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        if "search" in parts:
             search_part(args, ray, work)
-        if args.skip != "ingest":
+        if "rss" in parts:
+            rss_part(args, ray, work)
+        if "ingest" in parts:
             ingest_part(args, work)
+        if "embed" in parts:
+            embed_part(args, work)
+        print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     ray.shutdown()
     return 0
 

@@ -179,3 +179,53 @@ def test_shard_with_other_calibration_is_refused(tmp_path):
     Index.create(other, 8, calibration=vectors[:50]).close()  # fitted on another sample
     with pytest.raises(CorruptIndexError, match="different calibration"):
         ShardedIndex.open(tmp_path / "s")
+
+
+def test_steady_rate_sums_each_actors_own_rate():
+    from quantsearch.distributed.ingestion import steady_rate
+
+    # actor 7: 10 docs every 0.5 s from t=3 (20 docs/s); actor 9: 10 docs every 1 s from t=5 (10 docs/s)
+    reports = [(7, 3.0 + 0.5 * j, 10) for j in range(9)] + [(9, 5.0 + 1.0 * j, 10) for j in range(5)]
+    assert steady_rate(sorted(reports, key=lambda r: -r[1])) == pytest.approx(30.0)
+    # two actors at the same pace finishing their first batches together: 2 x the one-actor rate
+    one = [(1, 2.0 + j, 64) for j in range(6)]
+    two = one + [(2, 2.0 + j + 1e-3, 64) for j in range(6)]
+    assert steady_rate(two) == pytest.approx(2 * steady_rate(one), rel=1e-3)
+    assert np.isnan(steady_rate([(1, 2.0, 64), (2, 2.5, 64)]))  # no actor did two batches
+
+
+@pytest.mark.parametrize("id_type", ["int", "str"])
+def test_search_wire_round_trip_equals_search(tmp_path, id_type):
+    from quantsearch.distributed.shard import ShardServer, decode_search_reply, search_request
+
+    vectors = unit_vectors(300, 24, seed=30)
+    ids = list(range(300)) if id_type == "int" else [f"d{i}" for i in range(300)]
+    create_sharded(tmp_path / "s", 24, 2, calibration=vectors, id_type=id_type)
+    with ShardedIndex.open(tmp_path / "s") as local:
+        local.add(
+            vectors[:200],
+            ids[:200],
+            texts=[f"t{i}" for i in range(200)],
+            metadata=[{"i": i} for i in range(200)],
+        )
+    queries = unit_vectors(3, 24, seed=31)
+    for shard in (0, 1):
+        server = ShardServer(tmp_path / "s" / f"shard-{shard:04d}")
+        for args in (
+            (10, None, None, True, False),
+            (7, 3.0, None, False, True),
+            (500, None, None, True, False),
+        ):
+            want, n_want = server.search(queries, *args)
+            got, n_got = decode_search_reply(server.search_wire(search_request(queries, *args)), len(queries))
+            assert n_got == n_want and got.ids.dtype == want.ids.dtype
+            np.testing.assert_array_equal(got.ids, want.ids)
+            np.testing.assert_array_equal(got.scores, want.scores)
+            assert (got.texts, got.metadata, got.candidates) == (want.texts, want.metadata, want.candidates)
+        server.close()
+    empty = tmp_path / "e"
+    create_sharded(empty, 24, 1, calibration=vectors, id_type=id_type)
+    server = ShardServer(empty / "shard-0000")
+    got, n = decode_search_reply(server.search_wire(search_request(queries, 5, None, None, True, False)), 3)
+    assert n == 0 and got.ids.shape == (3, 0) and got.scores.shape == (3, 0) and got.texts == [[], [], []]
+    server.close()

@@ -182,3 +182,37 @@ def test_http_service_on_a_sharded_directory(ray_session, sharded_dir):
         )
         assert client.delete("/documents/5000").status_code == 200
         assert client.get("/stats").json()["count"] == N
+
+
+def test_compiled_graph_search_equals_plain_and_survives_a_kill(ray_session, sharded_dir, tmp_path):
+    path, _ = sharded_dir
+    queries = unit_vectors(4, DIM, seed=28)
+    with pytest.raises(InvalidArgumentError, match="retry"):
+        open_sharded(path, policy=FaultPolicy(on_failure="raise"), compiled=True)
+    with open_sharded(path) as plain:
+        want = [plain.search(q, K, exact=True) for q in queries]
+        want_batch = plain.search(queries, K)
+    with open_sharded(path, compiled=True) as index:
+        for q, w in zip(queries, want, strict=True):
+            got = index.search(q, K, exact=True)
+            np.testing.assert_array_equal(got.ids, w.ids)
+            np.testing.assert_array_equal(got.scores, w.scores)
+        assert index._graph is not None  # the searches went through the graph
+        got = index.search(queries, K)
+        np.testing.assert_array_equal(got.ids, want_batch.ids)
+        with pytest.raises(InvalidArgumentError):  # raised in the shards: our type, and the graph stays
+            index.search(queries, K, stages=["no-such-tier"])
+        assert index._graph is not None
+        # a shard killed inside a compiled search: that search is served the ordinary way, retried
+        result: dict[str, object] = {}
+        search = lambda: result.update(r=index.search(queries[0], K, exact=True))  # noqa: E731
+        _kill_mid_call(index, 3, search, tmp_path / "in-call").join(120)
+        np.testing.assert_array_equal(result["r"].ids, want[0].ids)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 60  # and the graph is compiled again once the actor is back
+        while True:
+            got = index.search(queries[1], K, exact=True)
+            np.testing.assert_array_equal(got.ids, want[1].ids)
+            if index._graph is not None:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.5)

@@ -63,8 +63,9 @@ class IngestReport:
     workers : int
         Embedding actors.
     steady_docs_per_s : float
-        Documents per second from the first batch committed to the last (actor start-up and model
-        loading left out); nan with fewer than two batches.
+        Documents per second once the pipeline runs: for each embedding actor, the documents of its
+        batches after its first one over the time from its first commit to its last (actor start-up
+        and model loading left out), summed over the actors; nan when no actor did two batches.
     """
 
     added: int
@@ -179,6 +180,7 @@ class EmbedWriter:
 
     def __init__(self, writers: list[Any], model: str | None, policy: FaultPolicy, threads: int = 1) -> None:
         self.writers = writers
+        self.token = int.from_bytes(os.urandom(7), "little")  # names this actor in the batch reports
         self.policy = policy
         self.embedder = None
         if model is not None:
@@ -208,6 +210,7 @@ class EmbedWriter:
                 "added": np.array([0]),
                 "skipped": np.array([len(ids)]),
                 "finished_at": np.array([time.time()]),
+                "actor": np.array([self.token]),
             }
         texts = [str(batch["text"][j]) for j in todo]
         if "vector" in batch:
@@ -234,6 +237,7 @@ class EmbedWriter:
             "added": np.array([todo.size]),
             "skipped": np.array([len(ids) - todo.size]),
             "finished_at": np.array([time.time()]),  # wall clock: the steady rate is measured across actors
+            "actor": np.array([self.token]),
         }
 
 
@@ -384,11 +388,16 @@ def ingest(
             num_cpus=cpus_per_worker,
         )
         skipped = 0
-        finished: list[tuple[float, int]] = []
+        finished: list[tuple[int, float, int]] = []
         bar = _bar(progress)
         for out in embedded.iter_batches(batch_size=None, batch_format="numpy"):
             finished.extend(
-                zip(out["finished_at"].tolist(), (out["added"] + out["skipped"]).tolist(), strict=True)
+                zip(
+                    out["actor"].tolist(),
+                    out["finished_at"].tolist(),
+                    (out["added"] + out["skipped"]).tolist(),
+                    strict=True,
+                )
             )
             a, s = int(np.sum(out["added"])), int(np.sum(out["skipped"]))
             added += a
@@ -402,11 +411,26 @@ def ingest(
     seconds = time.perf_counter() - t0
     logger.info("ingested %d documents (%d already there) in %.1f s", added, skipped, seconds)
     # the calibration head was added by the driver before the pipeline, which then skipped it
-    finished.sort()
-    steady = float("nan")
-    if len(finished) > 1 and finished[-1][0] > finished[0][0]:
-        steady = sum(c for _, c in finished[1:]) / (finished[-1][0] - finished[0][0])
-    return IngestReport(added, skipped - head, seconds, layout.n_shards, workers, steady)
+    return IngestReport(added, skipped - head, seconds, layout.n_shards, workers, steady_rate(finished))
+
+
+def steady_rate(finished: Sequence[tuple[int, float, int]]) -> float:
+    """Documents per second of a pipeline from its batch reports ``(actor, finished_at, docs)``.
+
+    Each actor's rate is the documents of its batches after its first over the time from its
+    first to its last commit (start-up left out); the pipeline's rate is their sum. (One window
+    over all actors would count the other actors' first batches, which finish at about the same
+    time as the very first one, and overstate the rate of several actors.)
+    """
+    by_actor: dict[int, list[tuple[float, int]]] = {}
+    for actor, at, docs in finished:
+        by_actor.setdefault(actor, []).append((at, docs))
+    rates = []
+    for batches in by_actor.values():
+        batches.sort()
+        if len(batches) > 1 and batches[-1][0] > batches[0][0]:
+            rates.append(sum(d for _, d in batches[1:]) / (batches[-1][0] - batches[0][0]))
+    return float(sum(rates)) if rates else float("nan")
 
 
 def _read_head(kind: str, files: list[str], n: int) -> Any:

@@ -11,12 +11,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
-from ..exceptions import MissingDependencyError
+import numpy as np
+
+from ..exceptions import InvalidArgumentError, MissingDependencyError, QuantsearchError
+from ..results import SearchResults
 from .faults import FaultPolicy, gather
 from .layout import ShardLayout, read_shard_manifest
-from .shard import ShardServer
+from .shard import ShardServer, decode_search_reply, search_request
 from .sharded import ShardedBase
 
 __all__ = ["RayShardedIndex", "open_sharded", "ensure_ray", "import_ray"]
@@ -35,6 +41,15 @@ def import_ray() -> Any:
     return ray
 
 
+#: Ray's system settings of a local Ray started here. Ray starts its workers at nice 15 by default,
+#: so that the driver stays responsive; but a shard actor is on the latency path of every search
+#: (the caller waits for it), and at nice 15 it gets a ~1/28 share of a core against any ordinary
+#: process (nice 0) that wants the same core: the driver itself, or other jobs on a shared
+#: machine (docs/benchmarks.md, issue 13). On a cluster started with ``ray start``, set
+#: ``RAY_worker_niceness=0`` in the environment of ``ray start`` for the same effect.
+LOCAL_RAY_SYSTEM_CONFIG: dict[str, Any] = {"worker_niceness": 0}
+
+
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
     """Connect to Ray: the running session if any, else ``address``, else a local Ray started now.
 
@@ -43,7 +58,8 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> An
     address : str, optional
         A cluster address (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``).
     num_cpus : int, optional
-        CPUs of a local Ray started here (default: every core).
+        CPUs of a local Ray started here (default: every core). A local Ray runs its workers at
+        normal priority (:data:`LOCAL_RAY_SYSTEM_CONFIG`).
 
     Returns
     -------
@@ -55,7 +71,12 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> An
         if address is not None:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                _system_config=LOCAL_RAY_SYSTEM_CONFIG,
+            )
         logger.info("connected to Ray (%s)", address or "local")
     return ray
 
@@ -96,6 +117,12 @@ class RayShardedIndex(ShardedBase):
     actor_options : dict, optional
         Extra ``.options()`` of the shard actors (default ``num_cpus=0``, shards placed round-robin
         over the live nodes with a soft node affinity).
+    compiled : bool
+        Send searches through a Ray compiled graph (shared-memory channels instead of one RPC
+        per shard; Ray marks it experimental). Only with ``on_failure="retry"``: when the graph
+        fails (a shard actor died, a channel error or timeout), it is torn down, that search
+        goes the ordinary way (retried on the restarted actor per the policy), and the graph is
+        compiled again on a later search. Writes and other calls always go the ordinary way.
 
     Use :func:`open_sharded`, which connects to Ray first.
     """
@@ -106,9 +133,16 @@ class RayShardedIndex(ShardedBase):
         *,
         policy: FaultPolicy | None = None,
         actor_options: dict[str, Any] | None = None,
+        compiled: bool = False,
     ) -> None:
         super().__init__(layout)
         self.policy = policy if policy is not None else FaultPolicy()
+        if compiled and self.policy.on_failure != "retry":
+            raise InvalidArgumentError("compiled=True needs the fault policy on_failure='retry'")
+        self.compiled = bool(compiled)
+        self._graph: Any = None
+        self._graph_lock = threading.Lock()
+        self._graph_after = 0.0  # monotonic time before which a failed graph is not compiled again
         options = {"num_cpus": 0, **(actor_options or {})}
         cls = shard_actor_class()
         self.actors = [
@@ -130,10 +164,69 @@ class RayShardedIndex(ShardedBase):
 
         return gather(submit, calls, self.policy, what=f"{method} on {self.path.name}")
 
+    def _search_shards(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        oversampling: float | None,
+        stages: Sequence[str] | None,
+        with_payload: bool,
+        exact: bool,
+    ) -> list[tuple[SearchResults, int]]:
+        # one argument of bytes and numbers each way (ShardServer.search_wire): cheaper for Ray to
+        # serialize than numpy arrays and a SearchResults, which it pickles
+        request = search_request(vectors, k, oversampling, stages, with_payload, exact)
+        replies = self._compiled_search(request) if self.compiled else None
+        if replies is None:
+            replies = self._all("search_wire", request)
+        return [decode_search_reply(r, vectors.shape[0]) for r in replies]
+
+    def _compiled_search(self, request: tuple[Any, ...]) -> list[Any] | None:
+        """Every shard's reply through the compiled graph, or None: no graph now, or it failed
+        (torn down; the caller then goes the ordinary way, with the fault policy)."""
+        import ray
+        from ray.exceptions import RayTaskError
+
+        with self._graph_lock:  # one execution at a time: the graph's channels are not shared
+            if self._graph is None:
+                if time.monotonic() < self._graph_after:
+                    return None
+                try:
+                    from ray.dag import InputNode, MultiOutputNode
+
+                    with InputNode() as inp:
+                        dag = MultiOutputNode([a.search_wire.bind(inp) for a in self.actors])
+                    self._graph = dag.experimental_compile()
+                except Exception as exc:  # noqa: BLE001 - any failure: the ordinary path serves
+                    logger.warning("could not compile the search graph (%s); plain calls", exc)
+                    self._graph_after = time.monotonic() + 5.0
+                    return None
+            try:
+                return list(ray.get(self._graph.execute(request), timeout=self.policy.timeout_s))
+            except RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, QuantsearchError):  # a bad request, not a fault: the graph is fine
+                    raise cause from None
+                self._drop_graph(exc)
+            except Exception as exc:  # noqa: BLE001 - actor died, channel error, timeout
+                self._drop_graph(exc)
+            return None
+
+    def _drop_graph(self, exc: BaseException | None = None) -> None:
+        if exc is not None:
+            logger.warning("search graph failed (%s); tearing it down, plain calls", type(exc).__name__)
+        graph, self._graph = self._graph, None
+        self._graph_after = time.monotonic() + 1.0
+        if graph is not None:
+            with contextlib.suppress(Exception):
+                graph.teardown()
+
     def close(self) -> None:
         """Stop the shard actors (each closes its index; nothing acknowledged is lost)."""
         import ray
 
+        with self._graph_lock:
+            self._drop_graph()
         for actor in self.actors:
             with contextlib.suppress(Exception):  # an actor already gone is what we want
                 ray.kill(actor, no_restart=True)
@@ -146,6 +239,7 @@ def open_sharded(
     ray_address: str | None = None,
     policy: FaultPolicy | None = None,
     actor_options: dict[str, Any] | None = None,
+    compiled: bool = False,
 ) -> RayShardedIndex:
     """Open a sharded index on Ray: connect (or start a local Ray), then start one actor per shard.
 
@@ -158,7 +252,9 @@ def open_sharded(
     policy : FaultPolicy, optional
     actor_options : dict, optional
         Extra Ray options of the shard actors.
+    compiled : bool
+        Searches through a Ray compiled graph (see :class:`RayShardedIndex`).
     """
     layout = read_shard_manifest(path)
     ensure_ray(ray_address)
-    return RayShardedIndex(layout, policy=policy, actor_options=actor_options)
+    return RayShardedIndex(layout, policy=policy, actor_options=actor_options, compiled=compiled)

@@ -22,12 +22,47 @@ from ..quantization import Quantizer
 from ..results import SearchResults
 from .layout import calibration_fingerprint
 
-__all__ = ["ShardServer", "index_fingerprint"]
+__all__ = ["ShardServer", "index_fingerprint", "search_request", "decode_search_reply"]
 
 
 def index_fingerprint(index: Index) -> str:
     """:func:`~.layout.calibration_fingerprint` of an open index's fitted tiers."""
     return calibration_fingerprint({name: q.get_state() for name, q in index.tiers.items()})
+
+
+def search_request(
+    queries: np.ndarray,
+    k: int,
+    oversampling: float | None,
+    stages: Sequence[str] | None,
+    with_payload: bool,
+    exact: bool,
+) -> tuple[Any, ...]:
+    """The one argument of :meth:`ShardServer.search_wire`: the float32 queries as bytes and the options."""
+    q = np.ascontiguousarray(queries, np.float32)
+    return (
+        q.tobytes(),
+        int(q.shape[0]),
+        int(q.shape[1]),
+        int(k),
+        None if oversampling is None else float(oversampling),
+        None if stages is None else list(stages),
+        bool(with_payload),
+        bool(exact),
+    )
+
+
+def decode_search_reply(reply: tuple[Any, ...], nq: int) -> tuple[SearchResults, int]:
+    """``(SearchResults, n_live)`` from :meth:`ShardServer.search_wire`'s answer."""
+    raw_ids, raw_scores, k, n_live, texts, metadata, timings, candidates = reply
+    if isinstance(raw_ids, bytes):
+        ids = np.frombuffer(raw_ids, np.int64).reshape(nq, k)
+    else:
+        ids = np.empty((nq, k), object)
+        for q, row in enumerate(raw_ids):
+            ids[q, : len(row)] = row
+    scores = np.frombuffer(raw_scores, np.float32).reshape(nq, k)
+    return SearchResults(ids, scores, texts, metadata, dict(timings), dict(candidates)), int(n_live)
 
 
 class ShardServer:
@@ -76,8 +111,9 @@ class ShardServer:
         -------
         (results, n_live) : (SearchResults, int)
             The shard's hits and how many documents it held; results have ``min(k, n_live)``
-            columns (0 for an empty shard).
+            columns (0 for an empty shard). ``timings["shard"]`` is the whole call's time in ms.
         """
+        t0 = time.perf_counter()
         self._pause()
         n_live = len(self.index)
         k_here = min(int(k), n_live)
@@ -96,7 +132,31 @@ class ShardServer:
         res = self.index.search(
             queries, k_here, oversampling=oversampling, stages=stages, with_payload=with_payload
         )
+        res.timings["shard"] = (time.perf_counter() - t0) * 1e3
         return res, n_live
+
+    def search_wire(self, request: tuple[Any, ...]) -> tuple[Any, ...]:
+        """:meth:`search` with its arguments and answer as plain bytes, numbers, lists and dicts.
+
+        What a Ray caller uses: Ray serializes those with msgpack, and pickles numpy arrays with
+        out-of-band buffers, which costs a sizeable share of a small call (docs/benchmarks.md,
+        issue 13). ``request`` is :func:`search_request`'s tuple; the answer is decoded by
+        :func:`decode_search_reply`.
+        """
+        raw, nq, dim, k, oversampling, stages, with_payload, exact = request
+        queries = np.frombuffer(raw, np.float32).reshape(nq, dim)
+        res, n_live = self.search(queries, k, oversampling, stages, with_payload, exact)
+        ids = res.ids.tobytes() if res.ids.dtype == np.int64 else res.ids.tolist()
+        return (
+            ids,
+            res.scores.astype(np.float32, copy=False).tobytes(),
+            int(res.ids.shape[1]),
+            n_live,
+            res.texts,
+            res.metadata,
+            {name: float(ms) for name, ms in res.timings.items()},
+            {name: int(n) for name, n in res.candidates.items()},
+        )
 
     def missing(self, ids: Sequence[int | str]) -> list[int | str]:
         """The ids of ``ids`` that this shard does not hold, in order."""

@@ -191,6 +191,20 @@ class ShardedBase(ABC):
     def _map(self, method: str, calls: dict[int, tuple[Any, ...]], **kwargs: Any) -> dict[int, Any]:
         """Call ``method(*calls[s], **kwargs)`` on every shard ``s`` of ``calls``; return each answer."""
 
+    def _search_shards(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        oversampling: float | None,
+        stages: Sequence[str] | None,
+        with_payload: bool,
+        exact: bool,
+    ) -> list[tuple[SearchResults, int]]:
+        """Every shard's ``(results, n_live)`` for one search (:meth:`ShardServer.search`)."""
+        return self._all(
+            "search", vectors, k, oversampling, None if stages is None else list(stages), with_payload, exact
+        )
+
     def _all(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
         answers = self._map(method, {s: args for s in range(self.n_shards)}, **kwargs)
         return [answers[s] for s in range(self.n_shards)]
@@ -393,8 +407,9 @@ class ShardedBase(ABC):
         SearchResults
             (n_queries, k). Never fewer hits than a full answer would have: a shard that does not
             answer raises (:class:`~quantsearch.exceptions.ShardUnavailableError`) or is retried,
-            per the fault policy. ``timings["fanout"]`` is the wall time of the fan-out and
-            ``timings["merge"]`` of the merge, in ms.
+            per the fault policy. ``timings["fanout"]`` is the wall time of the fan-out,
+            ``timings["merge"]`` of the merge, and ``timings["shard"]`` the slowest shard's own
+            time in its search call, in ms (fan-out minus shard: the cost of reaching the shards).
         """
         unsupported = {"filter": filter, "nprobe": nprobe, "ef": ef, "target_recall": target_recall,
                        "fusion": fusion, "query_texts": query_texts}  # fmt: skip
@@ -417,9 +432,7 @@ class ShardedBase(ABC):
         if oversampling is not None and not (isinstance(oversampling, (int, float)) and oversampling >= 1):
             raise InvalidArgumentError(f"oversampling must be a number >= 1, got {oversampling!r}")
         t0 = time.perf_counter()
-        answers = self._all(
-            "search", vectors, k, oversampling, None if stages is None else list(stages), with_payload, exact
-        )
+        answers = self._search_shards(vectors, k, oversampling, stages, with_payload, exact)
         t1 = time.perf_counter()
         total = sum(n for _, n in answers)
         if k > total:

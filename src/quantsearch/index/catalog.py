@@ -195,8 +195,16 @@ class Catalog:
         with self._reading():
             return [self._segment(r) for r in rows]
 
-    def live_rows(self) -> list[int]:
-        return [r[0] for r in self._query("SELECT row FROM docs ORDER BY row")]
+    def live_rows(self) -> np.ndarray:
+        """Row numbers of the live documents, ascending (int64).
+
+        Streamed from the cursor into the array: a list of one-tuples would hold ~90 bytes of
+        Python objects per document at once (a transient of ~0.7x the binary codes of a
+        1024-d index at open; docs/benchmarks.md, issue 13).
+        """
+        with self._lock, self._reading():
+            cursor = self._db.execute("SELECT row FROM docs ORDER BY row")
+            return np.fromiter((r for (r,) in cursor), np.int64)
 
     def count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM docs")[0][0])
@@ -229,7 +237,7 @@ class Catalog:
             out.update(self._query(f"SELECT ext_id, row FROM docs WHERE ext_id IN ({marks})", chunk))
         return out
 
-    def state(self) -> tuple[list[Segment], list[int], int]:
+    def state(self) -> tuple[list[Segment], np.ndarray, int]:
         """``(segments, live rows, generation)`` read in one snapshot."""
         with self._snapshot():
             return self.segments(), self.live_rows(), self.generation()
