@@ -9,6 +9,7 @@ without it, compaction) is measured on the same corpus.
 
     python benchmarks/lexical.py                       # all four collections
     python benchmarks/lexical.py --datasets scifact --json /tmp/lexical.json
+    python benchmarks/lexical.py --speed --runs 3      # single-query latency of bm25 vs its peers only
 """
 
 from __future__ import annotations
@@ -74,12 +75,50 @@ def update_cost(docs: np.ndarray, texts: list[str], workdir: Path, batch: int = 
     return out
 
 
+def speed(names: list[str], runs: int, out: Path | None) -> None:
+    """Single-query latency of our BM25 (the whole ``Index.search(mode="lexical")``) against bm25s
+    and rank-bm25, ``runs`` times per collection (each run builds afresh); medians of the runs' p50."""
+    results = {}
+    for name in names:
+        data, docs, queries = load_shared(name)
+        p50: dict[str, list[float]] = {c: [] for c in SPEED_ROWS}
+        ndcg: dict[str, float] = {}
+        for _ in range(runs):
+            report = run_eval(data, docs, queries, list(SPEED_ROWS), model="all-MiniLM-L6-v2 (shared)")
+            for r in report.rows:
+                if r["config"] in p50:
+                    p50[r["config"]].append(r["p50_ms"])
+                    ndcg[r["config"]] = r["ndcg@10"]
+        ratios = [a / b for a, b in zip(p50["bm25"], p50["bm25s"], strict=True)]
+        med = {c: float(np.median(v)) for c, v in p50.items()}
+        print(f"\n{name}: {report.n_docs} docs, {report.n_queries} queries, {runs} runs")
+        for c in SPEED_ROWS:
+            runs_ms = " ".join(f"{v:.3f}" for v in p50[c])
+            print(f"{c:<10} NDCG@10 {ndcg[c]:.4f}  p50 ms median {med[c]:.3f}  (runs: {runs_ms})")
+        print(
+            f"bm25 / bm25s single-query latency: median of runs' p50 {med['bm25'] / med['bm25s']:.2f}x "
+            f"(per run: {' '.join(f'{r:.2f}' for r in ratios)})"
+        )
+        results[name] = {"p50_ms": p50, "median_p50_ms": med, "ratios": ratios, "ndcg@10": ndcg}
+        if out:
+            out.write_text(json.dumps(results, indent=1))
+        sys.stdout.flush()
+
+
+SPEED_ROWS = ("bm25", "bm25s", "rank-bm25")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=["nfcorpus", "scifact", "cranfield", "cisi"])
     parser.add_argument("--json", type=Path, default=None, help="written after each collection")
     parser.add_argument("--repeats", type=int, default=1, help="passes over the queries for batch timings")
+    parser.add_argument("--speed", action="store_true", help="only the latency of bm25, bm25s and rank-bm25")
+    parser.add_argument("--runs", type=int, default=3, help="--speed: runs per collection (medians)")
     args = parser.parse_args()
+    if args.speed:
+        speed(args.datasets, args.runs, args.json)
+        return
     results = {}
     for name in args.datasets:
         data, docs, queries = load_shared(name)

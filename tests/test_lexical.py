@@ -54,14 +54,28 @@ def bm25_reference(docs: list[list[str]], query: list[str], k1: float = 1.5, b: 
     return scores
 
 
-def check_against_reference(index: Index, texts: dict[int, str], queries: list[str], k: int) -> None:
-    """Lexical results equal the reference BM25 over the live texts (scores, and ids up to ties)."""
+def check_against_reference(
+    index: Index,
+    texts: dict[int, str],
+    queries: list[str],
+    k: int,
+    *,
+    allowed: set[int] | None = None,
+    filter: dict | None = None,  # noqa: A002
+) -> None:
+    """Lexical results equal the reference BM25 over the live texts (scores, and ids up to ties);
+    with a filter, the reference's matches among the ``allowed`` ids (statistics of all texts)."""
     analyzer = TextAnalyzer(stemmer=None)
     ids = sorted(texts)
     docs = [analyzer.tokens(texts[i]) for i in ids]
-    res = index.search(queries, k=k, mode="lexical")
+    res = index.search(queries, k=k, mode="lexical", filter=filter)
+    bare = index.search(queries, k=k, mode="lexical", filter=filter, with_payload=False)  # ids from RAM
+    assert bare.ids.tolist() == res.ids.tolist()
+    np.testing.assert_array_equal(bare.scores, res.scores)
     for q, query in enumerate(queries):
         ref = bm25_reference(docs, analyzer.tokens(query))
+        if allowed is not None:
+            ref[[i not in allowed for i in ids]] = 0.0
         matched = int((ref > 0).sum())
         want = np.sort(ref)[::-1][: min(k, matched)]
         got = res.scores[q][res.valid[q]]
@@ -178,6 +192,107 @@ def test_lexical_sees_other_writers_commits(lexical_index) -> None:
         del texts[3], texts[5]
         check_against_reference(reader, texts, queries, k=8)  # rebuilt after the delete
     reader.close()
+
+
+def test_lexical_filter_equals_reference(tmp_path) -> None:
+    """A filter keeps the BM25 matches among its documents, BM25's statistics staying the index's;
+    documents another writer committed after the reader's view are filtered too."""
+    rng = np.random.default_rng(11)
+    texts = dict(enumerate(corpus(rng, 90)))
+    meta = [{"g": i % 3, "year": 1990 + i % 25} for i in range(90)]
+    spec = {"g": {"in": [0, 2]}, "year": {"gte": 1995}}
+
+    def allowed() -> set[int]:
+        return {i for i, m in enumerate(meta) if m["g"] in (0, 2) and m["year"] >= 1995 and i in texts}
+
+    queries = [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 4)))) for _ in range(15)]
+    Index.build(
+        tmp_path / "i", vectors(rng, 90), texts=list(texts.values()), metadata=meta, lexical={"stemmer": None}
+    ).close()
+    with Index.open(tmp_path / "i") as index:  # a reader: the writer below is another Index
+        check_against_reference(index, texts, queries, k=12, allowed=allowed(), filter=spec)
+        with Index.open(index.path) as writer:
+            more = corpus(rng, 30)
+            meta += [{"g": i % 3, "year": 1990 + i % 25} for i in range(90, 120)]
+            new = writer.add(vectors(rng, 30), texts=more, metadata=meta[90:])
+            texts.update(zip(new, more, strict=True))
+            writer.delete([0, 2, 5])
+            for i in (0, 2, 5):
+                del texts[i]
+        check_against_reference(index, texts, queries, k=12, allowed=allowed(), filter=spec)
+        res = index.search(queries, k=20, mode="lexical", filter={"g": 7})
+        assert not res.valid.any()
+
+
+def test_hybrid_filter_fuses_both_filtered_lists(lexical_index) -> None:
+    """Hybrid with a filter = the fusion of the brute-force dense and reference BM25 lists, both
+    restricted to the filter's documents."""
+    index, x, texts, rng = lexical_index
+    path = index.path
+    index.close()
+    meta = {i: {"odd": i % 2 == 1} for i in texts}
+    order = sorted(texts)
+    rebuilt = Index.build(
+        path.parent / "meta", x, texts=[texts[i] for i in order], metadata=[meta[i] for i in order],
+        lexical={"stemmer": None}, rescore=["float32"],
+    )  # fmt: skip
+    analyzer = TextAnalyzer(stemmer=None)
+    docs = [analyzer.tokens(texts[i]) for i in sorted(texts)]
+    odd = np.array([meta[i]["odd"] for i in sorted(texts)])
+    qtexts = [" ".join(rng.choice(WORDS, size=2)) for _ in range(6)]
+    qx = vectors(rng, 6)
+    fusion = Fusion("rrf", 0.4, 30.0, 25)
+    with rebuilt:
+        res = rebuilt.search(
+            qx, k=8, mode="hybrid", fusion=fusion, query_texts=qtexts, filter={"odd": True},
+            oversampling=12, with_payload=False,
+        )  # fmt: skip
+    for q in range(6):
+        dense = np.where(odd, x @ qx[q], -np.inf)
+        lex = np.where(odd, bm25_reference(docs, analyzer.tokens(qtexts[q])), 0.0)
+        d_rows = np.lexsort((np.arange(len(odd)), -dense))[:25]
+        l_rows = np.lexsort((np.arange(len(odd)), -lex))[:25]
+        l_rows = l_rows[lex[l_rows] > 0]
+        fused: dict[int, float] = {}
+        for weight, rows in ((0.4, d_rows), (0.6, l_rows)):
+            for rank, row in enumerate(rows.tolist()):
+                fused[row] = fused.get(row, 0.0) + weight / (30.0 + rank + 1)
+        want = sorted(fused, key=lambda r: (-fused[r], r))[:8]
+        got = res.ids[q][res.valid[q]].tolist()
+        assert all(odd[i] for i in got)
+        np.testing.assert_allclose(res.scores[q][res.valid[q]], [fused[r] for r in want], rtol=1e-5)
+        assert sorted(got) == sorted(want)
+
+
+def test_lexical_string_ids_without_payload(tmp_path) -> None:
+    """Ids the lexical tier keeps in RAM are the catalog's (strings here), padding included."""
+    rng = np.random.default_rng(4)
+    texts = corpus(rng, 30)
+    ids = [f"doc-{i}" for i in range(30)]
+    with Index.build(tmp_path / "i", vectors(rng, 30), ids=ids, texts=texts, lexical=True) as index:
+        index.delete(["doc-3"])
+        queries = ["apple banana", "zulu", "mango"]
+        bare = index.search(queries, k=29, mode="lexical", with_payload=False)
+        full = index.search(queries, k=29, mode="lexical")
+        assert bare.ids.tolist() == full.ids.tolist()
+        assert None in bare.ids[1].tolist() and "doc-3" not in bare.ids.tolist()[0]
+        assert bare.valid.tolist() == full.valid.tolist()
+
+
+def test_catalog_version_changes_with_every_commit(lexical_index) -> None:
+    index, x, _, rng = lexical_index
+    catalog = index._catalog
+    v0 = catalog.version()
+    assert catalog.version() == v0  # reads change nothing
+    index.search(["apple"], k=3, mode="lexical")
+    assert catalog.version() == v0
+    index.add(vectors(rng, 2), texts=["apple", "kiwi"])  # a commit by this connection
+    assert catalog.version() != v0
+    index.close()
+    with Index.open(index.path) as reader, Index.open(index.path) as writer:
+        v1 = reader._catalog.version()
+        writer.delete([0])  # a commit by another connection
+        assert reader._catalog.version() != v1
 
 
 def test_documents_without_text_are_not_indexed(tmp_path) -> None:

@@ -74,6 +74,7 @@ class Catalog:
         self.path = path
         self.readonly = readonly
         self._lock = threading.RLock()
+        self._transactions = 0  # write transactions ended on this connection (see version())
         try:
             self._db = self._connect(path, readonly, immutable=False)
             try:
@@ -129,6 +130,8 @@ class Catalog:
                 raise  # a constraint the caller checks for (duplicate ids racing another writer)
             except sqlite3.Error as exc:
                 raise StorageError(f"writing the index catalog {self.path} failed: {exc}") from exc
+            finally:
+                self._transactions += 1
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock, self._reading():
@@ -176,6 +179,13 @@ class Catalog:
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """One read statement (for the lexical tier's SQL, kept in its own module)."""
         return self._query(sql, params)
+
+    def version(self) -> tuple[int, int]:
+        """A value that changes whenever a transaction commits to the catalog, by this connection or
+        any other (sqlite's ``PRAGMA data_version`` ignores this connection's own commits, counted
+        here): an unchanged version means that what was read from the catalog is still current."""
+        with self._lock, self._reading():
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0]), self._transactions
 
     @contextmanager
     def snapshot(self) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:

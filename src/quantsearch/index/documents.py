@@ -175,3 +175,13 @@ def join_payload(
                 ids[q, j] = hit.id
                 found[q, j] = True
     return ids, found, (texts if with_payload else None), (metas if with_payload else None)
+
+
+def typed_ids(ids: np.ndarray, found: np.ndarray, id_type: IdType) -> np.ndarray:
+    """Ids (nq, k) as :func:`join_payload` gives them (int64 with -1, or object with None padding)
+    from an object array of ids read elsewhere (the lexical tier's) and its found mask."""
+    if id_type == "int":
+        return np.where(found, ids, -1).astype(np.int64)
+    out = np.full(ids.shape, None, object)
+    out[found] = ids[found]
+    return out

@@ -12,7 +12,8 @@ Operators may also be written with a leading ``$`` (``$in``, ``$gte``). Types ar
 5 matches the JSON number 5 (or 5.0), never the string ``"5"`` or ``true``. The catalog evaluates the
 conditions over its metadata JSON in one read snapshot (:meth:`Catalog.rows_where`); the matching
 rows become a mask that is ANDed into the view's validity mask, so every candidate stage sees a
-filter the way it sees deletes.
+filter the way it sees deletes; the lexical tier drops the BM25 matches outside those rows (the
+filter restricts the results, not the corpus statistics: idf and the mean length stay the index's).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ..exceptions import InvalidArgumentError
 from .catalog import Catalog
 from .pipeline import IndexView
 
-__all__ = ["Condition", "filter_mask", "parse_filter"]
+__all__ = ["Condition", "filter_rows", "parse_filter"]
 
 Op = Literal["eq", "ne", "in", "gt", "gte", "lt", "lte"]
 _OPS: frozenset[str] = frozenset({"eq", "ne", "in", "gt", "gte", "lt", "lte"})
@@ -114,8 +115,13 @@ def _check_scalar(field: str, op: str, value: Any) -> None:
         )
 
 
-def filter_mask(catalog: Catalog, conditions: tuple[Condition, ...], view: IndexView) -> np.ndarray | None:
-    """The view's validity mask ANDed with the rows matching ``conditions``, shape (n_rows,) bool.
+def filter_rows(
+    catalog: Catalog, conditions: tuple[Condition, ...], view: IndexView
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(mask, rows)`` of a filter: the view's validity mask ANDed with the rows matching
+    ``conditions``, shape (n_rows,) bool (for the dense pipeline), and every matching row, ascending
+    int64, those committed after the view was taken included (for the lexical tier, which catches up
+    with the catalog by itself).
 
     Returns ``None`` when the catalog's rows belong to another generation than the view's (a
     compaction renumbered them): the caller refreshes and tries again.
@@ -124,8 +130,7 @@ def filter_mask(catalog: Catalog, conditions: tuple[Condition, ...], view: Index
     if generation != view.generation:
         return None
     n_rows = view.valid.shape[0]
-    rows = rows[rows < n_rows]  # documents committed after this view was taken
     mask = np.zeros(n_rows, bool)
-    mask[rows] = True
+    mask[rows[rows < n_rows]] = True  # later rows: documents committed after this view was taken
     mask &= view.valid
-    return mask
+    return mask, rows

@@ -43,8 +43,9 @@ from .documents import (
     check_new_ids,
     dump_metadata,
     join_payload,
+    typed_ids,
 )
-from .filters import filter_mask, parse_filter
+from .filters import filter_rows, parse_filter
 from .lexical import LEXICAL_KEY, LexicalTier, lexical_config
 from .lifecycle import create_directory, is_writable
 from .manifest import Manifest, plan_tiers
@@ -548,8 +549,9 @@ class Index:
             Fetch texts and metadata of the hits.
         filter : dict, optional
             Only documents whose metadata match, e.g. ``{"lang": "en", "year": {"gte": 2000}}``,
-            ``{"tag": {"in": ["a", "b"]}}`` (see :mod:`~quantsearch.index.filters`). Fewer than
-            ``k`` matches pad the results (id ``-1``).
+            ``{"tag": {"in": ["a", "b"]}}`` (see :mod:`~quantsearch.index.filters`), in every
+            mode (BM25's statistics stay those of the whole index). Fewer than ``k`` matches pad
+            the results (id ``-1``).
         nprobe : int, optional
             Lists an IVF candidate stage scans per query (default: the stage's setting).
         ef : int, optional
@@ -585,7 +587,10 @@ class Index:
         stage_names = self._stage_names(stages)
         vectors, texts = split_queries(queries, query_texts, self.dim)
         mode = check_mode(mode, self._lexical, texts is not None)
-        fused = Fusion.coerce(fusion, self.fusion)
+        # hybrid and svm use a fusion (svm its depth); one that is given is checked in every mode
+        fused = None
+        if fusion is not None or mode in ("hybrid", "svm"):
+            fused = Fusion.coerce(fusion, self.fusion)
         if vectors is None and mode != "lexical":
             t0 = time.perf_counter()
             vectors = as_float_matrix(self.embedder.embed(texts), "queries", dim=self.dim)
@@ -596,18 +601,23 @@ class Index:
             self._ensure_calibrated()
         for _attempt in range(3):
             view = self._state.view
-            mask = filter_mask(self._catalog, conditions, view) if conditions else None
-            if conditions and mask is None:
+            filtered = filter_rows(self._catalog, conditions, view) if conditions else None
+            if conditions and filtered is None:
                 self.refresh()  # the filter's rows are of a newer generation (a compaction)
                 continue
+            mask, allowed = (None, None) if filtered is None else filtered
             if not conditions:
                 self._check_k(k, view)
             out = run_mode(
                 mode, view, vectors, texts, k, catalog=self._catalog, lexical=self._lexical,
-                fusion=fused, oversampling=oversampling, stages=stage_names, valid=mask,
+                fusion=fused, oversampling=oversampling, stages=stage_names, valid=mask, allowed=allowed,
                 stage_options={"nprobe": nprobe, "ef": ef, "target_recall": target_recall},
             )  # fmt: skip
             t0 = time.perf_counter()
+            same_rows = allowed is None or out.generation == view.generation  # the filter's rows
+            if out.ids is not None and not with_payload and same_rows:
+                payload = None  # the lexical tier read the ids with its rows, in one snapshot
+                break
             generation, payload = self._catalog.payload(
                 out.rows[out.rows >= 0].tolist(), with_text=with_payload
             )
@@ -618,7 +628,12 @@ class Index:
         else:
             raise IndexLockedError("the index was compacted three times during this search; try again")
         timings.update(out.timings)
-        ids, found, texts_out, meta_out = join_payload(out.rows, payload, self.id_type, with_payload)
+        if payload is None:
+            assert out.ids is not None
+            found = out.rows >= 0
+            ids, texts_out, meta_out = typed_ids(out.ids, found, self.id_type), None, None
+        else:
+            ids, found, texts_out, meta_out = join_payload(out.rows, payload, self.id_type, with_payload)
         timings["payload" if with_payload else "ids"] = (time.perf_counter() - t0) * 1e3
         scores = np.where(found, out.scores, np.float32(np.nan))  # a row deleted since is padding, not a hit
         sources = sources_of(mode, found, out.found)

@@ -10,9 +10,11 @@ commit. One table (this module holds its SQL):
     document's current ``row`` (renumbered by compaction, like ``docs.row``) and ``body``, the
     analysed terms joined by spaces.
 
-Searching uses :class:`~.postings.Postings`, an inverted index in RAM built from that table at the
-first lexical search and extended with the new keys after adds (a delete or a compaction, seen
-through the ``lexical_removed`` and ``generation`` counters, rebuilds it). SQLite FTS5 was measured
+Searching uses :class:`~.postings.Postings`, an inverted index in RAM (with the documents' ids)
+built from that table at the first lexical search and extended with the new keys after adds (a
+delete or a compaction, seen through the ``lexical_removed`` and ``generation`` counters, rebuilds
+it); a search reads nothing from the catalog when no commit happened since the last one
+(:meth:`~.catalog.Catalog.version`). SQLite FTS5 was measured
 first and kept out of the search path: its ``bm25()`` was 3.6-28x slower than bm25s on the shared
 collections and has Robertson's idf (docs/architecture.md, "Lexical tier").
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -37,7 +39,7 @@ from .catalog import Catalog
 from .manifest import Manifest
 from .postings import Postings
 
-__all__ = ["LEXICAL_KEY", "LexicalTier", "lexical_config"]
+__all__ = ["LEXICAL_KEY", "LexicalHits", "LexicalTier", "lexical_config"]
 
 #: manifest key of the tier's settings; absent: no lexical tier
 LEXICAL_KEY = "lexical"
@@ -84,6 +86,19 @@ def lexical_config(lexical: Any) -> dict[str, Any] | None:
     return {"engine": ENGINE, "analyzer": analyzer.to_config(), "k1": k1, "b": b}
 
 
+class LexicalHits(NamedTuple):
+    """What :meth:`LexicalTier.search` finds, all of one catalog snapshot."""
+
+    #: the catalog generation the rows belong to
+    generation: int
+    #: (nq, depth) int64 index rows, best first (ties by smaller row), ``-1`` padding
+    rows: np.ndarray
+    #: (nq, depth) float32 BM25 scores (higher is better), ``nan`` at padding
+    scores: np.ndarray
+    #: (nq, depth) object: the documents' ids, ``None`` at padding
+    ids: np.ndarray
+
+
 class LexicalTier:
     """The lexical tier of one index: its settings, its SQL, and the in-memory postings."""
 
@@ -94,6 +109,7 @@ class LexicalTier:
         self._lock = threading.Lock()
         self._postings = Postings()
         self._seen: tuple[int, int] | None = None  # (generation, removed) the postings were built at
+        self._version: tuple[int, int] | None = None  # catalog.version() at the last catch-up
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> LexicalTier | None:
@@ -171,47 +187,47 @@ class LexicalTier:
 
     # ---- reads ----------------------------------------------------------------------------------------
     def search(
-        self, catalog: Catalog, texts: Sequence[str], depth: int
-    ) -> tuple[int, np.ndarray, np.ndarray]:
-        """BM25 top ``depth`` of each text, over one catalog snapshot.
-
-        Returns
-        -------
-        generation : int
-            The catalog generation the rows belong to.
-        rows : ndarray of shape (len(texts), depth), int64
-            Best first (ties by smaller row), ``-1`` padding where fewer documents match.
-        scores : ndarray of shape (len(texts), depth), float32
-            BM25 scores (higher is better), ``nan`` at padding.
-        """
+        self, catalog: Catalog, texts: Sequence[str], depth: int, *, allowed: np.ndarray | None = None
+    ) -> LexicalHits:
+        """BM25 top ``depth`` of each text, over one catalog snapshot (see :class:`LexicalHits`);
+        ``allowed`` (a filter's rows, int64) keeps only those rows among the matches."""
         terms = [self.analyzer.tokens(t) for t in texts]
         with self._lock:
             generation = self._catch_up(catalog)
-            rows, scores = self._postings.search(terms, depth, k1=self.k1, b=self.b)
-        return generation, rows, scores
+            rows, scores, ids = self._postings.search(terms, depth, k1=self.k1, b=self.b, allowed=allowed)
+        return LexicalHits(generation, rows, scores, ids)
 
     def _catch_up(self, catalog: Catalog) -> int:
         """Bring the postings to the catalog's latest commit; returns its generation.
 
-        One statement, hence one snapshot: the counters (as key -1) and the documents added since
-        the last call. A changed counter (a delete or a compaction) rebuilds from every document.
+        Nothing is read when the catalog's :meth:`~.Catalog.version` is the one of the last catch-up
+        (no commit since, by any process). Else one statement, hence one snapshot, reads the
+        counters (as key -1) and the documents added since the last call; a changed counter (a
+        delete or a compaction) rebuilds from every document.
         """
+        version = catalog.version()  # read first: a commit landing after it is caught up next time
+        if version == self._version and self._seen is not None:
+            return self._seen[0]
         sql = (
-            "SELECT -1, key, value FROM meta WHERE key IN ('generation', 'lexical_removed') "
-            "UNION ALL SELECT key, row, body FROM lexical_docs WHERE key > ?"
+            "SELECT -1, key, value, NULL FROM meta WHERE key IN ('generation', 'lexical_removed') "
+            "UNION ALL SELECT l.key, l.row, l.body, d.ext_id FROM lexical_docs AS l "
+            "JOIN docs AS d ON d.row = l.row WHERE l.key > ?"
         )
         seen, new = self._read(catalog, sql, self._postings.max_key)
         if seen != self._seen:  # rows renumbered or documents removed: rebuild from all of them
             seen, new = self._read(catalog, sql, 0)
             self._postings, self._seen = Postings(), seen
         self._postings.extend(new)
+        self._version = version
         return seen[0]
 
     @staticmethod
-    def _read(catalog: Catalog, sql: str, after: int) -> tuple[tuple[int, int], list[tuple[int, int, str]]]:
+    def _read(
+        catalog: Catalog, sql: str, after: int
+    ) -> tuple[tuple[int, int], list[tuple[int, int, str, int | str]]]:
         found = catalog.read(sql, (after,))
         values = {r[1]: int(r[2]) for r in found if r[0] == -1}
-        docs = sorted(r for r in found if r[0] != -1)  # by key: the order of adds
+        docs = sorted(r for r in found if r[0] != -1)  # by key (unique): the order of adds
         return (values.get("generation", 0), values.get("lexical_removed", 0)), docs
 
     @staticmethod

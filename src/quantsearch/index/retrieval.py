@@ -49,6 +49,7 @@ class ModeOutput(PipelineOutput):
 
     generation: int | None = None  # catalog generation of lexical rows (None: dense rows only)
     found: np.ndarray | None = field(default=None)  # (nq, k, 2) bool: found by dense / lexical
+    ids: np.ndarray | None = field(default=None)  # (nq, k) object ids of the rows, read with them (lexical)
 
 
 def split_queries(
@@ -91,31 +92,34 @@ def run_mode(
     *,
     catalog: Catalog,
     lexical: LexicalTier | None,
-    fusion: Fusion,
+    fusion: Fusion | None,
     oversampling: float,
     stages: tuple[str, ...],
     valid: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
     stage_options: dict[str, Any] | None = None,
 ) -> ModeOutput:
     """Run one mode; ``vectors`` (nq, dim) float32 are needed by every mode but ``lexical``.
 
-    ``valid`` (a filter's row mask) and ``stage_options`` (e.g. ``nprobe``) go to the dense pipeline;
-    the lexical tier has no filters yet, so ``lexical`` and ``hybrid`` refuse a filter.
+    A filter is ``valid`` (the view's row mask, for the dense pipeline) and ``allowed`` (every
+    matching row, ascending, for the lexical tier); ``stage_options`` (e.g. ``nprobe``) go to the
+    dense pipeline.
     """
-    if valid is not None and mode in ("lexical", "hybrid"):
-        raise InvalidArgumentError(f"filters apply to the dense and svm modes; mode {mode!r} has none yet")
     dense_options: dict[str, Any] = {"valid": valid, "stage_options": stage_options}
     if mode == "lexical":
         assert lexical is not None and texts is not None
         t0 = time.perf_counter()
-        generation, rows, scores = lexical.search(catalog, texts, k)
-        return ModeOutput(rows, scores, {"lexical": _ms(t0)}, {"lexical": k}, generation)
+        hits = lexical.search(catalog, texts, k, allowed=allowed)
+        return ModeOutput(
+            hits.rows, hits.scores, {"lexical": _ms(t0)}, {"lexical": k}, hits.generation, ids=hits.ids
+        )
     assert vectors is not None
     if mode == "svm" and not stages:
         raise InvalidArgumentError("mode 'svm' reranks vectors of a rescoring tier; this search has none")
     if mode == "dense":
         out = run_pipeline(view, vectors, k, oversampling=oversampling, stages=stages, **dense_options)
         return ModeOutput(out.rows, out.scores, out.timings, out.candidates)
+    assert fusion is not None
     depth = min(max(fusion.depth, k), view.n_live)
     # the dense list: its top `depth` after rescoring `depth x oversampling` candidates (its tail
     # needs them as much as a top k does: with only `depth` candidates, binary -> int8 hybrids lost
@@ -125,18 +129,18 @@ def run_mode(
         return _svm(view, vectors, k, dense, stages=stages)
     assert lexical is not None and texts is not None
     t0 = time.perf_counter()
-    generation, lex_rows, lex_scores = lexical.search(catalog, texts, depth)
+    hits = lexical.search(catalog, texts, depth, allowed=allowed)
     timings = {**dense.timings, "lexical": _ms(t0)}
     t0 = time.perf_counter()
     rows, scores, found = fuse(
-        [(dense.rows, dense.scores), (lex_rows, lex_scores)],
+        [(dense.rows, dense.scores), (hits.rows, hits.scores)],
         fusion.weights,
         k,
         method=fusion.method,
         rrf_k=fusion.rrf_k,
     )
     timings[f"fusion:{fusion.method}"] = _ms(t0)
-    return ModeOutput(rows, scores, timings, {**dense.candidates, "lexical": depth}, generation, found)
+    return ModeOutput(rows, scores, timings, {**dense.candidates, "lexical": depth}, hits.generation, found)
 
 
 def _svm(
