@@ -12,7 +12,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -99,14 +101,26 @@ def check_lexical(index: Index, present: list[int]) -> None:
     assert [t[0] for t in res.texts] == [f"doc {i}" for i in present]
 
 
-def create_index(path: Path, n_batches: int) -> float:
-    """Create the index with batches [0, n_batches); return the mean seconds one add took."""
+def create_index(
+    path: Path, n_batches: int, check: Callable[[Index], None] | None = None, **options: Any
+) -> float:
+    """Create the index (``options`` for ``Index.create``; a lexical tier by default) with batches
+    [0, n_batches), ``check`` it before closing; return the mean seconds one add took."""
     calibration = np.concatenate([batch_vectors(b) for b in range(10_000, 10_008)])
-    with Index.create(path, DIM, calibration=calibration, lexical={"stemmer": None}) as index:
+    options = options or {"lexical": {"stemmer": None}}
+    with Index.create(path, DIM, calibration=calibration, **options) as index:
         t0 = time.perf_counter()
         for b in range(n_batches):
             index.add(batch_vectors(b), ids=batch_ids(b), texts=batch_texts(b), metadata=batch_metadata(b))
-        return (time.perf_counter() - t0) / n_batches
+        add_s = (time.perf_counter() - t0) / n_batches
+        if check is not None:
+            check(index)
+        return add_s
+
+
+def present_docs(index: Index, batches: int) -> list[tuple[int, int]]:
+    """(batch, position) of every document of batches [0, batches) the index holds."""
+    return [(b, j) for b in range(batches) for j, i in enumerate(batch_ids(b)) if i in index]
 
 
 def assert_no_leftovers(path: Path) -> None:
@@ -190,9 +204,7 @@ def test_kill_during_compaction_loses_nothing(tmp_path) -> None:
                 assert not any(i in index for i in ids[: BATCH // 2]) and all(
                     i in index for i in ids[BATCH // 2 :]
                 )
-            present = [
-                (b, j) for b in range(next_batch + 100) for j, i in enumerate(batch_ids(b)) if i in index
-            ]
+            present = present_docs(index, next_batch + 100)
             assert len(index) == len(present)  # every live doc is one of ours
             # every present document (any intermediate state of the interrupted step) is found by
             # its own vector with its own payload: rows and ids were renumbered consistently
@@ -227,13 +239,7 @@ def test_kill_during_add_and_compaction_with_an_ivf_stage(tmp_path) -> None:
     """SIGKILL at random moments of add (IVF update after the commit) and of compaction (IVF rebuild
     after the commit): the index opens, holds every acked batch, and its lists catch up."""
     path = tmp_path / "idx"
-    calibration = np.concatenate([batch_vectors(b) for b in range(10_000, 10_008)])
-    with Index.create(path, DIM, calibration=calibration, candidate_stage=IVF) as index:
-        t0 = time.perf_counter()
-        for b in range(3):
-            index.add(batch_vectors(b), ids=batch_ids(b), texts=batch_texts(b), metadata=batch_metadata(b))
-        add_s = (time.perf_counter() - t0) / 3
-        assert_ivf_covers(index)
+    add_s = create_index(path, 3, assert_ivf_covers, candidate_stage=IVF)
     rng = np.random.default_rng(17)
     acked = {0, 1, 2}
     next_batch = 3
@@ -249,9 +255,7 @@ def test_kill_during_add_and_compaction_with_an_ivf_stage(tmp_path) -> None:
         run_and_kill("compact", path, next_batch, next_batch + 100, rng, 3 * add_s)
         with Index.open(path) as index:
             assert_ivf_covers(index)
-            present = [
-                (b, j) for b in range(next_batch + 100) for j, i in enumerate(batch_ids(b)) if i in index
-            ]
+            present = present_docs(index, next_batch + 100)
             x = np.stack([batch_vectors(b)[j] for b, j in present])
             res = index.search(x, k=1, stages=())
             assert res.ids[:, 0].tolist() == [batch_ids(b)[j] for b, j in present]
@@ -293,13 +297,11 @@ def test_kill_during_add_build_and_compaction_with_an_hnsw_stage(tmp_path) -> No
     first graph build (at ``min_rows``) and of compaction (rebuild after the commit): the index opens,
     holds every acked batch, and its graph catches up with the catalog."""
     path = tmp_path / "idx"
-    calibration = np.concatenate([batch_vectors(b) for b in range(10_000, 10_008)])
-    with Index.create(path, DIM, calibration=calibration, candidate_stage=HNSW) as index:
-        t0 = time.perf_counter()
-        for b in range(3):  # 192 rows: below min_rows, the graph is built by a killed child
-            index.add(batch_vectors(b), ids=batch_ids(b), texts=batch_texts(b), metadata=batch_metadata(b))
-        add_s = (time.perf_counter() - t0) / 3
+
+    def no_graph_yet(index: Index) -> None:  # 192 rows: below min_rows, a killed child builds it
         assert index._state.stage.n_graph == 0  # type: ignore[attr-defined]
+
+    add_s = create_index(path, 3, no_graph_yet, candidate_stage=HNSW)
     rng = np.random.default_rng(23)
     acked = {0, 1, 2}
     next_batch = 3
@@ -316,8 +318,6 @@ def test_kill_during_add_build_and_compaction_with_an_hnsw_stage(tmp_path) -> No
         run_and_kill("compact", path, next_batch, next_batch + 100, rng, 3 * add_s)
         with Index.open(path) as index:
             assert_graph_covers(index)
-            present = [
-                (b, j) for b in range(next_batch + 100) for j, i in enumerate(batch_ids(b)) if i in index
-            ]
+            present = present_docs(index, next_batch + 100)
             check_found_by_graph(index, present)
             next_batch = max(b for b, _ in present) + 1
