@@ -194,6 +194,25 @@ def test_lexical_sees_other_writers_commits(lexical_index) -> None:
     reader.close()
 
 
+def test_stale_reader_may_ask_for_documents_added_since(lexical_index) -> None:
+    """k is checked against the index, not against a reader's old view: a reader opened before
+    another writer's add can ask for every document, in the lexical mode (which reads the catalog)
+    and in the dense one (which catches up)."""
+    index, x, texts, rng = lexical_index
+    index.close()
+    reader = Index.open(index.path)
+    reader.search(x[:1], k=len(texts))  # the reader's view: the first 120 documents
+    with Index.open(index.path) as writer:
+        more = corpus(rng, 10)
+        texts.update(zip(writer.add(vectors(rng, 10), texts=more), more, strict=True))
+    check_against_reference(reader, texts, ["apple banana"], k=len(texts))
+    dense = reader.search(x[:1], k=len(texts))
+    assert sorted(dense.ids[0].tolist()) == sorted(texts)
+    with pytest.raises(InvalidArgumentError, match="exceeds the number of documents"):
+        reader.search(x[:1], k=len(texts) + 1)
+    reader.close()
+
+
 def test_lexical_filter_equals_reference(tmp_path) -> None:
     """A filter keeps the BM25 matches among its documents, BM25's statistics staying the index's;
     documents another writer committed after the reader's view are filtered too."""

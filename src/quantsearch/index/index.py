@@ -578,7 +578,7 @@ class Index:
         k = check_positive_int(k, "k")
         conditions = parse_filter(filter)
         if not conditions:
-            self._check_k(k, self._state.view)
+            self._check_k(k)  # before embedding the queries
         oversampling = (
             self.default_oversampling
             if oversampling is None
@@ -600,14 +600,12 @@ class Index:
         if target_recall is not None:
             self._ensure_calibrated()
         for _attempt in range(3):
-            view = self._state.view
+            view = self._state.view if conditions else self._check_k(k)
             filtered = filter_rows(self._catalog, conditions, view) if conditions else None
             if conditions and filtered is None:
                 self.refresh()  # the filter's rows are of a newer generation (a compaction)
                 continue
             mask, allowed = (None, None) if filtered is None else filtered
-            if not conditions:
-                self._check_k(k, view)
             out = run_mode(
                 mode, view, vectors, texts, k, catalog=self._catalog, lexical=self._lexical,
                 fusion=fused, oversampling=oversampling, stages=stage_names, valid=mask, allowed=allowed,
@@ -664,10 +662,18 @@ class Index:
             )
         return names
 
-    @staticmethod
-    def _check_k(k: int, view: IndexView) -> None:
+    def _check_k(self, k: int) -> IndexView:
+        """The view to search, checked to hold at least ``k`` documents; a view with fewer catches up
+        first (another process may have added documents since it was taken)."""
+        view = self._state.view
         if k > view.n_live:
-            raise InvalidArgumentError(f"k={k} exceeds the number of documents in the index ({view.n_live})")
+            self.refresh()
+            view = self._state.view
+            if k > view.n_live:
+                raise InvalidArgumentError(
+                    f"k={k} exceeds the number of documents in the index ({view.n_live})"
+                )
+        return view
 
     @property
     def embedder(self) -> Any:
