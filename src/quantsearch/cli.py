@@ -361,7 +361,13 @@ def cmd_train_model(args: argparse.Namespace) -> int:
     )
     e2e = None
     if args.e2e_steps:
-        e2e = FinetuneConfig(steps=args.e2e_steps, batch_size=args.e2e_batch_size, seed=args.seed)
+        e2e = FinetuneConfig(
+            steps=args.e2e_steps,
+            batch_size=args.e2e_batch_size,
+            max_seq_length=args.e2e_max_seq_length,
+            unfreeze_layers=args.unfreeze_layers,
+            seed=args.seed,
+        )
     report = train_model(
         args.corpus,
         args.out,
@@ -605,6 +611,16 @@ def make_parser() -> argparse.ArgumentParser:
         help="model: then fine-tune the whole encoder end to end for this many steps (CPU-heavy)",
     )
     p.add_argument("--e2e-batch-size", type=int, default=32, help="model: pairs per end-to-end step")
+    p.add_argument(
+        "--e2e-max-seq-length", type=int, default=256, help="model: tokens per text in end-to-end steps"
+    )
+    p.add_argument(
+        "--unfreeze-layers",
+        type=int,
+        default=None,
+        help="model: end to end, train only the top N transformer layers (and the head); the frozen "
+        "layers run once per text, so steps are much cheaper (default: the whole encoder)",
+    )
     p.add_argument(
         "--surrogate",
         choices=("tanh", "ste"),
