@@ -21,11 +21,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from trained_binary import quick_ndcg, shared_embeddings
 
 from quantsearch.datasets import load_beir
 from quantsearch.embed import Embedder, EmbeddingCache
-from quantsearch.finetune import CodeHead, FinetuneConfig, finetune, training_pairs
+from quantsearch.finetune import CodeHead, FinetuneConfig, TrainingPairs, finetune, training_pairs
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -40,6 +41,7 @@ def main() -> int:
     p.add_argument("--max-seq-length", type=int, default=128)
     p.add_argument("--unfreeze-layers", type=int, default=1)
     p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--max-pairs", type=int, default=None, help="train on a seeded subset of the pairs")
     p.add_argument("--distill-weight", type=float, default=1.0)
     p.add_argument("--cache-dir", default="/work/scratch/trained-binary/cache")
     p.add_argument("--json", default=None, help="write the figures here")
@@ -47,6 +49,16 @@ def main() -> int:
     root = SHARED / "datasets" / args.dataset
     dataset = load_beir(root, "test")
     pairs = training_pairs(root)
+    if args.max_pairs is not None and args.max_pairs < len(pairs):
+        keep = np.sort(np.random.default_rng(0).permutation(len(pairs))[: args.max_pairs])
+        queries = [pairs.query_texts[i] for i in keep]
+        if pairs.source == "inverse-cloze":  # one document per pair: keep those of the subset
+            docs = [pairs.doc_texts[i] for i in keep]
+            positives = [np.array([j], np.int64) for j in range(keep.size)]
+            pairs = TrainingPairs(queries, docs, positives, pairs.doc_groups[keep], pairs.source)
+        else:  # qrels: the documents are the corpus
+            positives = [pairs.positives[i] for i in keep]
+            pairs = TrainingPairs(queries, pairs.doc_texts, positives, pairs.doc_groups, pairs.source)
     out = Path(args.out or f"{args.head_model.rstrip('/')}-e2e")
     if out.exists():
         shutil.rmtree(out)

@@ -76,7 +76,8 @@ def test_inverse_cloze_pairs_take_a_sentence_out_of_its_passage() -> None:
 
 def test_inverse_cloze_pairs_drop_repeats_and_can_use_titles() -> None:
     texts = [
-        "wing flow at speed . wing flow at speed . The lift rises with the angle. Drag grows near the stall point.",
+        "wing flow at speed . wing flow at speed . The lift rises with the angle. "
+        "Drag grows near the stall point.",
         "Other title Drag grows near the stall point! Shock waves form at high speed here.",
     ]
     titles = ["wing flow at speed .", "Other title"]
@@ -99,6 +100,17 @@ def test_inverse_cloze_pairs_drop_repeats_and_can_use_titles() -> None:
     assert titled.doc_groups.tolist() == [0, 0, 1]
     with pytest.raises(InvalidArgumentError, match="per_doc"):
         inverse_cloze_pairs(texts, per_doc=True)
+
+
+def test_head_recipe_follows_the_kind_of_pairs() -> None:
+    from quantsearch.finetune.config import CORPUS_ONLY_RECIPE
+
+    assert HeadConfig.for_pairs("qrels:train") == HeadConfig()
+    cloze = HeadConfig.for_pairs("inverse-cloze", seed=3)
+    assert all(getattr(cloze, k) == v for k, v in CORPUS_ONLY_RECIPE.items()) and cloze.seed == 3
+    assert HeadConfig.for_pairs("inverse-cloze", epochs=2).epochs == 2  # the user's value wins
+    with pytest.raises(InvalidArgumentError, match="ema"):
+        HeadConfig(ema=1.0).validate()
 
 
 def test_training_pairs_use_train_qrels_and_never_test_queries(tmp_path: Path) -> None:
@@ -411,4 +423,5 @@ def test_finetune_top_layers_trains_only_them(tmp_path: Path) -> None:
     assert any(k.startswith("encoder.layer.1.") for k in changed)
     for bad in (0, 3, True):
         with pytest.raises(InvalidArgumentError, match="unfreeze_layers"):
-            finetune(pairs, tmp_path / f"bad{bad}", model=str(base_dir), config=FinetuneConfig(unfreeze_layers=bad))
+            bad_config = FinetuneConfig(unfreeze_layers=bad)
+            finetune(pairs, tmp_path / f"bad{bad}", model=str(base_dir), config=bad_config)

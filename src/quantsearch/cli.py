@@ -343,22 +343,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_model(args: argparse.Namespace) -> int:
-    from .finetune import FinetuneConfig, HeadConfig, train_model
+    from .finetune import FinetuneConfig, train_model
 
-    head = HeadConfig(
-        **{
-            k: v
-            for k, v in (
-                ("epochs", args.epochs),
-                ("lr", args.lr),
-                ("temperature", args.temperature),
-                ("bits", args.bits),
-            )
-            if v is not None
-        },
-        surrogate=args.surrogate,
-        seed=args.seed,
-    )
+    # only what the user set: the rest comes from the recipe for the pairs found (qrels or cloze)
+    head = {
+        k: v
+        for k, v in (
+            ("epochs", args.epochs),
+            ("lr", args.lr),
+            ("temperature", args.temperature),
+            ("bits", args.bits),
+            ("surrogate", args.surrogate),
+            ("ema", args.ema),
+        )
+        if v is not None
+    }
+    head["seed"] = args.seed
     e2e = None
     if args.e2e_steps:
         e2e = FinetuneConfig(
@@ -624,8 +624,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--surrogate",
         choices=("tanh", "ste"),
-        default="tanh",
-        help="model: Hamming surrogate of the head: soft tanh codes, or exact signs with tanh gradients",
+        default=None,
+        help="model: Hamming surrogate of the head: soft tanh codes, or exact signs with tanh gradients "
+        "(default: the recipe for the pairs found)",
+    )
+    p.add_argument(
+        "--ema", type=float, default=None, help="model: decay of the moving average of the head's weights"
     )
     p.add_argument("--bits", type=int, default=None, help="output bits (default: the dimension)")
     p.add_argument("--hidden", type=int, default=0, help="MLP width (0: linear head)")

@@ -88,6 +88,11 @@ def _check_recipe(recipe: Any, positive_ints: Sequence[str], non_negative: Seque
             raise InvalidArgumentError(f"{name} must be a number >= 0, got {value!r}")
 
 
+#: The code-head recipe for corpus-only (inverse cloze) pairs, chosen on held-out cloze pairs of
+#: cranfield and cisi together (benchmarks/trained_binary_cloze_sweep.py; docs/benchmarks.md).
+CORPUS_ONLY_RECIPE: dict[str, Any] = {"epochs": 15, "lr": 3e-4, "surrogate": "ste", "bits": 416}
+
+
 @dataclass
 class HeadConfig:
     """Recipe of the code head trained on frozen embeddings (:func:`train_code_head`).
@@ -138,6 +143,13 @@ class HeadConfig:
     asymmetric: bool = False
     ema: float = 0.0
     seed: int = 0
+
+    @classmethod
+    def for_pairs(cls, source: str, **overrides: Any) -> HeadConfig:
+        """The recipe for a kind of pairs, with ``overrides`` on top: the defaults for train qrels,
+        :data:`CORPUS_ONLY_RECIPE` for inverse cloze pairs (``source == "inverse-cloze"``)."""
+        base = CORPUS_ONLY_RECIPE if source == "inverse-cloze" else {}
+        return cls(**{**base, **overrides})
 
     def validate(self) -> None:
         _check_recipe(self, ("epochs", "batch_size"), ("distill_weight",))

@@ -15,6 +15,9 @@ from ..exceptions import EmptyInputError, InvalidArgumentError
 
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
 _MIN_QUERY_WORDS = 4
+#: Options of :func:`inverse_cloze_pairs` that :func:`training_pairs` uses for a corpus without train
+#: qrels (chosen with the head recipe, :data:`quantsearch.finetune.config.CORPUS_ONLY_RECIPE`).
+CORPUS_ONLY_PAIRS: dict[str, Any] = {"drop_duplicates": True}
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,7 @@ def training_pairs(
     train_split: str = "train",
     test_split: str = "test",
     seed: int = 0,
+    cloze: dict[str, Any] | None = None,
 ) -> TrainingPairs:
     """The training pairs of a BEIR folder: its train qrels when it has them, else inverse cloze pairs.
 
@@ -191,6 +195,8 @@ def training_pairs(
     train_split, test_split : str
         Queries judged in ``test_split`` are never trained on, even when ``train_split`` lists them.
     seed : int
+    cloze : dict, optional
+        Options of :func:`inverse_cloze_pairs` (default :data:`CORPUS_ONLY_PAIRS`).
 
     Raises
     ------
@@ -220,7 +226,8 @@ def training_pairs(
         )
     # corpus only: the split argument just has to name a file the loader accepts; no query is read
     corpus = _corpus_only(root)
-    return inverse_cloze_pairs(corpus[0], titles=corpus[1], seed=seed)
+    options = CORPUS_ONLY_PAIRS if cloze is None else cloze
+    return inverse_cloze_pairs(corpus[0], titles=corpus[1], seed=seed, **options)
 
 
 def _corpus_only(root: Path) -> tuple[list[str], list[str]]:
