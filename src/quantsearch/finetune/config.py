@@ -90,7 +90,14 @@ def _check_recipe(recipe: Any, positive_ints: Sequence[str], non_negative: Seque
 
 #: The code-head recipe for corpus-only (inverse cloze) pairs, chosen on held-out cloze pairs of
 #: cranfield and cisi together (benchmarks/trained_binary_cloze_sweep.py; docs/benchmarks.md).
-CORPUS_ONLY_RECIPE: dict[str, Any] = {"epochs": 15, "lr": 3e-4, "surrogate": "ste", "bits": 416}
+CORPUS_ONLY_RECIPE: dict[str, Any] = {
+    "epochs": 15,
+    "lr": 3e-4,
+    "surrogate": "ste",
+    "bits": 416,
+    "ema": 0.98,
+    "val_fraction": 0.2,
+}
 
 
 @dataclass

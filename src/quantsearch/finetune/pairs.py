@@ -17,7 +17,7 @@ _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
 _MIN_QUERY_WORDS = 4
 #: Options of :func:`inverse_cloze_pairs` that :func:`training_pairs` uses for a corpus without train
 #: qrels (chosen with the head recipe, :data:`quantsearch.finetune.config.CORPUS_ONLY_RECIPE`).
-CORPUS_ONLY_PAIRS: dict[str, Any] = {"drop_duplicates": True}
+CORPUS_ONLY_PAIRS: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
