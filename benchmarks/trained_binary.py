@@ -93,19 +93,13 @@ def one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     pairs = training_pairs(root, seed=args.seed)
     train_queries, _ = EmbeddingCache(args.cache_dir).embed(Embedder(), pairs.query_texts)
     embed_s = time.perf_counter() - t0
-    config = HeadConfig(
-        epochs=args.epochs,
-        lr=args.lr,
-        temperature=args.temperature,
-        beta_start=args.beta_start,
-        beta_end=args.beta_end,
-        distill_weight=args.distill_weight,
-        val_fraction=args.val_fraction,
-        bits=args.bits,
-        surrogate=args.surrogate,
-        asymmetric=args.asymmetric,
-        seed=args.seed,
-    )
+    # the library's recipe for the pairs found (train qrels or corpus-only), with the flags given on top
+    fields = ("epochs", "lr", "temperature", "beta_start", "beta_end", "distill_weight", "val_fraction")
+    fields += ("bits", "surrogate", "ema")
+    overrides = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
+    if args.asymmetric:
+        overrides["asymmetric"] = True
+    config = HeadConfig.for_pairs(pairs.source, seed=args.seed, **overrides)
 
     def on_epoch(epoch: int, weight: np.ndarray, bias: np.ndarray) -> dict[str, Any]:
         head = CodeHead(weight, bias)
@@ -214,15 +208,17 @@ def main() -> int:
         "--embeddings", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "embeddings")
     )
     p.add_argument("--tag", default="head")
-    p.add_argument("--epochs", type=int, default=HeadConfig.epochs)
-    p.add_argument("--lr", type=float, default=HeadConfig.lr)
-    p.add_argument("--temperature", type=float, default=HeadConfig.temperature)
-    p.add_argument("--beta-start", type=float, default=HeadConfig.beta_start)
-    p.add_argument("--beta-end", type=float, default=HeadConfig.beta_end)
-    p.add_argument("--distill-weight", type=float, default=HeadConfig.distill_weight)
-    p.add_argument("--val-fraction", type=float, default=HeadConfig.val_fraction)
+    # recipe flags: default None, i.e. the library's recipe for the collection's pairs
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--beta-start", type=float, default=None)
+    p.add_argument("--beta-end", type=float, default=None)
+    p.add_argument("--distill-weight", type=float, default=None)
+    p.add_argument("--val-fraction", type=float, default=None)
+    p.add_argument("--ema", type=float, default=None)
     p.add_argument("--bits", type=int, default=None, help="code length (default: the dimension)")
-    p.add_argument("--surrogate", choices=["tanh", "ste"], default=HeadConfig.surrogate)
+    p.add_argument("--surrogate", choices=["tanh", "ste"], default=None)
     p.add_argument("--asymmetric", action="store_true", help="train for float query x document codes")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()

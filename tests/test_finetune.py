@@ -74,6 +74,45 @@ def test_inverse_cloze_pairs_take_a_sentence_out_of_its_passage() -> None:
         inverse_cloze_pairs(texts, per_doc=0)
 
 
+def test_inverse_cloze_pairs_drop_repeats_and_can_use_titles() -> None:
+    texts = [
+        "wing flow at speed . wing flow at speed . The lift rises with the angle. "
+        "Drag grows near the stall point.",
+        "Other title Drag grows near the stall point! Shock waves form at high speed here.",
+    ]
+    titles = ["wing flow at speed .", "Other title"]
+    every = inverse_cloze_pairs(texts, titles=titles, per_doc=None, keep_sentence=0.0)
+    assert "wing flow at speed ." in every.query_texts  # the body repeats its title: a copy pair
+    assert every.query_texts.count("Drag grows near the stall point!") == 1
+    clean = inverse_cloze_pairs(texts, titles=titles, per_doc=None, keep_sentence=0.0, drop_duplicates=True)
+    assert sorted(clean.query_texts) == sorted(
+        [
+            "The lift rises with the angle.",
+            "Drag grows near the stall point.",
+            "Shock waves form at high speed here.",
+        ]
+    )  # no title copy, and doc 1's repeat of doc 0's sentence is gone
+    assert clean.doc_groups.tolist() == [0, 0, 1]
+    titled = inverse_cloze_pairs(
+        texts, titles=["wing flow over the slats", "Other title"], per_doc=1, title_queries=True
+    )
+    assert titled.query_texts[0] == "wing flow over the slats"  # >= 4 words; "Other title" is too short
+    assert titled.doc_groups.tolist() == [0, 0, 1]
+    with pytest.raises(InvalidArgumentError, match="per_doc"):
+        inverse_cloze_pairs(texts, per_doc=True)
+
+
+def test_head_recipe_follows_the_kind_of_pairs() -> None:
+    from quantsearch.finetune.config import CORPUS_ONLY_RECIPE
+
+    assert HeadConfig.for_pairs("qrels:train") == HeadConfig()
+    cloze = HeadConfig.for_pairs("inverse-cloze", seed=3)
+    assert all(getattr(cloze, k) == v for k, v in CORPUS_ONLY_RECIPE.items()) and cloze.seed == 3
+    assert HeadConfig.for_pairs("inverse-cloze", epochs=2).epochs == 2  # the user's value wins
+    with pytest.raises(InvalidArgumentError, match="ema"):
+        HeadConfig(ema=1.0).validate()
+
+
 def test_training_pairs_use_train_qrels_and_never_test_queries(tmp_path: Path) -> None:
     root = _beir(tmp_path / "ds", train=True)
     pairs = training_pairs(root)
@@ -308,3 +347,81 @@ def test_embedding_cache_key_follows_a_retrained_model_folder(tmp_path: Path) ->
     assert cache.key(fake, ["a text"]) != first  # new weights, new key: no stale vectors
     hub = SimpleNamespace(name="org/some-model", normalize=True, max_seq_length=None)
     assert cache.key(hub, ["a text"]) == cache.key(hub, ["a text"])
+
+
+# ---- fine-tuning only the top layers (cached frozen prefix) -----------------------------------------
+def _tiny_bert(root: Path) -> Path:
+    """A randomly initialised 2-layer, 32-d BERT with a word-level vocabulary of the topics' words,
+    as a sentence-transformers folder (mean pooling, normalised)."""
+    import re
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    except ImportError:  # older sentence-transformers
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+
+    words = sorted({w for t in list(TOPICS.values()) + list(TOPICS) for w in re.findall(r"\w+", t.lower())})
+    hf = root / "hf"
+    hf.mkdir(parents=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", *words]
+    (hf / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(hf)
+    BertTokenizer(str(hf / "vocab.txt")).save_pretrained(hf)
+    transformer = Transformer(str(hf), max_seq_length=32)
+    modules = [transformer, Pooling(32, pooling_mode="mean"), Normalize()]
+    SentenceTransformer(modules=modules, device="cpu").save(str(root / "st"))
+    return root / "st"
+
+
+@pytest.mark.embed
+def test_prefix_cache_gives_the_models_own_embeddings(tmp_path: Path) -> None:
+    import torch
+
+    from quantsearch.embed import Embedder
+    from quantsearch.finetune.prefix import PrefixCache
+
+    model = Embedder(str(_tiny_bert(tmp_path))).model
+    texts = [*TOPICS.values(), "stars", "bread and yeast in the oven"]  # lengths differ: padding
+    expected = model.encode(texts, convert_to_numpy=True)
+    for n_layers in (1, 2):
+        cache = PrefixCache(torch, model, texts, n_layers, batch_size=3)
+        with torch.no_grad():
+            got = cache.encode(model, [7, 0, 6, 3]).numpy()
+        np.testing.assert_allclose(got, expected[[7, 0, 6, 3]], atol=2e-3)  # float16 cache
+
+
+@pytest.mark.embed
+def test_finetune_top_layers_trains_only_them(tmp_path: Path) -> None:
+    import torch
+
+    from quantsearch.embed import Embedder
+
+    base_dir = _tiny_bert(tmp_path / "tiny")
+    pairs = training_pairs(_beir(tmp_path / "ds", train=False))
+    config = FinetuneConfig(steps=3, batch_size=4, lr=1e-2, max_seq_length=16, unfreeze_layers=1)
+    result = finetune(pairs, tmp_path / "m", model=str(base_dir), config=config)
+    assert np.isfinite(result.report["loss"][-1]["loss"])
+    base = Embedder(str(base_dir)).model[0].auto_model.state_dict()
+    saved = Embedder(str(result.path)).model
+    assert saved.max_seq_length == 32  # trained on 16 tokens, keeps the base model's length
+    tuned = saved[0].auto_model.state_dict()
+    changed = {k for k in base if not torch.equal(base[k], tuned[k])}
+    assert changed and all(k.startswith("encoder.layer.1.") for k in changed)
+    assert any(k.startswith("encoder.layer.1.") for k in changed)
+    for bad in (0, 3, True):
+        with pytest.raises(InvalidArgumentError, match="unfreeze_layers"):
+            bad_config = FinetuneConfig(unfreeze_layers=bad)
+            finetune(pairs, tmp_path / f"bad{bad}", model=str(base_dir), config=bad_config)

@@ -343,25 +343,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_model(args: argparse.Namespace) -> int:
-    from .finetune import FinetuneConfig, HeadConfig, train_model
+    from .finetune import FinetuneConfig, train_model
 
-    head = HeadConfig(
-        **{
-            k: v
-            for k, v in (
-                ("epochs", args.epochs),
-                ("lr", args.lr),
-                ("temperature", args.temperature),
-                ("bits", args.bits),
-            )
-            if v is not None
-        },
-        surrogate=args.surrogate,
-        seed=args.seed,
-    )
+    # only what the user set: the rest comes from the recipe for the pairs found (qrels or cloze)
+    head = {
+        k: v
+        for k, v in (
+            ("epochs", args.epochs),
+            ("lr", args.lr),
+            ("temperature", args.temperature),
+            ("bits", args.bits),
+            ("surrogate", args.surrogate),
+            ("ema", args.ema),
+        )
+        if v is not None
+    }
+    head["seed"] = args.seed
     e2e = None
     if args.e2e_steps:
-        e2e = FinetuneConfig(steps=args.e2e_steps, batch_size=args.e2e_batch_size, seed=args.seed)
+        e2e = FinetuneConfig(
+            steps=args.e2e_steps,
+            batch_size=args.e2e_batch_size,
+            max_seq_length=args.e2e_max_seq_length,
+            unfreeze_layers=args.unfreeze_layers,
+            seed=args.seed,
+        )
     report = train_model(
         args.corpus,
         args.out,
@@ -606,10 +612,24 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--e2e-batch-size", type=int, default=32, help="model: pairs per end-to-end step")
     p.add_argument(
+        "--e2e-max-seq-length", type=int, default=256, help="model: tokens per text in end-to-end steps"
+    )
+    p.add_argument(
+        "--unfreeze-layers",
+        type=int,
+        default=None,
+        help="model: end to end, train only the top N transformer layers (and the head); the frozen "
+        "layers run once per text, so steps are much cheaper (default: the whole encoder)",
+    )
+    p.add_argument(
         "--surrogate",
         choices=("tanh", "ste"),
-        default="tanh",
-        help="model: Hamming surrogate of the head: soft tanh codes, or exact signs with tanh gradients",
+        default=None,
+        help="model: Hamming surrogate of the head: soft tanh codes, or exact signs with tanh gradients "
+        "(default: the recipe for the pairs found)",
+    )
+    p.add_argument(
+        "--ema", type=float, default=None, help="model: decay of the moving average of the head's weights"
     )
     p.add_argument("--bits", type=int, default=None, help="output bits (default: the dimension)")
     p.add_argument("--hidden", type=int, default=0, help="MLP width (0: linear head)")

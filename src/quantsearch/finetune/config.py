@@ -32,6 +32,10 @@ class FinetuneConfig:
         Weight of the distillation of the base model's in-batch ranking (0: no teacher forward).
     max_seq_length : int
         Tokens per text during training.
+    unfreeze_layers : int or None
+        None: train the whole encoder. n: train only its top n transformer layers and the modules
+        after them (pooling, the code head); the frozen layers' output is computed once per text
+        (:mod:`quantsearch.finetune.prefix`), so a step costs a fraction of a full one.
     seed : int
     threads : int or None
         torch threads (None: torch's default).
@@ -47,11 +51,20 @@ class FinetuneConfig:
     float_weight: float = 0.5
     distill_weight: float = 1.0
     max_seq_length: int = 256
+    unfreeze_layers: int | None = None
     seed: int = 0
     threads: int | None = None
 
     def validate(self) -> None:
         _check_recipe(self, ("steps", "batch_size", "max_seq_length"), ("float_weight", "distill_weight"))
+        if self.unfreeze_layers is not None and (
+            isinstance(self.unfreeze_layers, bool)
+            or not isinstance(self.unfreeze_layers, int)
+            or self.unfreeze_layers < 1
+        ):
+            raise InvalidArgumentError(
+                f"unfreeze_layers must be a positive int or None, got {self.unfreeze_layers!r}"
+            )
         if self.batch_size < 2:
             raise InvalidArgumentError(f"batch_size must be >= 2 (in-batch negatives), got {self.batch_size}")
         if not 0.0 <= self.warmup < 1.0:
@@ -73,6 +86,18 @@ def _check_recipe(recipe: Any, positive_ints: Sequence[str], non_negative: Seque
         value = getattr(recipe, name)
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise InvalidArgumentError(f"{name} must be a number >= 0, got {value!r}")
+
+
+#: The code-head recipe for corpus-only (inverse cloze) pairs, chosen on held-out cloze pairs of
+#: cranfield and cisi together (benchmarks/trained_binary_cloze_sweep.py; docs/benchmarks.md).
+CORPUS_ONLY_RECIPE: dict[str, Any] = {
+    "epochs": 15,
+    "lr": 3e-4,
+    "surrogate": "ste",
+    "bits": 416,
+    "ema": 0.98,
+    "val_fraction": 0.2,
+}
 
 
 @dataclass
@@ -106,6 +131,9 @@ class HeadConfig:
     asymmetric : bool
         Score the float query (the head's output, not coded) against the documents' codes, as the
         ``sign-asym`` configuration searches, in the loss and in the validation ranking.
+    ema : float
+        Decay of the exponential moving average of the weights over steps (0: the raw weights); the
+        average is what is validated each epoch and kept, which smooths the epoch-to-epoch noise.
     seed : int
     """
 
@@ -120,10 +148,20 @@ class HeadConfig:
     bits: int | None = None
     surrogate: str = "tanh"
     asymmetric: bool = False
+    ema: float = 0.0
     seed: int = 0
+
+    @classmethod
+    def for_pairs(cls, source: str, **overrides: Any) -> HeadConfig:
+        """The recipe for a kind of pairs, with ``overrides`` on top: the defaults for train qrels,
+        :data:`CORPUS_ONLY_RECIPE` for inverse cloze pairs (``source == "inverse-cloze"``)."""
+        base = CORPUS_ONLY_RECIPE if source == "inverse-cloze" else {}
+        return cls(**{**base, **overrides})
 
     def validate(self) -> None:
         _check_recipe(self, ("epochs", "batch_size"), ("distill_weight",))
+        if not (isinstance(self.ema, (int, float)) and 0.0 <= self.ema < 1.0):
+            raise InvalidArgumentError(f"ema must be in [0, 1), got {self.ema!r}")
         if self.surrogate not in ("tanh", "ste"):
             raise InvalidArgumentError(f"surrogate must be 'tanh' or 'ste', got {self.surrogate!r}")
         if self.bits is not None and (

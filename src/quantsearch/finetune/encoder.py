@@ -14,6 +14,7 @@ import numpy as np
 
 from .config import FinetuneConfig
 from .pairs import TrainingPairs
+from .prefix import PrefixCache, trainable_top
 from .saving import _check_out, _save
 from .surrogate import _imports, beta_at, distill_kl, soft_code_similarity
 
@@ -37,6 +38,19 @@ def _load_model(SentenceTransformer: Any, model: str | None) -> Any:
 def _encode_train(model: Any, texts: list[str]) -> Any:
     features = model.tokenize(texts)
     return model(features)["sentence_embedding"]
+
+
+def _encode_all(torch: Any, model: Any, cache: PrefixCache, batch_size: int = 128) -> Any:
+    """Unit embeddings of every cached text by the model as it is now (no gradients)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = [
+            cache.encode(model, range(start, min(start + batch_size, len(cache))))
+            for start in range(0, len(cache), batch_size)
+        ]
+    model.train(was_training)
+    return torch.nn.functional.normalize(torch.cat(out), dim=1)
 
 
 def _batch_indices(
@@ -140,15 +154,31 @@ def _train(
     rng = np.random.default_rng(config.seed)
     base_name = Embedder(model_name).name
     student = _load_model(SentenceTransformer, model_name)
+    inference_length = student.max_seq_length  # what the saved model keeps: training may use fewer tokens
     student.max_seq_length = config.max_seq_length
-    teacher = None
-    if config.distill_weight > 0:
-        teacher = _load_model(SentenceTransformer, model_name)
-        teacher.max_seq_length = config.max_seq_length
-        teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=0.01)
+    t_setup = time.perf_counter()
+    teacher: Any = None
+    caches: tuple[PrefixCache, PrefixCache] | None = None
+    if config.unfreeze_layers is not None:
+        # only the top layers train: the rest's output is computed once per text (and so is the
+        # teacher's embedding, the student's own at the start)
+        params = trainable_top(student, config.unfreeze_layers)
+        caches = (
+            PrefixCache(torch, student, pairs.query_texts, config.unfreeze_layers),
+            PrefixCache(torch, student, pairs.doc_texts, config.unfreeze_layers),
+        )
+        if config.distill_weight > 0:
+            teacher = tuple(_encode_all(torch, student, c) for c in caches)
+    else:
+        params = list(student.parameters())
+        if config.distill_weight > 0:
+            teacher = _load_model(SentenceTransformer, model_name)
+            teacher.max_seq_length = config.max_seq_length
+            teacher.eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+    setup_seconds = time.perf_counter() - t_setup
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.01)
     warm = max(1, int(config.warmup * config.steps))
 
     def lr_factor(step: int) -> float:
@@ -194,8 +224,10 @@ def _train(
         q_texts = [pairs.query_texts[i] for i in qi]
         d_texts = [pairs.doc_texts[i] for i in di]
         mask = torch.from_numpy(_negative_mask(pairs, qi, di))
-        q = _encode_train(student, q_texts)
-        d = _encode_train(student, d_texts)
+        if caches is not None:
+            q, d = caches[0].encode(student, qi), caches[1].encode(student, di)
+        else:
+            q, d = _encode_train(student, q_texts), _encode_train(student, d_texts)
         beta = beta_at(step, config.steps, config.beta_start, config.beta_end)
         code_logits = (soft_code_similarity(torch, q, d, beta) * inv_t).masked_fill(mask, -1e4)
         labels = torch.arange(len(qi))
@@ -206,8 +238,11 @@ def _train(
             loss = loss + config.float_weight * torch.nn.functional.cross_entropy(float_logits, labels)
         if teacher is not None:
             with torch.no_grad():
-                tq = torch.nn.functional.normalize(_encode_train(teacher, q_texts), dim=1)
-                td = torch.nn.functional.normalize(_encode_train(teacher, d_texts), dim=1)
+                if isinstance(teacher, tuple):
+                    tq, td = teacher[0][qi], teacher[1][di]
+                else:
+                    tq = torch.nn.functional.normalize(_encode_train(teacher, q_texts), dim=1)
+                    td = torch.nn.functional.normalize(_encode_train(teacher, d_texts), dim=1)
                 teacher_logits = (tq @ td.T * inv_t).masked_fill(mask, -1e4)
             loss = loss + config.distill_weight * distill_kl(torch, teacher_logits, code_logits)
         optimizer.zero_grad(set_to_none=True)
@@ -224,8 +259,10 @@ def _train(
             bar.update(1)
         checkpoint(step + 1)
     report["train_seconds"] = round(time.perf_counter() - t0, 1)
+    report["setup_seconds"] = round(setup_seconds, 1)
     if bar is not None:
         bar.close()
     student.eval()
+    student.max_seq_length = inference_length
     _save(student, out_path, report)
     return report

@@ -69,6 +69,7 @@ def train_code_head(
     positives: Sequence[np.ndarray],
     config: HeadConfig | None = None,
     *,
+    validation: tuple[np.ndarray, Sequence[np.ndarray]] | None = None,
     on_epoch: Callable[[int, np.ndarray, np.ndarray], dict[str, Any] | None] | None = None,
 ) -> CodeHead:
     """Train an affine code head on frozen embeddings with the Hamming surrogate over the whole corpus.
@@ -89,6 +90,10 @@ def train_code_head(
     positives : sequence of ndarray of int64
         Relevant document rows per query.
     config : HeadConfig, optional
+    validation : (ndarray of shape (n_val, dim), sequence of ndarray of int64), optional
+        Held-out queries and their relevant rows to choose the epoch by; when given, every query of
+        ``queries`` is trained on and ``config.val_fraction`` is not used (e.g. to compare recipes
+        whose training queries differ on one validation set).
     on_epoch : callable, optional
         ``on_epoch(epoch, weight, bias)`` after every epoch (and for the start, epoch 0); what it
         returns is recorded with that epoch (e.g. test NDCG for a curve; it never steers training).
@@ -112,8 +117,18 @@ def train_code_head(
     rng = np.random.default_rng(config.seed)
     n_q = queries.shape[0]
     order = rng.permutation(n_q)
-    n_val = int(round(config.val_fraction * n_q)) if n_q >= 20 else 0
-    val, train = np.sort(order[:n_val]), order[n_val:]
+    if validation is not None:
+        val_queries = as_float_matrix(validation[0], "validation queries", dim=docs.shape[1])
+        val_positives = list(validation[1])
+        if len(val_positives) != val_queries.shape[0]:
+            raise InvalidArgumentError(
+                f"validation has {len(val_positives)} positive lists for {val_queries.shape[0]} queries"
+            )
+        n_val, train = val_queries.shape[0], order
+    else:
+        n_val = int(round(config.val_fraction * n_q)) if n_q >= 20 else 0
+        val, train = np.sort(order[:n_val]), order[n_val:]
+        val_queries, val_positives = queries[val], [positives[i] for i in val]
     center = docs.mean(axis=0, dtype=np.float64).astype(np.float32)
     rotation = itq_rotation(docs - center, seed=config.seed, restarts=3)
     weight0 = np.ascontiguousarray(rotation.T, dtype=np.float32)
@@ -133,15 +148,17 @@ def train_code_head(
     def val_ndcg(weight: np.ndarray, bias: np.ndarray) -> float:
         if not n_val:
             return float("nan")
-        cq = queries[val] @ weight.T + bias
+        cq = val_queries @ weight.T + bias
         cq = cq if config.asymmetric else _signs(cq)
         cd = _signs(docs @ weight.T + bias)
-        return _hamming_ndcg(cq @ cd.T, [positives[i] for i in val])
+        return _hamming_ndcg(cq @ cd.T, val_positives)
 
     torch.manual_seed(config.seed)
     w = torch.nn.Parameter(torch.from_numpy(weight0.copy()))
     b = torch.nn.Parameter(torch.from_numpy(bias0.copy()))
     optimizer = torch.optim.Adam([w, b], lr=config.lr)
+    # Polyak (exponential moving) average of the weights: what is validated and kept when ema > 0
+    avg_w, avg_b = w.detach().clone(), b.detach().clone()
     d_t = torch.from_numpy(docs)
     q_t = torch.from_numpy(queries)
     inv_t = 1.0 / config.temperature
@@ -175,8 +192,11 @@ def train_code_head(
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-        weight = w.detach().numpy().copy()
-        bias = b.detach().numpy().copy()
+            with torch.no_grad():
+                avg_w.mul_(config.ema).add_(w.detach(), alpha=1.0 - config.ema)
+                avg_b.mul_(config.ema).add_(b.detach(), alpha=1.0 - config.ema)
+        weight = avg_w.numpy().copy()
+        bias = avg_b.numpy().copy()
         score = val_ndcg(weight, bias)
         history.append(
             {

@@ -15,6 +15,9 @@ from ..exceptions import EmptyInputError, InvalidArgumentError
 
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
 _MIN_QUERY_WORDS = 4
+#: Options of :func:`inverse_cloze_pairs` that :func:`training_pairs` uses for a corpus without train
+#: qrels (chosen with the head recipe, :data:`quantsearch.finetune.config.CORPUS_ONLY_RECIPE`).
+CORPUS_ONLY_PAIRS: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,19 @@ def _body(text: str, title: str) -> str:
     return text[len(title) + 1 :] if title and text.startswith(title + " ") else text
 
 
+def _normal(text: str) -> str:
+    """Lower case, words only: what two near-identical sentences share."""
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
 def inverse_cloze_pairs(
     texts: Sequence[str],
     *,
     titles: Sequence[str] | None = None,
-    per_doc: int = 2,
+    per_doc: int | None = 2,
     keep_sentence: float = 0.1,
+    drop_duplicates: bool = False,
+    title_queries: bool = False,
     seed: int = 0,
 ) -> TrainingPairs:
     """Inverse cloze pairs made from a corpus alone: a sentence as the query, its passage as the document.
@@ -81,11 +91,18 @@ def inverse_cloze_pairs(
         The corpus documents (the title, if any, in front of the body, as ``load_beir`` joins them).
     titles : sequence of str, optional
         The documents' titles (the title stays in the document; sentences are drawn from the body).
-    per_doc : int, default 2
-        Sentences drawn per document (without repetition; fewer when the body has fewer usable ones).
+    per_doc : int or None, default 2
+        Sentences drawn per document (without repetition; fewer when the body has fewer usable ones);
+        None: every usable sentence.
     keep_sentence : float, default 0.1
         Probability that the sentence is left in the document (as in Lee et al., 2019), so that the
         model also learns some lexical matching.
+    drop_duplicates : bool, default False
+        Skip sentences that repeat the title or an earlier sentence of the corpus (word for word, case
+        and punctuation aside): e.g. cranfield's bodies start with their title, a pair that only
+        teaches copying.
+    title_queries : bool, default False
+        Also use each title (when it has at least 4 words) as a query for its passage.
     seed : int, default 0
 
     Returns
@@ -94,18 +111,32 @@ def inverse_cloze_pairs(
         ``source == "inverse-cloze"``; every document text is its own positive and groups are the
         corpus rows.
     """
-    if per_doc < 1:
-        raise InvalidArgumentError(f"per_doc must be >= 1, got {per_doc}")
+    if per_doc is not None and (isinstance(per_doc, bool) or not isinstance(per_doc, int) or per_doc < 1):
+        raise InvalidArgumentError(f"per_doc must be >= 1 or None, got {per_doc!r}")
     if not 0.0 <= keep_sentence <= 1.0:
         raise InvalidArgumentError(f"keep_sentence must be in [0, 1], got {keep_sentence}")
     rng = np.random.default_rng(seed)
     queries: list[str] = []
     docs: list[str] = []
     groups: list[int] = []
+    seen: set[str] = set()
     for row, text in enumerate(texts):
         title = titles[row] if titles is not None else ""
         sentences = [s.strip() for s in _SENTENCE_SPLIT.split(_body(text, title)) if s.strip()]
         usable = [i for i, s in enumerate(sentences) if len(s.split()) >= _MIN_QUERY_WORDS]
+        if drop_duplicates:
+            seen.add(_normal(title))
+            kept = []
+            for i in usable:
+                key = _normal(sentences[i])
+                if key not in seen:
+                    seen.add(key)
+                    kept.append(i)
+            usable = kept
+        if title_queries and len(title.split()) >= _MIN_QUERY_WORDS and len(sentences) >= 1:
+            queries.append(title)
+            docs.append(" ".join(sentences))
+            groups.append(row)
         if len(sentences) < 2 or not usable:
             continue
         for pick in rng.permutation(usable)[:per_doc]:
@@ -151,6 +182,7 @@ def training_pairs(
     train_split: str = "train",
     test_split: str = "test",
     seed: int = 0,
+    cloze: dict[str, Any] | None = None,
 ) -> TrainingPairs:
     """The training pairs of a BEIR folder: its train qrels when it has them, else inverse cloze pairs.
 
@@ -163,6 +195,8 @@ def training_pairs(
     train_split, test_split : str
         Queries judged in ``test_split`` are never trained on, even when ``train_split`` lists them.
     seed : int
+    cloze : dict, optional
+        Options of :func:`inverse_cloze_pairs` (default :data:`CORPUS_ONLY_PAIRS`).
 
     Raises
     ------
@@ -192,7 +226,8 @@ def training_pairs(
         )
     # corpus only: the split argument just has to name a file the loader accepts; no query is read
     corpus = _corpus_only(root)
-    return inverse_cloze_pairs(corpus[0], titles=corpus[1], seed=seed)
+    options = CORPUS_ONLY_PAIRS if cloze is None else cloze
+    return inverse_cloze_pairs(corpus[0], titles=corpus[1], seed=seed, **options)
 
 
 def _corpus_only(root: Path) -> tuple[list[str], list[str]]:

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ def train_model(
     *,
     model: str | None = None,
     pairs: str = "auto",
-    head: HeadConfig | None = None,
+    head: HeadConfig | Mapping[str, Any] | None = None,
     e2e: FinetuneConfig | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool = False,
@@ -32,8 +33,12 @@ def train_model(
 
     1. Pairs from the collection (:func:`training_pairs`: train qrels, else inverse cloze).
     2. The code head on the base model's frozen (cached) embeddings (:func:`train_code_head`).
-    3. With ``e2e`` (``steps > 0``): the whole encoder and the head fine-tuned end to end
-       (:func:`finetune`), starting from step 2's model.
+    3. With ``e2e`` (``steps > 0``): the encoder (or its top ``e2e.unfreeze_layers`` layers) and the
+       head fine-tuned end to end (:func:`finetune`), starting from step 2's model.
+
+    ``head``: a full :class:`HeadConfig`, or a mapping of fields to change in the recipe for the kind
+    of pairs found (:meth:`HeadConfig.for_pairs`: train qrels or inverse cloze), or None for that
+    recipe unchanged.
 
     Returns
     -------
@@ -44,18 +49,21 @@ def train_model(
 
     out_path = Path(out)
     _check_out(out_path)
-    head = head or HeadConfig()
-    head.validate()
+    given = head if isinstance(head, HeadConfig) else None
+    overrides = dict(head) if isinstance(head, Mapping) else {}
+    (given or HeadConfig(**overrides)).validate()  # fail before any embedding
     if e2e is not None:
         e2e.validate()
     t0 = time.perf_counter()
-    train_pairs = training_pairs(dataset_dir, pairs=pairs, seed=head.seed)
+    seed = given.seed if given is not None else overrides.get("seed", 0)
+    train_pairs = training_pairs(dataset_dir, pairs=pairs, seed=seed)
+    config = given or HeadConfig.for_pairs(train_pairs.source, **overrides)
     embedder = Embedder(model)
     cache = EmbeddingCache(cache_dir)
     corpus = _corpus_only(Path(dataset_dir))[0]
     docs, _ = cache.embed(embedder, corpus, progress=progress)
     queries, _ = cache.embed(embedder, train_pairs.query_texts, progress=progress)
-    code_head = train_code_head(docs, queries, head_positives(train_pairs), head)
+    code_head = train_code_head(docs, queries, head_positives(train_pairs), config)
     info = {
         "pairs": {"source": train_pairs.source, "queries": len(train_pairs)},
         "embed_seconds": round(time.perf_counter() - t0 - code_head.report["seconds"], 1),
