@@ -58,6 +58,15 @@ def test_ids_follow_adds_deletes_and_compaction(index):
     index.add(vectors_of(list(range(1, 200, 2))), ids=list(range(1, 200, 2)))
     index.delete(list(range(0, 100, 4)))
     gone = set(range(0, 100, 4))
+    assert index._state.view.ids.dtype == np.int32  # 4 bytes a row while the ids fit
+    big = [2**40, -(2**62), 2**63 - 1]
+    seeds = [10**6 + j for j in range(3)]  # vectors of no other document
+    index.add(vectors_of(seeds[:1]), ids=big[:1])  # widened to 8 bytes, the earlier ids kept
+    index.add(vectors_of(seeds[1:]), ids=big[1:])
+    for doc, vec in zip(big, seeds, strict=True):
+        res = index.search(vector_of(vec), K, with_payload=False)
+        assert res.ids[0, 0] == doc and res.ids.dtype == np.int64
+    index.delete(big)
     for when in ("before compaction", "after compaction"):
         for doc in (2, 3, 198, 399 - 1):
             q = vector_of(doc)
@@ -68,6 +77,10 @@ def test_ids_follow_adds_deletes_and_compaction(index):
             full = index.search(q, K, with_payload=True)  # the catalog's answer: the same ids
             np.testing.assert_array_equal(res.ids, full.ids)
         index.compact()
+    index.add(vectors_of(seeds[:1]), ids=[2**40])
+    with Index.open(index.path, readonly=True) as reopened:  # read at open: int64 again
+        assert reopened._state.view.ids.dtype == np.int64
+        assert reopened.search(vector_of(seeds[0]), K, with_payload=False).ids[0, 0] == 2**40
 
 
 def reader_of(index: Index, ids: list[int]) -> Index:

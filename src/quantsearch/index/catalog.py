@@ -223,7 +223,8 @@ class Catalog:
         self, n_rows: int, *, with_ids: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None, int] | None:
         """``(valid, ids, n_live)``: the live rows of ``n_rows`` stored ones as a (n_rows,) bool mask,
-        with ``with_ids`` the integer id of every row (int64, 0 at deleted rows), and the count.
+        with ``with_ids`` the integer id of every row (int32 while every id fits, else int64; 0 at
+        deleted rows), and the count.
 
         Streamed from the cursor in chunks into the arrays: a list of tuples would hold ~90 bytes
         of Python objects per document at once (a transient of ~0.7x the binary codes of a
@@ -231,7 +232,7 @@ class Catalog:
         ``[0, n_rows)``; :class:`CorruptIndexError` for a non-integer id.
         """
         valid = np.zeros(n_rows, bool)
-        ids = np.zeros(n_rows, np.int64) if with_ids else None
+        ids = np.zeros(n_rows, np.int32) if with_ids else None  # widened when an id needs it
         n_live = 0
         with self._lock, self._reading():
             # an id that is not an integer (a damaged catalog) reads as NULL, which numpy refuses
@@ -248,6 +249,8 @@ class Catalog:
                     return None  # the caller reports it, after checking the segments themselves
                 valid[rows] = True
                 if ids is not None:
+                    if id_dtype(ids.dtype, pairs[:, 1]) != ids.dtype:
+                        ids = ids.astype(np.int64)
                     ids[rows] = pairs[:, 1]
                 n_live += len(chunk)
         return valid, ids, n_live
@@ -409,6 +412,14 @@ class Catalog:
     @staticmethod
     def set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def id_dtype(dtype: np.dtype, values: np.ndarray) -> np.dtype:
+    """The dtype of an in-RAM id map (int32 or int64) that holds both its ids and ``values`` (int64)."""
+    if dtype == np.int64 or not values.size:
+        return dtype
+    info = np.iinfo(dtype)
+    return np.dtype(np.int64) if values.min() < info.min or values.max() > info.max else dtype
 
 
 def _is_file_ref(ref: Any) -> bool:

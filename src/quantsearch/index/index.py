@@ -660,7 +660,7 @@ class Index:
         if ids is None or self._catalog.version()[0] != view.data_version:
             return None
         found = rows >= 0
-        return np.where(found, ids[np.where(found, rows, 0)], -1)
+        return np.where(found, ids[np.where(found, rows, 0)].astype(np.int64), -1)
 
     def _calibrate_stage(self) -> None:
         """Measure the candidate stage's recall table when its structure was (re)built (writer side)."""

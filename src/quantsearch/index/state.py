@@ -16,7 +16,7 @@ import numpy as np
 from ..exceptions import CorruptIndexError
 from ..kernels.prefetch import ReadAhead
 from ..quantization import Quantizer
-from .catalog import Catalog, Segment
+from .catalog import Catalog, Segment, id_dtype
 from .manifest import Manifest
 from .pipeline import IndexView, TierView
 from .stages import CandidateStage, candidate_stage_from_config
@@ -63,7 +63,8 @@ class IndexState:
         self.segments = segments
         self.generation = generation
         self._codes = np.empty((0, 0), np.uint8)
-        self._ids: np.ndarray | None = None  # (capacity,) int64 id of each row (integer ids only)
+        # (capacity,) id of each row (integer ids only): int32 while every id fits, else int64
+        self._ids: np.ndarray | None = None
         self.data_version = 0  # the catalog's data_version the published ids are current for
         self._arrays: dict[str, list[np.ndarray]] = {}
         self._readahead: dict[str, ReadAhead] = {}  # per tier, carried from view to view
@@ -74,9 +75,9 @@ class IndexState:
     ) -> IndexState:
         """Read the committed segments (one catalog snapshot) and publish a view of them.
 
-        An index with integer ids also keeps the id of every row in RAM (8 bytes a row), so that
-        a search without payload maps its rows to ids without asking the catalog (see
-        :attr:`~.pipeline.IndexView.ids`)."""
+        An index with integer ids also keeps the id of every row in RAM (4 bytes a row while every
+        id fits in 32 bits, else 8), so that a search without payload maps its rows to ids without
+        asking the catalog (see :attr:`~.pipeline.IndexView.ids`)."""
         read = catalog.state(with_ids=manifest.id_type == "int")
         cand = tiers[manifest.candidate_tier.name]
         stage = candidate_stage_from_config(manifest.candidate_stage, cand)
@@ -115,12 +116,14 @@ class IndexState:
             if ids is None or len(ids) != segment.n_rows:
                 self._ids = None  # not known here: searches read ids from the catalog
             else:
-                if new > self._ids.shape[0]:
-                    grown = np.zeros(self._codes.shape[0], np.int64)  # the codes' capacity
+                values = np.asarray(ids, np.int64)
+                dtype = id_dtype(self._ids.dtype, values)
+                if new > self._ids.shape[0] or dtype != self._ids.dtype:
+                    grown = np.zeros(max(new, self._codes.shape[0]), dtype)  # the codes' capacity
                     grown[:old] = self._ids[:old]
                     self._ids = grown
                 # rows [old, new) were never published: searches in flight do not read them
-                self._ids[old:new] = np.asarray(ids, np.int64)
+                self._ids[old:new] = values
         valid = np.zeros(new, bool)  # copied, not grown in place: searches in flight keep the old mask
         valid[:old] = self.view.valid
         valid[old:new] = True
