@@ -529,7 +529,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", default=None, help="sharded index: search on this Ray cluster's actors")
     p.add_argument(
         "--compiled", action="store_true",
-        help="sharded index: search on Ray actors through a compiled graph (implies --ray; experimental in Ray)",
+        help="sharded index: search on Ray actors through a compiled graph (implies --ray; experimental)",
     )  # fmt: skip
     p.set_defaults(func=cmd_search)
 
@@ -661,7 +661,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--compiled", action="store_true",
-        help="sharded index: searches reach the shard actors through a Ray compiled graph (experimental in Ray)",
+        help="sharded index: searches reach the shard actors through a Ray compiled graph (experimental)",
     )  # fmt: skip
     p.set_defaults(func=cmd_serve)
 

@@ -237,7 +237,11 @@ class Catalog:
         with self._lock, self._reading():
             # an id that is not an integer (a damaged catalog) reads as NULL, which numpy refuses
             ext = "CASE WHEN typeof(ext_id) = 'integer' THEN ext_id END"
-            sql = f"SELECT row, {ext} FROM docs ORDER BY row" if with_ids else "SELECT row FROM docs ORDER BY row"
+            sql = (
+                f"SELECT row, {ext} FROM docs ORDER BY row"
+                if with_ids
+                else "SELECT row FROM docs ORDER BY row"
+            )
             cursor = self._db.execute(sql)
             while chunk := cursor.fetchmany(_FETCH):
                 if with_ids:

@@ -101,7 +101,9 @@ class IndexState:
         """``(seg_id, start_row)`` of the next segment to write."""
         return max((s.seg_id for s in self.segments), default=0) + 1, sum(s.n_rows for s in self.segments)
 
-    def append(self, segment: Segment, codes: dict[str, np.ndarray], ids: list[int | str] | None = None) -> None:
+    def append(
+        self, segment: Segment, codes: dict[str, np.ndarray], ids: list[int | str] | None = None
+    ) -> None:
         """Extend the state after a commit of this process (amortised growth of the RAM buffers);
         ``ids`` are the segment's document ids (kept for an index with integer ids)."""
         old = self.n_rows
