@@ -15,6 +15,7 @@ Prints, in one run on one local Ray (workers at nice 0, see ``serving.LOCAL_RAY_
    1), per pair; steady = each actor from its first committed batch on, summed).
 
     flock /tmp/bench.lock python benchmarks/distributed.py [--only search] [--n 400000] [--repeats 3]
+    python benchmarks/distributed.py --only rss [--rss-shard DIR]   (a memory figure: no lock needed)
 
 Data are seeded random unit vectors (the model is not the point of the search figures); the
 text for the embedding runs is the first documents of ../shared/datasets/scifact.
@@ -155,14 +156,20 @@ def rss_part(args: argparse.Namespace, ray, work: Path) -> None:
     from quantsearch.distributed.serving import RayShardedIndex
 
     n, dim = args.rss_n, args.rss_dim
-    path = work / "rss"
+    path = Path(args.rss_shard) if args.rss_shard else work / "rss"
     step = 100_000
-    t0 = time.perf_counter()
-    create_sharded(path, dim, 1, calibration=unit(50_000, dim, 3))
-    with ShardedIndex.open(path) as loc:
-        for s in range(0, n, step):
-            loc.add(unit(min(step, n - s), dim, 100 + s // step), list(range(s, min(n, s + step))))
-    print(f"\nbuilt one shard of {n:,} x {dim} in {time.perf_counter() - t0:.0f} s", flush=True)
+    if (path / "shards.json").is_file():  # kept from an earlier run (--rss-shard)
+        with ShardedIndex.open(path) as loc:
+            if len(loc) != n or loc.dim != dim:
+                raise SystemExit(f"{path} holds {len(loc):,} x {loc.dim}, not {n:,} x {dim}")
+        print(f"\nreusing the shard of {n:,} x {dim} in {path}", flush=True)
+    else:
+        t0 = time.perf_counter()
+        create_sharded(path, dim, 1, calibration=unit(50_000, dim, 3))
+        with ShardedIndex.open(path) as loc:
+            for s in range(0, n, step):
+                loc.add(unit(min(step, n - s), dim, 100 + s // step), list(range(s, min(n, s + step))))
+        print(f"\nbuilt one shard of {n:,} x {dim} in {time.perf_counter() - t0:.0f} s", flush=True)
     # the shard's files were just written and sit in the page cache; drop them from it (these files
     # only), as for a server whose int8 tier is not cached: otherwise every rescoring page fault
     # maps up to 16 cached neighbours ("fault-around") and most of the tier shows up in RSS
@@ -302,6 +309,9 @@ def main() -> int:
     parser.add_argument("--embed-batch", type=int, default=32)
     parser.add_argument("--rss-n", type=int, default=2_500_000, help="documents of the RSS shard")
     parser.add_argument("--rss-dim", type=int, default=1024)
+    parser.add_argument(
+        "--rss-shard", default=None, help="build the RSS shard here and keep it (reused when it exists)"
+    )
     parser.add_argument(
         "--only",
         choices=("search", "rss", "ingest", "embed"),

@@ -169,3 +169,10 @@ def test_cli_shards_with_the_model_in_an_actor_pool(ray_session, tmp_path, capsy
     rc = main(["search", str(tmp_path / "s"), json.loads(lines[0])["title"], "-k", "3", "--json"])
     hits = json.loads(capsys.readouterr().out)["hits"]
     assert rc == 0 and hits[0]["id"] == ids[0]
+    # on Ray actors through a compiled graph: the same hits
+    rc = main(
+        ["search", str(tmp_path / "s"), json.loads(lines[0])["title"], "-k", "3", "--json", "--compiled"]
+    )
+    compiled = json.loads(capsys.readouterr().out)["hits"]
+    assert rc == 0
+    assert [(h["id"], h["score"]) for h in compiled] == [(h["id"], h["score"]) for h in hits]

@@ -216,3 +216,30 @@ def test_compiled_graph_search_equals_plain_and_survives_a_kill(ray_session, sha
                 break
             assert time.monotonic() < deadline
             time.sleep(0.5)
+
+
+def test_http_service_and_cli_with_compiled_graphs(ray_session, sharded_dir, tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from quantsearch.cli import main
+    from quantsearch.server import create_app
+
+    path, vectors = sharded_dir
+    queries = unit_vectors(3, DIM, seed=29)
+    with ShardedIndex.open(path) as local:
+        want = [local.search(q, 5).to_list()[0] for q in queries]
+    app = create_app(path, compiled=True)
+    with TestClient(app, base_url="http://localhost") as client:
+        for q, hits in zip(queries, want, strict=True):
+            body = client.post("/search", json={"vector": q.tolist(), "k": 5}).json()
+            assert [(h["id"], h["score"]) for h in body["hits"]] == [(h["id"], h["score"]) for h in hits]
+        assert client.get("/stats").json()["count"] == N
+        served = app.state.service.index
+        assert served.compiled and served._graph is not None  # the searches went through the graph
+    with Index.build(tmp_path / "single", vectors[:50], ids=list(range(50))):
+        pass
+    with pytest.raises(InvalidArgumentError, match="not a sharded index"):
+        create_app(tmp_path / "single", compiled=True)
+    # the CLI: a one-line message and exit 2 on an ordinary index
+    assert main(["search", str(tmp_path / "single"), "a query", "--compiled"]) == 2
+    assert "not a sharded index" in capsys.readouterr().err

@@ -43,8 +43,10 @@ def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.
             key = np.where(
                 np.take_along_axis(keep, order, axis=1), np.take_along_axis(key, order, axis=1), -np.inf
             )
-    order = np.lexsort((rows, -key.astype(np.float64)), axis=-1)[:, :k]
-    return np.take_along_axis(rows, order, axis=1), np.take_along_axis(scores, order, axis=1)
+    order = np.lexsort((rows, -key), axis=-1)[:, :k]
+    # fancy indexing: take_along_axis costs ~10 us of Python per call, the most of a small top-k
+    at = np.arange(order.shape[0])[:, None]
+    return rows[at, order], scores[at, order]
 
 
 def topk_blocks(

@@ -109,7 +109,7 @@ def query_embedder(index: Any, backend: str) -> Any:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    with _open_any(args.index, ray=args.ray, ray_address=args.ray_address) as index:
+    with _open_any(args.index, ray=args.ray, ray_address=args.ray_address, compiled=args.compiled) as index:
         # without -k, show up to 10 hits even when the index holds fewer documents
         k = args.k if args.k is not None else max(1, min(10, len(index)))
         if index.model is not None:
@@ -215,6 +215,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if api_key is not None and not api_key.strip():
         raise InvalidArgumentError("--api-key must not be empty")
     extra: dict[str, Any] = {} if args.ray_address is None else {"ray_address": args.ray_address}
+    if args.compiled:
+        extra["compiled"] = True
     if args.backend is not None:
         extra["backend"] = args.backend
     serve(
@@ -232,20 +234,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # ---- sharded indexes (quantsearch.distributed) ----------------------------------------------------
-def _open_any(path: str, *, ray: bool = False, ray_address: str | None = None) -> Any:
-    """An :class:`Index`, or for a sharded directory a sharded index: on Ray actors with ``ray`` or
-    ``ray_address`` (a local Ray is started when no address is given), else opened in this process."""
+def _open_any(path: str, *, ray: bool = False, ray_address: str | None = None, compiled: bool = False) -> Any:
+    """An :class:`Index`, or for a sharded directory a sharded index: on Ray actors with ``ray``,
+    ``ray_address`` or ``compiled`` (searches through a Ray compiled graph; a local Ray is started
+    when no address is given), else opened in this process."""
     from .distributed.layout import is_sharded
     from .index import Index
 
     if not is_sharded(path):
-        if ray_address is not None or ray:
-            raise InvalidArgumentError(f"{path} is not a sharded index: --ray/--ray-address do not apply")
+        if ray_address is not None or ray or compiled:
+            raise InvalidArgumentError(
+                f"{path} is not a sharded index: --ray/--ray-address/--compiled do not apply"
+            )
         return Index.open(path)
-    if ray or ray_address is not None:
+    if ray or ray_address is not None or compiled:
         from .distributed.serving import open_sharded
 
-        return open_sharded(path, ray_address=ray_address)
+        return open_sharded(path, ray_address=ray_address, compiled=compiled)
     from .distributed import ShardedIndex
 
     return ShardedIndex.open(path)
@@ -528,6 +533,10 @@ def make_parser() -> argparse.ArgumentParser:
     add_backend(p, "default: the one the index was built with")
     p.add_argument("--ray", action="store_true", help="sharded index: search on Ray actors (local Ray)")
     p.add_argument("--ray-address", default=None, help="sharded index: search on this Ray cluster's actors")
+    p.add_argument(
+        "--compiled", action="store_true",
+        help="sharded index: search on Ray actors through a compiled graph (implies --ray; experimental)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("info", help="counts, settings and memory per tier")
@@ -670,6 +679,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ray-address", default=None, help="sharded index: Ray cluster of the shard actors (default: local)"
     )
+    p.add_argument(
+        "--compiled", action="store_true",
+        help="sharded index: searches reach the shard actors through a Ray compiled graph (experimental)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="index Python standard library docstrings offline and search them")

@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS docs (
 
 # sqlite limits the number of bound parameters per statement
 _CHUNK = 900
+# rows fetched at a time when streaming the whole docs table
+_FETCH = 65_536
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,18 @@ class Segment:
     start_row: int
     n_rows: int
     files: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class CatalogState:
+    """What :meth:`Catalog.state` reads in one snapshot."""
+
+    segments: list[Segment]
+    # Catalog.live_docs: (valid (n_rows,) bool, ids (n_rows,) int64 or None, n_live); None when
+    # the catalog lists rows outside the segments
+    docs: tuple[np.ndarray, np.ndarray | None, int] | None
+    generation: int
+    version: tuple[int, int]  # Catalog.version() read just before the snapshot
 
 
 @dataclass(frozen=True)
@@ -205,16 +219,45 @@ class Catalog:
         with self._reading():
             return [self._segment(r) for r in rows]
 
-    def live_rows(self) -> np.ndarray:
-        """Row numbers of the live documents, ascending (int64).
+    def live_docs(
+        self, n_rows: int, *, with_ids: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None, int] | None:
+        """``(valid, ids, n_live)``: the live rows of ``n_rows`` stored ones as a (n_rows,) bool mask,
+        with ``with_ids`` the integer id of every row (int32 while every id fits, else int64; 0 at
+        deleted rows), and the count.
 
-        Streamed from the cursor into the array: a list of one-tuples would hold ~90 bytes of
-        Python objects per document at once (a transient of ~0.7x the binary codes of a
-        1024-d index at open; docs/benchmarks.md, issue 13).
+        Streamed from the cursor in chunks into the arrays: a list of tuples would hold ~90 bytes
+        of Python objects per document at once (a transient of ~0.7x the binary codes of a
+        1024-d index at open; docs/benchmarks.md, issue 13). None when a row is outside
+        ``[0, n_rows)``; :class:`CorruptIndexError` for a non-integer id.
         """
+        valid = np.zeros(n_rows, bool)
+        ids = np.zeros(n_rows, np.int32) if with_ids else None  # widened when an id needs it
+        n_live = 0
         with self._lock, self._reading():
-            cursor = self._db.execute("SELECT row FROM docs ORDER BY row")
-            return np.fromiter((r for (r,) in cursor), np.int64)
+            # an id that is not an integer (a damaged catalog) reads as NULL, which numpy refuses
+            ext = "CASE WHEN typeof(ext_id) = 'integer' THEN ext_id END"
+            sql = (
+                f"SELECT row, {ext} FROM docs ORDER BY row"
+                if with_ids
+                else "SELECT row FROM docs ORDER BY row"
+            )
+            cursor = self._db.execute(sql)
+            while chunk := cursor.fetchmany(_FETCH):
+                if with_ids:
+                    pairs = np.array(chunk, np.int64).reshape(-1, 2)
+                    rows = pairs[:, 0]
+                else:
+                    rows = np.fromiter((r for (r,) in chunk), np.int64, len(chunk))
+                if rows[0] < 0 or rows[-1] >= n_rows:
+                    return None  # the caller reports it, after checking the segments themselves
+                valid[rows] = True
+                if ids is not None:
+                    if id_dtype(ids.dtype, pairs[:, 1]) != ids.dtype:
+                        ids = ids.astype(np.int64)
+                    ids[rows] = pairs[:, 1]
+                n_live += len(chunk)
+        return valid, ids, n_live
 
     def count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM docs")[0][0])
@@ -247,10 +290,14 @@ class Catalog:
             out.update(self._query(f"SELECT ext_id, row FROM docs WHERE ext_id IN ({marks})", chunk))
         return out
 
-    def state(self) -> tuple[list[Segment], np.ndarray, int]:
-        """``(segments, live rows, generation)`` read in one snapshot."""
+    def state(self, *, with_ids: bool = False) -> CatalogState:
+        """The segments, live rows (and ids), generation and version, read in one snapshot."""
+        version = self.version()  # before the snapshot: never newer than what is read (see version())
         with self._snapshot():
-            return self.segments(), self.live_rows(), self.generation()
+            segments = self.segments()
+            n_rows = sum(s.n_rows for s in segments)
+            docs = self.live_docs(n_rows, with_ids=with_ids)
+            return CatalogState(segments, docs, self.generation(), version)
 
     def generation(self) -> int:
         """Counter bumped by every commit that renumbers rows (compaction)."""
@@ -369,6 +416,14 @@ class Catalog:
     @staticmethod
     def set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def id_dtype(dtype: np.dtype, values: np.ndarray) -> np.dtype:
+    """The dtype of an in-RAM id map (int32 or int64) that holds both its ids and ``values`` (int64)."""
+    if dtype == np.int64 or not values.size:
+        return dtype
+    info = np.iinfo(dtype)
+    return np.dtype(np.int64) if values.min() < info.min or values.max() > info.max else dtype
 
 
 def _is_file_ref(ref: Any) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import MAX_NORM, as_float_matrix, check_number, check_positive_int
+from .._validation import MAX_NORM, as_float_matrix, check_norms, check_number, check_positive_int
 from ..exceptions import (
     IndexLockedError,
     InvalidArgumentError,
@@ -345,6 +345,7 @@ class Index:
 
     def _refresh(self) -> bool:
         """Reload what changed on disk; True when anything did."""
+        version = self._catalog.version()  # first: never newer than what is compared below
         manifest = Manifest.read(self.path)
         if manifest != self._manifest:
             self._tiers = self._store.load_quantizers(manifest)
@@ -358,6 +359,9 @@ class Index:
         ):
             self._load_segments()
             return True
+        # the same segments and count: no add, delete or compaction committed elsewhere since the
+        # state was read, so the ids it keeps are current as of `version`
+        self._state.mark_current(version[0])
         return False
 
     def _caught_up(self) -> bool:
@@ -440,7 +444,7 @@ class Index:
             if self._lexical is not None:
                 body = self._lexical.extend_add(body, texts_list, start)
             commit_segment(self._catalog, self._store, segment, body)
-            self._state.append(segment, codes)
+            self._state.append(segment, codes, id_list)
             self._calibrate_stage()
         return id_list
 
@@ -595,10 +599,11 @@ class Index:
             t0 = time.perf_counter()
             vectors = as_float_matrix(self.embedder.embed(texts), "queries", dim=self.dim)
             timings["embed"] = (time.perf_counter() - t0) * 1e3
-        if vectors is not None:
-            vectors = as_float_matrix(vectors, "queries", dim=self.dim, max_norm=MAX_NORM)
+        if vectors is not None:  # float32 (n, dim), finite, from split_queries or the embedder
+            check_norms(vectors, "queries", MAX_NORM)
         if target_recall is not None:
             self._ensure_calibrated()
+        row_ids: np.ndarray | None = None
         for _attempt in range(3):
             view = self._state.view if conditions else self._check_k(k)
             filtered = filter_rows(self._catalog, conditions, view) if conditions else None
@@ -616,6 +621,11 @@ class Index:
             if out.ids is not None and not with_payload and same_rows:
                 payload = None  # the lexical tier read the ids with its rows, in one snapshot
                 break
+            if not with_payload and mode in ("dense", "svm") and same_rows:
+                row_ids = self._view_ids(view, out.rows)
+                if row_ids is not None:
+                    payload = None  # the view's rows, mapped by the view's ids
+                    break
             generation, payload = self._catalog.payload(
                 out.rows[out.rows >= 0].tolist(), with_text=with_payload
             )
@@ -626,7 +636,10 @@ class Index:
         else:
             raise IndexLockedError("the index was compacted three times during this search; try again")
         timings.update(out.timings)
-        if payload is None:
+        if payload is None and row_ids is not None:
+            found = out.rows >= 0
+            ids, texts_out, meta_out = row_ids, None, None
+        elif payload is None:
             assert out.ids is not None
             found = out.rows >= 0
             ids, texts_out, meta_out = typed_ids(out.ids, found, self.id_type), None, None
@@ -636,6 +649,16 @@ class Index:
         scores = np.where(found, out.scores, np.float32(np.nan))  # a row deleted since is padding, not a hit
         sources = sources_of(mode, found, out.found)
         return SearchResults(ids, scores, texts_out, meta_out, timings, out.candidates, sources)
+
+    def _view_ids(self, view: IndexView, rows: np.ndarray) -> np.ndarray | None:
+        """The ids (int64, -1 at padding) of a search's ``rows`` of ``view``, from the ids the view
+        keeps in RAM; None when it keeps none (string ids) or another connection committed to the
+        catalog since they were read (a delete there must not be returned: the catalog answers)."""
+        ids = view.ids
+        if ids is None or self._catalog.version()[0] != view.data_version:
+            return None
+        found = rows >= 0
+        return np.where(found, ids[np.where(found, rows, 0)].astype(np.int64), -1)
 
     def _calibrate_stage(self) -> None:
         """Measure the candidate stage's recall table when its structure was (re)built (writer side)."""

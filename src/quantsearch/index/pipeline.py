@@ -50,6 +50,10 @@ class IndexView:
     starts: np.ndarray  # (n_segments,) int64, first row of each segment
     rescore: dict[str, TierView]
     generation: int  # the catalog generation these row numbers belong to
+    # (n_rows,) int32/int64 id of each row (integer-id indexes), current while the catalog's
+    # data_version is ``data_version`` (no other connection committed since); else None
+    ids: np.ndarray | None = None
+    data_version: int = 0
 
 
 @dataclass(frozen=True)

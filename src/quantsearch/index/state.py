@@ -16,7 +16,7 @@ import numpy as np
 from ..exceptions import CorruptIndexError
 from ..kernels.prefetch import ReadAhead
 from ..quantization import Quantizer
-from .catalog import Catalog, Segment
+from .catalog import Catalog, Segment, id_dtype
 from .manifest import Manifest
 from .pipeline import IndexView, TierView
 from .stages import CandidateStage, candidate_stage_from_config
@@ -63,6 +63,9 @@ class IndexState:
         self.segments = segments
         self.generation = generation
         self._codes = np.empty((0, 0), np.uint8)
+        # (capacity,) id of each row (integer ids only): int32 while every id fits, else int64
+        self._ids: np.ndarray | None = None
+        self.data_version = 0  # the catalog's data_version the published ids are current for
         self._arrays: dict[str, list[np.ndarray]] = {}
         self._readahead: dict[str, ReadAhead] = {}  # per tier, carried from view to view
 
@@ -70,21 +73,24 @@ class IndexState:
     def load(
         cls, store: SegmentStore, manifest: Manifest, tiers: dict[str, Quantizer], catalog: Catalog
     ) -> IndexState:
-        """Read the committed segments (one catalog snapshot) and publish a view of them."""
-        segments, live_rows, generation = catalog.state()
+        """Read the committed segments (one catalog snapshot) and publish a view of them.
+
+        An index with integer ids also keeps the id of every row in RAM (4 bytes a row while every
+        id fits in 32 bits, else 8), so that a search without payload maps its rows to ids without
+        asking the catalog (see :attr:`~.pipeline.IndexView.ids`)."""
+        read = catalog.state(with_ids=manifest.id_type == "int")
         cand = tiers[manifest.candidate_tier.name]
         stage = candidate_stage_from_config(manifest.candidate_stage, cand)
-        state = cls(store, manifest, tiers, stage, segments, generation)
-        loaded = store.load(segments, tiers, state._candidate)
-        valid = np.zeros(loaded.n_rows, bool)
-        live = np.asarray(live_rows, np.int64)
-        if live.size and (live[0] < 0 or live[-1] >= loaded.n_rows):
+        state = cls(store, manifest, tiers, stage, read.segments, read.generation)
+        loaded = store.load(read.segments, tiers, state._candidate)
+        if read.docs is None or read.docs[0].shape[0] != loaded.n_rows:
             raise CorruptIndexError(f"catalog of {store.root} lists rows outside the stored segments")
-        valid[live] = True
+        valid, ids, n_live = read.docs
         if cand.is_fitted:
-            stage.load(store.root, loaded.codes[: loaded.n_rows], generation=generation)
-        state._codes, state._arrays = loaded.codes, loaded.arrays
-        state._publish(loaded.n_rows, valid, int(live.size))
+            stage.load(store.root, loaded.codes[: loaded.n_rows], generation=read.generation)
+        state._codes, state._arrays, state._ids = loaded.codes, loaded.arrays, ids
+        state.data_version = read.version[0]
+        state._publish(loaded.n_rows, valid, n_live)
         return state
 
     @property
@@ -95,8 +101,11 @@ class IndexState:
         """``(seg_id, start_row)`` of the next segment to write."""
         return max((s.seg_id for s in self.segments), default=0) + 1, sum(s.n_rows for s in self.segments)
 
-    def append(self, segment: Segment, codes: dict[str, np.ndarray]) -> None:
-        """Extend the state after a commit (amortised growth of the RAM buffer)."""
+    def append(
+        self, segment: Segment, codes: dict[str, np.ndarray], ids: list[int | str] | None = None
+    ) -> None:
+        """Extend the state after a commit of this process (amortised growth of the RAM buffers);
+        ``ids`` are the segment's document ids (kept for an index with integer ids)."""
         old = self.n_rows
         new = old + segment.n_rows
         if new > self._codes.shape[0]:
@@ -105,6 +114,18 @@ class IndexState:
             buf[:old] = self._codes[:old]
             self._codes = buf
         self._codes[old:new] = codes[self._candidate]
+        if self._ids is not None:
+            if ids is None or len(ids) != segment.n_rows:
+                self._ids = None  # not known here: searches read ids from the catalog
+            else:
+                values = np.asarray(ids, np.int64)
+                dtype = id_dtype(self._ids.dtype, values)
+                if new > self._ids.shape[0] or dtype != self._ids.dtype:
+                    grown = np.zeros(max(new, self._codes.shape[0]), dtype)  # the codes' capacity
+                    grown[:old] = self._ids[:old]
+                    self._ids = grown
+                # rows [old, new) were never published: searches in flight do not read them
+                self._ids[old:new] = values
         valid = np.zeros(new, bool)  # copied, not grown in place: searches in flight keep the old mask
         valid[:old] = self.view.valid
         valid[old:new] = True
@@ -114,6 +135,13 @@ class IndexState:
             self._arrays[name] = [*self._arrays[name], mapped]
         self.stage.added(self._store.root, self._codes[:new], old)
         self._publish(new, valid, self.view.n_live + segment.n_rows)
+
+    def mark_current(self, data_version: int) -> None:
+        """The catalog at ``data_version`` holds what this state holds: publish that in the view."""
+        if data_version != self.data_version:
+            self.data_version = data_version
+            view = self.view
+            self._publish(int(view.codes.shape[0]), view.valid, view.n_live)
 
     def delete(self, rows: np.ndarray) -> None:
         """Mask deleted rows (int64) in a new view."""
@@ -140,4 +168,6 @@ class IndexState:
             starts=starts,
             rescore=rescore,
             generation=self.generation,
+            ids=None if self._ids is None else self._ids[:n_rows],
+            data_version=self.data_version,
         )

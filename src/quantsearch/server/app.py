@@ -91,6 +91,7 @@ def create_app(
     search_threads: int | None = None,
     backend: str | None = None,
     ray_address: str | None = None,
+    compiled: bool = False,
     allowed_hosts: Sequence[str] | None = None,
 ) -> FastAPI:
     """Build the HTTP application over the index in ``index_dir`` (opened now, closed at shutdown).
@@ -116,6 +117,10 @@ def create_app(
     ray_address : str, optional
         For a sharded index directory (``quantsearch.distributed``): the Ray cluster its shard
         actors run on; default the running Ray session, else a local Ray started now.
+    compiled : bool
+        For a sharded index directory: searches reach the shard actors through a Ray compiled graph
+        (see :class:`~quantsearch.distributed.serving.RayShardedIndex`; other calls go the ordinary
+        way). :class:`InvalidArgumentError` for an ordinary index directory.
     allowed_hosts : sequence of str, optional
         Names the ``Host`` header may carry (without the port); ``"*"`` allows any. Default: the
         loopback names (``localhost``, ``127.0.0.1``, ``::1``), so that a web page on another
@@ -143,7 +148,7 @@ def create_app(
         from quantsearch.embedding import parse_backend
 
         parse_backend(backend)  # an unknown name fails here, not on the first text query
-    service = SearchService(_open_index(index_dir, ray_address), limits)
+    service = SearchService(_open_index(index_dir, ray_address, compiled=compiled), limits)
     if backend is not None and service.index.model is not None:
         from quantsearch.embed import Embedder
 
@@ -294,14 +299,16 @@ def create_app(
     return app
 
 
-def _open_index(index_dir: str | os.PathLike[str], ray_address: str | None) -> Any:
+def _open_index(index_dir: str | os.PathLike[str], ray_address: str | None, *, compiled: bool = False) -> Any:
     """``Index.open``, or for a sharded directory its Ray-served front end (same methods)."""
     from ..distributed.layout import is_sharded
 
     if is_sharded(index_dir):
         from ..distributed.serving import open_sharded
 
-        return open_sharded(index_dir, ray_address=ray_address)
+        return open_sharded(index_dir, ray_address=ray_address, compiled=bool(compiled))
+    if compiled:
+        raise InvalidArgumentError(f"{index_dir} is not a sharded index: compiled graphs do not apply")
     return Index.open(index_dir)
 
 
