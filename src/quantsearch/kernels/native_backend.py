@@ -165,6 +165,33 @@ def planes_topk(
     return scores, rows
 
 
+def nibble_topk(
+    luts: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    lo: np.ndarray,
+    delta: np.ndarray,
+    row_scale: np.ndarray | None,
+    row_bias: np.ndarray | None,
+    query_offset: np.ndarray,
+    valid: np.ndarray | None,
+    isa: str = "avx2",
+    threads: int = 1,
+    block_bytes: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two-plane codes x nibble tables top-k on the native kernels; see
+    :func:`quantsearch.kernels.nibble_topk`."""
+    nq = luts.shape[0]
+    scores = np.empty((nq, k), np.float32)
+    rows = np.empty((nq, k), np.int64)
+    _module().nibble_topk(
+        codes, valid, k, luts, lo, delta, row_scale, row_bias, query_offset, ISA[isa], threads, block_bytes,
+        scores, rows,
+    )  # fmt: skip
+    return scores, rows
+
+
 def table_topk(
     tables: np.ndarray,
     codes: np.ndarray,

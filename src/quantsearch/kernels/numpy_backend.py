@@ -331,6 +331,95 @@ def and_term_layout(
     return wide.reshape(nq, -1), np.packbits(bits.reshape(n, -1), axis=1)
 
 
+# ---------------------------------------------------------------- two-plane codes x nibble tables
+# byte j of the planes holds dimensions 8j .. 8j + 7 (bit 7 - t is dimension 8j + t); its four
+# nibbles (see pair_nibbles) each hold the two bits of two dimensions: the first of them is
+# 8j + _NIBBLE_DIM[g], the second the one before it
+_NIBBLE_DIM = np.array([7, 3, 5, 1])
+_NIBBLE_VALUES = np.arange(16)
+_LEVEL_FIRST = (_NIBBLE_VALUES & 1) + 2 * ((_NIBBLE_VALUES >> 2) & 1)
+_LEVEL_SECOND = ((_NIBBLE_VALUES >> 1) & 1) + 2 * ((_NIBBLE_VALUES >> 3) & 1)
+
+
+def pair_nibbles(codes: np.ndarray, nb: int) -> np.ndarray:
+    """The nibbles (n, 4 nb) uint8 of two-plane codes, group ``4j + g`` of byte ``j``:
+    ``X = (p0 & 0x33) | ((p1 << 2) & 0xcc)``, ``Y = ((p0 >> 2) & 0x33) | (p1 & 0xcc)`` (``p0``, ``p1``
+    byte ``j`` of plane 0 and 1), then ``X & 15, X >> 4, Y & 15, Y >> 4``. Nibble bit 0 is plane 0 and
+    bit 2 plane 1 of the group's first dimension, bits 1 and 3 those of its second."""
+    p0 = codes[:, :nb].astype(np.uint16)
+    p1 = codes[:, nb : 2 * nb].astype(np.uint16)
+    x = (p0 & 0x33) | ((p1 << 2) & 0xCC)
+    y = ((p0 >> 2) & 0x33) | (p1 & 0xCC)
+    return np.stack([x & 15, x >> 4, y & 15, y >> 4], axis=2).reshape(codes.shape[0], -1).astype(np.uint8)
+
+
+def nibble_luts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-query nibble tables of two-plane (2-bit level) codes, quantized to uint8: the rule of
+    every backend.
+
+    ``values[q, d, l]`` is query ``q``'s contribution from dimension ``d`` at level index
+    ``l = b0 + 2 b1``. The float64 table of group ``g`` holds, for each nibble, the sum of its two
+    dimensions' contributions (dimensions past ``d`` contribute 0); with ``m_g`` its minimum and
+    ``delta = max_g (max - m_g) / 255``, ``lut = floor((table - m_g) / delta + 0.5)`` clipped to
+    [0, 255] (0 where ``delta == 0``) and ``lo = sum_g m_g``, so ``lo + delta * sum_g lut[g][nibble_g]``
+    is within ``delta / 2`` per group of the exact sum.
+
+    Parameters
+    ----------
+    values : ndarray of shape (nq, dim, 4), float
+
+    Returns
+    -------
+    luts : ndarray of shape (nq, 4 nb, 16), uint8, ``nb = ceil(dim / 8)``
+    lo, delta : ndarrays of shape (nq,), float64
+    """
+    nq, dim = values.shape[:2]
+    nb = (dim + 7) // 8
+    padded = np.zeros((nq, 8 * nb, 4))
+    padded[:, :dim] = values
+    first = (8 * np.arange(nb)[:, None] + _NIBBLE_DIM[None, :]).reshape(-1)
+    table = padded[:, first][:, :, _LEVEL_FIRST] + padded[:, first - 1][:, :, _LEVEL_SECOND]
+    low = table.min(axis=2)
+    delta = (table.max(axis=2) - low).max(axis=1, initial=0.0) / 255.0
+    safe = np.where(delta > 0, delta, 1.0)
+    luts = np.floor((table - low[:, :, None]) / safe[:, None, None] + 0.5)
+    luts = np.where(delta[:, None, None] > 0, np.clip(luts, 0, 255), 0)
+    return np.ascontiguousarray(luts, dtype=np.uint8), low.sum(axis=1), delta
+
+
+def nibble_topk(
+    luts: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    lo: np.ndarray,
+    delta: np.ndarray,
+    row_scale: np.ndarray | None,
+    row_bias: np.ndarray | None,
+    query_offset: np.ndarray,
+    valid: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference of :func:`quantsearch.kernels.nibble_topk` (arguments validated): the exact integer
+    table sums ``S``, then in float64 ``row_scale * (lo + delta * S + query_offset) + row_bias``,
+    rounded to float32 once."""
+    nq, groups, _ = luts.shape
+    n = codes.shape[0]
+    best = np.full((nq, k), np.iinfo(np.uint64).max, np.uint64)
+    rows_per_block = max(64, _PLANES_BLOCK_BYTES // (8 * max(nq, 1) * groups))
+    flat = luts.reshape(nq, -1).astype(np.int64)
+    base = (16 * np.arange(groups))[None, :]
+    for r0 in range(0, n, rows_per_block):
+        nib = pair_nibbles(codes[r0 : r0 + rows_per_block], groups // 4).astype(np.int64) + base
+        m = nib.shape[0]
+        sums = flat[:, nib].sum(axis=2)  # (nq, m) exact integers
+        ip = lo[:, None] + delta[:, None] * sums.astype(np.float64)
+        scale = 1.0 if row_scale is None else row_scale[r0 : r0 + m].astype(np.float64)
+        bias = 0.0 if row_bias is None else row_bias[r0 : r0 + m].astype(np.float64)
+        scores = (scale * (ip + query_offset.astype(np.float64)[:, None]) + bias).astype(np.float32)
+        best = _merge_scores(best, scores, r0, valid, k)
+    return _scores_rows(best)
+
+
 def table_topk(
     tables: np.ndarray,
     codes: np.ndarray,

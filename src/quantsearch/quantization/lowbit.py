@@ -29,7 +29,7 @@ import numpy as np
 
 from .._validation import check_number, check_positive_int
 from ..exceptions import InvalidArgumentError
-from ..kernels import planes_topk, table_topk
+from ..kernels import nibble_topk, planes_topk, table_topk
 from . import base
 from .base import Precision, Quantizer, register_quantizer_name
 from .bitplanes import factor_bytes, factor_from_bytes, pack_planes, unpack_planes
@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 _FACTOR_BYTES = 4  # one float32 per vector
+# widest codes scanned from nibble tables (the AVX2 kernel's limit); wider ones use the popcount scan
+_NIBBLE_DIM_MAX = 2048
 _LLOYD_ITERATIONS = 30
 
 
@@ -147,24 +149,35 @@ class _RotatedCodes(Quantizer):
     def _plane_scan(
         self, queries: np.ndarray, codes: np.ndarray, k: int, valid: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Top-``k`` on ``planes_topk`` where the layout allows it (None: use the default scan).
+        """Top-``k`` on ``nibble_topk`` where the layout allows it (None: use the default scan).
 
-        ``<q, x> = <q, c> + f * <q R, y_hat>`` with ``y_hat_j`` affine in the bits of dimension ``j``
-        (:meth:`_plane_form`), so the kernel scores ``<q R, y_hat>`` from popcounts with the query
-        weights quantized to ``base.SCAN_QUERY_BITS`` levels, and ``f`` is its per-row scale.
+        ``<q, x> = <q, c> + f * <q R, y_hat>`` with ``y_hat_j`` a function of the two bits of dimension
+        ``j`` (:meth:`_plane_form`), so the kernel scores ``<q R, y_hat>`` from per-query tables of
+        every two dimensions' contribution (quantized to uint8), and ``f`` is its per-row scale. Codes
+        wider than ``_NIBBLE_DIM_MAX`` use ``planes_topk`` (popcounts, the query weights quantized to
+        ``base.SCAN_QUERY_BITS`` levels); ``SCAN_QUERY_BITS = None`` turns both off (exact scan).
         """
         form = self._plane_form()
         if form is None or base.SCAN_QUERY_BITS is None:
             return None
         offset, plane_weights, factor = form
         rotated, bias = self._rotate_queries(self.prepare_queries(queries))
-        weights = rotated[:, None, :] * plane_weights[None, :, :]  # (nq, 3, d): plane 0, plane 1, AND
         row_scale = factor_from_bytes(codes, codes.shape[1] - _FACTOR_BYTES) if factor else None
-        scores, rows = planes_topk(
-            weights, codes, k, planes=2, dim=self.code_dim, row_scale=row_scale,
-            query_offset=rotated.astype(np.float64) @ offset.astype(np.float64), valid=valid,
-            query_bits=base.SCAN_QUERY_BITS, and_term=True,
-        )  # fmt: skip
+        query_offset = rotated.astype(np.float64) @ offset.astype(np.float64)
+        w0, w1, w01 = plane_weights.astype(np.float64)
+        if self.code_dim <= _NIBBLE_DIM_MAX:
+            # level l = b0 + 2 b1 of dimension d is worth w0 b0 + w1 b1 + w01 b0 b1
+            levels = np.stack([np.zeros_like(w0), w0, w1, w0 + w1 + w01], axis=1)  # (d, 4)
+            values = rotated.astype(np.float64)[:, :, None] * levels[None, :, :]
+            scores, rows = nibble_topk(
+                values, codes, k, row_scale=row_scale, query_offset=query_offset, valid=valid
+            )
+        else:
+            weights = rotated[:, None, :] * plane_weights[None, :, :]  # (nq, 3, d): plane 0, plane 1, AND
+            scores, rows = planes_topk(
+                weights, codes, k, planes=2, dim=self.code_dim, row_scale=row_scale,
+                query_offset=query_offset, valid=valid, query_bits=base.SCAN_QUERY_BITS, and_term=True,
+            )  # fmt: skip
         return (scores + bias[:, None]).astype(np.float32), rows
 
     def _plane_form(self) -> tuple[np.ndarray, np.ndarray, bool] | None:

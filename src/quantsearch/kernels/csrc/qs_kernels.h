@@ -123,6 +123,12 @@ int qs_planes_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_
 int qs_table_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb,
                   const float *tables, int64_t nq, const float *row_scale, const float *row_bias, const double *qoff,
                   int64_t k, int nthreads, int64_t block_bytes, float *out_scores, int64_t *out_rows);
+/* nibbles.c: top-k of two-plane codes from per-query nibble tables (nq, 4 nb, 16) uint8: score =
+ * row_scale * (lo + delta * sum_g lut[g][nibble_g] + qoff) + row_bias; see nibbles.c */
+int qs_nibble_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb,
+                   const uint8_t *luts, int64_t nq, const double *lo, const double *delta, const float *row_scale,
+                   const float *row_bias, const double *qoff, int64_t k, int isa, int nthreads, int64_t block_bytes,
+                   float *out_scores, int64_t *out_rows);
 /* key of a float score: smaller key = larger score; -0 and +0 share a key (the caller adds +0) */
 static inline uint32_t qs_score_key(float f) {
     uint32_t b;

@@ -1,0 +1,237 @@
+/* Top-k of 2-bit plane codes from per-query nibble lookup tables (fast-scan style).
+ *
+ * A code row begins with two bit planes of nb bytes (np.packbits order: dimension 8j + t is bit
+ * 7 - t of byte j). Byte j of plane 0 (p0) and of plane 1 (p1) give four nibbles, each the two
+ * bits of two dimensions:
+ *     X = (p0 & 0x33) | ((p1 << 2) & 0xcc),  Y = ((p0 >> 2) & 0x33) | (p1 & 0xcc)
+ *     group 4j + 0: X & 15,  4j + 1: X >> 4,  4j + 2: Y & 15,  4j + 3: Y >> 4
+ * and the query gives a table of 16 uint8 values per group (numpy_backend.nibble_luts). With
+ * S = sum_g lut[g][nibble_g] (an exact integer):
+ *     score = row_scale * ((lo + delta * S) + qoff) + row_bias     (double, rounded to float32 once)
+ * the arithmetic of the numpy reference (numpy_backend.nibble_topk). Larger is better; keys for
+ * the shared driver as in planes.c.
+ *
+ * AVX2 kernel: 32 rows per tile. A ymm holds 16 bytes of one plane of row i (low lane) and of row
+ * 16 + i (high lane); a 16 x 16 byte transpose in each lane (4 unpack stages) turns 16 of them
+ * into byte j of 32 rows per ymm, and vpshufb looks up 32 rows at once in the group's table
+ * (broadcast to both lanes). Byte sums go to 16-bit counters (even rows: all - (odd << 8)), to
+ * 32 bits every 4 chunks of 16 bytes (4 * 16 * 4 * 255 < 65536).
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "qs_kernels.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+typedef struct {
+    const uint8_t *luts;  /* (nq, 4 nb, 16) */
+    const uint8_t *bcast; /* AVX2: (nq, chunks, 16, 4, 32) tables broadcast to both lanes, zero past nb */
+    int64_t chunks;
+    const double *lo, *delta, *qoff; /* (nq,) */
+    const float *row_scale, *row_bias;
+} nib_ctx;
+
+INLINE uint32_t nib_key(const nib_ctx *x, int64_t row, int64_t qa, uint32_t sum) {
+    const double ip = x->lo[qa] + x->delta[qa] * (double)sum;
+    const double scale = x->row_scale ? (double)x->row_scale[row] : 1.0;
+    const double bias = x->row_bias ? (double)x->row_bias[row] : 0.0;
+    const float f = (float)(scale * (ip + x->qoff[qa]) + bias) + 0.0f; /* + 0: -0 becomes +0 */
+    return qs_score_key(f);
+}
+
+/* ---------------------------------------------------------------- portable */
+
+static void nib_direct_portable(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h) {
+    const nib_ctx *x = (const nib_ctx *)s->ctx;
+    const int64_t nb = s->nb;
+    for (int64_t q = q0; q < q1; q++) {
+        const int64_t qa = s->q0 + q;
+        const uint8_t *lut = x->luts + qa * nb * 64;
+        uint64_t thr = h->thr[q];
+        const uint8_t *p = s->codes + b0 * s->stride;
+        for (int64_t i = 0; i < nblk; i++, p += s->stride) {
+            uint32_t sum = 0;
+            for (int64_t j = 0; j < nb; j++) {
+                const unsigned p0 = p[j], p1 = p[nb + j];
+                const unsigned X = (p0 & 0x33u) | ((p1 << 2) & 0xccu), Y = ((p0 >> 2) & 0x33u) | (p1 & 0xccu);
+                const uint8_t *t = lut + j * 64;
+                sum += (uint32_t)t[X & 15] + t[16 + (X >> 4)] + t[32 + (Y & 15)] + t[48 + (Y >> 4)];
+            }
+            uint64_t key = nib_key(x, b0 + i, qa, sum);
+            if (key < thr) {
+                qs_offer(h, s, q, 1u, &key, b0 + i);
+                thr = h->thr[q];
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- AVX2 */
+#if QS_X86
+#include <immintrin.h>
+
+#define NIB_TILE 32
+#define NIB_CHUNKS_MAX 16 /* nb <= 256 bytes per plane (2048 dimensions) */
+
+/* a[i]: 16 bytes of row i (low lane) and of row 16 + i (high lane) -> a[t]: byte t of the 32 rows */
+QS_TARGET_AVX2 INLINE void transpose16(__m256i *a) {
+    __m256i b[16], c[16], d[16];
+    for (int i = 0; i < 8; i++) {
+        b[i] = _mm256_unpacklo_epi8(a[2 * i], a[2 * i + 1]);
+        b[8 + i] = _mm256_unpackhi_epi8(a[2 * i], a[2 * i + 1]);
+    }
+    for (int h = 0; h < 2; h++)
+        for (int m = 0; m < 4; m++) {
+            c[8 * h + m] = _mm256_unpacklo_epi16(b[8 * h + 2 * m], b[8 * h + 2 * m + 1]);
+            c[8 * h + 4 + m] = _mm256_unpackhi_epi16(b[8 * h + 2 * m], b[8 * h + 2 * m + 1]);
+        }
+    for (int u = 0; u < 4; u++)
+        for (int m = 0; m < 2; m++) {
+            d[4 * u + m] = _mm256_unpacklo_epi32(c[4 * u + 2 * m], c[4 * u + 2 * m + 1]);
+            d[4 * u + 2 + m] = _mm256_unpackhi_epi32(c[4 * u + 2 * m], c[4 * u + 2 * m + 1]);
+        }
+    for (int v = 0; v < 8; v++) {
+        a[2 * v] = _mm256_unpacklo_epi64(d[2 * v], d[2 * v + 1]);
+        a[2 * v + 1] = _mm256_unpackhi_epi64(d[2 * v], d[2 * v + 1]);
+    }
+}
+
+/* the nibbles of one tile: idx[(c * 16 + t) * 4 + g] for chunk c, byte 16 c + t, group g. X and Y
+ * are formed per row before the transposes (the bytes keep their places), so that only one set of
+ * 16 vectors is live at a time. */
+QS_TARGET_AVX2 INLINE void tile_nibbles(const uint8_t *p, int64_t stride, int64_t off1, int64_t chunks, __m256i *idx) {
+    const __m256i m33 = _mm256_set1_epi8(0x33), mcc = _mm256_set1_epi8((char)0xcc), m0f = _mm256_set1_epi8(0x0f);
+    for (int64_t c = 0; c < chunks; c++) {
+        __m256i xs[16], ys[16];
+        for (int i = 0; i < 16; i++) {
+            const uint8_t *r = p + i * stride + 16 * c, *r16 = p + (16 + i) * stride + 16 * c;
+            const __m256i a0 = _mm256_loadu2_m128i((const __m128i *)r16, (const __m128i *)r);
+            const __m256i a1 = _mm256_loadu2_m128i((const __m128i *)(r16 + off1), (const __m128i *)(r + off1));
+            xs[i] = _mm256_or_si256(_mm256_and_si256(a0, m33), _mm256_and_si256(_mm256_slli_epi16(a1, 2), mcc));
+            ys[i] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a0, 2), m33), _mm256_and_si256(a1, mcc));
+        }
+        __m256i *o = idx + c * 64;
+        transpose16(xs);
+        for (int t = 0; t < 16; t++) {
+            o[4 * t] = _mm256_and_si256(xs[t], m0f);
+            o[4 * t + 1] = _mm256_and_si256(_mm256_srli_epi16(xs[t], 4), m0f);
+        }
+        transpose16(ys);
+        for (int t = 0; t < 16; t++) {
+            o[4 * t + 2] = _mm256_and_si256(ys[t], m0f);
+            o[4 * t + 3] = _mm256_and_si256(_mm256_srli_epi16(ys[t], 4), m0f);
+        }
+    }
+}
+
+/* sums[32] += the tile's table sums over chunks [c0, c1) (at most 4) */
+QS_TARGET_AVX2 INLINE void tile_sums(const __m256i *idx, const __m256i *lut, int64_t c0, int64_t c1, uint32_t *sums) {
+    __m256i all0 = _mm256_setzero_si256(), odd0 = all0, all1 = all0, odd1 = all0;
+    for (int64_t j = c0 * 64; j < c1 * 64; j += 4) {
+        const __m256i r0 = _mm256_shuffle_epi8(_mm256_load_si256(lut + j), _mm256_load_si256(idx + j));
+        const __m256i r1 = _mm256_shuffle_epi8(_mm256_load_si256(lut + j + 1), _mm256_load_si256(idx + j + 1));
+        const __m256i r2 = _mm256_shuffle_epi8(_mm256_load_si256(lut + j + 2), _mm256_load_si256(idx + j + 2));
+        const __m256i r3 = _mm256_shuffle_epi8(_mm256_load_si256(lut + j + 3), _mm256_load_si256(idx + j + 3));
+        all0 = _mm256_add_epi16(all0, _mm256_add_epi16(r0, r1));
+        odd0 = _mm256_add_epi16(odd0, _mm256_add_epi16(_mm256_srli_epi16(r0, 8), _mm256_srli_epi16(r1, 8)));
+        all1 = _mm256_add_epi16(all1, _mm256_add_epi16(r2, r3));
+        odd1 = _mm256_add_epi16(odd1, _mm256_add_epi16(_mm256_srli_epi16(r2, 8), _mm256_srli_epi16(r3, 8)));
+    }
+    const __m256i all = _mm256_add_epi16(all0, all1), odd = _mm256_add_epi16(odd0, odd1);
+    const __m256i even = _mm256_sub_epi16(all, _mm256_slli_epi16(odd, 8));
+    /* rows 2m (even) and 2m + 1 (odd) are 16-bit lane m: interleave them back into row order */
+    const __m256i lo = _mm256_unpacklo_epi16(even, odd), hi = _mm256_unpackhi_epi16(even, odd);
+    /* lo: rows 0-7 | 16-23, hi: rows 8-15 | 24-31 */
+    __m256i *out = (__m256i *)sums;
+    out[0] = _mm256_add_epi32(out[0], _mm256_cvtepu16_epi32(_mm256_castsi256_si128(lo)));
+    out[1] = _mm256_add_epi32(out[1], _mm256_cvtepu16_epi32(_mm256_castsi256_si128(hi)));
+    out[2] = _mm256_add_epi32(out[2], _mm256_cvtepu16_epi32(_mm256_extracti128_si256(lo, 1)));
+    out[3] = _mm256_add_epi32(out[3], _mm256_cvtepu16_epi32(_mm256_extracti128_si256(hi, 1)));
+}
+
+QS_TARGET_AVX2 static void nib_direct_avx2(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1,
+                                           qs_heaps *h) {
+    const nib_ctx *x = (const nib_ctx *)s->ctx;
+    const int64_t nb = s->nb, chunks = x->chunks, stride = s->stride;
+    __m256i idx[NIB_CHUNKS_MAX * 64] __attribute__((aligned(32)));
+    /* a tile reads 16 * chunks bytes of each plane of 32 rows: past the end of the array for the
+     * last rows, so those tiles read a zero-padded copy */
+    const int64_t reach = nb + 16 * chunks, total = s->n * stride;
+    for (int64_t c = 0; c < nblk; c += NIB_TILE) {
+        const int64_t left = nblk - c < NIB_TILE ? nblk - c : NIB_TILE;
+        const int64_t r0 = b0 + c;
+        const int64_t last = r0 + NIB_TILE - 1; /* the tile reads 32 rows, whether or not they are in the block */
+        if (last < s->n && last * stride + reach <= total) {
+            /* the tile reads its rows out of order (row i, then 16 + i): prefetch the one after next */
+            if (r0 + 3 * NIB_TILE <= s->n) {
+                const uint8_t *ahead = s->codes + (r0 + 2 * NIB_TILE) * stride;
+                for (int64_t b = 0; b < NIB_TILE * stride; b += 64) _mm_prefetch((const char *)(ahead + b), _MM_HINT_T0);
+            }
+            tile_nibbles(s->codes + r0 * stride, stride, nb, chunks, idx);
+        } else {
+            uint8_t pad[NIB_TILE * 2 * 16 * NIB_CHUNKS_MAX];
+            const int64_t w = 2 * 16 * chunks;
+            memset(pad, 0, (size_t)(NIB_TILE * w));
+            for (int64_t i = 0; i < NIB_TILE && r0 + i < s->n; i++) {
+                memcpy(pad + i * w, s->codes + (r0 + i) * stride, (size_t)nb);
+                memcpy(pad + i * w + 16 * chunks, s->codes + (r0 + i) * stride + nb, (size_t)nb);
+            }
+            tile_nibbles(pad, w, 16 * chunks, chunks, idx);
+        }
+        for (int64_t q = q0; q < q1; q++) {
+            const int64_t qa = s->q0 + q;
+            const __m256i *lut = (const __m256i *)(x->bcast + qa * chunks * 64 * 32);
+            uint32_t sums[NIB_TILE] __attribute__((aligned(32))) = {0};
+            for (int64_t c0 = 0; c0 < chunks; c0 += 4) tile_sums(idx, lut, c0, c0 + 4 < chunks ? c0 + 4 : chunks, sums);
+            uint64_t thr = h->thr[q];
+            for (int64_t i = 0; i < left; i++) {
+                uint64_t key = nib_key(x, r0 + i, qa, sums[i]);
+                if (key < thr) {
+                    qs_offer(h, s, q, 1u, &key, r0 + i);
+                    thr = h->thr[q];
+                }
+            }
+        }
+    }
+}
+#endif
+
+int qs_nibble_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb,
+                   const uint8_t *luts, int64_t nq, const double *lo, const double *delta, const float *row_scale,
+                   const float *row_bias, const double *qoff, int64_t k, int isa, int nthreads, int64_t block_bytes,
+                   float *out_scores, int64_t *out_rows) {
+    nib_ctx ctx = {luts, NULL, (nb + 15) / 16, lo, delta, qoff, row_scale, row_bias};
+    qs_scan s = {codes, valid, NULL, NULL, n, nq, nb, (nb + 7) / 8, k, stride, 2, ~(uint64_t)0, 0, &ctx};
+    qs_direct_fn direct = nib_direct_portable;
+    uint8_t *bcast = NULL;
+#if QS_X86
+    if (isa != QS_ISA_PORTABLE && ctx.chunks <= NIB_CHUNKS_MAX) {
+        const int64_t per_query = ctx.chunks * 64 * 32;
+        bcast = (uint8_t *)aligned_alloc(32, (size_t)(nq * per_query > 0 ? nq * per_query : 32));
+        if (!bcast) return -1;
+        memset(bcast, 0, (size_t)(nq * per_query));
+        for (int64_t q = 0; q < nq; q++)
+            for (int64_t j = 0; j < nb; j++)
+                for (int g = 0; g < 4; g++) {
+                    uint8_t *dst = bcast + q * per_query + (j * 4 + g) * 32;
+                    const uint8_t *src = luts + (q * nb + j) * 64 + g * 16;
+                    memcpy(dst, src, 16);
+                    memcpy(dst + 16, src, 16);
+                }
+        ctx.bcast = bcast;
+        direct = nib_direct_avx2;
+    }
+#else
+    (void)isa;
+#endif
+    uint32_t *keys = (uint32_t *)out_scores;
+    const int status = qs_scan_topk(&s, direct, NULL, nthreads, block_bytes, 4 * nb, keys, out_rows);
+    free(bcast);
+    for (int64_t i = 0; i < nq * k; i++) {
+        uint32_t key;
+        memcpy(&key, out_scores + i, 4);
+        out_scores[i] = key == QS_SENTINEL_DIST ? NAN : qs_key_score(key);
+    }
+    return status;
+}
