@@ -6,6 +6,8 @@ block size whatever N is; no (n_queries x N) matrix is ever built.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 #: distance reported for padding slots (k larger than the number of live codes)
@@ -374,17 +376,31 @@ def nibble_luts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     lo, delta : ndarrays of shape (nq,), float64
     """
     nq, dim = values.shape[:2]
-    nb = (dim + 7) // 8
-    padded = np.zeros((nq, 8 * nb, 4))
-    padded[:, :dim] = values
-    first = (8 * np.arange(nb)[:, None] + _NIBBLE_DIM[None, :]).reshape(-1)
-    table = padded[:, first][:, :, _LEVEL_FIRST] + padded[:, first - 1][:, :, _LEVEL_SECOND]
-    low = table.min(axis=2)
-    delta = (table.max(axis=2) - low).max(axis=1, initial=0.0) / 255.0
+    first, second = _nibble_index(dim)
+    flat = np.zeros((nq, 4 * 8 * ((dim + 7) // 8) + 4))  # the last 4: padding dimensions (0)
+    flat[:, : 4 * dim] = values.reshape(nq, -1)
+    # tables as (nq, 16, 4 nb): the reductions over the 16 nibbles run along the leading axis
+    table = np.take(flat, first, axis=1) + np.take(flat, second, axis=1)
+    low = table.min(axis=1)
+    delta = (table.max(axis=1) - low).max(axis=1, initial=0.0) / 255.0
     safe = np.where(delta > 0, delta, 1.0)
-    luts = np.floor((table - low[:, :, None]) / safe[:, None, None] + 0.5)
-    luts = np.where(delta[:, None, None] > 0, np.clip(luts, 0, 255), 0)
-    return np.ascontiguousarray(luts, dtype=np.uint8), low.sum(axis=1), delta
+    luts = np.floor((table - low[:, None, :]) / safe[:, None, None] + 0.5)
+    np.minimum(luts, 255, out=luts)  # >= 0 already
+    luts[delta <= 0] = 0
+    return np.ascontiguousarray(luts.astype(np.uint8).transpose(0, 2, 1)), low.sum(axis=1), delta
+
+
+@functools.lru_cache(maxsize=16)
+def _nibble_index(dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices (16, 4 nb) into ``values.reshape(nq, -1)`` of the two dimensions' contributions
+    of every group and nibble; dimensions past ``dim`` point at a zero."""
+    nb = (dim + 7) // 8
+    first = (8 * np.arange(nb)[:, None] + _NIBBLE_DIM[None, :]).reshape(-1)
+    out = []
+    for dims, level in ((first, _LEVEL_FIRST), (first - 1, _LEVEL_SECOND)):
+        index = 4 * dims[None, :] + level[:, None]
+        out.append(np.where(dims[None, :] < dim, index, 4 * 8 * nb).astype(np.intp))
+    return out[0], out[1]
 
 
 def nibble_topk(

@@ -150,6 +150,43 @@ QS_TARGET_AVX2 INLINE void tile_sums(const __m256i *idx, const __m256i *lut, int
     out[3] = _mm256_add_epi32(out[3], _mm256_cvtepu16_epi32(_mm256_extracti128_si256(hi, 1)));
 }
 
+/* scores of the tile's rows, 4 at a time in double (the arithmetic of nib_key), offered where the
+ * key is below the heap's threshold */
+QS_TARGET_AVX2 INLINE void offer_tile(const qs_scan *s, const nib_ctx *x, qs_heaps *h, int64_t q, int64_t qa,
+                                      const uint32_t *sums, int64_t r0, int64_t left) {
+    const __m256d lo = _mm256_set1_pd(x->lo[qa]), delta = _mm256_set1_pd(x->delta[qa]);
+    const __m256d qoff = _mm256_set1_pd(x->qoff[qa]);
+    const __m128i flip = _mm_set1_epi32((int)0x80000000u);
+    for (int64_t c = 0; c < left; c += 4) {
+        const unsigned lanes = left - c >= 4 ? 15u : (1u << (left - c)) - 1;
+        const __m256d sum = _mm256_cvtepi32_pd(_mm_load_si128((const __m128i *)(sums + c)));
+        const __m256d ip = _mm256_add_pd(lo, _mm256_mul_pd(delta, sum));
+        __m256d score = _mm256_add_pd(ip, qoff);
+        if (x->row_scale || x->row_bias) {
+            float sc[4] = {1.0f, 1.0f, 1.0f, 1.0f}, bi[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int64_t l = 0; l < 4 && c + l < left; l++) {
+                if (x->row_scale) sc[l] = x->row_scale[r0 + c + l];
+                if (x->row_bias) bi[l] = x->row_bias[r0 + c + l];
+            }
+            score = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(sc)), score),
+                                  _mm256_cvtps_pd(_mm_loadu_ps(bi)));
+        }
+        const __m128i b = _mm_castps_si128(_mm_add_ps(_mm256_cvtpd_ps(score), _mm_setzero_ps()));
+        const __m128i key = _mm_xor_si128(b, _mm_andnot_si128(_mm_srai_epi32(b, 31), _mm_set1_epi32(0x7fffffff)));
+        /* unsigned key < thr as a signed compare with the top bits flipped */
+        const __m128i below = _mm_cmpgt_epi32(_mm_xor_si128(_mm_set1_epi32((int)(uint32_t)h->thr[q]), flip),
+                                              _mm_xor_si128(key, flip));
+        const unsigned m = (unsigned)_mm_movemask_ps(_mm_castsi128_ps(below)) & lanes;
+        if (m) {
+            uint32_t k32[4];
+            uint64_t buf[4];
+            _mm_storeu_si128((__m128i *)k32, key);
+            for (int l = 0; l < 4; l++) buf[l] = k32[l];
+            qs_offer(h, s, q, m, buf, r0 + c);
+        }
+    }
+}
+
 QS_TARGET_AVX2 static void nib_direct_avx2(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1,
                                            qs_heaps *h) {
     const nib_ctx *x = (const nib_ctx *)s->ctx;
@@ -184,14 +221,7 @@ QS_TARGET_AVX2 static void nib_direct_avx2(const qs_scan *s, int64_t b0, int64_t
             const __m256i *lut = (const __m256i *)(x->bcast + qa * chunks * 64 * 32);
             uint32_t sums[NIB_TILE] __attribute__((aligned(32))) = {0};
             for (int64_t c0 = 0; c0 < chunks; c0 += 4) tile_sums(idx, lut, c0, c0 + 4 < chunks ? c0 + 4 : chunks, sums);
-            uint64_t thr = h->thr[q];
-            for (int64_t i = 0; i < left; i++) {
-                uint64_t key = nib_key(x, r0 + i, qa, sums[i]);
-                if (key < thr) {
-                    qs_offer(h, s, q, 1u, &key, r0 + i);
-                    thr = h->thr[q];
-                }
-            }
+            offer_tile(s, x, h, q, qa, sums, r0, left);
         }
     }
 }
