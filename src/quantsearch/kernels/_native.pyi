@@ -58,6 +58,7 @@ def nibble_topk(
     codes: np.ndarray,
     valid: np.ndarray | None,
     k: int,
+    layout: int,
     luts: np.ndarray,
     lo: np.ndarray,
     delta: np.ndarray,

@@ -377,35 +377,38 @@ def nibble_topk(
     codes: np.ndarray,
     k: int,
     *,
+    layout: str = "planes",
     row_scale: np.ndarray | None = None,
     row_bias: np.ndarray | None = None,
     query_offset: np.ndarray | None = None,
     valid: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of float queries against 2-bit codes stored as two bit planes, from nibble tables.
+    """Top-k of float queries against 2-bit or ternary codes, from 4-bit lookup tables (fast scan).
 
-    Each code row begins with two bit planes of ``nb = ceil(dim / 8)`` bytes (np.packbits order),
-    dimension ``d`` at level index ``l = b0 + 2 b1``; bytes after them (a per-row factor, say) are
-    ignored. ``values[q, d, l]`` is query ``q``'s contribution of dimension ``d`` at level ``l``
-    (any 4-level code, the AND of the planes included), and
+    ``layout="planes"``: each code row begins with two bit planes of ``ceil(dim / 8)`` bytes
+    (np.packbits order), dimension ``d`` at level ``l = b0 + 2 b1``; ``"base3"``: ``ceil(dim / 5)``
+    bytes of five trits each (``byte = sum_i (t_i + 1) 3^i`` over dimensions ``5j + i``), level
+    ``l = t + 1``. Bytes after them (a per-row factor, say) are ignored. ``values[q, d, l]`` is
+    query ``q``'s contribution of dimension ``d`` at level ``l`` (any function of the level: the
+    AND of the planes included), and
 
         score = row_scale[row] * (sum_d values[q, d, l(row, d)] + query_offset[q]) + row_bias[row]
 
-    estimated fast-scan style: the contributions of every two dimensions (a nibble of both planes'
-    bits) form a 16-entry table quantized to uint8 per query
-    (:func:`~.numpy_backend.nibble_luts`: within ``delta / 2`` per two dimensions), looked up 32
-    rows at a time (AVX2 vpshufb) and summed exactly in integers. Every backend computes the same
-    scores; larger is better, ties go to the smaller row. Runs over :func:`get_num_threads` threads
-    on the shared scan driver, with the GIL released.
+    estimated fast-scan style: the contributions of two dimensions (four bits, or two trits) form
+    a 16-entry table, quantized to uint8 per query (:func:`~.numpy_backend.nibble_luts`: within
+    ``delta / 2`` per table), looked up 32 rows at a time (AVX2 vpshufb) and summed exactly in
+    integers. Every backend computes the same scores; larger is better, ties go to the smaller row.
+    Runs over :func:`get_num_threads` threads on the shared scan driver, with the GIL released.
 
     Parameters
     ----------
-    values : ndarray of shape (nq, dim, 4), float
+    values : ndarray of shape (nq, dim, 4) ("planes") or (nq, dim, 3) ("base3"), float
         Finite.
     codes : ndarray of shape (n, width), uint8, C-contiguous
-        ``width >= 2 * ceil(dim / 8)``; not copied.
+        At least the layout's bytes per row; not copied.
     k : int
         Results per query (>= 1); fewer valid rows than ``k`` pad with row -1 and score nan.
+    layout : {"planes", "base3"}
     row_scale, row_bias : ndarray of shape (n,), optional
         Per-row factors (float32); defaults 1 and 0.
     query_offset : ndarray of shape (nq,), optional
@@ -418,9 +421,14 @@ def nibble_topk(
     scores : ndarray of shape (nq, k), float32, descending; nan in padding slots
     rows : ndarray of shape (nq, k), int64; -1 in padding slots
     """
+    if layout not in numpy_backend.NIBBLE_LEVELS:
+        raise InvalidArgumentError(f"layout must be 'planes' or 'base3', got {layout!r}")
+    levels = numpy_backend.NIBBLE_LEVELS[layout]
     values = np.asarray(values)
-    if values.ndim != 3 or values.shape[2] != 4 or values.dtype.kind not in "iuf":
-        raise InvalidDtypeError(f"values must be a float array (nq, dim, 4), got {values.dtype}{values.shape}")
+    if values.ndim != 3 or values.shape[2] != levels or values.dtype.kind not in "iuf":
+        raise InvalidDtypeError(
+            f"values must be a float array (nq, dim, {levels}), got {values.dtype}{values.shape}"
+        )
     if values.shape[1] < 1:
         raise DimensionMismatchError("values must cover at least one dimension")
     if not np.isfinite(values).all():
@@ -431,10 +439,10 @@ def nibble_topk(
         raise InvalidArgumentError(
             f"codes must be C-contiguous (n, {codes.shape[1]}) uint8, got strides {codes.strides}"
         )
-    nb = (dim + 7) // 8
-    if codes.shape[1] < 2 * nb:
+    need = numpy_backend.nibble_bytes(dim, layout) * (2 if layout == "planes" else 1)
+    if codes.shape[1] < need:
         raise DimensionMismatchError(
-            f"codes have {codes.shape[1]} bytes per row; two planes of dim {dim} need {2 * nb}"
+            f"codes have {codes.shape[1]} bytes per row; {layout} codes of dim {dim} need {need}"
         )
     n = codes.shape[0]
     k = check_positive_int(k, "k")
@@ -443,10 +451,11 @@ def nibble_topk(
     offset = (
         np.zeros(nq) if query_offset is None else _finite_vector(query_offset, "query_offset", nq, np.float64)
     )
-    luts, lo, delta = numpy_backend.nibble_luts(values)
+    luts, lo, delta = numpy_backend.nibble_luts(values, layout)
     args: dict[str, Any] = dict(
-        lo=lo, delta=delta, row_scale=scale, row_bias=bias, query_offset=offset, valid=_valid_mask(valid, n)
-    )
+        lo=lo, delta=delta, row_scale=scale, row_bias=bias, query_offset=offset, valid=_valid_mask(valid, n),
+        layout=layout,
+    )  # fmt: skip
     backend = get_backend()
     if backend == "numpy":
         return numpy_backend.nibble_topk(luts, codes, k, **args)

@@ -53,6 +53,7 @@ _LLOYD_ITERATIONS = 30
 _POWERS = np.array([1, 3, 9, 27, 81], np.int32)
 # byte value -> its five trits in {-1, 0, +1}; only 0..242 are valid codes
 _TRIT_TABLE = ((np.arange(256)[:, None] // _POWERS[None, :]) % 3 - 1).astype(np.int8)
+_TRIT_LEVELS = np.array([-1.0, 0.0, 1.0])  # trit of digit 0, 1, 2
 
 
 def pack_trits(trits: np.ndarray) -> np.ndarray:
@@ -568,16 +569,21 @@ class TernaryQuantizer(_RotatedCodes):
                 return found
             scores, rows = found
         else:
-            # 5 trits per byte: a table per byte position of the query's dot product with every
-            # group of five trits (exact float weights, no query quantization)
             step = self.spread_ if self.scale == "vector" else self.alpha_
-            w = np.zeros((rotated.shape[0], self._trit_bytes * 5), np.float32)
-            w[:, : self.code_dim] = rotated * step
-            tables = w.reshape(rotated.shape[0], self._trit_bytes, 5) @ _TRIT_TABLE.T.astype(np.float32)
             row_scale = (
                 factor_from_bytes(codes, codes.shape[1] - _FACTOR_BYTES) if self.scale == "vector" else None
             )
-            scores, rows = table_topk(tables, codes, k, row_scale=row_scale, valid=valid)
+            if base.SCAN_QUERY_BITS is not None:
+                # 5 trits per byte: uint8 tables of every two trits' contribution (nibble_topk)
+                values = (rotated * step).astype(np.float64)[:, :, None] * _TRIT_LEVELS[None, None, :]
+                scores, rows = nibble_topk(values, codes, k, layout="base3", row_scale=row_scale, valid=valid)
+            else:
+                # exact: a float table per byte position of the query's dot product with every
+                # group of five trits
+                w = np.zeros((rotated.shape[0], self._trit_bytes * 5), np.float32)
+                w[:, : self.code_dim] = rotated * step
+                tables = w.reshape(rotated.shape[0], self._trit_bytes, 5) @ _TRIT_TABLE.T.astype(np.float32)
+                scores, rows = table_topk(tables, codes, k, row_scale=row_scale, valid=valid)
         return (scores + (rotated @ self.mean_)[:, None]).astype(np.float32), rows
 
     def decode_trits(self, codes: np.ndarray) -> np.ndarray:

@@ -323,11 +323,13 @@ fail:
 static PyObject *py_nibble_topk(PyObject *self, PyObject *args) {
     PyObject *oc, *ov, *ol, *olo, *odl, *osc, *obi, *oqo, *os, *orr;
     Py_ssize_t k, block_bytes;
-    int isa, nthreads;
+    int layout, isa, nthreads;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOnOOOOOOiinOO", &oc, &ov, &k, &ol, &olo, &odl, &osc, &obi, &oqo, &isa, &nthreads,
-                          &block_bytes, &os, &orr))
+    if (!PyArg_ParseTuple(args, "OOniOOOOOOiinOO", &oc, &ov, &k, &layout, &ol, &olo, &odl, &osc, &obi, &oqo, &isa,
+                          &nthreads, &block_bytes, &os, &orr))
         return NULL;
+    if (layout != QS_NIB_PLANES && layout != QS_NIB_BASE3)
+        return PyErr_Format(PyExc_ValueError, "unknown layout %d", layout);
     if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be >= 1, got %zd", k);
     if (nthreads < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %d", nthreads);
     if (check_isa(isa) < 0) return NULL;
@@ -343,11 +345,12 @@ static PyObject *py_nibble_topk(PyObject *self, PyObject *args) {
     if (!(qo = take(&b, oqo, 0, 1, 8, "d", "query_offset"))) goto fail;
     if (!(sv = take(&b, os, 1, 2, 4, "f", "out_scores"))) goto fail;
     if (!(rv = take(&b, orr, 1, 2, 8, "lq", "out_rows"))) goto fail;
-    const Py_ssize_t n = c->shape[0], nq = l->shape[0], groups = l->shape[1], nb = groups / 4;
-    if (l->shape[2] != 16 || groups < 4 || groups % 4 || c->shape[1] < 2 * nb || (v && v->shape[0] != n) ||
+    const Py_ssize_t gpb = layout == QS_NIB_BASE3 ? 3 : 4, planes = layout == QS_NIB_BASE3 ? 1 : 2;
+    const Py_ssize_t n = c->shape[0], nq = l->shape[0], groups = l->shape[1], nb = groups / gpb;
+    if (l->shape[2] != 16 || groups < gpb || groups % gpb || c->shape[1] < planes * nb || (v && v->shape[0] != n) ||
         (sc && sc->shape[0] != n) || (bi && bi->shape[0] != n) || lo->shape[0] != nq || dl->shape[0] != nq ||
         qo->shape[0] != nq || sv->shape[0] != nq || sv->shape[1] != k || rv->shape[0] != nq || rv->shape[1] != k) {
-        PyErr_SetString(PyExc_ValueError, "luts (nq, 4 nb, 16) with 2 nb <= code width, valid, lo, delta, "
+        PyErr_SetString(PyExc_ValueError, "luts (nq, groups per byte x nb, 16) with the nb bytes in the code width, valid, lo, delta, "
                                           "row_scale, row_bias, query_offset or the outputs do not match");
         goto fail;
     }
@@ -355,7 +358,7 @@ static PyObject *py_nibble_topk(PyObject *self, PyObject *args) {
     if (nq > 0) {
         Py_BEGIN_ALLOW_THREADS;
         rc = qs_nibble_topk((const uint8_t *)c->buf, v ? (const uint8_t *)v->buf : NULL, n, c->shape[1], nb,
-                            (const uint8_t *)l->buf, nq, (const double *)lo->buf, (const double *)dl->buf,
+                            layout, (const uint8_t *)l->buf, nq, (const double *)lo->buf, (const double *)dl->buf,
                             sc ? (const float *)sc->buf : NULL, bi ? (const float *)bi->buf : NULL,
                             (const double *)qo->buf, k, isa, nthreads, block_bytes, (float *)sv->buf,
                             (int64_t *)rv->buf);
@@ -599,8 +602,8 @@ static PyMethodDef methods[] = {
      "planes_topk(codes, valid, k, planes, dim, weights, query_bits, query_planes, lo, delta, plane_coef, "
      "row_scale, row_bias, query_offset, isa, strategy, nthreads, block_bytes, and_term, out_scores, out_rows)"},
     {"nibble_topk", py_nibble_topk, METH_VARARGS,
-     "nibble_topk(codes, valid, k, luts, lo, delta, row_scale, row_bias, query_offset, isa, nthreads, block_bytes, "
-     "out_scores, out_rows): top-k of two-plane codes from nibble tables"},
+     "nibble_topk(codes, valid, k, layout, luts, lo, delta, row_scale, row_bias, query_offset, isa, nthreads, block_bytes, "
+     "out_scores, out_rows): top-k of 2-bit plane or base-3 codes from nibble tables"},
     {"table_topk", py_table_topk, METH_VARARGS,
      "table_topk(codes, valid, k, tables, row_scale, row_bias, query_offset, nthreads, block_bytes, out_scores, "
      "out_rows)"},

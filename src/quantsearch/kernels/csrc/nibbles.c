@@ -25,8 +25,10 @@
 #define INLINE static inline __attribute__((always_inline))
 
 typedef struct {
-    const uint8_t *luts;  /* (nq, 4 nb, 16) */
-    const uint8_t *bcast; /* AVX2: (nq, chunks, 16, 4, 32) tables broadcast to both lanes, zero past nb */
+    int layout;           /* QS_NIB_PLANES or QS_NIB_BASE3 */
+    int64_t gpb;          /* groups per byte position: 4 (planes), 3 (base 3) */
+    const uint8_t *luts;  /* (nq, gpb nb, 16) */
+    const uint8_t *bcast; /* AVX2: (nq, chunks, 16, gpb, 32) tables broadcast to both lanes, zero past nb */
     int64_t chunks;
     const double *lo, *delta, *qoff; /* (nq,) */
     const float *row_scale, *row_bias;
@@ -42,21 +44,38 @@ INLINE uint32_t nib_key(const nib_ctx *x, int64_t row, int64_t qa, uint32_t sum)
 
 /* ---------------------------------------------------------------- portable */
 
+/* the group indices of byte position j of a row (see the top of the file and base3_digits) */
+INLINE int row_groups(const nib_ctx *x, const uint8_t *p, int64_t nb, int64_t j, unsigned *g) {
+    if (x->layout == QS_NIB_BASE3) {
+        const unsigned b = p[j], q = (b * 7282u) >> 16, t4 = (q > 8) + (q > 17);
+        g[0] = b - 9 * q;
+        g[1] = q - 9 * t4;
+        g[2] = t4;
+        return 3;
+    }
+    const unsigned p0 = p[j], p1 = p[nb + j];
+    const unsigned X = (p0 & 0x33u) | ((p1 << 2) & 0xccu), Y = ((p0 >> 2) & 0x33u) | (p1 & 0xccu);
+    g[0] = X & 15;
+    g[1] = X >> 4;
+    g[2] = Y & 15;
+    g[3] = Y >> 4;
+    return 4;
+}
+
 static void nib_direct_portable(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h) {
     const nib_ctx *x = (const nib_ctx *)s->ctx;
-    const int64_t nb = s->nb;
+    const int64_t nb = s->nb, gpb = x->gpb;
     for (int64_t q = q0; q < q1; q++) {
         const int64_t qa = s->q0 + q;
-        const uint8_t *lut = x->luts + qa * nb * 64;
+        const uint8_t *lut = x->luts + qa * nb * gpb * 16;
         uint64_t thr = h->thr[q];
         const uint8_t *p = s->codes + b0 * s->stride;
         for (int64_t i = 0; i < nblk; i++, p += s->stride) {
             uint32_t sum = 0;
             for (int64_t j = 0; j < nb; j++) {
-                const unsigned p0 = p[j], p1 = p[nb + j];
-                const unsigned X = (p0 & 0x33u) | ((p1 << 2) & 0xccu), Y = ((p0 >> 2) & 0x33u) | (p1 & 0xccu);
-                const uint8_t *t = lut + j * 64;
-                sum += (uint32_t)t[X & 15] + t[16 + (X >> 4)] + t[32 + (Y & 15)] + t[48 + (Y >> 4)];
+                unsigned g[4];
+                const int count = row_groups(x, p, nb, j, g);
+                for (int t = 0; t < count; t++) sum += lut[(j * gpb + t) * 16 + g[t]];
             }
             uint64_t key = nib_key(x, b0 + i, qa, sum);
             if (key < thr) {
@@ -125,10 +144,39 @@ QS_TARGET_AVX2 INLINE void tile_nibbles(const uint8_t *p, int64_t stride, int64_
     }
 }
 
-/* sums[32] += the tile's table sums over chunks [c0, c1) (at most 4) */
-QS_TARGET_AVX2 INLINE void tile_sums(const __m256i *idx, const __m256i *lut, int64_t c0, int64_t c1, uint32_t *sums) {
+/* base 3: byte b = d0 + 3 d1 + 9 d2 + 27 d3 + 81 d4 (digits 0..2) gives the groups d0 + 3 d1,
+ * d2 + 3 d3 and d4: q = b / 9 = (b * 7282) >> 16 (exact for b < 256), t4 = (q > 8) + (q > 17) */
+QS_TARGET_AVX2 INLINE void tile_trits(const uint8_t *p, int64_t stride, int64_t chunks, __m256i *idx) {
+    const __m256i zero = _mm256_setzero_si256(), magic = _mm256_set1_epi16(7282);
+    const __m256i eight = _mm256_set1_epi8(8), seventeen = _mm256_set1_epi8(17);
+    for (int64_t c = 0; c < chunks; c++) {
+        __m256i a[16];
+        for (int i = 0; i < 16; i++) {
+            const uint8_t *r = p + i * stride + 16 * c, *r16 = p + (16 + i) * stride + 16 * c;
+            a[i] = _mm256_loadu2_m128i((const __m128i *)r16, (const __m128i *)r);
+        }
+        transpose16(a);
+        __m256i *o = idx + c * 48;
+        for (int t = 0; t < 16; t++) {
+            const __m256i b = a[t];
+            const __m256i q = _mm256_packus_epi16(_mm256_mulhi_epu16(_mm256_unpacklo_epi8(b, zero), magic),
+                                                  _mm256_mulhi_epu16(_mm256_unpackhi_epi8(b, zero), magic));
+            /* 9 q and 9 t4 stay below 256 in every byte, so 16-bit shifts do not carry across bytes */
+            const __m256i q9 = _mm256_add_epi8(_mm256_slli_epi16(q, 3), q);
+            const __m256i t4 = _mm256_sub_epi8(zero, _mm256_add_epi8(_mm256_cmpgt_epi8(q, eight),
+                                                                     _mm256_cmpgt_epi8(q, seventeen)));
+            const __m256i t9 = _mm256_add_epi8(_mm256_slli_epi16(t4, 3), t4);
+            o[3 * t] = _mm256_sub_epi8(b, q9);
+            o[3 * t + 1] = _mm256_sub_epi8(q, t9);
+            o[3 * t + 2] = t4;
+        }
+    }
+}
+
+/* sums[32] += the tile's table sums over groups [g0, g1) (at most 256, a multiple of 4) */
+QS_TARGET_AVX2 INLINE void tile_sums(const __m256i *idx, const __m256i *lut, int64_t g0, int64_t g1, uint32_t *sums) {
     __m256i all0 = _mm256_setzero_si256(), odd0 = all0, all1 = all0, odd1 = all0;
-    for (int64_t j = c0 * 64; j < c1 * 64; j += 4) {
+    for (int64_t j = g0; j < g1; j += 4) {
         const __m256i r0 = _mm256_shuffle_epi8(_mm256_load_si256(lut + j), _mm256_load_si256(idx + j));
         const __m256i r1 = _mm256_shuffle_epi8(_mm256_load_si256(lut + j + 1), _mm256_load_si256(idx + j + 1));
         const __m256i r2 = _mm256_shuffle_epi8(_mm256_load_si256(lut + j + 2), _mm256_load_si256(idx + j + 2));
@@ -192,63 +240,71 @@ QS_TARGET_AVX2 static void nib_direct_avx2(const qs_scan *s, int64_t b0, int64_t
     const nib_ctx *x = (const nib_ctx *)s->ctx;
     const int64_t nb = s->nb, chunks = x->chunks, stride = s->stride;
     __m256i idx[NIB_CHUNKS_MAX * 64] __attribute__((aligned(32)));
+    const int64_t planes = x->layout == QS_NIB_BASE3 ? 1 : 2, groups = 16 * x->gpb * chunks;
+    /* 16-bit counters take at most 257 tables of 255 (a multiple of 4 groups per pass) */
+    const int64_t pass = x->gpb == 4 ? 256 : 240;
     /* a tile reads 16 * chunks bytes of each plane of 32 rows: past the end of the array for the
      * last rows, so those tiles read a zero-padded copy */
-    const int64_t reach = nb + 16 * chunks, total = s->n * stride;
+    const int64_t reach = (planes - 1) * nb + 16 * chunks, total = s->n * stride;
     for (int64_t c = 0; c < nblk; c += NIB_TILE) {
         const int64_t left = nblk - c < NIB_TILE ? nblk - c : NIB_TILE;
         const int64_t r0 = b0 + c;
         const int64_t last = r0 + NIB_TILE - 1; /* the tile reads 32 rows, whether or not they are in the block */
+        const uint8_t *base = s->codes + r0 * stride;
+        int64_t w = stride, off1 = nb;
+        uint8_t pad[NIB_TILE * 2 * 16 * NIB_CHUNKS_MAX];
         if (last < s->n && last * stride + reach <= total) {
             /* the tile reads its rows out of order (row i, then 16 + i): prefetch the one after next */
             if (r0 + 3 * NIB_TILE <= s->n) {
                 const uint8_t *ahead = s->codes + (r0 + 2 * NIB_TILE) * stride;
                 for (int64_t b = 0; b < NIB_TILE * stride; b += 64) _mm_prefetch((const char *)(ahead + b), _MM_HINT_T0);
             }
-            tile_nibbles(s->codes + r0 * stride, stride, nb, chunks, idx);
         } else {
-            uint8_t pad[NIB_TILE * 2 * 16 * NIB_CHUNKS_MAX];
-            const int64_t w = 2 * 16 * chunks;
+            w = planes * 16 * chunks;
+            off1 = 16 * chunks;
             memset(pad, 0, (size_t)(NIB_TILE * w));
-            for (int64_t i = 0; i < NIB_TILE && r0 + i < s->n; i++) {
-                memcpy(pad + i * w, s->codes + (r0 + i) * stride, (size_t)nb);
-                memcpy(pad + i * w + 16 * chunks, s->codes + (r0 + i) * stride + nb, (size_t)nb);
-            }
-            tile_nibbles(pad, w, 16 * chunks, chunks, idx);
+            for (int64_t i = 0; i < NIB_TILE && r0 + i < s->n; i++)
+                for (int64_t pl = 0; pl < planes; pl++)
+                    memcpy(pad + i * w + pl * off1, s->codes + (r0 + i) * stride + pl * nb, (size_t)nb);
+            base = pad;
         }
+        if (planes == 2)
+            tile_nibbles(base, w, off1, chunks, idx);
+        else
+            tile_trits(base, w, chunks, idx);
         for (int64_t q = q0; q < q1; q++) {
             const int64_t qa = s->q0 + q;
-            const __m256i *lut = (const __m256i *)(x->bcast + qa * chunks * 64 * 32);
+            const __m256i *lut = (const __m256i *)(x->bcast + qa * groups * 32);
             uint32_t sums[NIB_TILE] __attribute__((aligned(32))) = {0};
-            for (int64_t c0 = 0; c0 < chunks; c0 += 4) tile_sums(idx, lut, c0, c0 + 4 < chunks ? c0 + 4 : chunks, sums);
+            for (int64_t g0 = 0; g0 < groups; g0 += pass) tile_sums(idx, lut, g0, g0 + pass < groups ? g0 + pass : groups, sums);
             offer_tile(s, x, h, q, qa, sums, r0, left);
         }
     }
 }
 #endif
 
-int qs_nibble_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb,
+int qs_nibble_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb, int layout,
                    const uint8_t *luts, int64_t nq, const double *lo, const double *delta, const float *row_scale,
                    const float *row_bias, const double *qoff, int64_t k, int isa, int nthreads, int64_t block_bytes,
                    float *out_scores, int64_t *out_rows) {
-    nib_ctx ctx = {luts, NULL, (nb + 15) / 16, lo, delta, qoff, row_scale, row_bias};
-    qs_scan s = {codes, valid, NULL, NULL, n, nq, nb, (nb + 7) / 8, k, stride, 2, ~(uint64_t)0, 0, &ctx};
+    const int64_t gpb = layout == QS_NIB_BASE3 ? 3 : 4, planes = layout == QS_NIB_BASE3 ? 1 : 2;
+    nib_ctx ctx = {layout, gpb, luts, NULL, (nb + 15) / 16, lo, delta, qoff, row_scale, row_bias};
+    qs_scan s = {codes, valid, NULL, NULL, n, nq, nb, (nb + 7) / 8, k, stride, planes, ~(uint64_t)0, 0, &ctx};
     qs_direct_fn direct = nib_direct_portable;
     uint8_t *bcast = NULL;
 #if QS_X86
     if (isa != QS_ISA_PORTABLE && ctx.chunks <= NIB_CHUNKS_MAX) {
-        const int64_t per_query = ctx.chunks * 64 * 32;
+        const int64_t per_query = ctx.chunks * 16 * gpb * 32;
         bcast = (uint8_t *)aligned_alloc(32, (size_t)(nq * per_query > 0 ? nq * per_query : 32));
         if (!bcast) return -1;
         memset(bcast, 0, (size_t)(nq * per_query));
         for (int64_t q = 0; q < nq; q++)
-            for (int64_t j = 0; j < nb; j++)
-                for (int g = 0; g < 4; g++) {
-                    uint8_t *dst = bcast + q * per_query + (j * 4 + g) * 32;
-                    const uint8_t *src = luts + (q * nb + j) * 64 + g * 16;
-                    memcpy(dst, src, 16);
-                    memcpy(dst + 16, src, 16);
-                }
+            for (int64_t g = 0; g < nb * gpb; g++) {
+                uint8_t *dst = bcast + q * per_query + g * 32;
+                const uint8_t *src = luts + (q * nb * gpb + g) * 16;
+                memcpy(dst, src, 16);
+                memcpy(dst + 16, src, 16);
+            }
         ctx.bcast = bcast;
         direct = nib_direct_avx2;
     }
@@ -256,7 +312,7 @@ int qs_nibble_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_
     (void)isa;
 #endif
     uint32_t *keys = (uint32_t *)out_scores;
-    const int status = qs_scan_topk(&s, direct, NULL, nthreads, block_bytes, 4 * nb, keys, out_rows);
+    const int status = qs_scan_topk(&s, direct, NULL, nthreads, block_bytes, 2 * planes * nb, keys, out_rows);
     free(bcast);
     for (int64_t i = 0; i < nq * k; i++) {
         uint32_t key;

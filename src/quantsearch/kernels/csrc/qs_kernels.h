@@ -123,9 +123,11 @@ int qs_planes_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_
 int qs_table_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb,
                   const float *tables, int64_t nq, const float *row_scale, const float *row_bias, const double *qoff,
                   int64_t k, int nthreads, int64_t block_bytes, float *out_scores, int64_t *out_rows);
-/* nibbles.c: top-k of two-plane codes from per-query nibble tables (nq, 4 nb, 16) uint8: score =
- * row_scale * (lo + delta * sum_g lut[g][nibble_g] + qoff) + row_bias; see nibbles.c */
-int qs_nibble_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb,
+/* nibbles.c: top-k of 2-bit codes (two bit planes) or 5-trit bytes (base 3) from per-query tables
+ * of 16 uint8 per group (two dimensions' bits; two trits, or one): score = row_scale * (lo + delta *
+ * sum_g lut[g][index_g] + qoff) + row_bias; see nibbles.c */
+enum { QS_NIB_PLANES = 0, QS_NIB_BASE3 = 1 };
+int qs_nibble_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb, int layout,
                    const uint8_t *luts, int64_t nq, const double *lo, const double *delta, const float *row_scale,
                    const float *row_bias, const double *qoff, int64_t k, int isa, int nthreads, int64_t block_bytes,
                    float *out_scores, int64_t *out_rows);
