@@ -239,6 +239,22 @@ def test_nibble_topk_identical_for_any_thread_count_and_block(layout: str, backe
     assert valid[one[1][one[1] >= 0]].all()
 
 
+@pytest.mark.parametrize("layout", ["planes", "base3"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nibble_topk_reads_the_scale_from_the_rows(layout: str, backend: str) -> None:
+    backend_or_skip(backend)
+    codes, values, _ = nibble_case(layout, 9, 700, 100)
+    scale = np.random.default_rng(2).uniform(-1.0, 2.0, codes.shape[0]).astype("<f4")
+    stored = np.ascontiguousarray(np.concatenate([codes, scale[:, None].view(np.uint8)], axis=1))
+    with use_backend(backend):
+        from_rows = nibble_topk(values, stored, 20, layout=layout, scale_offset=codes.shape[1])
+        given = nibble_topk(values, stored, 20, layout=layout, row_scale=scale)
+    np.testing.assert_array_equal(from_rows[1], given[1])
+    np.testing.assert_array_equal(from_rows[0], given[0])
+    with pytest.raises(InvalidArgumentError, match="scale_offset"):
+        nibble_topk(values, stored, 1, layout=layout, scale_offset=stored.shape[1] - 3)
+
+
 def test_nibble_topk_pads_and_validates() -> None:
     codes, values, _ = nibble_case("planes", 1, 5, 16, nq=1)
     scores, rows = nibble_topk(values, codes, 8, valid=np.array([True, False, True, True, False]))

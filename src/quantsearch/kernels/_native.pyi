@@ -63,6 +63,7 @@ def nibble_topk(
     lo: np.ndarray,
     delta: np.ndarray,
     row_scale: np.ndarray | None,
+    scale_at: int,
     row_bias: np.ndarray | None,
     query_offset: np.ndarray,
     isa: int,

@@ -379,6 +379,7 @@ def nibble_topk(
     *,
     layout: str = "planes",
     row_scale: np.ndarray | None = None,
+    scale_offset: int | None = None,
     row_bias: np.ndarray | None = None,
     query_offset: np.ndarray | None = None,
     valid: np.ndarray | None = None,
@@ -411,6 +412,9 @@ def nibble_topk(
     layout : {"planes", "base3"}
     row_scale, row_bias : ndarray of shape (n,), optional
         Per-row factors (float32); defaults 1 and 0.
+    scale_offset : int, optional
+        Instead of ``row_scale``: each row's scale is the little-endian float32 stored at this byte
+        of the row (a per-vector factor after the codes), read by the kernel as it scans.
     query_offset : ndarray of shape (nq,), optional
         Added to each query's sum; default 0.
     valid : ndarray of shape (n,), bool, optional
@@ -447,6 +451,13 @@ def nibble_topk(
     n = codes.shape[0]
     k = check_positive_int(k, "k")
     scale = None if row_scale is None else _finite_vector(row_scale, "row_scale", n, np.float32)
+    if scale_offset is not None:
+        scale_offset = check_positive_int(scale_offset, "scale_offset", minimum=0)
+        if row_scale is not None or scale_offset + 4 > codes.shape[1]:
+            raise InvalidArgumentError(
+                f"scale_offset needs no row_scale and 4 bytes inside the {codes.shape[1]}-byte rows, "
+                f"got {scale_offset}"
+            )
     bias = None if row_bias is None else _finite_vector(row_bias, "row_bias", n, np.float32)
     offset = (
         np.zeros(nq) if query_offset is None else _finite_vector(query_offset, "query_offset", nq, np.float64)
@@ -458,8 +469,13 @@ def nibble_topk(
     )  # fmt: skip
     backend = get_backend()
     if backend == "numpy":
+        if scale_offset is not None:
+            raw = np.ascontiguousarray(codes[:, scale_offset : scale_offset + 4])
+            args["row_scale"] = raw.view("<f4")[:, 0].astype(np.float32)
         return numpy_backend.nibble_topk(luts, codes, k, **args)
-    return native_backend.nibble_topk(luts, codes, k, **args, isa=backend, threads=get_num_threads())
+    return native_backend.nibble_topk(
+        luts, codes, k, **args, scale_offset=scale_offset, isa=backend, threads=get_num_threads()
+    )
 
 
 def table_topk(

@@ -180,6 +180,7 @@ def nibble_topk(
     query_offset: np.ndarray,
     valid: np.ndarray | None,
     layout: str = "planes",
+    scale_offset: int | None = None,
     isa: str = "avx2",
     threads: int = 1,
     block_bytes: int = 0,
@@ -190,7 +191,8 @@ def nibble_topk(
     scores = np.empty((nq, k), np.float32)
     rows = np.empty((nq, k), np.int64)
     _module().nibble_topk(
-        codes, valid, k, _NIBBLE_LAYOUT[layout], luts, lo, delta, row_scale, row_bias, query_offset, ISA[isa], threads, block_bytes,
+        codes, valid, k, _NIBBLE_LAYOUT[layout], luts, lo, delta, row_scale,
+        -1 if scale_offset is None else scale_offset, row_bias, query_offset, ISA[isa], threads, block_bytes,
         scores, rows,
     )  # fmt: skip
     return scores, rows

@@ -163,17 +163,17 @@ class _RotatedCodes(Quantizer):
             return None
         offset, plane_weights, factor = form
         rotated, bias = self._rotate_queries(self.prepare_queries(queries))
-        row_scale = factor_from_bytes(codes, codes.shape[1] - _FACTOR_BYTES) if factor else None
         query_offset = rotated.astype(np.float64) @ offset.astype(np.float64)
         w0, w1, w01 = plane_weights.astype(np.float64)
         if self.code_dim <= _NIBBLE_DIM_MAX:
-            # level l = b0 + 2 b1 of dimension d is worth w0 b0 + w1 b1 + w01 b0 b1
+            # level l = b0 + 2 b1 of dimension d is worth w0 b0 + w1 b1 + w01 b0 b1; the kernel reads
+            # the factor from the rows
             levels = np.stack([np.zeros_like(w0), w0, w1, w0 + w1 + w01], axis=1)  # (d, 4)
             values = rotated.astype(np.float64)[:, :, None] * levels[None, :, :]
-            scores, rows = nibble_topk(
-                values, codes, k, row_scale=row_scale, query_offset=query_offset, valid=valid
-            )
+            at = codes.shape[1] - _FACTOR_BYTES if factor else None
+            scores, rows = nibble_topk(values, codes, k, scale_offset=at, query_offset=query_offset, valid=valid)
         else:
+            row_scale = factor_from_bytes(codes, codes.shape[1] - _FACTOR_BYTES) if factor else None
             weights = rotated[:, None, :] * plane_weights[None, :, :]  # (nq, 3, d): plane 0, plane 1, AND
             scores, rows = planes_topk(
                 weights, codes, k, planes=2, dim=self.code_dim, row_scale=row_scale,
@@ -570,14 +570,13 @@ class TernaryQuantizer(_RotatedCodes):
             scores, rows = found
         else:
             step = self.spread_ if self.scale == "vector" else self.alpha_
-            row_scale = (
-                factor_from_bytes(codes, codes.shape[1] - _FACTOR_BYTES) if self.scale == "vector" else None
-            )
+            at = codes.shape[1] - _FACTOR_BYTES if self.scale == "vector" else None
             if base.SCAN_QUERY_BITS is not None:
                 # 5 trits per byte: uint8 tables of every two trits' contribution (nibble_topk)
                 values = (rotated * step).astype(np.float64)[:, :, None] * _TRIT_LEVELS[None, None, :]
-                scores, rows = nibble_topk(values, codes, k, layout="base3", row_scale=row_scale, valid=valid)
+                scores, rows = nibble_topk(values, codes, k, layout="base3", scale_offset=at, valid=valid)
             else:
+                row_scale = None if at is None else factor_from_bytes(codes, at)
                 # exact: a float table per byte position of the query's dot product with every
                 # group of five trits
                 w = np.zeros((rotated.shape[0], self._trit_bytes * 5), np.float32)

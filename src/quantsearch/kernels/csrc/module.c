@@ -322,11 +322,11 @@ fail:
 
 static PyObject *py_nibble_topk(PyObject *self, PyObject *args) {
     PyObject *oc, *ov, *ol, *olo, *odl, *osc, *obi, *oqo, *os, *orr;
-    Py_ssize_t k, block_bytes;
+    Py_ssize_t k, block_bytes, scale_at;
     int layout, isa, nthreads;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOniOOOOOOiinOO", &oc, &ov, &k, &layout, &ol, &olo, &odl, &osc, &obi, &oqo, &isa,
-                          &nthreads, &block_bytes, &os, &orr))
+    if (!PyArg_ParseTuple(args, "OOniOOOOnOOiinOO", &oc, &ov, &k, &layout, &ol, &olo, &odl, &osc, &scale_at, &obi,
+                          &oqo, &isa, &nthreads, &block_bytes, &os, &orr))
         return NULL;
     if (layout != QS_NIB_PLANES && layout != QS_NIB_BASE3)
         return PyErr_Format(PyExc_ValueError, "unknown layout %d", layout);
@@ -349,9 +349,10 @@ static PyObject *py_nibble_topk(PyObject *self, PyObject *args) {
     const Py_ssize_t n = c->shape[0], nq = l->shape[0], groups = l->shape[1], nb = groups / gpb;
     if (l->shape[2] != 16 || groups < gpb || groups % gpb || c->shape[1] < planes * nb || (v && v->shape[0] != n) ||
         (sc && sc->shape[0] != n) || (bi && bi->shape[0] != n) || lo->shape[0] != nq || dl->shape[0] != nq ||
+        (scale_at >= 0 && (sc || scale_at + 4 > c->shape[1])) ||
         qo->shape[0] != nq || sv->shape[0] != nq || sv->shape[1] != k || rv->shape[0] != nq || rv->shape[1] != k) {
         PyErr_SetString(PyExc_ValueError, "luts (nq, groups per byte x nb, 16) with the nb bytes in the code width, valid, lo, delta, "
-                                          "row_scale, row_bias, query_offset or the outputs do not match");
+                                          "row_scale (or scale_at), row_bias, query_offset or the outputs do not match");
         goto fail;
     }
     int rc = 0;
@@ -359,8 +360,9 @@ static PyObject *py_nibble_topk(PyObject *self, PyObject *args) {
         Py_BEGIN_ALLOW_THREADS;
         rc = qs_nibble_topk((const uint8_t *)c->buf, v ? (const uint8_t *)v->buf : NULL, n, c->shape[1], nb,
                             layout, (const uint8_t *)l->buf, nq, (const double *)lo->buf, (const double *)dl->buf,
-                            sc ? (const float *)sc->buf : NULL, bi ? (const float *)bi->buf : NULL,
-                            (const double *)qo->buf, k, isa, nthreads, block_bytes, (float *)sv->buf,
+                            sc ? (const float *)sc->buf : NULL, scale_at < 0 ? -1 : scale_at,
+                            bi ? (const float *)bi->buf : NULL, (const double *)qo->buf, k, isa, nthreads,
+                            block_bytes, (float *)sv->buf,
                             (int64_t *)rv->buf);
         Py_END_ALLOW_THREADS;
     }
@@ -602,7 +604,7 @@ static PyMethodDef methods[] = {
      "planes_topk(codes, valid, k, planes, dim, weights, query_bits, query_planes, lo, delta, plane_coef, "
      "row_scale, row_bias, query_offset, isa, strategy, nthreads, block_bytes, and_term, out_scores, out_rows)"},
     {"nibble_topk", py_nibble_topk, METH_VARARGS,
-     "nibble_topk(codes, valid, k, layout, luts, lo, delta, row_scale, row_bias, query_offset, isa, nthreads, block_bytes, "
+     "nibble_topk(codes, valid, k, layout, luts, lo, delta, row_scale, scale_at, row_bias, query_offset, isa, nthreads, block_bytes, "
      "out_scores, out_rows): top-k of 2-bit plane or base-3 codes from nibble tables"},
     {"table_topk", py_table_topk, METH_VARARGS,
      "table_topk(codes, valid, k, tables, row_scale, row_bias, query_offset, nthreads, block_bytes, out_scores, "

@@ -32,11 +32,20 @@ typedef struct {
     int64_t chunks;
     const double *lo, *delta, *qoff; /* (nq,) */
     const float *row_scale, *row_bias;
+    int64_t scale_at; /* >= 0: the row scale is the little-endian float32 at this byte of the row */
 } nib_ctx;
 
-INLINE uint32_t nib_key(const nib_ctx *x, int64_t row, int64_t qa, uint32_t sum) {
+INLINE float row_scale_of(const nib_ctx *x, const qs_scan *s, int64_t row) {
+    if (x->row_scale) return x->row_scale[row];
+    if (x->scale_at < 0) return 1.0f;
+    float f;
+    memcpy(&f, s->codes + row * s->stride + x->scale_at, 4);
+    return f;
+}
+
+INLINE uint32_t nib_key(const nib_ctx *x, const qs_scan *s, int64_t row, int64_t qa, uint32_t sum) {
     const double ip = x->lo[qa] + x->delta[qa] * (double)sum;
-    const double scale = x->row_scale ? (double)x->row_scale[row] : 1.0;
+    const double scale = (double)row_scale_of(x, s, row);
     const double bias = x->row_bias ? (double)x->row_bias[row] : 0.0;
     const float f = (float)(scale * (ip + x->qoff[qa]) + bias) + 0.0f; /* + 0: -0 becomes +0 */
     return qs_score_key(f);
@@ -77,7 +86,7 @@ static void nib_direct_portable(const qs_scan *s, int64_t b0, int64_t nblk, int6
                 const int count = row_groups(x, p, nb, j, g);
                 for (int t = 0; t < count; t++) sum += lut[(j * gpb + t) * 16 + g[t]];
             }
-            uint64_t key = nib_key(x, b0 + i, qa, sum);
+            uint64_t key = nib_key(x, s, b0 + i, qa, sum);
             if (key < thr) {
                 qs_offer(h, s, q, 1u, &key, b0 + i);
                 thr = h->thr[q];
@@ -210,10 +219,10 @@ QS_TARGET_AVX2 INLINE void offer_tile(const qs_scan *s, const nib_ctx *x, qs_hea
         const __m256d sum = _mm256_cvtepi32_pd(_mm_load_si128((const __m128i *)(sums + c)));
         const __m256d ip = _mm256_add_pd(lo, _mm256_mul_pd(delta, sum));
         __m256d score = _mm256_add_pd(ip, qoff);
-        if (x->row_scale || x->row_bias) {
+        if (x->row_scale || x->scale_at >= 0 || x->row_bias) {
             float sc[4] = {1.0f, 1.0f, 1.0f, 1.0f}, bi[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             for (int64_t l = 0; l < 4 && c + l < left; l++) {
-                if (x->row_scale) sc[l] = x->row_scale[r0 + c + l];
+                sc[l] = row_scale_of(x, s, r0 + c + l);
                 if (x->row_bias) bi[l] = x->row_bias[r0 + c + l];
             }
             score = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(sc)), score),
@@ -285,10 +294,10 @@ QS_TARGET_AVX2 static void nib_direct_avx2(const qs_scan *s, int64_t b0, int64_t
 
 int qs_nibble_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb, int layout,
                    const uint8_t *luts, int64_t nq, const double *lo, const double *delta, const float *row_scale,
-                   const float *row_bias, const double *qoff, int64_t k, int isa, int nthreads, int64_t block_bytes,
-                   float *out_scores, int64_t *out_rows) {
+                   int64_t scale_at, const float *row_bias, const double *qoff, int64_t k, int isa, int nthreads,
+                   int64_t block_bytes, float *out_scores, int64_t *out_rows) {
     const int64_t gpb = layout == QS_NIB_BASE3 ? 3 : 4, planes = layout == QS_NIB_BASE3 ? 1 : 2;
-    nib_ctx ctx = {layout, gpb, luts, NULL, (nb + 15) / 16, lo, delta, qoff, row_scale, row_bias};
+    nib_ctx ctx = {layout, gpb, luts, NULL, (nb + 15) / 16, lo, delta, qoff, row_scale, row_bias, scale_at};
     qs_scan s = {codes, valid, NULL, NULL, n, nq, nb, (nb + 7) / 8, k, stride, planes, ~(uint64_t)0, 0, &ctx};
     qs_direct_fn direct = nib_direct_portable;
     uint8_t *bcast = NULL;
