@@ -125,6 +125,12 @@ QS_TARGET_AVX2 INLINE void transpose16(__m256i *a) {
     }
 }
 
+/* 16-bit shifts as multiplies: Zen 3 runs shifts on the two pipes the unpacks and table lookups
+ * need, multiplies on the others */
+#define SHL2(v) _mm256_mullo_epi16((v), _mm256_set1_epi16(4))
+#define SHR2(v) _mm256_mulhi_epu16((v), _mm256_set1_epi16(1 << 14))
+#define SHR4(v) _mm256_mulhi_epu16((v), _mm256_set1_epi16(1 << 12))
+
 /* the nibbles of one tile: idx[(c * 16 + t) * 4 + g] for chunk c, byte 16 c + t, group g. X and Y
  * are formed per row before the transposes (the bytes keep their places), so that only one set of
  * 16 vectors is live at a time. */
@@ -136,19 +142,19 @@ QS_TARGET_AVX2 INLINE void tile_nibbles(const uint8_t *p, int64_t stride, int64_
             const uint8_t *r = p + i * stride + 16 * c, *r16 = p + (16 + i) * stride + 16 * c;
             const __m256i a0 = _mm256_loadu2_m128i((const __m128i *)r16, (const __m128i *)r);
             const __m256i a1 = _mm256_loadu2_m128i((const __m128i *)(r16 + off1), (const __m128i *)(r + off1));
-            xs[i] = _mm256_or_si256(_mm256_and_si256(a0, m33), _mm256_and_si256(_mm256_slli_epi16(a1, 2), mcc));
-            ys[i] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a0, 2), m33), _mm256_and_si256(a1, mcc));
+            xs[i] = _mm256_or_si256(_mm256_and_si256(a0, m33), _mm256_and_si256(SHL2(a1), mcc));
+            ys[i] = _mm256_or_si256(_mm256_and_si256(SHR2(a0), m33), _mm256_and_si256(a1, mcc));
         }
         __m256i *o = idx + c * 64;
         transpose16(xs);
         for (int t = 0; t < 16; t++) {
             o[4 * t] = _mm256_and_si256(xs[t], m0f);
-            o[4 * t + 1] = _mm256_and_si256(_mm256_srli_epi16(xs[t], 4), m0f);
+            o[4 * t + 1] = _mm256_and_si256(SHR4(xs[t]), m0f);
         }
         transpose16(ys);
         for (int t = 0; t < 16; t++) {
             o[4 * t + 2] = _mm256_and_si256(ys[t], m0f);
-            o[4 * t + 3] = _mm256_and_si256(_mm256_srli_epi16(ys[t], 4), m0f);
+            o[4 * t + 3] = _mm256_and_si256(SHR4(ys[t]), m0f);
         }
     }
 }
@@ -184,19 +190,20 @@ QS_TARGET_AVX2 INLINE void tile_trits(const uint8_t *p, int64_t stride, int64_t 
 
 /* sums[32] += the tile's table sums over groups [g0, g1) (at most 256, a multiple of 4) */
 QS_TARGET_AVX2 INLINE void tile_sums(const __m256i *idx, const __m256i *lut, int64_t g0, int64_t g1, uint32_t *sums) {
-    __m256i all0 = _mm256_setzero_si256(), odd0 = all0, all1 = all0, odd1 = all0;
+    /* even and odd bytes (rows) to 16 bits by vpmaddubsw with 1, 0 / 0, 1 weights (multiply pipes) */
+    const __m256i we = _mm256_set1_epi16(1), wo = _mm256_set1_epi16(1 << 8);
+    __m256i even0 = _mm256_setzero_si256(), odd0 = even0, even1 = even0, odd1 = even0;
     for (int64_t j = g0; j < g1; j += 4) {
         const __m256i r0 = _mm256_shuffle_epi8(_mm256_load_si256(lut + j), _mm256_load_si256(idx + j));
         const __m256i r1 = _mm256_shuffle_epi8(_mm256_load_si256(lut + j + 1), _mm256_load_si256(idx + j + 1));
         const __m256i r2 = _mm256_shuffle_epi8(_mm256_load_si256(lut + j + 2), _mm256_load_si256(idx + j + 2));
         const __m256i r3 = _mm256_shuffle_epi8(_mm256_load_si256(lut + j + 3), _mm256_load_si256(idx + j + 3));
-        all0 = _mm256_add_epi16(all0, _mm256_add_epi16(r0, r1));
-        odd0 = _mm256_add_epi16(odd0, _mm256_add_epi16(_mm256_srli_epi16(r0, 8), _mm256_srli_epi16(r1, 8)));
-        all1 = _mm256_add_epi16(all1, _mm256_add_epi16(r2, r3));
-        odd1 = _mm256_add_epi16(odd1, _mm256_add_epi16(_mm256_srli_epi16(r2, 8), _mm256_srli_epi16(r3, 8)));
+        even0 = _mm256_add_epi16(even0, _mm256_add_epi16(_mm256_maddubs_epi16(r0, we), _mm256_maddubs_epi16(r1, we)));
+        odd0 = _mm256_add_epi16(odd0, _mm256_add_epi16(_mm256_maddubs_epi16(r0, wo), _mm256_maddubs_epi16(r1, wo)));
+        even1 = _mm256_add_epi16(even1, _mm256_add_epi16(_mm256_maddubs_epi16(r2, we), _mm256_maddubs_epi16(r3, we)));
+        odd1 = _mm256_add_epi16(odd1, _mm256_add_epi16(_mm256_maddubs_epi16(r2, wo), _mm256_maddubs_epi16(r3, wo)));
     }
-    const __m256i all = _mm256_add_epi16(all0, all1), odd = _mm256_add_epi16(odd0, odd1);
-    const __m256i even = _mm256_sub_epi16(all, _mm256_slli_epi16(odd, 8));
+    const __m256i even = _mm256_add_epi16(even0, even1), odd = _mm256_add_epi16(odd0, odd1);
     /* rows 2m (even) and 2m + 1 (odd) are 16-bit lane m: interleave them back into row order */
     const __m256i lo = _mm256_unpacklo_epi16(even, odd), hi = _mm256_unpackhi_epi16(even, odd);
     /* lo: rows 0-7 | 16-23, hi: rows 8-15 | 24-31 */
