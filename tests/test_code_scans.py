@@ -229,11 +229,19 @@ def test_nibble_topk_identical_for_any_thread_count_and_block(layout: str, backe
     valid = np.random.default_rng(3).random(codes.shape[0]) < 0.8
     luts, lo, delta = nibble_luts(values, layout)
     args = dict(
-        lo=lo, delta=delta, row_scale=None, row_bias=None, query_offset=np.zeros(5), valid=valid, layout=layout
+        lo=lo,
+        delta=delta,
+        row_scale=None,
+        row_bias=None,
+        query_offset=np.zeros(5),
+        valid=valid,
+        layout=layout,
     )
     one = native_backend.nibble_topk(luts, codes, 9, **args, isa=backend, threads=1)
     for threads, block in ((2, 0), (3, 4096), (1, 1000)):
-        other = native_backend.nibble_topk(luts, codes, 9, **args, isa=backend, threads=threads, block_bytes=block)
+        other = native_backend.nibble_topk(
+            luts, codes, 9, **args, isa=backend, threads=threads, block_bytes=block
+        )
         np.testing.assert_array_equal(other[1], one[1])
         np.testing.assert_array_equal(other[0], one[0])
     assert valid[one[1][one[1] >= 0]].all()

@@ -171,7 +171,9 @@ class _RotatedCodes(Quantizer):
             levels = np.stack([np.zeros_like(w0), w0, w1, w0 + w1 + w01], axis=1)  # (d, 4)
             values = rotated.astype(np.float64)[:, :, None] * levels[None, :, :]
             at = codes.shape[1] - _FACTOR_BYTES if factor else None
-            scores, rows = nibble_topk(values, codes, k, scale_offset=at, query_offset=query_offset, valid=valid)
+            scores, rows = nibble_topk(
+                values, codes, k, scale_offset=at, query_offset=query_offset, valid=valid
+            )
         else:
             row_scale = factor_from_bytes(codes, codes.shape[1] - _FACTOR_BYTES) if factor else None
             weights = rotated[:, None, :] * plane_weights[None, :, :]  # (nq, 3, d): plane 0, plane 1, AND
