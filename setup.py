@@ -14,7 +14,7 @@ import sys
 
 from setuptools import Extension, setup
 
-_SOURCES = ["module.c", "hamming.c", "hamming_x86.c", "planes.c", "planes_x86.c", "rescore.c", "threads.c"]
+_SOURCES = ["module.c", "hamming.c", "hamming_x86.c", "planes.c", "planes_x86.c", "nibbles.c", "rescore.c", "threads.c"]
 _UNIX = sys.platform != "win32"
 
 setup(
@@ -23,7 +23,7 @@ setup(
             "quantsearch.kernels._native",
             sources=[f"src/quantsearch/kernels/csrc/{name}" for name in _SOURCES],
             depends=["src/quantsearch/kernels/csrc/qs_kernels.h", "src/quantsearch/kernels/csrc/simd_x86.h"],
-            extra_compile_args=["-O3", "-std=gnu11", "-pthread", "-fvisibility=hidden"] if _UNIX else [],
+            extra_compile_args=["-O3", "-std=gnu11", "-pthread", "-fvisibility=hidden", "-ffp-contract=off"] if _UNIX else [],
             extra_link_args=["-pthread"] if _UNIX else [],
             optional=True,
         )

@@ -2,8 +2,9 @@
 
 For N random unit vectors of 384 dimensions (MiniLM's width), each family is fitted on 2,000 of
 them and encodes all N; then single queries run through each family's ``scan_topk`` (the candidate
-stage of an Index: Hamming for sign bits, the bit-plane popcount kernel for RaBitQ / int2 /
-ternary planes, byte tables for base-3 ternary, decode + matmul for the block formats) and through
+stage of an Index: Hamming for sign bits, the bit-plane popcount kernel for RaBitQ, nibble tables
+(``nibble_topk``, fast-scan style) for int2 / int2-itq / ternary in both layouts, decode + matmul
+for the block formats) and through
 exact float32 search (faiss IndexFlatIP, and numpy: one BLAS matvec + argpartition), all on one
 thread, the engines alternating query by query. Figures: median ms per query, and each family's
 ratio to the 1-bit Hamming scan and to float32 exact (faiss).

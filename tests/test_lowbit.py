@@ -354,9 +354,9 @@ def test_score_equals_decode_dot_product(spec: str) -> None:
     rows = np.random.default_rng(0).integers(0, 300, (5, 11))
     assert np.allclose(q.score(prepared, codes[rows]), np.take_along_axis(expected, rows, 1), atol=1e-4)
     scores, top = q.scan_topk(queries, codes, 4)
-    if spec.startswith("int2") or spec == "ternary-planes":
-        # bit-plane popcount scan: the query is quantized to 8-bit levels (base.SCAN_QUERY_BITS), so
-        # the estimates are near the exact scores and near ties may swap (tests/test_code_scans.py)
+    if spec.startswith(("int2", "ternary")):
+        # 2-bit and ternary scans: the query's tables are quantized to 8 bits (nibble_topk), so the
+        # estimates are near the exact scores and near ties may swap (tests/test_code_scans.py)
         tol = 0.03 * np.abs(expected).max()
         assert np.allclose(scores, np.take_along_axis(expected, top, 1), atol=tol)
         assert (

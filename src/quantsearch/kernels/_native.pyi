@@ -54,6 +54,25 @@ def planes_topk(
     out_rows: np.ndarray,
     /,
 ) -> None: ...
+def nibble_topk(
+    codes: np.ndarray,
+    valid: np.ndarray | None,
+    k: int,
+    layout: int,
+    luts: np.ndarray,
+    lo: np.ndarray,
+    delta: np.ndarray,
+    row_scale: np.ndarray | None,
+    scale_at: int,
+    row_bias: np.ndarray | None,
+    query_offset: np.ndarray,
+    isa: int,
+    nthreads: int,
+    block_bytes: int,
+    out_scores: np.ndarray,
+    out_rows: np.ndarray,
+    /,
+) -> None: ...
 def table_topk(
     codes: np.ndarray,
     valid: np.ndarray | None,

@@ -165,6 +165,39 @@ def planes_topk(
     return scores, rows
 
 
+_NIBBLE_LAYOUT = {"planes": 0, "base3": 1}
+
+
+def nibble_topk(
+    luts: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    lo: np.ndarray,
+    delta: np.ndarray,
+    row_scale: np.ndarray | None,
+    row_bias: np.ndarray | None,
+    query_offset: np.ndarray,
+    valid: np.ndarray | None,
+    layout: str = "planes",
+    scale_offset: int | None = None,
+    isa: str = "avx2",
+    threads: int = 1,
+    block_bytes: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """2-bit plane / base-3 codes x nibble tables top-k on the native kernels; see
+    :func:`quantsearch.kernels.nibble_topk`."""
+    nq = luts.shape[0]
+    scores = np.empty((nq, k), np.float32)
+    rows = np.empty((nq, k), np.int64)
+    _module().nibble_topk(
+        codes, valid, k, _NIBBLE_LAYOUT[layout], luts, lo, delta, row_scale,
+        -1 if scale_offset is None else scale_offset, row_bias, query_offset, ISA[isa], threads, block_bytes,
+        scores, rows,
+    )  # fmt: skip
+    return scores, rows
+
+
 def table_topk(
     tables: np.ndarray,
     codes: np.ndarray,

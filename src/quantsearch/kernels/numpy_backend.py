@@ -6,6 +6,8 @@ block size whatever N is; no (n_queries x N) matrix is ever built.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 #: distance reported for padding slots (k larger than the number of live codes)
@@ -329,6 +331,151 @@ def and_term_layout(
         bits[:, p, :dim] = np.unpackbits(codes[:, p * nb : (p + 1) * nb], axis=1, count=dim)
     bits[:, planes] = bits[:, 0] & bits[:, 1]
     return wide.reshape(nq, -1), np.packbits(bits.reshape(n, -1), axis=1)
+
+
+# ---------------------------------------------------------------- 2-bit / ternary codes x nibble tables
+# layout "planes": byte j of the planes holds dimensions 8j .. 8j + 7 (bit 7 - t is dimension 8j + t);
+# its four groups (see group_indices) each hold the two bits of two dimensions: the first of them
+# is 8j + _NIBBLE_DIM[g], the second the one before it
+_NIBBLE_DIM = np.array([7, 3, 5, 1])
+_NIBBLE_VALUES = np.arange(16)
+_LEVEL_FIRST = (_NIBBLE_VALUES & 1) + 2 * ((_NIBBLE_VALUES >> 2) & 1)
+_LEVEL_SECOND = ((_NIBBLE_VALUES >> 1) & 1) + 2 * ((_NIBBLE_VALUES >> 3) & 1)
+#: levels per dimension of each layout (the last axis of ``values``)
+NIBBLE_LEVELS = {"planes": 4, "base3": 3}
+
+
+def nibble_bytes(dim: int, layout: str) -> int:
+    """Bytes per code row the layout's groups come from: ``ceil(dim / 8)`` per plane, or
+    ``ceil(dim / 5)`` (five trits per byte)."""
+    return (dim + 7) // 8 if layout == "planes" else (dim + 4) // 5
+
+
+def group_indices(codes: np.ndarray, nb: int, layout: str) -> np.ndarray:
+    """The table index (n, G) uint8 of every group of each code row.
+
+    ``"planes"`` (G = 4 nb): with ``p0``, ``p1`` byte ``j`` of plane 0 and 1,
+    ``X = (p0 & 0x33) | ((p1 << 2) & 0xcc)``, ``Y = ((p0 >> 2) & 0x33) | (p1 & 0xcc)``, groups
+    ``4j .. 4j + 3`` are ``X & 15, X >> 4, Y & 15, Y >> 4``: bit 0 and bit 2 are planes 0 and 1 of
+    the group's first dimension, bits 1 and 3 those of its second.
+    ``"base3"`` (G = 3 nb): byte ``b = d0 + 3 d1 + 9 d2 + 27 d3 + 81 d4`` (digits ``t + 1`` of
+    dimensions ``5j .. 5j + 4``) gives ``d0 + 3 d1``, ``d2 + 3 d3`` and ``d4``.
+    """
+    n = codes.shape[0]
+    if layout == "base3":
+        b = codes[:, :nb].astype(np.int16)
+        q = b // 9
+        t4 = (q > 8).astype(np.int16) + (q > 17)
+        return np.stack([b - 9 * q, q - 9 * t4, t4], axis=2).reshape(n, -1).astype(np.uint8)
+    p0 = codes[:, :nb].astype(np.uint16)
+    p1 = codes[:, nb : 2 * nb].astype(np.uint16)
+    x = (p0 & 0x33) | ((p1 << 2) & 0xCC)
+    y = ((p0 >> 2) & 0x33) | (p1 & 0xCC)
+    return np.stack([x & 15, x >> 4, y & 15, y >> 4], axis=2).reshape(n, -1).astype(np.uint8)
+
+
+def nibble_luts(values: np.ndarray, layout: str = "planes") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-query tables of 16 uint8 per group (:func:`group_indices`): the rule of every backend.
+
+    ``values[q, d, l]`` is query ``q``'s contribution from dimension ``d`` at level ``l`` (planes:
+    ``l = b0 + 2 b1``; base3: the digit ``t + 1``). The float64 table of a group holds, for each
+    index, the sum of its dimensions' contributions (dimensions past ``d`` contribute 0; indices no
+    code produces hold the group's minimum). With ``m_g`` the minimum and
+    ``delta = max_g (max - m_g) / 255``, ``lut = floor((table - m_g) / delta + 0.5)`` (at most 255; 0
+    where ``delta == 0``) and ``lo = sum_g m_g``, so ``lo + delta * sum_g lut[g][index_g]`` is
+    within ``delta / 2`` per group of the exact sum.
+
+    Parameters
+    ----------
+    values : ndarray of shape (nq, dim, NIBBLE_LEVELS[layout]), float
+    layout : {"planes", "base3"}
+
+    Returns
+    -------
+    luts : ndarray of shape (nq, G, 16), uint8 (G = 4 or 3 groups per byte, see :func:`group_indices`)
+    lo, delta : ndarrays of shape (nq,), float64
+    """
+    nq, dim, levels = values.shape
+    first, second, unused = _nibble_index(dim, layout)
+    flat = np.zeros((nq, max(first.max(), second.max()) + 1))  # past levels * dim: padding (0)
+    flat[:, : levels * dim] = values.reshape(nq, -1)
+    # tables as (nq, 16, G): the reductions over the 16 entries run along the leading axis
+    table = np.take(flat, first, axis=1) + np.take(flat, second, axis=1)
+    if unused is not None:
+        table[:, unused] = np.inf
+        low = table.min(axis=1)
+        table[:, unused] = np.broadcast_to(low[:, None, :], table.shape)[:, unused]
+    else:
+        low = table.min(axis=1)
+    delta = (table.max(axis=1) - low).max(axis=1, initial=0.0) / 255.0
+    safe = np.where(delta > 0, delta, 1.0)
+    luts = np.floor((table - low[:, None, :]) / safe[:, None, None] + 0.5)
+    np.minimum(luts, 255, out=luts)  # >= 0 already
+    luts[delta <= 0] = 0
+    return np.ascontiguousarray(luts.astype(np.uint8).transpose(0, 2, 1)), low.sum(axis=1), delta
+
+
+@functools.lru_cache(maxsize=16)
+def _nibble_index(dim: int, layout: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Flat indices (16, G) into ``values.reshape(nq, -1)`` of the two contributions of every table
+    entry (past the end: a padding zero), and the mask (16, G) of entries no code produces (or None)."""
+    if layout == "planes":
+        nb = (dim + 7) // 8
+        zero = 4 * 8 * nb
+        first = (8 * np.arange(nb)[:, None] + _NIBBLE_DIM[None, :]).reshape(-1)
+        out = []
+        for dims, level in ((first, _LEVEL_FIRST), (first - 1, _LEVEL_SECOND)):
+            index = 4 * dims[None, :] + level[:, None]
+            out.append(np.where(dims[None, :] < dim, index, zero).astype(np.intp))
+        return out[0], out[1], None
+    nb = (dim + 4) // 5
+    zero = 3 * 5 * nb
+    v = _NIBBLE_VALUES[:, None]
+    a, b, c = [], [], []
+    for j in range(nb):
+        d = 5 * j
+        a += [3 * d + v % 3, 3 * (d + 2) + v % 3, 3 * (d + 4) + np.minimum(v, 2)]
+        b += [3 * (d + 1) + v // 3 % 3, 3 * (d + 3) + v // 3 % 3, np.full_like(v, zero)]
+        c += [v >= 9, v >= 9, v >= 3]
+    first, second = np.concatenate(a, axis=1), np.concatenate(b, axis=1)
+    first = np.where(first < 3 * dim, first, zero).astype(np.intp)
+    second = np.where(second < 3 * dim, second, zero).astype(np.intp)
+    return first, second, np.concatenate(c, axis=1)
+
+
+def nibble_topk(
+    luts: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    lo: np.ndarray,
+    delta: np.ndarray,
+    row_scale: np.ndarray | None,
+    row_bias: np.ndarray | None,
+    query_offset: np.ndarray,
+    valid: np.ndarray | None,
+    layout: str = "planes",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference of :func:`quantsearch.kernels.nibble_topk` (arguments validated): the exact integer
+    table sums ``S``, then in float64 ``row_scale * ((lo + delta * S) + query_offset) + row_bias``,
+    rounded to float32 once."""
+    nq, groups, _ = luts.shape
+    n = codes.shape[0]
+    best = np.full((nq, k), np.iinfo(np.uint64).max, np.uint64)
+    rows_per_block = max(64, _PLANES_BLOCK_BYTES // (8 * max(nq, 1) * groups))
+    flat = luts.reshape(nq, -1).astype(np.int64)
+    base = (16 * np.arange(groups))[None, :]
+    for r0 in range(0, n, rows_per_block):
+        nb = groups // (4 if layout == "planes" else 3)
+        nib = group_indices(codes[r0 : r0 + rows_per_block], nb, layout).astype(np.int64) + base
+        m = nib.shape[0]
+        sums = flat[:, nib].sum(axis=2)  # (nq, m) exact integers
+        ip = lo[:, None] + delta[:, None] * sums.astype(np.float64)
+        scale = 1.0 if row_scale is None else row_scale[r0 : r0 + m].astype(np.float64)
+        bias = 0.0 if row_bias is None else row_bias[r0 : r0 + m].astype(np.float64)
+        scores = (scale * (ip + query_offset.astype(np.float64)[:, None]) + bias).astype(np.float32)
+        best = _merge_scores(best, scores, r0, valid, k)
+    return _scores_rows(best)
 
 
 def table_topk(

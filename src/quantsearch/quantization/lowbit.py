@@ -29,7 +29,7 @@ import numpy as np
 
 from .._validation import check_number, check_positive_int
 from ..exceptions import InvalidArgumentError
-from ..kernels import planes_topk, table_topk
+from ..kernels import nibble_topk, planes_topk, table_topk
 from . import base
 from .base import Precision, Quantizer, register_quantizer_name
 from .bitplanes import factor_bytes, factor_from_bytes, pack_planes, unpack_planes
@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 _FACTOR_BYTES = 4  # one float32 per vector
+# widest codes scanned from nibble tables (the AVX2 kernel's limit); wider ones use the popcount scan
+_NIBBLE_DIM_MAX = 2048
 _LLOYD_ITERATIONS = 30
 
 
@@ -51,6 +53,7 @@ _LLOYD_ITERATIONS = 30
 _POWERS = np.array([1, 3, 9, 27, 81], np.int32)
 # byte value -> its five trits in {-1, 0, +1}; only 0..242 are valid codes
 _TRIT_TABLE = ((np.arange(256)[:, None] // _POWERS[None, :]) % 3 - 1).astype(np.int8)
+_TRIT_LEVELS = np.array([-1.0, 0.0, 1.0])  # trit of digit 0, 1, 2
 
 
 def pack_trits(trits: np.ndarray) -> np.ndarray:
@@ -147,24 +150,37 @@ class _RotatedCodes(Quantizer):
     def _plane_scan(
         self, queries: np.ndarray, codes: np.ndarray, k: int, valid: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Top-``k`` on ``planes_topk`` where the layout allows it (None: use the default scan).
+        """Top-``k`` on ``nibble_topk`` where the layout allows it (None: use the default scan).
 
-        ``<q, x> = <q, c> + f * <q R, y_hat>`` with ``y_hat_j`` affine in the bits of dimension ``j``
-        (:meth:`_plane_form`), so the kernel scores ``<q R, y_hat>`` from popcounts with the query
-        weights quantized to ``base.SCAN_QUERY_BITS`` levels, and ``f`` is its per-row scale.
+        ``<q, x> = <q, c> + f * <q R, y_hat>`` with ``y_hat_j`` a function of the two bits of dimension
+        ``j`` (:meth:`_plane_form`), so the kernel scores ``<q R, y_hat>`` from per-query tables of
+        every two dimensions' contribution (quantized to uint8), and ``f`` is its per-row scale. Codes
+        wider than ``_NIBBLE_DIM_MAX`` use ``planes_topk`` (popcounts, the query weights quantized to
+        ``base.SCAN_QUERY_BITS`` levels); ``SCAN_QUERY_BITS = None`` turns both off (exact scan).
         """
         form = self._plane_form()
         if form is None or base.SCAN_QUERY_BITS is None:
             return None
         offset, plane_weights, factor = form
         rotated, bias = self._rotate_queries(self.prepare_queries(queries))
-        weights = rotated[:, None, :] * plane_weights[None, :, :]  # (nq, 3, d): plane 0, plane 1, AND
-        row_scale = factor_from_bytes(codes, codes.shape[1] - _FACTOR_BYTES) if factor else None
-        scores, rows = planes_topk(
-            weights, codes, k, planes=2, dim=self.code_dim, row_scale=row_scale,
-            query_offset=rotated.astype(np.float64) @ offset.astype(np.float64), valid=valid,
-            query_bits=base.SCAN_QUERY_BITS, and_term=True,
-        )  # fmt: skip
+        query_offset = rotated.astype(np.float64) @ offset.astype(np.float64)
+        w0, w1, w01 = plane_weights.astype(np.float64)
+        if self.code_dim <= _NIBBLE_DIM_MAX:
+            # level l = b0 + 2 b1 of dimension d is worth w0 b0 + w1 b1 + w01 b0 b1; the kernel reads
+            # the factor from the rows
+            levels = np.stack([np.zeros_like(w0), w0, w1, w0 + w1 + w01], axis=1)  # (d, 4)
+            values = rotated.astype(np.float64)[:, :, None] * levels[None, :, :]
+            at = codes.shape[1] - _FACTOR_BYTES if factor else None
+            scores, rows = nibble_topk(
+                values, codes, k, scale_offset=at, query_offset=query_offset, valid=valid
+            )
+        else:
+            row_scale = factor_from_bytes(codes, codes.shape[1] - _FACTOR_BYTES) if factor else None
+            weights = rotated[:, None, :] * plane_weights[None, :, :]  # (nq, 3, d): plane 0, plane 1, AND
+            scores, rows = planes_topk(
+                weights, codes, k, planes=2, dim=self.code_dim, row_scale=row_scale,
+                query_offset=query_offset, valid=valid, query_bits=base.SCAN_QUERY_BITS, and_term=True,
+            )  # fmt: skip
         return (scores + bias[:, None]).astype(np.float32), rows
 
     def _plane_form(self) -> tuple[np.ndarray, np.ndarray, bool] | None:
@@ -555,16 +571,20 @@ class TernaryQuantizer(_RotatedCodes):
                 return found
             scores, rows = found
         else:
-            # 5 trits per byte: a table per byte position of the query's dot product with every
-            # group of five trits (exact float weights, no query quantization)
             step = self.spread_ if self.scale == "vector" else self.alpha_
-            w = np.zeros((rotated.shape[0], self._trit_bytes * 5), np.float32)
-            w[:, : self.code_dim] = rotated * step
-            tables = w.reshape(rotated.shape[0], self._trit_bytes, 5) @ _TRIT_TABLE.T.astype(np.float32)
-            row_scale = (
-                factor_from_bytes(codes, codes.shape[1] - _FACTOR_BYTES) if self.scale == "vector" else None
-            )
-            scores, rows = table_topk(tables, codes, k, row_scale=row_scale, valid=valid)
+            at = codes.shape[1] - _FACTOR_BYTES if self.scale == "vector" else None
+            if base.SCAN_QUERY_BITS is not None:
+                # 5 trits per byte: uint8 tables of every two trits' contribution (nibble_topk)
+                values = (rotated * step).astype(np.float64)[:, :, None] * _TRIT_LEVELS[None, None, :]
+                scores, rows = nibble_topk(values, codes, k, layout="base3", scale_offset=at, valid=valid)
+            else:
+                row_scale = None if at is None else factor_from_bytes(codes, at)
+                # exact: a float table per byte position of the query's dot product with every
+                # group of five trits
+                w = np.zeros((rotated.shape[0], self._trit_bytes * 5), np.float32)
+                w[:, : self.code_dim] = rotated * step
+                tables = w.reshape(rotated.shape[0], self._trit_bytes, 5) @ _TRIT_TABLE.T.astype(np.float32)
+                scores, rows = table_topk(tables, codes, k, row_scale=row_scale, valid=valid)
         return (scores + (rotated @ self.mean_)[:, None]).astype(np.float32), rows
 
     def decode_trits(self, codes: np.ndarray) -> np.ndarray:

@@ -320,6 +320,60 @@ fail:
     return NULL;
 }
 
+static PyObject *py_nibble_topk(PyObject *self, PyObject *args) {
+    PyObject *oc, *ov, *ol, *olo, *odl, *osc, *obi, *oqo, *os, *orr;
+    Py_ssize_t k, block_bytes, scale_at;
+    int layout, isa, nthreads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOniOOOOnOOiinOO", &oc, &ov, &k, &layout, &ol, &olo, &odl, &osc, &scale_at, &obi,
+                          &oqo, &isa, &nthreads, &block_bytes, &os, &orr))
+        return NULL;
+    if (layout != QS_NIB_PLANES && layout != QS_NIB_BASE3)
+        return PyErr_Format(PyExc_ValueError, "unknown layout %d", layout);
+    if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be >= 1, got %zd", k);
+    if (nthreads < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %d", nthreads);
+    if (check_isa(isa) < 0) return NULL;
+    buffers b = {.count = 0};
+    Py_buffer *c, *v = NULL, *l, *lo, *dl, *sc = NULL, *bi = NULL, *qo, *sv, *rv;
+    if (!(c = take(&b, oc, 0, 2, 1, "B", "codes"))) goto fail;
+    if (ov != Py_None && !(v = take(&b, ov, 0, 1, 1, "?B", "valid"))) goto fail;
+    if (!(l = take(&b, ol, 0, 3, 1, "B", "luts"))) goto fail;
+    if (!(lo = take(&b, olo, 0, 1, 8, "d", "lo"))) goto fail;
+    if (!(dl = take(&b, odl, 0, 1, 8, "d", "delta"))) goto fail;
+    if (osc != Py_None && !(sc = take(&b, osc, 0, 1, 4, "f", "row_scale"))) goto fail;
+    if (obi != Py_None && !(bi = take(&b, obi, 0, 1, 4, "f", "row_bias"))) goto fail;
+    if (!(qo = take(&b, oqo, 0, 1, 8, "d", "query_offset"))) goto fail;
+    if (!(sv = take(&b, os, 1, 2, 4, "f", "out_scores"))) goto fail;
+    if (!(rv = take(&b, orr, 1, 2, 8, "lq", "out_rows"))) goto fail;
+    const Py_ssize_t gpb = layout == QS_NIB_BASE3 ? 3 : 4, planes = layout == QS_NIB_BASE3 ? 1 : 2;
+    const Py_ssize_t n = c->shape[0], nq = l->shape[0], groups = l->shape[1], nb = groups / gpb;
+    if (l->shape[2] != 16 || groups < gpb || groups % gpb || c->shape[1] < planes * nb || (v && v->shape[0] != n) ||
+        (sc && sc->shape[0] != n) || (bi && bi->shape[0] != n) || lo->shape[0] != nq || dl->shape[0] != nq ||
+        (scale_at >= 0 && (sc || scale_at + 4 > c->shape[1])) ||
+        qo->shape[0] != nq || sv->shape[0] != nq || sv->shape[1] != k || rv->shape[0] != nq || rv->shape[1] != k) {
+        PyErr_SetString(PyExc_ValueError, "luts (nq, groups per byte x nb, 16) with the nb bytes in the code width, valid, lo, delta, "
+                                          "row_scale (or scale_at), row_bias, query_offset or the outputs do not match");
+        goto fail;
+    }
+    int rc = 0;
+    if (nq > 0) {
+        Py_BEGIN_ALLOW_THREADS;
+        rc = qs_nibble_topk((const uint8_t *)c->buf, v ? (const uint8_t *)v->buf : NULL, n, c->shape[1], nb,
+                            layout, (const uint8_t *)l->buf, nq, (const double *)lo->buf, (const double *)dl->buf,
+                            sc ? (const float *)sc->buf : NULL, scale_at < 0 ? -1 : scale_at,
+                            bi ? (const float *)bi->buf : NULL, (const double *)qo->buf, k, isa, nthreads,
+                            block_bytes, (float *)sv->buf,
+                            (int64_t *)rv->buf);
+        Py_END_ALLOW_THREADS;
+    }
+    release_all(&b);
+    if (rc < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail:
+    release_all(&b);
+    return NULL;
+}
+
 static PyObject *py_table_topk(PyObject *self, PyObject *args) {
     PyObject *oc, *ov, *ot, *osc, *obi, *oqo, *os, *orr;
     Py_ssize_t k, block_bytes;
@@ -549,6 +603,9 @@ static PyMethodDef methods[] = {
     {"planes_topk", py_planes_topk, METH_VARARGS,
      "planes_topk(codes, valid, k, planes, dim, weights, query_bits, query_planes, lo, delta, plane_coef, "
      "row_scale, row_bias, query_offset, isa, strategy, nthreads, block_bytes, and_term, out_scores, out_rows)"},
+    {"nibble_topk", py_nibble_topk, METH_VARARGS,
+     "nibble_topk(codes, valid, k, layout, luts, lo, delta, row_scale, scale_at, row_bias, query_offset, isa, nthreads, block_bytes, "
+     "out_scores, out_rows): top-k of 2-bit plane or base-3 codes from nibble tables"},
     {"table_topk", py_table_topk, METH_VARARGS,
      "table_topk(codes, valid, k, tables, row_scale, row_bias, query_offset, nthreads, block_bytes, out_scores, "
      "out_rows)"},

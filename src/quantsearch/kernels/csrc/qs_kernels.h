@@ -123,6 +123,15 @@ int qs_planes_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_
 int qs_table_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb,
                   const float *tables, int64_t nq, const float *row_scale, const float *row_bias, const double *qoff,
                   int64_t k, int nthreads, int64_t block_bytes, float *out_scores, int64_t *out_rows);
+/* nibbles.c: top-k of 2-bit codes (two bit planes) or 5-trit bytes (base 3) from per-query tables
+ * of 16 uint8 per group (two dimensions' bits; two trits, or one): score = row_scale * (lo + delta *
+ * sum_g lut[g][index_g] + qoff) + row_bias, the row scale from row_scale, or (scale_at >= 0) the
+ * float32 at that byte of each row, or 1; see nibbles.c */
+enum { QS_NIB_PLANES = 0, QS_NIB_BASE3 = 1 };
+int qs_nibble_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb, int layout,
+                   const uint8_t *luts, int64_t nq, const double *lo, const double *delta, const float *row_scale,
+                   int64_t scale_at, const float *row_bias, const double *qoff, int64_t k, int isa, int nthreads,
+                   int64_t block_bytes, float *out_scores, int64_t *out_rows);
 /* key of a float score: smaller key = larger score; -0 and +0 share a key (the caller adds +0) */
 static inline uint32_t qs_score_key(float f) {
     uint32_t b;
