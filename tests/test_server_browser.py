@@ -157,7 +157,7 @@ def test_page_searches_a_multivector_index(mv_server: ServerProcess) -> None:
             expect(summary).to_contain_text("multi-vector (MUVERA)")
             expect(summary).to_contain_text("10240-d FDE")
             memory = page.locator("#memory tbody")
-            for tier in ("fde:rabitq", "chamfer", "ids + texts", "total"):
+            for tier in ("fde", "chamfer", "ids + texts", "total"):
                 expect(memory).to_contain_text(tier)
             expect(page.locator("#memory-bars")).to_contain_text("float32 token vectors in RAM would take")
             expect(page.locator("#image-label")).to_be_hidden()
@@ -166,8 +166,8 @@ def test_page_searches_a_multivector_index(mv_server: ServerProcess) -> None:
             page.fill("#k", "5")
             stages = page.locator("#stages option")
             expect(stages).to_have_count(2)
-            expect(stages.nth(0)).to_have_text(re.compile(r"^fde:rabitq.* → chamfer$"))
-            expect(stages.nth(1)).to_have_text(re.compile(r"^fde:rabitq.* \(FDE codes only\)$"))
+            expect(stages.nth(0)).to_have_text(re.compile(r"^fde → chamfer$"))
+            expect(stages.nth(1)).to_have_text(re.compile(r"^fde \(FDE codes only\)$"))
             page.select_option("#stages", index=0)
             page.check("#compare")
             page.click("#search-button")

@@ -131,7 +131,8 @@ def test_stats_page_and_documents(setup: dict[str, Any]) -> None:
     tokens = sum(d.shape[0] for d in setup["docs"])
     assert stats["tokens"] == tokens and stats["dim"] == 384 and stats["fde_dim"] == 10240
     ram, disk = stats["tiers"]
-    assert ram["storage"] == "ram" and ram["bytes_per_vector"] == 1284  # 10,240 bits + a float32
+    assert ram["name"] == "fde" and ram["storage"] == "ram"
+    assert ram["bytes_per_vector"] == 1284  # 10,240 bits + a float32
     assert stats["ram_bytes"] == N_DOCS * 1284
     assert disk["name"] == "chamfer" and disk["disk_bytes"] >= tokens * (384 + 4)
     assert stats["float32_bytes"] == tokens * 384 * 4

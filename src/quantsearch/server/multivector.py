@@ -227,7 +227,7 @@ class MultiVectorService:
         n = info["documents"]
         fde = info["fde"]
         candidate_tier = {
-            "name": f"fde:{info['candidates']}",
+            "name": "fde",  # the quantizer (1-bit RaBitQ by default) is in "quantizer"
             "role": "candidates",
             "storage": "ram",
             "precision": "binary",
