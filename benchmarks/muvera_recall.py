@@ -51,9 +51,8 @@ def main() -> None:
     results: dict[str, dict[str, dict[int, float]]] = {}
     for spec in args.settings.split(";"):
         parts = [int(v) for v in spec.split(",")]
-        config = FDEConfig(
-            dim=384, k_sim=parts[0], r_reps=parts[1], d_proj=parts[2], final_dim=parts[3] if len(parts) > 3 else None
-        )
+        final = parts[3] if len(parts) > 3 else None
+        config = FDEConfig(dim=384, k_sim=parts[0], r_reps=parts[1], d_proj=parts[2], final_dim=final)
         enc = FDEEncoder(config)
         fd, fq = enc.encode_documents(docs), enc.encode_queries(queries)
         est = fq @ fd.T
