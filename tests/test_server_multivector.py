@@ -180,3 +180,22 @@ def test_unsupported_writes(setup: dict[str, Any]) -> None:
     res = client.post("/documents", json={"documents": [{"id": "v", "vector": [0.0] * 384}]})
     assert res.status_code == 400 and "text" in res.json()["error"]["message"]
     assert client.get("/stats").json()["count"] == before
+
+
+def test_index_without_a_token_model_refuses_texts(tmp_path: Path) -> None:
+    class NoModel:  # an index built from token arrays records no model
+        name = "none"
+
+        def identity(self) -> dict[str, Any]:
+            return {"model": None, "backend": "sentence-transformers", "normalize": True, "max_seq_length": None}
+
+    rng = np.random.default_rng(0)
+    idx = MultiVectorIndex.create(tmp_path / "mv", dim=8, embedder=NoModel())  # type: ignore[arg-type]
+    idx.add([1, 2], tokens=[rng.standard_normal((3, 8)), rng.standard_normal((4, 8))])
+    with TestClient(create_app(tmp_path / "mv"), base_url="http://localhost") as client:
+        stats = client.get("/stats").json()
+        assert stats["text_queries"] is False and stats["count"] == 2 and stats["id_type"] == "int"
+        res = client.post("/search", json={"query": "anything"})
+        assert res.status_code == 400 and "no token model" in res.json()["error"]["message"]
+        assert client.get("/documents/2").json() == {"id": 2, "text": None, "metadata": None}
+        assert client.get("/documents/x").status_code == 400  # not an int id

@@ -64,12 +64,19 @@ class MultiVectorService:
     # ---- embedding ----------------------------------------------------------------------------
     def load_model(self) -> None:
         """Load the token model now (else the first text query pays); a failure is logged."""
+        if self.index.model is None:
+            return
         try:
             self._embed(["warm-up"], is_query=True)
         except QuantsearchError as exc:
             logger.warning("text queries are unavailable: %s", exc)
 
     def _embed(self, texts: Sequence[str], *, is_query: bool) -> TokenBatch:
+        if self.index.model is None:
+            raise InvalidArgumentError(
+                "this multi-vector index records no token model (it was built from token arrays), "
+                "so texts cannot be embedded"
+            )
         with self._embed_lock:
             return self.index.embedder.embed(list(texts), is_query=is_query)
 
