@@ -187,7 +187,7 @@ def test_index_without_a_token_model_refuses_texts(tmp_path: Path) -> None:
         name = "none"
 
         def identity(self) -> dict[str, Any]:
-            return {"model": None, "backend": "sentence-transformers", "normalize": True, "max_seq_length": None}
+            return {"model": None, "backend": "sentence-transformers", "normalize": True}
 
     rng = np.random.default_rng(0)
     idx = MultiVectorIndex.create(tmp_path / "mv", dim=8, embedder=NoModel())  # type: ignore[arg-type]
