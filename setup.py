@@ -14,7 +14,17 @@ import sys
 
 from setuptools import Extension, setup
 
-_SOURCES = ["module.c", "hamming.c", "hamming_x86.c", "planes.c", "planes_x86.c", "nibbles.c", "rescore.c", "threads.c"]
+_SOURCES = [
+    "module.c",
+    "hamming.c",
+    "hamming_x86.c",
+    "planes.c",
+    "planes_x86.c",
+    "nibbles.c",
+    "rescore.c",
+    "scatter.c",
+    "threads.c",
+]
 _UNIX = sys.platform != "win32"
 
 setup(

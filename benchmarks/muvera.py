@@ -153,6 +153,7 @@ def main() -> None:
     def row(name: str, rows: np.ndarray, ram: float, disk: float, note: str = "") -> None:
         ndcg = ndcg_at_k(run_of(query_ids, ds.corpus_ids, rows), qrels, 10).mean
         rows_out.append((name, ndcg, ram, disk, note))
+        print(f"{name:34s} {ndcg:8.4f} {ram:10.0f} {disk:11.0f}  {note}", flush=True)  # as it comes
 
     # ---- single-vector dense ----
     emb_dir = ROOT / "embeddings" / args.name

@@ -77,18 +77,38 @@ def _reference_fde(enc: FDEEncoder, tokens: np.ndarray, *, document: bool) -> np
         {"k_sim": 5, "r_reps": 2, "d_proj": 4, "fill_empty": False},
     ],
 )
-def test_fde_matches_per_token_reference(config: dict) -> None:
+@pytest.mark.parametrize("backend", [None, "numpy"])  # native partition sums (when built), numpy's
+def test_fde_matches_per_token_reference(config: dict, backend: str | None) -> None:
+    from quantsearch.kernels import use_backend
+
     rng = np.random.default_rng(0)
     d = 24
     enc = FDEEncoder(FDEConfig(dim=d, seed=3, **config))
     sets = _token_sets(rng, 7, d, 1, 12)
-    docs = enc.encode_documents(sets)
-    queries = enc.encode_queries(sets)
+    with use_backend(backend):
+        docs = enc.encode_documents(sets)
+        queries = enc.encode_queries(sets)
     assert docs.shape == queries.shape == (7, enc.output_dim)
     assert docs.dtype == np.float32
     for i, s in enumerate(sets):
         np.testing.assert_allclose(docs[i], _reference_fde(enc, s, document=True), rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(queries[i], _reference_fde(enc, s, document=False), rtol=1e-4, atol=1e-5)
+
+
+def test_native_scatter_add_rows_checks_bounds() -> None:
+    from quantsearch.kernels.backend import native_module
+
+    native = native_module()
+    if native is None:
+        pytest.skip("native kernels not built")
+    src = np.arange(12, dtype=np.float32)
+    dst = np.zeros((2, 4), np.float32)
+    native.scatter_add_rows(src, np.array([0, 4, 8, 8]), np.array([1, 0, 1, 1]), dst)
+    np.testing.assert_array_equal(dst, [[4, 5, 6, 7], [16, 19, 22, 25]])
+    for offsets, rows in (([9], [0]), ([-1], [0]), ([0], [2]), ([0, 1], [0])):
+        with pytest.raises(ValueError):
+            native.scatter_add_rows(src, np.array(offsets), np.array(rows), dst)
+    np.testing.assert_array_equal(dst, [[4, 5, 6, 7], [16, 19, 22, 25]])  # nothing written
 
 
 def test_fde_chunks_do_not_change_encodings(monkeypatch: pytest.MonkeyPatch) -> None:

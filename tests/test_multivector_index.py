@@ -91,6 +91,39 @@ def test_search_with_every_candidate_equals_brute_force_chamfer(tmp_path) -> Non
     res2 = again.search(queries, k=10, candidates=120)
     assert res2.ids.tolist() == res.ids.tolist()
     np.testing.assert_array_equal(res2.scores, res.scores)
+    # brute force over every document's int8 tokens: the same top 10
+    exact_res = again.search_exact(queries, k=10)
+    assert exact_res.ids.tolist() == res.ids.tolist()
+    np.testing.assert_allclose(exact_res.scores, res.scores, rtol=1e-6)
+    assert again.get("d3") == {"id": "d3", "text": None, "metadata": None}
+    assert again.ids[:2] == ["d0", "d1"] and again.id_type == "str" and again.segments == 2
+
+
+def test_chamfer_rerank_hints_the_candidates_token_pages(tmp_path, monkeypatch) -> None:
+    from quantsearch.kernels.backend import native_module
+
+    if native_module() is None:
+        pytest.skip("read-ahead needs the native kernels")
+    rng = np.random.default_rng(3)
+    docs = _corpus(rng, 60)
+    idx = _create(tmp_path / "mv")
+    idx.add(list(range(60)), tokens=docs)
+    tier = idx._view.tier
+    assert tier.readahead.active  # the int8 token codes are memory-mapped
+    hinted: list[np.ndarray] = []
+    original = type(tier.readahead).hint
+
+    def spy(self, starts, rows):  # type: ignore[no-untyped-def]
+        hinted.append(np.array(rows))
+        return original(self, starts, rows)
+
+    monkeypatch.setattr(type(tier.readahead), "hint", spy)
+    res = idx.search(_queries(rng, docs, 2), k=5, candidates=7)
+    assert len(hinted) == 2  # one hint per query: its candidates' token rows
+    for rows in hinted:
+        lengths = np.diff(tier.offsets[0])
+        assert rows.size == sum(lengths[np.unique(np.searchsorted(tier.offsets[0], rows, side="right") - 1)])
+    assert res.ids.shape == (2, 5)
 
 
 def test_fde_candidates_find_the_chamfer_top10(tmp_path) -> None:

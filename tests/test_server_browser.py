@@ -119,3 +119,75 @@ def test_page_searches_and_shows_results_timings_and_memory(server: ServerProces
     assert not problems, problems
     # the page loaded nothing from anywhere but this server
     assert requests and all(url.startswith(server.url + "/") for url in requests), requests
+
+
+# ---- a multi-vector (MUVERA) index: the same page, its FDE -> Chamfer stages and exact Chamfer ----------
+MV_DOCS = 40
+
+
+@pytest.fixture(scope="module")
+def mv_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    from quantsearch.multivector import MultiVectorIndex
+
+    root = tmp_path_factory.mktemp("server-browser-mv")
+    with (SHARED / "datasets" / "cisi" / "corpus.jsonl").open() as f:
+        docs = [json.loads(next(f)) for _ in range(MV_DOCS)]
+    idx = MultiVectorIndex.create(root / "mv")
+    idx.add([d["_id"] for d in docs], texts=[f"{d['title']} {d['text']}"[:600] for d in docs])
+    with ServerProcess(root / "mv", root / "server.log", timeout=180) as server:
+        yield server
+
+
+def test_page_searches_a_multivector_index(mv_server: ServerProcess) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    query = "the use of computers for information retrieval in libraries"
+    with mv_server.client() as client:  # what the page must show: the API's answer
+        expected = client.post("/search", json={"query": query, "k": 5, "compare": True}).json()
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.goto(mv_server.url + "/")
+            summary = page.locator("#index-summary")
+            expect(summary).to_contain_text(f"{MV_DOCS} documents", timeout=20_000)
+            expect(summary).to_contain_text("multi-vector (MUVERA)")
+            expect(summary).to_contain_text("10240-d FDE")
+            memory = page.locator("#memory tbody")
+            for tier in ("fde", "chamfer", "ids + texts", "total"):
+                expect(memory).to_contain_text(tier)
+            expect(page.locator("#memory-bars")).to_contain_text("float32 token vectors in RAM would take")
+            expect(page.locator("#image-label")).to_be_hidden()
+
+            page.fill("#query", query)
+            page.fill("#k", "5")
+            stages = page.locator("#stages option")
+            expect(stages).to_have_count(2)
+            expect(stages.nth(0)).to_have_text(re.compile(r"^fde → chamfer$"))
+            expect(stages.nth(1)).to_have_text(re.compile(r"^fde \(FDE codes only\)$"))
+            page.select_option("#stages", index=0)
+            page.check("#compare")
+            page.click("#search-button")
+            hits = page.locator("#results li")
+            expect(hits).to_have_count(5, timeout=60_000)
+            for i, hit in enumerate(expected["hits"]):
+                expect(hits.nth(i).locator(".hit-id")).to_have_text(str(hit["id"]))
+            timings = page.locator("#timings")
+            for stage in ("embed", "fde", "scan", "chamfer", "total", "exact chamfer:int8 scan"):
+                cell = timings.locator(f'tr[data-stage="{stage}"] td.num')
+                expect(cell).to_have_text(re.compile(r"^\d+\.\d\d ms$"))
+            expect(timings).to_contain_text("Chamfer rerank (int8 tokens, disk)")
+            expect(page.locator("#exact-results li")).to_have_count(5)
+            expect(page.locator("#overlap")).to_have_text(re.compile(r"^overlap@5: 5/5 \(100%\)"))
+
+            page.select_option("#stages", index=1)
+            page.click("#search-button")
+            expect(timings.locator('tr[data-stage="chamfer"]')).to_have_count(0, timeout=60_000)
+            expect(hits).to_have_count(5)
+            page.screenshot(path=str(artifacts_dir() / "server_page_multivector.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not problems, problems

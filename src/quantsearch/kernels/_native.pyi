@@ -30,6 +30,9 @@ def rescore(
     /,
 ) -> None: ...
 def stream_xor(buffer: np.ndarray, isa: int, /) -> int: ...
+def scatter_add_rows(
+    src: np.ndarray, src_offsets: np.ndarray, dst_rows: np.ndarray, dst: np.ndarray, /
+) -> None: ...
 def planes_topk(
     codes: np.ndarray,
     valid: np.ndarray | None,

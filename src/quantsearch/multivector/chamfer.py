@@ -21,6 +21,7 @@ import numpy as np
 from .._topk import top_k
 from ..exceptions import DimensionMismatchError, InvalidArgumentError
 from ..kernels import dot_rows
+from ..kernels.prefetch import ReadAhead
 from .tokens import TokenBatch
 
 __all__ = [
@@ -177,12 +178,23 @@ class TokenTier:
     scales : list of ndarrays of shape (T_s,), float32
     offsets : list of ndarrays of shape (n_s + 1,), int64
         Token range of each document inside its segment.
+    readahead : ReadAhead, optional
+        Read-ahead of the memory-mapped codes carried over from the previous tier of the same index
+        (its pages hinted before stay known); a new one over ``codes`` when None.
     """
 
-    def __init__(self, codes: list[np.ndarray], scales: list[np.ndarray], offsets: list[np.ndarray]) -> None:
+    def __init__(
+        self,
+        codes: list[np.ndarray],
+        scales: list[np.ndarray],
+        offsets: list[np.ndarray],
+        readahead: ReadAhead | None = None,
+    ) -> None:
         if not (len(codes) == len(scales) == len(offsets)):
             raise InvalidArgumentError("codes, scales and offsets need one entry per segment")
         self.codes, self.scales, self.offsets = list(codes), list(scales), list(offsets)
+        # madvise(WILLNEED) of the candidates' token rows before they are read (kernels.prefetch)
+        self.readahead = ReadAhead(self.codes) if readahead is None else readahead.extended(self.codes)
         counts = [o.shape[0] - 1 for o in self.offsets]
         self.starts = np.zeros(len(counts) + 1, np.int64)
         np.cumsum(counts, out=self.starts[1:])
@@ -261,9 +273,13 @@ def chamfer_rerank(queries: TokenBatch, tier: TokenTier, rows: np.ndarray) -> np
         q = np.ascontiguousarray(queries.item(i), np.float32)
         # every query token against every candidate token: the fused int8 gather + dot kernel reads
         # the rows where they lie in the memory maps; the per-token scale applies to the products
-        sims = dot_rows(
-            tier.codes, tier.token_starts[:-1], np.broadcast_to(token_rows, (q.shape[0], token_rows.size)), q
-        )
+        with tier.readahead.reading(tier.token_starts[:-1], token_rows):
+            sims = dot_rows(
+                tier.codes,
+                tier.token_starts[:-1],
+                np.broadcast_to(token_rows, (q.shape[0], token_rows.size)),
+                q,
+            )
         sims *= tier.scales_of(token_rows)[None, :]
         local = np.zeros(lengths.size, np.int64)
         np.cumsum(lengths[:-1], out=local[1:])

@@ -17,8 +17,10 @@ For a query token set ``Q`` and a document token set ``D`` (unit vectors), Chamf
 Then ``<FDE(Q), FDE(D)>`` sums, over query tokens, the inner product with the average of the document
 tokens sharing its partition, which approximates the max when partitions are fine enough.
 
-Everything here is vectorised over all tokens of a batch (no Python loop over tokens or texts): the
-partition sums are one ``np.bincount``, the empty-partition fill one segmented ``np.minimum.reduceat``.
+Everything here is vectorised over all tokens of a batch (no Python loop over tokens or texts): one
+matrix product gives every token's SimHash bits and projections for all repetitions, the partition
+sums are one call of the native row scatter-add (``np.bincount`` per coordinate without the native
+kernels), the empty-partition fill is a table of Hamming distances between partitions.
 The random matrices are drawn from ``numpy.random.default_rng(seed)`` and kept as fitted state, so an
 encoder saved with an index encodes queries exactly as it encoded the documents.
 """
@@ -32,6 +34,7 @@ import numpy as np
 
 from .._validation import check_positive_int
 from ..exceptions import InvalidArgumentError
+from ..kernels.backend import get_backend, native_module
 from .tokens import TokenBatch, as_token_batch
 
 __all__ = ["FDEConfig", "FDEEncoder"]
@@ -204,6 +207,9 @@ class FDEEncoder:
         out = np.empty((batch.n, self.output_dim), np.float32)
         offsets = batch.offsets
         c = self.config
+        # SimHash hyperplanes and projections side by side: one matrix product per chunk
+        matrix = self.simhash_ if self.projection_ is None else np.hstack([self.simhash_, self.projection_])
+        matrix = np.ascontiguousarray(matrix, np.float32)
         chunk_tokens = max(1, _CHUNK_VALUES // (c.r_reps * max(c.block_dim, c.partitions)))
         chunk_texts = max(1, 4 * _CHUNK_VALUES // (c.r_reps * c.partitions * c.partitions))  # the fill table
         start = 0
@@ -213,36 +219,52 @@ class FDEEncoder:
             stop = min(max(stop, start + 1), batch.n, start + chunk_texts)
             lo, hi = offsets[start], offsets[stop]
             chunk = TokenBatch(
-                np.asarray(batch.vectors[lo:hi], dtype=np.float32), offsets[start : stop + 1] - lo
+                np.ascontiguousarray(batch.vectors[lo:hi], dtype=np.float32), offsets[start : stop + 1] - lo
             )
-            out[start:stop] = self._final(self._raw(chunk, document=document))
+            out[start:stop] = self._final(self._raw(chunk, matrix, document=document))
             start = stop
         return out
 
-    def _raw(self, batch: TokenBatch, *, document: bool) -> np.ndarray:
-        """Encodings (n, raw_dim) of one chunk."""
+    def _raw(self, batch: TokenBatch, matrix: np.ndarray, *, document: bool) -> np.ndarray:
+        """Encodings (n, raw_dim) of one chunk; ``matrix`` is ``[simhash_ | projection_]``."""
         c = self.config
         n, t = batch.n, batch.vectors.shape[0]
         x = batch.vectors
-        parts_n, block = c.partitions, c.block_dim
+        parts_n, block, reps = c.partitions, c.block_dim, c.r_reps
+        y = x @ matrix  # (t, r_reps * k_sim [+ r_reps * d_proj])
+        hashed = reps * c.k_sim
         if c.k_sim > 0:
-            bits = (x @ self.simhash_).reshape(t, c.r_reps, c.k_sim) > 0
+            bits = y[:, :hashed].reshape(t, reps, c.k_sim) > 0
             weights = (1 << np.arange(c.k_sim - 1, -1, -1)).astype(np.int64)
             part = bits.astype(np.int64) @ weights  # (t, r_reps)
         else:
-            part = np.zeros((t, c.r_reps), np.int64)
+            part = np.zeros((t, reps), np.int64)
         if self.projection_ is not None:
-            proj = (x @ self.projection_).reshape(t, c.r_reps, block)
+            # the block of (token, repetition) is y[token, hashed + rep * block : ... + block]
+            source, row_len, first, rep_step = y, y.shape[1], hashed, block
+            proj = y[:, hashed:].reshape(t, reps, block)
         else:
-            proj = np.broadcast_to(x[:, None, :], (t, c.r_reps, block))
+            source, row_len, first, rep_step = x, c.dim, 0, 0
+            proj = np.broadcast_to(x[:, None, :], (t, reps, block))
         text = np.repeat(np.arange(n, dtype=np.int64), batch.lengths)
-        bucket = ((text[:, None] * c.r_reps + np.arange(c.r_reps)[None, :]) * parts_n + part).reshape(-1)
-        n_buckets = n * c.r_reps * parts_n
-        # partition sums: one weighted bincount per coordinate (a loop over block_dim, not tokens)
-        flat_proj = proj.reshape(-1, block)
-        sums = np.empty((n_buckets, block), np.float32)
-        for j in range(block):
-            sums[:, j] = np.bincount(bucket, weights=flat_proj[:, j], minlength=n_buckets)
+        bucket = (text[:, None] * reps + np.arange(reps)[None, :]) * parts_n + part  # (t, r_reps)
+        n_buckets = n * reps * parts_n
+        sums = np.zeros((n_buckets, block), np.float32)
+        native = native_module() if get_backend() != "numpy" else None
+        if native is not None:
+            # partition sums in C, token by token: the source is read in order and the writes of
+            # one text stay within its r_reps * 2^k_sim destination rows (a few KB, in cache)
+            src_offsets = (
+                np.arange(t, dtype=np.int64)[:, None] * row_len
+                + (first + rep_step * np.arange(reps, dtype=np.int64))[None, :]
+            ).reshape(-1)
+            native.scatter_add_rows(source.reshape(-1), src_offsets, bucket.reshape(-1), sums)
+        else:  # one weighted bincount per coordinate (a loop over block_dim, not tokens)
+            flat_proj = proj.reshape(-1, block)
+            flat_bucket = bucket.reshape(-1)
+            for j in range(block):
+                sums[:, j] = np.bincount(flat_bucket, weights=flat_proj[:, j], minlength=n_buckets)
+        bucket = bucket.reshape(-1)
         if document:
             counts = np.bincount(bucket, minlength=n_buckets)
             sums /= np.maximum(counts, 1).astype(np.float32)[:, None]

@@ -27,11 +27,13 @@ only) and its state saved; later batches are encoded with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ from ..exceptions import (
     DuplicateIdError,
     IndexExistsError,
     InvalidArgumentError,
+    UnknownIdError,
 )
 from ..index import layout
 from ..index.storage import WriterLock
@@ -53,7 +56,7 @@ from .chamfer import TokenTier, chamfer_rerank, quantize_tokens
 from .fde import FDEConfig, FDEEncoder
 from .tokens import TokenBatch, TokenEmbedder, as_token_batch
 
-__all__ = ["MultiVectorIndex"]
+__all__ = ["MultiVectorIndex", "is_multivector_index"]
 
 logger = logging.getLogger(__name__)
 
@@ -219,11 +222,16 @@ class MultiVectorIndex:
             ids.extend(docs["ids"])
             texts.extend(docs.get("texts") or [None] * seg["n"])
         width = self._quantizer.code_bytes if self._quantizer.is_fitted else 0
-        self._codes = np.concatenate(codes) if codes else np.empty((0, width), np.uint8)
-        self._tier = TokenTier(tokens, scales, offsets)
-        self._ids: list[Any] = ids
-        self._texts: list[str | None] = texts
-        self._id_set = set(ids)
+        old = getattr(self, "_view", None)
+        # one attribute swap: a search running in another thread keeps the view it started with
+        self._view = _View(
+            codes=np.concatenate(codes) if codes else np.empty((0, width), np.uint8),
+            tier=TokenTier(tokens, scales, offsets, readahead=old.tier.readahead if old else None),
+            ids=ids,
+            texts=texts,
+            row_of={doc_id: row for row, doc_id in enumerate(ids)},
+            quantizer=self._quantizer,
+        )
 
     def _read_state(self, ref: dict[str, str]) -> dict[str, np.ndarray]:
         path = self.root / ref["path"]
@@ -237,7 +245,7 @@ class MultiVectorIndex:
 
     # ---- properties ---------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._view.ids)
 
     def __repr__(self) -> str:
         return f"MultiVectorIndex({str(self.root)!r}, n={len(self)}, fde_dim={self.fde_config.output_dim})"
@@ -245,6 +253,44 @@ class MultiVectorIndex:
     @property
     def dim(self) -> int:
         return int(self._manifest["dim"])
+
+    @property
+    def model(self) -> str | None:
+        """Name of the token model (None when the index was created without one)."""
+        ident = self._manifest.get("model") or {}
+        return ident.get("model")
+
+    @property
+    def id_type(self) -> str:
+        """``"int"`` or ``"str"``: the type of the ids added so far (``"int"`` while empty)."""
+        ids = self._view.ids
+        return "str" if ids and isinstance(ids[0], str) else "int"
+
+    @property
+    def ids(self) -> list[Any]:
+        """Ids of the documents, in row order (a copy)."""
+        return list(self._view.ids)
+
+    @property
+    def segments(self) -> int:
+        return len(self._manifest["segments"])
+
+    def close(self) -> None:
+        """Nothing to release but the memory maps (dropped with the object); for symmetry with Index."""
+
+    def get(self, doc_id: Any) -> dict[str, Any]:
+        """The stored text of one document: ``{"id", "text", "metadata": None}``.
+
+        Raises
+        ------
+        UnknownIdError
+            No document has this id.
+        """
+        view = self._view
+        if doc_id not in view.row_of:
+            raise UnknownIdError(f"no document with id {doc_id!r}")
+        row = view.row_of[doc_id]
+        return {"id": doc_id, "text": view.texts[row], "metadata": None}
 
     @property
     def embedder(self) -> TokenEmbedder:
@@ -255,17 +301,25 @@ class MultiVectorIndex:
     def info(self) -> dict[str, Any]:
         """Counts and bytes: FDE codes in RAM, the token tier on disk."""
         n = len(self)
-        ram = int(self._codes.nbytes)
-        disk = sum(int(c.nbytes) for c in self._tier.codes) + sum(int(s.nbytes) for s in self._tier.scales)
-        disk += sum(int(o.nbytes) for o in self._tier.offsets)
-        tokens = sum(int(c.shape[0]) for c in self._tier.codes)
+        view = self._view
+        ram = int(view.codes.nbytes)
+        disk = sum(int(c.nbytes) for c in view.tier.codes) + sum(int(s.nbytes) for s in view.tier.scales)
+        disk += sum(int(o.nbytes) for o in view.tier.offsets)
+        tokens = sum(int(c.shape[0]) for c in view.tier.codes)
+        docs_bytes = 0
+        for seg in self._manifest["segments"]:
+            with contextlib.suppress(OSError):  # a file gone since the open: counted as 0
+                docs_bytes += (self.root / _segment_path(seg["id"], "docs")).stat().st_size
         return {
             "documents": n,
             "tokens": tokens,
+            "dim": self.dim,
             "fde": self.fde_config.to_dict() | {"output_dim": self.fde_config.output_dim},
             "candidates": self._quantizer.name,
+            "candidate_code_bytes": int(view.codes.shape[1]),
             "ram_bytes": ram,
             "disk_bytes": disk,
+            "docs_bytes": docs_bytes,
             "ram_bytes_per_doc": ram / n if n else 0.0,
             "disk_bytes_per_doc": disk / n if n else 0.0,
         }
@@ -309,10 +363,11 @@ class MultiVectorIndex:
         lock.acquire()
         try:
             self.refresh()
-            if self._ids and type(self._ids[0]) is not type(ids[0]):
-                kind, got = type(self._ids[0]).__name__, type(ids[0]).__name__
+            view = self._view
+            if view.ids and type(view.ids[0]) is not type(ids[0]):
+                kind, got = type(view.ids[0]).__name__, type(ids[0]).__name__
                 raise InvalidArgumentError(f"ids must be {kind} like the indexed ones, got {got}")
-            dup = next((i for i in ids if i in self._id_set), None)
+            dup = next((i for i in ids if i in view.row_of), None)
             if dup is not None:
                 raise DuplicateIdError(f"id {dup!r} is already in the index")
             self._commit(ids, texts, batch)
@@ -397,7 +452,8 @@ class MultiVectorIndex:
         candidates : int
             Documents taken from the FDE scan and reranked by Chamfer (at least ``k``).
         rerank : bool
-            False returns the FDE scan's own top ``k`` (scores: the estimate of the FDE inner product).
+            False returns the FDE scan's own top ``k``; scores: the scan's estimate of the FDE inner
+            product divided by ``r_reps`` (each repetition estimates Chamfer once).
         with_text : bool
             Attach the stored texts.
 
@@ -411,22 +467,25 @@ class MultiVectorIndex:
         candidates = check_positive_int(candidates, "candidates")
         batch, embed_ms = self._query_tokens(queries)
         timings = {"embed": embed_ms}
-        nq, n = batch.n, len(self)
+        view = self._view  # one snapshot for the whole search (a concurrent add swaps in another)
+        nq, n = batch.n, len(view.ids)
         if n == 0:
             rows = np.full((nq, k), -1, np.int64)
             scores = np.full((nq, k), np.nan, np.float32)
-            return self._results(rows, scores, timings, {}, with_text)
+            return self._results(view, rows, scores, timings, {}, with_text)
         t0 = time.perf_counter()
         fde = self._encoder.encode_queries(batch)
         timings["fde"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         width = max(k, candidates) if rerank else k
-        scan_scores, rows = self._quantizer.scan_topk(fde, self._codes, min(width, n))
+        scan_scores, rows = view.quantizer.scan_topk(fde, view.codes, min(width, n))
         timings["scan"] = (time.perf_counter() - t0) * 1e3
         counts = {"scan": n}
+        if not rerank:  # the FDE inner product sums r_reps estimates of Chamfer: report one
+            scan_scores = scan_scores / np.float32(self.fde_config.r_reps)
         if rerank:
             t0 = time.perf_counter()
-            exact = chamfer_rerank(batch, self._tier, rows)
+            exact = chamfer_rerank(batch, view.tier, rows)
             rows, scan_scores = top_k(rows, exact, k)
             timings["chamfer"] = (time.perf_counter() - t0) * 1e3
             counts["chamfer"] = min(width, n)
@@ -435,24 +494,67 @@ class MultiVectorIndex:
             rows = np.concatenate([rows, np.full((nq, pad), -1, np.int64)], axis=1)
             scan_scores = np.concatenate([scan_scores, np.full((nq, pad), np.nan, np.float32)], axis=1)
         scan_scores = np.where(rows >= 0, scan_scores, np.nan).astype(np.float32)
-        return self._results(rows, scan_scores, timings, counts, with_text)
+        return self._results(view, rows, scan_scores, timings, counts, with_text)
+
+    def search_exact(self, queries: Any, k: int = 10, *, with_text: bool = False) -> SearchResults:
+        """Brute-force Chamfer over every document's int8 tokens (the reference of :meth:`search`).
+
+        Same arguments and results as :meth:`search`; timings ``embed`` and ``chamfer``.
+        """
+        k = check_positive_int(k, "k")
+        batch, embed_ms = self._query_tokens(queries)
+        view = self._view
+        nq, n = batch.n, len(view.ids)
+        timings = {"embed": embed_ms}
+        rows = np.broadcast_to(np.arange(n, dtype=np.int64), (nq, n))
+        t0 = time.perf_counter()
+        scores = chamfer_rerank(batch, view.tier, np.ascontiguousarray(rows)) if n else np.zeros((nq, 0))
+        rows, scores = top_k(rows, scores.astype(np.float32), min(k, n)) if n else (rows, scores)
+        timings["chamfer"] = (time.perf_counter() - t0) * 1e3
+        if rows.shape[1] < k:
+            pad = k - rows.shape[1]
+            rows = np.concatenate([rows, np.full((nq, pad), -1, np.int64)], axis=1)
+            scores = np.concatenate([scores, np.full((nq, pad), np.nan, np.float32)], axis=1)
+        return self._results(view, rows, scores.astype(np.float32), timings, {"chamfer": n}, with_text)
 
     def _results(
         self,
+        view: _View,
         rows: np.ndarray,
         scores: np.ndarray,
         timings: dict[str, float],
         counts: dict[str, int],
         with_text: bool,
     ) -> SearchResults:
-        str_ids = bool(self._ids) and isinstance(self._ids[0], str)
+        str_ids = bool(view.ids) and isinstance(view.ids[0], str)
         ids = np.full(rows.shape, None if str_ids else -1, dtype=object if str_ids else np.int64)
         present = rows >= 0
-        ids[present] = [self._ids[r] for r in rows[present]]
+        ids[present] = [view.ids[r] for r in rows[present]]
         texts = None
         if with_text:
-            texts = [[self._texts[r] if r >= 0 else None for r in row] for row in rows]
+            texts = [[view.texts[r] if r >= 0 else None for r in row] for row in rows]
         return SearchResults(ids=ids, scores=scores, texts=texts, timings=timings, candidates=counts)
+
+
+@dataclass(frozen=True)
+class _View:
+    """What one search reads: the candidate codes, the token tier, ids and texts of one commit."""
+
+    codes: np.ndarray
+    tier: TokenTier
+    ids: list[Any]
+    texts: list[str | None]
+    row_of: dict[Any, int]
+    quantizer: Quantizer
+
+
+def is_multivector_index(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` holds a :class:`MultiVectorIndex` (its manifest names the format)."""
+    try:
+        doc = json.loads((Path(path) / layout.MANIFEST).read_text())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == FORMAT_NAME
 
 
 def _check_ids(ids: Sequence[Any]) -> list[Any]:

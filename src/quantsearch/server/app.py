@@ -40,6 +40,7 @@ from .models import (
     SearchResponse,
     Stats,
 )
+from .multivector import MultiVectorService
 from .service import Limits, SearchService
 
 __all__ = ["create_app", "serve"]
@@ -148,7 +149,7 @@ def create_app(
         from quantsearch.embedding import parse_backend
 
         parse_backend(backend)  # an unknown name fails here, not on the first text query
-    service = SearchService(_open_index(index_dir, ray_address, compiled=compiled), limits)
+    service: Any = _open_service(index_dir, ray_address, limits, backend, compiled=compiled)
     if backend is not None and service.index.model is not None:
         from quantsearch.embed import Embedder
 
@@ -297,6 +298,26 @@ def create_app(
             )
 
     return app
+
+
+def _open_service(
+    index_dir: str | os.PathLike[str],
+    ray_address: str | None,
+    limits: Limits,
+    backend: str | None,
+    *,
+    compiled: bool = False,
+) -> SearchService | MultiVectorService:
+    """The service over the index in ``index_dir``: a multi-vector index gets its own."""
+    from ..multivector.index import MultiVectorIndex, is_multivector_index
+
+    if is_multivector_index(index_dir):
+        if backend is not None:
+            raise InvalidArgumentError("backend: a multi-vector index runs its token model with PyTorch")
+        if compiled:
+            raise InvalidArgumentError(f"{index_dir} is not a sharded index: compiled graphs do not apply")
+        return MultiVectorService(MultiVectorIndex.open(index_dir), limits)
+    return SearchService(_open_index(index_dir, ray_address, compiled=compiled), limits)
 
 
 def _open_index(index_dir: str | os.PathLike[str], ray_address: str | None, *, compiled: bool = False) -> Any:

@@ -146,6 +146,11 @@ class Stats(BaseModel):
     exact_tier: str | None = Field(description="float tier used for exact comparisons, if any")
     text_queries: bool
     lexical: bool = Field(False, description="the index keeps a lexical (BM25) tier")
+    multivector: bool = Field(
+        False, description="a multi-vector (MUVERA) index: FDE codes in RAM, Chamfer over int8 tokens on disk"
+    )
+    fde_dim: int | None = Field(None, description="multi-vector: coordinates of the FDE")
+    tokens: int | None = Field(None, description="multi-vector: token vectors stored")
     limits: Limits
 
 

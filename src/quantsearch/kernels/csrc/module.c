@@ -593,6 +593,47 @@ static PyObject *py_thread_work_bytes(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t((Py_ssize_t)qs_thread_work_bytes((int64_t)value));
 }
 
+static PyObject *py_scatter_add_rows(PyObject *self, PyObject *args) {
+    PyObject *src_obj, *offsets_obj, *rows_obj, *dst_obj;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOO", &src_obj, &offsets_obj, &rows_obj, &dst_obj)) return NULL;
+    Py_buffer src, offsets, rows, dst;
+    if (get_array(src_obj, &src, 0, 1, 4, "f", "src") < 0) return NULL;
+    if (get_array(offsets_obj, &offsets, 0, 1, 8, "qlL", "src_offsets") < 0) goto fail_src;
+    if (get_array(rows_obj, &rows, 0, 1, 8, "qlL", "dst_rows") < 0) goto fail_offsets;
+    if (get_array(dst_obj, &dst, 1, 2, 4, "f", "dst") < 0) goto fail_rows;
+    Py_ssize_t width = dst.shape[1], m = offsets.shape[0], n_src = src.shape[0];
+    const int64_t *so = (const int64_t *)offsets.buf, *dr = (const int64_t *)rows.buf;
+    if (rows.shape[0] != m) {
+        PyErr_SetString(PyExc_ValueError, "scatter_add_rows: src_offsets and dst_rows differ in length");
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < m; i++) {
+        if (so[i] < 0 || so[i] > n_src - width || dr[i] < 0 || dr[i] >= dst.shape[0]) {
+            PyErr_Format(PyExc_ValueError, "scatter_add_rows: pair %zd (%lld -> %lld) is out of bounds", i,
+                         (long long)so[i], (long long)dr[i]);
+            goto fail;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    qs_scatter_add_rows((const float *)src.buf, so, dr, (int64_t)m, (int64_t)width, (float *)dst.buf);
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&dst);
+    PyBuffer_Release(&rows);
+    PyBuffer_Release(&offsets);
+    PyBuffer_Release(&src);
+    Py_RETURN_NONE;
+fail:
+    PyBuffer_Release(&dst);
+fail_rows:
+    PyBuffer_Release(&rows);
+fail_offsets:
+    PyBuffer_Release(&offsets);
+fail_src:
+    PyBuffer_Release(&src);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"isa_supported", py_isa_supported, METH_VARARGS,
      "isa_supported(isa) -> bool: whether this CPU runs the given instruction set (0 portable, 1 AVX2, 2 AVX-512)."},
@@ -616,6 +657,8 @@ static PyMethodDef methods[] = {
      "returns the previous value."},
     {"stream_xor", py_stream_xor, METH_VARARGS,
      "stream_xor(buffer, isa) -> int: XOR of every byte-aligned word; a one-pass read (bandwidth probe)."},
+    {"scatter_add_rows", py_scatter_add_rows, METH_VARARGS,
+     "scatter_add_rows(src, src_offsets, dst_rows, dst): dst[dst_rows[i]] += src[src_offsets[i]:][:width] (float32)."},
     {NULL, NULL, 0, NULL},
 };
 

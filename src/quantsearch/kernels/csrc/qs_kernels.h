@@ -156,6 +156,10 @@ void qs_planes_direct_popcnt(const qs_scan *s, int64_t b0, int64_t nblk, int64_t
 /* XOR of every word of a buffer: a one-pass sequential read (memory bandwidth probe). */
 uint64_t qs_stream_xor(const uint8_t *p, size_t bytes, int isa);
 
+/* dst[dst_rows[i]] += src[src_offsets[i] + 0..width) (float32), i < m; indices checked by the caller. */
+void qs_scatter_add_rows(const float *src, const int64_t *src_offsets, const int64_t *dst_rows, int64_t m,
+                         int64_t width, float *dst);
+
 /* rescore.c: segments of one tier, row r of segment i at base[i] + (r - starts[i]) * row_bytes */
 typedef struct {
     const uint8_t *const *base;

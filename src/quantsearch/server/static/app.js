@@ -53,8 +53,12 @@ function setStatus(message, isError = false) {
 // ---- memory panel -------------------------------------------------------------------------------
 function renderStats(s) {
   stats = s;
+  const mv = Boolean(s.multivector);
   $("index-summary").textContent =
-    `${s.name}: ${s.count.toLocaleString()} documents, ${s.dim}-d` + (s.model ? `, model ${s.model}` : "");
+    `${s.name}: ${s.count.toLocaleString()} documents, ` +
+    (mv ? `multi-vector (MUVERA): ${s.tokens.toLocaleString()} ${s.dim}-d tokens, ${s.fde_dim}-d FDE`
+      : `${s.dim}-d`) +
+    (s.model ? `, model ${s.model}` : "");
   const body = $("memory").querySelector("tbody");
   body.replaceChildren();
   for (const t of s.tiers) {
@@ -67,7 +71,7 @@ function renderStats(s) {
     ]));
   }
   body.appendChild(el("tr", {}, [
-    el("td", { text: "catalog" }), el("td", { text: "disk, SQLite" }), el("td"),
+    el("td", { text: mv ? "ids + texts" : "catalog" }), el("td", { text: mv ? "disk, JSON" : "disk, SQLite" }), el("td"),
     el("td", { className: "num", text: "0 B" }), el("td", { className: "num", text: bytes(s.catalog_bytes) }),
   ]));
   body.appendChild(el("tr", {}, [
@@ -85,7 +89,9 @@ function renderStats(s) {
       el("div", { text: `RAM of this index: ${bytes(s.ram_bytes)}` }), bar(s.ram_bytes, false),
     ]),
     el("div", { className: "row" }, [
-      el("div", { text: `float32 vectors in RAM would take: ${bytes(s.float32_bytes)} (${ratio} more)` }),
+      el("div", {
+        text: `float32 ${mv ? "token " : ""}vectors in RAM would take: ${bytes(s.float32_bytes)} (${ratio} more)`,
+      }),
       bar(s.float32_bytes, true),
     ]),
   );
@@ -106,16 +112,27 @@ function renderStats(s) {
   select.replaceChildren();
   for (let n = names.length; n >= 0; n--) {
     const chosen = names.slice(0, n);
-    const label = [s.tiers[0].name, ...chosen].join(" → ") + (n === 0 ? " (Hamming only)" : "");
+    const alone = mv ? " (FDE codes only)" : " (Hamming only)";
+    const label = [s.tiers[0].name, ...chosen].join(" → ") + (n === 0 ? alone : "");
     select.appendChild(el("option", { value: JSON.stringify(chosen), text: label }));
   }
   if (previous) select.value = previous;
   // lexical and hybrid modes only where the index keeps a lexical tier
   for (const option of $("mode").querySelectorAll("option[data-lexical]")) option.disabled = !s.lexical;
+  // a multi-vector index: text queries, one retriever, no image search
+  $("mode").querySelector('option[value="svm"]').disabled = mv;
   if ($("mode").selectedOptions[0]?.disabled) $("mode").value = "dense";
-  $("query-hint").textContent = s.text_queries
-    ? "Text queries are embedded with the index's model."
-    : `This index has no embedding model: paste a vector as a JSON array of ${s.dim} numbers.`;
+  $("image-label").hidden = mv;
+  if (mv) {
+    $("query-hint").textContent = s.text_queries
+      ? "Multi-vector index: the query's token vectors become one FDE; its 1-bit codes in RAM find " +
+        "the candidates, and Chamfer (MaxSim) over their int8 token vectors on disk reranks them."
+      : "This multi-vector index has no token model: it cannot be searched by text.";
+  } else {
+    $("query-hint").textContent = s.text_queries
+      ? "Text queries are embedded with the index's model."
+      : `This index has no embedding model: paste a vector as a JSON array of ${s.dim} numbers.`;
+  }
 }
 
 async function loadStats() {
@@ -165,6 +182,9 @@ function truncate(text, n) {
 const STAGE_LABELS = {
   embed: "embedding (query)",
   hamming: "Hamming scan (binary, RAM)",
+  fde: "query FDE (MUVERA encoding)",
+  scan: "FDE code scan (RAM)",
+  chamfer: "Chamfer rerank (int8 tokens, disk)",
   payload: "payload (SQLite)",
   total: "server total",
 };
@@ -203,7 +223,7 @@ async function search(event) {
   const text = $("query").value.trim();
   if (!text) return;
   const body = { k: Number($("k").value) || 10 };
-  if (text.startsWith("[")) {
+  if (text.startsWith("[") && !(stats && stats.multivector)) {
     try {
       body.vector = JSON.parse(text);
     } catch (error) {

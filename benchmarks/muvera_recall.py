@@ -1,0 +1,93 @@
+"""Recall of the exact Chamfer top 10 against candidates, for several FDE settings (issue 16's goal).
+
+For each setting: the float32 FDE inner products, the 1-bit FDE codes (RaBitQ, the RAM tier), and
+the 1-bit codes followed by an int8 FDE rescoring (``--shortlist`` x N codes scanned, the best N by
+the int8 FDE passed to Chamfer), each as the recall of the exact Chamfer top 10 among the N
+documents that reach Chamfer. The single-vector heuristic's candidate counts for the same recall
+are in benchmarks/muvera.py's output. Quality only (no timing): run without the lock, niced::
+
+    nice -n 19 .venv/bin/python benchmarks/muvera_recall.py cisi
+
+Settings are ``k_sim,r_reps,d_proj[,final_dim]`` (``--settings``, ``;``-separated); documents are
+always filled (``fill_empty``), queries never.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from muvera import CACHE, ROOT, recall_of, top_rows  # type: ignore[import-not-found]
+
+from quantsearch.datasets import load_beir
+from quantsearch.multivector import FDEConfig, FDEEncoder, TokenBatch
+from quantsearch.multivector.chamfer import chamfer_scores
+from quantsearch.multivector.tokens import TokenEmbedder, cached_tokens
+from quantsearch.quantization import make_quantizer
+
+CANDIDATES = (20, 30, 50, 75, 100, 150, 200, 300)
+DEFAULT_SETTINGS = "5,20,16;5,40,16,10240;5,40,16;6,20,16"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name")
+    parser.add_argument("--settings", default=DEFAULT_SETTINGS)
+    parser.add_argument("--shortlist", type=int, default=4, help="1-bit codes scanned per int8 candidate")
+    parser.add_argument("--out", default=None, help="JSON file for the curves")
+    args = parser.parse_args()
+    ds = load_beir(ROOT / "datasets" / args.name)
+    embedder = TokenEmbedder()
+    docs = cached_tokens(embedder, ds.corpus_texts, CACHE / args.name)
+    queries = cached_tokens(embedder, ds.query_texts, CACHE / args.name, is_query=True)
+    docs = TokenBatch(np.asarray(docs.vectors, np.float32), docs.offsets)
+    queries = TokenBatch(np.asarray(queries.vectors, np.float32), queries.offsets)
+    t0 = time.perf_counter()
+    cached = CACHE / args.name / "chamfer_top10.npy"  # the exact top 10 (the slow part), kept
+    if cached.is_file():
+        truth = np.load(cached)
+    else:
+        truth = top_rows(chamfer_scores(queries, docs), 10)
+        np.save(cached, truth)
+    print(f"{args.name}: {docs.n} docs, {queries.n} queries; exact Chamfer {time.perf_counter() - t0:.0f} s")
+    results: dict[str, dict[str, dict[int, float]]] = {}
+    for spec in args.settings.split(";"):
+        parts = [int(v) for v in spec.split(",")]
+        final = parts[3] if len(parts) > 3 else None
+        config = FDEConfig(dim=384, k_sim=parts[0], r_reps=parts[1], d_proj=parts[2], final_dim=final)
+        enc = FDEEncoder(config)
+        fd, fq = enc.encode_documents(docs), enc.encode_queries(queries)
+        est = fq @ fd.T
+        curves: dict[str, dict[int, float]] = {"float": {}, "1-bit": {}, "1-bit>int8": {}}
+        binary = make_quantizer("rabitq-hadamard").fit(fd)
+        codes = binary.encode(fd)
+        int8 = make_quantizer("int8").fit(fd)
+        int8_codes = int8.encode(fd)
+        for n_cand in CANDIDATES:
+            if n_cand > docs.n:
+                continue
+            curves["float"][n_cand] = recall_of(top_rows(est, n_cand), truth)
+            _, rows = binary.scan_topk(fq, codes, n_cand)
+            curves["1-bit"][n_cand] = recall_of(rows, truth)
+            wide = min(docs.n, args.shortlist * n_cand)
+            _, rows = binary.scan_topk(fq, codes, wide)
+            # int8 FDE of the shortlisted documents (dequantized) against the float query FDE
+            scores = np.stack([int8.decode(int8_codes[r]) @ q for q, r in zip(fq, rows, strict=True)])
+            best = np.take_along_axis(rows, np.argsort(-scores, axis=1)[:, :n_cand], axis=1)
+            curves["1-bit>int8"][n_cand] = recall_of(best, truth)
+        label = f"k_sim={config.k_sim} r_reps={config.r_reps} d_proj={config.d_proj}" + (
+            f" final={config.final_dim}" if config.final_dim else ""
+        )
+        results[label] = curves
+        print(f"\n{label}: {config.output_dim}-d, 1-bit code {binary.code_bytes} B/doc")
+        for kind, curve in curves.items():
+            print(f"  {kind:11s} " + "  ".join(f"{n}:{r:.3f}" for n, r in curve.items()), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
