@@ -131,7 +131,14 @@ def _export_fp32(model_dir: Path, out: Path) -> None:
 
 
 def session_options(threads: int | None) -> Any:
-    """ONNX Runtime session options: ``threads`` intra-op threads (all cores by default), sequential graph."""
+    """ONNX Runtime session options: ``threads`` intra-op threads (all cores by default), sequential graph.
+
+    The intra-op threads do not spin while they wait for work (``session.intra_op.allow_spinning=0``).
+    ONNX Runtime's default busy-waits between ops, which costs a core per thread whenever the process
+    shares the CPU: with spinning, a single 20-token query took 29 ms p50 instead of 8 ms on the shared
+    2-core machine, and long-document batches were 9% slower (docs/benchmarks.md, issue 14). The
+    vectors do not change: spinning only decides how idle threads wait.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -139,6 +146,7 @@ def session_options(threads: int | None) -> Any:
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 

@@ -96,6 +96,8 @@ class TransformerRunner:
         -------
         ndarray of shape (len(texts), dim), float32
         """
+        if len(texts) == 1:  # a query: no sorting, no padding, no mask to weigh by
+            return self._encode_one(texts[0], normalize=normalize)
         encodings = self.tokenizer.encode_batch(list(texts))
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         order = np.argsort(-lengths, kind="stable")  # longest first: a memory problem shows at once
@@ -118,4 +120,14 @@ class TransformerRunner:
         assert out is not None
         if normalize or self.model_normalizes:  # as sentence-transformers: the model's Normalize module
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def _encode_one(self, text: str, *, normalize: bool) -> np.ndarray:
+        """One text: its tokens as a (1, n) batch with a mask of ones, pooled by a plain mean."""
+        ids = np.asarray(self.tokenizer.encode(text).ids, dtype=np.int64)[None, :]
+        ones = np.ones_like(ids)
+        hidden = np.asarray(self.forward(ids, ones, np.zeros_like(ids)), dtype=np.float32)
+        out = hidden[0].mean(axis=0, keepdims=True)
+        if normalize or self.model_normalizes:
+            out /= max(float(np.linalg.norm(out)), 1e-12)
         return out
