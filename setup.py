@@ -14,7 +14,7 @@ import sys
 
 from setuptools import Extension, setup
 
-_SOURCES = ["module.c", "hamming.c", "hamming_x86.c", "planes.c", "planes_x86.c", "rescore.c", "threads.c"]
+_SOURCES = ["module.c", "hamming.c", "hamming_x86.c", "planes.c", "planes_x86.c", "rescore.c", "ivf.c", "threads.c"]
 _UNIX = sys.platform != "win32"
 
 setup(

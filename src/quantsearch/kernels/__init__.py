@@ -17,7 +17,7 @@ from .backend import (
     set_num_threads,
     use_backend,
 )
-from .dispatch import dot_rows, dot_rows_blocks, hamming_topk, planes_topk, table_topk
+from .dispatch import dot_rows, dot_rows_blocks, hamming_topk, ivf_probe, ivf_scan, planes_topk, table_topk
 from .numpy_backend import PAD_DISTANCE, gather_rows, hamming_distances
 from .prefetch import prefetch_rows
 
@@ -32,6 +32,8 @@ __all__ = [
     "get_num_threads",
     "hamming_distances",
     "hamming_topk",
+    "ivf_probe",
+    "ivf_scan",
     "planes_topk",
     "prefetch_rows",
     "set_backend",
