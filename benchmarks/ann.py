@@ -367,7 +367,8 @@ def _run(
                 ivf.rebuilt(i_root, codes, generation=0)
                 ivf_build = time.perf_counter() - t0
                 (i_root / "build_s.txt").write_text(f"{ivf_build:.1f}\n")
-            ivf_ram = code_b + 4 + 4 + nlist * dim * 4 / n  # codes + list id + row order + centroids
+            # codes + list id + row order + centroids (float32, int8 and sign bits for the probe)
+            ivf_ram = code_b + 4 + 4 + nlist * (dim * 4 + dim + dim / 8 + 4 + 8) / n
             ivf_rows = [
                 add_row(f"quantsearch ivf nprobe={p}", ivf, {"nprobe": p}, ivf_build, ivf_ram)
                 for p in args.nprobe
