@@ -50,6 +50,10 @@ EXACT_SHARE = 0.02
 #: sign bits are nearest to the query's, then scored on int8 centroids: at 1M x 1024 (2,000 lists)
 #: the 64 nearest hold 99% of the 4 best, and a single query reads 256 KB of bits instead of 2 MB
 SHORTLIST_MIN = 64
+#: under a filter admitting a share s of the rows, the lists walked must hold ``(1 / sqrt(s)) ** 1.5``
+#: times the rows an unfiltered probe scans (valid ones): the filtered neighbours sit further from the
+#: query, in more lists. 1M x 1024, nprobe 4, 10% filter, recall@10: power 1 0.950, 1.5 0.959, 2 0.963
+FILTER_PROBE_POWER = 1.5
 SHORTLIST_FACTOR = 16
 #: rows decoded and scored against the centroids at a time (bounds the work arrays)
 _ASSIGN_BLOCK = 16_384
@@ -197,8 +201,9 @@ class IVFStage(CandidateStage):
             return scan_rows(self.quantizer, queries, codes, allowed.astype(np.int64), n, valid)
         prepared = np.ascontiguousarray(self.quantizer.prepare_queries(queries), dtype=np.float32)
         want, needed = 0, nprobe
-        if filtered:  # walk lists until as many valid rows are seen as an unfiltered probe scans, widened
-            want = int(np.ceil(min(n_valid, max(n, expected * filter_widening(n_valid / n_rows)))))
+        if filtered:  # walk lists until the valid rows seen reach what an unfiltered probe scans, widened
+            widen = filter_widening(n_valid / n_rows) ** FILTER_PROBE_POWER
+            want = int(np.ceil(min(n_valid, max(n, expected * widen))))
             needed = max(nprobe, int(np.ceil(want * lists.nlist / max(n_valid, 1))))
         probes = ivf_probe(
             prepared, lists.probe_centroids, lists.probe_scale, nprobe, counts=counts, want=want,
