@@ -87,7 +87,9 @@ class _Lists:
         peak = np.abs(centroids).max(axis=1)
         scale = np.where(peak > 0, peak / 127, 1).astype(np.float32)
         probe = np.clip(np.rint(centroids / scale[:, None]), -127, 127).astype(np.int8)
-        return cls(centroids, assign, order, offsets, n_trained, probe, scale, np.packbits(centroids > 0, axis=1))
+        return cls(
+            centroids, assign, order, offsets, n_trained, probe, scale, np.packbits(centroids > 0, axis=1)
+        )
 
 
 class IVFStage(CandidateStage):

@@ -21,6 +21,7 @@ from ..kernels.prefetch import ReadAhead
 from ..quantization import Quantizer
 from .stages import FILTER_WIDEN_MAX, CandidateStage, filter_widening  # noqa: F401 (re-export)
 
+
 @dataclass(frozen=True)
 class TierView:
     """One rescoring tier as the pipeline sees it: a fitted quantizer and the per-segment code arrays."""

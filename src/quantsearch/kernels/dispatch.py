@@ -571,7 +571,7 @@ def ivf_probe(
                 f"query_bits {query_bits.shape} and centroid_bits {centroid_bits.shape} do not match "
                 f"{queries.shape[0]} queries and {nlist} lists"
             )
-    options = {"counts": counts, "want": int(want), "cap": cap, "query_bits": query_bits,
+    options: dict[str, Any] = {"counts": counts, "want": int(want), "cap": cap, "query_bits": query_bits,
                "centroid_bits": centroid_bits, "shortlist": int(shortlist)}  # fmt: skip
     backend = get_backend()
     if backend == "numpy":
