@@ -263,12 +263,15 @@ class IVFStage(CandidateStage):
         return n_valid, counts
 
     def _allowed_rows(self, valid: np.ndarray) -> np.ndarray:
-        """The valid rows (ascending int32), cached with the mask's counts."""
+        """The valid rows (ascending int32), cached with the mask's counts (a concurrent search with
+        another mask may have replaced the cache meanwhile: then they are computed again)."""
         cached = self._valid_cache
-        assert cached is not None and cached[0] is valid
-        if cached[3] is None:
-            self._valid_cache = (*cached[:3], np.flatnonzero(valid).astype(np.int32))
-        return self._valid_cache[3]  # type: ignore[index,return-value]
+        if cached is not None and cached[0] is valid and cached[3] is not None:
+            return cached[3]
+        allowed = np.flatnonzero(valid).astype(np.int32)
+        if cached is not None and cached[0] is valid:
+            self._valid_cache = (*cached[:3], allowed)
+        return allowed
 
     # ---- calibration ------------------------------------------------------------------------------------
     def calibration_grid(self) -> list[int]:
