@@ -276,3 +276,24 @@ def test_filtered_probe_walks_lists_until_it_has_seen_enough_valid_rows(tmp_path
 
     plain, filtered = overlap(everything), overlap(valid)
     assert filtered >= plain - 0.05, (filtered, plain)
+
+
+def test_other_code_families_probe_the_same_way_and_scan_with_their_own_kernel(tmp_path) -> None:
+    """A RaBitQ candidate tier: the lists are chosen by the same probe and scanned by the
+    quantizer's own scan; every list probed equals its exact scan, fewer lists lose little."""
+    x, q = clustered(3000, 30), clustered(20, 31)
+    from quantsearch.quantization import RaBitQQuantizer
+
+    kwargs = {"binary": RaBitQQuantizer(1, "random"), "rescore": None}
+    with (
+        Index.create(tmp_path / "ivf", DIM, calibration=x, candidate_stage={"kind": "ivf", "params": {
+            "nlist": 20, "min_rows": 500}}, **kwargs) as ivf,
+        Index.create(tmp_path / "exact", DIM, calibration=x, **kwargs) as exact,
+    ):  # fmt: skip
+        ivf.add(x)
+        exact.add(x)
+        a = ivf.search(q, k=10, nprobe=20, with_payload=False)
+        b = exact.search(q, k=10, with_payload=False)
+        np.testing.assert_array_equal(a.ids, b.ids)
+        few = ivf.search(q, k=10, nprobe=6, with_payload=False)
+        assert recall(few.ids, b.ids) >= 0.8
