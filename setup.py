@@ -21,6 +21,7 @@ _SOURCES = [
     "planes.c",
     "planes_x86.c",
     "nibbles.c",
+    "ivf.c",
     "rescore.c",
     "scatter.c",
     "threads.c",

@@ -367,7 +367,8 @@ def _run(
                 ivf.rebuilt(i_root, codes, generation=0)
                 ivf_build = time.perf_counter() - t0
                 (i_root / "build_s.txt").write_text(f"{ivf_build:.1f}\n")
-            ivf_ram = code_b + 4 + 4 + nlist * dim * 4 / n  # codes + list id + row order + centroids
+            # codes + list id + row order + centroids (float32, int8 and sign bits for the probe)
+            ivf_ram = code_b + 4 + 4 + nlist * (dim * 4 + dim + dim / 8 + 4 + 8) / n
             ivf_rows = [
                 add_row(f"quantsearch ivf nprobe={p}", ivf, {"nprobe": p}, ivf_build, ivf_ram)
                 for p in args.nprobe
@@ -415,13 +416,22 @@ def _run(
             faiss.omp_set_num_threads(get_num_threads())
         bits = code_b * 8
         if "faiss-ivf" in want:
-            fq = faiss.IndexBinaryFlat(bits)
-            fivf = faiss.IndexBinaryIVF(fq, bits, nlist)
-            t0 = time.perf_counter()
-            sample = codes[np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)]
-            fivf.train(sample)
-            fivf.add(codes)
-            fivf_build = time.perf_counter() - t0
+            f_path = data / f"faiss-ivf-{nlist}.index"  # built once and reused, like our lists
+            if f_path.is_file() and not args.prepare_only:
+                fivf = faiss.read_index_binary(str(f_path))
+                fivf_build = float(f_path.with_suffix(".build_s").read_text())
+            else:
+                fq = faiss.IndexBinaryFlat(bits)
+                fivf = faiss.IndexBinaryIVF(fq, bits, nlist)
+                t0 = time.perf_counter()
+                sample = codes[np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)]
+                fivf.train(sample)
+                fivf.add(codes)
+                fivf_build = time.perf_counter() - t0
+                faiss.write_index_binary(fivf, str(f_path))
+                f_path.with_suffix(".build_s").write_text(f"{fivf_build:.1f}\n")
+                if args.prepare_only:
+                    return {}
             fivf_ram = faiss_bytes(fivf) / n
 
             def set_nprobe(v: int, n: int) -> None:
@@ -465,8 +475,11 @@ def _run(
 
 
 def crossover(args: argparse.Namespace) -> None:
-    """Single-query QPS of the exact pipeline vs the HNSW stage on the first N rows of the prepared
-    collection, for each N of ``--crossover``: where the graph starts to pay (the default ``min_rows``)."""
+    """Single-query QPS of the exact pipeline vs an ANN stage (``--crossover-stage``: the IVF at each
+    ``--nprobe``, automatic ``nlist``, or the HNSW at each ``--ef``) on the first N rows of the
+    prepared collection, for each N of ``--crossover``: where the stage starts to pay (the default
+    ``min_rows``). Recall is against the exact pipeline on the same rows. The IVF lists are built
+    once per N under the data directory (``--prepare-only`` builds them and measures nothing)."""
     data = args.data_dir / f"n{args.n}-d{args.dim}-q{args.queries}-s{args.seed}"
     with np.load(data / "truth.npz") as f:
         q = f["queries"]
@@ -474,19 +487,34 @@ def crossover(args: argparse.Namespace) -> None:
     view = index._state.view
     quantizer = view.stage.quantizer
     work = Path(tempfile.mkdtemp(prefix="ann-x-", dir=args.work_dir))
-    print("rows       exact qps   hnsw qps (ef)   ratio   recall vs exact pipeline")
+    kind = args.crossover_stage
+    settings = args.nprobe if kind == "ivf" else args.ef
+    if not args.prepare_only:
+        print(f"rows       exact qps   {kind} qps (setting)   ratio   recall vs exact pipeline")
     try:
         for n in args.crossover:
             sub = dataclasses.replace(view, codes=view.codes[:n], valid=view.valid[:n], n_live=n)
+            stage: CandidateStage
+            if kind == "ivf":
+                stage = IVFStage(quantizer, min_rows=1)
+                root = data / f"ivf-x{n}"
+                if (root / "built").is_file():
+                    stage.load(root, view.codes[:n], generation=0)
+                else:
+                    stage.rebuilt(root, view.codes[:n], generation=0)
+                    (root / "built").write_text("")
+            else:
+                stage = GraphStage(quantizer, m=args.m, min_rows=1)
+                stage.rebuilt(work, view.codes[:n], generation=0)
+            if args.prepare_only:
+                continue
             want = run_pipeline(sub, q, K, oversampling=_oversampling[0], stages=("int8",)).rows
             e = measure(sub, ExactScan(quantizer), q, want, {}, args.runs)
-            graph = GraphStage(quantizer, m=args.m, min_rows=1)
-            graph.rebuilt(work, view.codes[:n], generation=0)
-            for ef in args.ef:
-                g = measure(sub, graph, q, want, {"ef": ef}, args.runs)
-                print(f"{n:>9,d}  {e['qps']:9.0f}  {g['qps']:9.0f} ({ef:3d})  {g['qps'] / e['qps']:6.2f}"
+            for value in settings:
+                g = measure(sub, stage, q, want, {stage.knob or "": value}, args.runs)
+                print(f"{n:>9,d}  {e['qps']:9.0f}  {g['qps']:9.0f} ({value:4d})  {g['qps'] / e['qps']:6.2f}"
                       f"   {g['recall_at_10']:.3f}", flush=True)  # fmt: skip
-            del graph
+            del stage
     finally:
         index.close()
         shutil.rmtree(work, ignore_errors=True)
@@ -623,8 +651,9 @@ def main() -> None:
         type=int,
         nargs="*",
         default=None,
-        help="exact vs hnsw single-query QPS on the first N rows of the prepared data",
+        help="exact vs an ANN stage's single-query QPS on the first N rows of the prepared data",
     )
+    p.add_argument("--crossover-stage", choices=["ivf", "hnsw"], default="ivf")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument(
         "--oversampling", type=float, default=OVERSAMPLING, help="candidates = k x this, every row"

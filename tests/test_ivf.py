@@ -252,22 +252,48 @@ def test_a_failed_save_of_the_lists_does_not_fail_the_add(tmp_path, monkeypatch)
         assert index.search(x[1400:1401], k=1, nprobe=8, stages=()).ids[0, 0] == 1400
 
 
-def test_filtered_probe_follows_the_valid_rows() -> None:
-    """Under a filter the probe walks lists by similarity until it has seen nprobe/nlist of the
-    valid rows (and at least n): lists without valid rows do not use up the probe."""
-    from quantsearch.index.ivf import _probe_order
+def test_filtered_probe_walks_lists_until_it_has_seen_enough_valid_rows(tmp_path) -> None:
+    """Under a filter the stage keeps scanning lists in centroid order past ``nprobe`` until it has
+    seen (widened) as many valid rows as an unfiltered probe scans: its candidates are all valid,
+    none is missing, and they overlap the exact Hamming top-n over the valid rows about as much as
+    the unfiltered candidates overlap the unfiltered exact top-n."""
+    from quantsearch.kernels import hamming_topk
+    from quantsearch.quantization import BinaryQuantizer
 
-    rng = np.random.default_rng(18)
-    sims = rng.standard_normal(50)
-    counts = rng.integers(0, 5, 50)
-    counts[np.argsort(-sims)[:10]] = 0  # the ten most similar lists hold no valid row
-    n_valid = int(counts.sum())
-    got = _probe_order(sims, 5, counts, n_valid, 50, 20)
-    order = np.argsort(-sims, kind="stable")
-    want = max(20, int(np.ceil(n_valid * 5 / 50)))
-    # the shortest prefix of the similarity order that holds `want` valid rows (or every list)
-    stop = next((i + 1 for i in range(50) if counts[order[: i + 1]].sum() >= want), 50)
-    assert got.tolist() == order[:stop].tolist()
-    assert counts[got].sum() >= min(want, n_valid) and stop > 10
-    # unfiltered: exactly the nprobe most similar lists
-    assert sorted(_probe_order(sims, 5, None, 0, 50, 20).tolist()) == sorted(order[:5].tolist())
+    x, q = clustered(8000, 20, dim=128), clustered(30, 21, dim=128)
+    quantizer = BinaryQuantizer().fit(x)
+    codes = quantizer.encode(x)
+    stage = IVFStage(quantizer, nlist=40, nprobe=3, min_rows=1)
+    stage.rebuilt(tmp_path, codes)
+    everything = np.ones(len(x), bool)
+    valid = np.random.default_rng(22).random(len(x)) < 0.15  # 1,200 rows: more than a probe scans
+
+    def overlap(mask: np.ndarray) -> float:
+        _, rows = stage.search(q, codes, 30, valid=mask)
+        assert (rows >= 0).all() and mask[rows].all()
+        _, exact = hamming_topk(quantizer.encode(q), codes, 30, valid=mask)
+        return recall(rows, exact)
+
+    plain, filtered = overlap(everything), overlap(valid)
+    assert filtered >= plain - 0.05, (filtered, plain)
+
+
+def test_other_code_families_probe_the_same_way_and_scan_with_their_own_kernel(tmp_path) -> None:
+    """A RaBitQ candidate tier: the lists are chosen by the same probe and scanned by the
+    quantizer's own scan; every list probed equals its exact scan, fewer lists lose little."""
+    x, q = clustered(3000, 30), clustered(20, 31)
+    from quantsearch.quantization import RaBitQQuantizer
+
+    kwargs = {"binary": RaBitQQuantizer(1, "random"), "rescore": None}
+    with (
+        Index.create(tmp_path / "ivf", DIM, calibration=x, candidate_stage={"kind": "ivf", "params": {
+            "nlist": 20, "min_rows": 500}}, **kwargs) as ivf,
+        Index.create(tmp_path / "exact", DIM, calibration=x, **kwargs) as exact,
+    ):  # fmt: skip
+        ivf.add(x)
+        exact.add(x)
+        a = ivf.search(q, k=10, nprobe=20, with_payload=False)
+        b = exact.search(q, k=10, with_payload=False)
+        np.testing.assert_array_equal(a.ids, b.ids)
+        few = ivf.search(q, k=10, nprobe=6, with_payload=False)
+        assert recall(few.ids, b.ids) >= 0.8

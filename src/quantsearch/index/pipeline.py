@@ -19,13 +19,7 @@ import numpy as np
 from .._topk import top_k
 from ..kernels.prefetch import ReadAhead
 from ..quantization import Quantizer
-from .stages import CandidateStage
-
-#: Under a filter that admits a share ``s`` of the live rows, the candidates passed to rescoring are
-#: ``k x oversampling / sqrt(s)``, at most this many times more. The true neighbours inside a narrow
-#: filter sit further from the query, where the 1-bit ranking is noisier; rescoring a few hundred
-#: more int8 rows costs little next to finding them (recall at 1%: docs/benchmarks.md).
-FILTER_WIDEN_MAX = 10.0
+from .stages import FILTER_WIDEN_MAX, CandidateStage, filter_widening  # noqa: F401 (re-export)
 
 
 @dataclass(frozen=True)
@@ -79,15 +73,15 @@ def run_pipeline(
 
     ``keep_factor``: an intermediate rescoring stage passes ``k * keep_factor`` candidates on.
     ``valid`` (n_rows,) bool replaces the view's mask (a filter ANDed into it; the candidates are
-    widened by ``1 / sqrt(share admitted)``, see :data:`FILTER_WIDEN_MAX`); ``stage_options`` are
+    widened by ``1 / sqrt(share admitted)``, see :func:`~.stages.filter_widening`); ``stage_options`` are
     passed to the candidate stage (``nprobe``, ``ef``, ``target_recall``).
     """
     timings: dict[str, float] = {}
     counts: dict[str, int] = {}
     n_live = view.n_live if valid is None else int(np.count_nonzero(valid))
     valid = view.valid if valid is None else valid
-    if stages and n_live < view.n_live:  # a filter: widen the candidates (see FILTER_WIDEN_MAX)
-        oversampling *= min(FILTER_WIDEN_MAX, float(np.sqrt(view.n_live / max(n_live, 1))))
+    if stages and n_live < view.n_live:  # a filter: widen the candidates (see filter_widening)
+        oversampling *= filter_widening(max(n_live, 1) / view.n_live)
     n_cand = min(max(k, int(np.ceil(k * oversampling))) if stages else k, n_live)
     n_cand = max(n_cand, 1)
 

@@ -27,8 +27,22 @@ __all__ = [
     "ExactScan",
     "candidate_stage_from_config",
     "check_stage_config",
+    "filter_widening",
     "scan_rows",
 ]
+
+#: Under a filter that admits a share ``s`` of the live rows, stages and the pipeline widen their
+#: search by ``1 / sqrt(s)``, at most this many times: the pipeline passes ``k x oversampling /
+#: sqrt(s)`` candidates to rescoring, the IVF stage walks lists until it has seen that many times the
+#: valid rows an unfiltered probe scans. The true neighbours inside a narrow filter sit further from
+#: the query, where the 1-bit ranking is noisier and the lists probed are fewer of the right ones
+#: (recall at 50/10/1%: docs/benchmarks.md).
+FILTER_WIDEN_MAX = 10.0
+
+
+def filter_widening(share: float) -> float:
+    """``min(FILTER_WIDEN_MAX, 1 / sqrt(share))`` for a filter admitting ``share`` of the live rows."""
+    return min(FILTER_WIDEN_MAX, float(np.sqrt(1.0 / max(share, 1e-12))))
 
 
 logger = logging.getLogger(__name__)

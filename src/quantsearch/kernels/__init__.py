@@ -17,7 +17,16 @@ from .backend import (
     set_num_threads,
     use_backend,
 )
-from .dispatch import dot_rows, dot_rows_blocks, hamming_topk, nibble_topk, planes_topk, table_topk
+from .dispatch import (
+    dot_rows,
+    dot_rows_blocks,
+    hamming_topk,
+    ivf_probe,
+    ivf_scan,
+    nibble_topk,
+    planes_topk,
+    table_topk,
+)
 from .numpy_backend import PAD_DISTANCE, gather_rows, hamming_distances
 from .prefetch import prefetch_rows
 
@@ -32,6 +41,8 @@ __all__ = [
     "get_num_threads",
     "hamming_distances",
     "hamming_topk",
+    "ivf_probe",
+    "ivf_scan",
     "nibble_topk",
     "planes_topk",
     "prefetch_rows",

@@ -101,3 +101,33 @@ def willneed_rows(
     /,
 ) -> tuple[int, int]: ...
 def thread_work_bytes(value: int = -1, /) -> int: ...
+def ivf_probe(
+    queries: np.ndarray,
+    query_bits: np.ndarray | None,
+    centroids: np.ndarray,
+    scale: np.ndarray,
+    centroid_bits: np.ndarray | None,
+    counts: np.ndarray | None,
+    nprobe: int,
+    want: int,
+    shortlist: int,
+    isa: int,
+    nthreads: int,
+    out: np.ndarray,
+    /,
+) -> None: ...
+def ivf_scan(
+    queries: np.ndarray,
+    codes: np.ndarray,
+    n_rows: int,
+    order: np.ndarray,
+    offsets: np.ndarray,
+    probes: np.ndarray,
+    valid: np.ndarray | None,
+    k: int,
+    isa: int,
+    nthreads: int,
+    out_dist: np.ndarray,
+    out_rows: np.ndarray,
+    /,
+) -> None: ...

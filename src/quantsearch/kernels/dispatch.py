@@ -610,3 +610,148 @@ def dot_rows_blocks(
     return native_backend.dot_rows_blocks(
         arrays, starts, rows, padded, format, isa=backend, threads=get_num_threads()
     )
+
+
+def ivf_probe(
+    queries: np.ndarray,
+    centroids: np.ndarray,
+    scale: np.ndarray,
+    nprobe: int,
+    *,
+    counts: np.ndarray | None = None,
+    want: int = 0,
+    cap: int | None = None,
+    query_bits: np.ndarray | None = None,
+    centroid_bits: np.ndarray | None = None,
+    shortlist: int = 0,
+) -> np.ndarray:
+    """The inverted lists each query scans, best first: lists by ``scale[l] * <query, centroids[l]>``
+    (float accumulation over int8 centroids), ties to the smaller list.
+
+    With ``query_bits`` (nq, nbits) and ``centroid_bits`` (nlist, nbits) packed sign bits and
+    ``0 < shortlist < nlist``, only the ``shortlist`` lists nearest in Hamming distance (ties: the
+    smaller list) are scored: a single query then reads 1/32 of the int8 centroids' bytes.
+
+    Without ``counts``: the ``nprobe`` best lists. With ``counts`` (valid rows per list, under a
+    filter): lists in score order until their valid rows reach ``want``, and at least ``nprobe``.
+    At most ``cap`` lists (default ``nprobe``, or every list with ``counts``).
+
+    Parameters
+    ----------
+    queries : ndarray of shape (nq, dim), float32
+    centroids : ndarray of shape (nlist, dim), int8
+    scale : ndarray of shape (nlist,), float32
+    nprobe : int
+    counts : ndarray of shape (nlist,), int64, optional
+    want : int
+    cap : int, optional
+
+    Returns
+    -------
+    lists : ndarray of shape (nq, cap), int32; ``-1`` after the lists taken
+    """
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    centroids = np.asarray(centroids)
+    if centroids.dtype != np.int8 or centroids.ndim != 2 or not centroids.flags.c_contiguous:
+        raise InvalidDtypeError(f"centroids must be a C-contiguous 2-D int8 array, got {centroids.dtype}")
+    if queries.ndim != 2 or queries.shape[1] != centroids.shape[1]:
+        raise DimensionMismatchError(f"queries must be (nq, {centroids.shape[1]}), got {queries.shape}")
+    nlist = centroids.shape[0]
+    scale = np.ascontiguousarray(scale, dtype=np.float32)
+    if scale.shape != (nlist,):
+        raise DimensionMismatchError(f"scale must have shape ({nlist},), got {scale.shape}")
+    nprobe = check_positive_int(nprobe, "nprobe")
+    if counts is not None:
+        counts = np.ascontiguousarray(counts, dtype=np.int64)
+        if counts.shape != (nlist,):
+            raise DimensionMismatchError(f"counts must have shape ({nlist},), got {counts.shape}")
+    cap = (nlist if counts is not None else nprobe) if cap is None else check_positive_int(cap, "cap")
+    cap = min(cap, max(nlist, 1))
+    if (query_bits is None) != (centroid_bits is None):
+        raise InvalidArgumentError("give both query_bits and centroid_bits, or neither")
+    if query_bits is not None:
+        query_bits = np.ascontiguousarray(_packed_codes(query_bits, "query_bits"))
+        centroid_bits = np.ascontiguousarray(_packed_codes(centroid_bits, "centroid_bits"))
+        if query_bits.shape[0] != queries.shape[0] or centroid_bits.shape != (nlist, query_bits.shape[1]):
+            raise DimensionMismatchError(
+                f"query_bits {query_bits.shape} and centroid_bits {centroid_bits.shape} do not match "
+                f"{queries.shape[0]} queries and {nlist} lists"
+            )
+    options: dict[str, Any] = {"counts": counts, "want": int(want), "cap": cap, "query_bits": query_bits,
+               "centroid_bits": centroid_bits, "shortlist": int(shortlist)}  # fmt: skip
+    backend = get_backend()
+    if backend == "numpy":
+        return numpy_backend.ivf_probe(queries, centroids, scale, nprobe, **options)
+    return native_backend.ivf_probe(
+        queries, centroids, scale, nprobe, isa=backend, threads=get_num_threads(), **options
+    )
+
+
+def ivf_scan(
+    queries: np.ndarray,
+    codes: np.ndarray,
+    order: np.ndarray,
+    offsets: np.ndarray,
+    probes: np.ndarray,
+    k: int,
+    *,
+    valid: np.ndarray | None = None,
+    n_rows: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Hamming top-k of each query over the rows of its inverted lists, in one call.
+
+    List ``l`` is ``order[offsets[l]:offsets[l + 1]]``: row numbers into ``codes``, which stays in
+    row order (nothing is copied). Rows ``>= n_rows`` (lists of a newer commit than ``codes``) and
+    rows ``valid`` rules out are skipped. Ties go to the smaller row, as :func:`hamming_topk`.
+
+    Parameters
+    ----------
+    queries : ndarray of shape (nq, nb), uint8
+        Packed query codes.
+    codes : ndarray of shape (n, nb), uint8, C-contiguous
+    order : ndarray of shape (m,), int32
+    offsets : ndarray of shape (nlist + 1,), int64, ascending within ``[0, m]``
+    probes : ndarray of shape (nq, p), int32
+        Lists of each query; ``-1`` (and lists out of range) are skipped.
+    k : int
+    valid : ndarray of shape (n,), bool, optional
+    n_rows : int, optional
+        Rows of ``codes`` that count (default: all).
+
+    Returns
+    -------
+    distances : ndarray of shape (nq, k), int32, ascending; ``PAD_DISTANCE`` in padding slots
+    rows : ndarray of shape (nq, k), int64; -1 in padding slots
+    """
+    queries = np.ascontiguousarray(_packed_codes(queries, "queries"))
+    codes = _packed_codes(codes, "codes")
+    if not codes.flags.c_contiguous:
+        raise InvalidArgumentError("codes must be C-contiguous")
+    if queries.shape[1] != codes.shape[1]:
+        raise DimensionMismatchError(
+            f"queries have {queries.shape[1]} bytes per code, codes have {codes.shape[1]}"
+        )
+    k = check_positive_int(k, "k")
+    n_rows = codes.shape[0] if n_rows is None else int(n_rows)
+    if not 0 <= n_rows <= codes.shape[0]:
+        raise InvalidArgumentError(f"n_rows must be in [0, {codes.shape[0]}], got {n_rows}")
+    order = np.ascontiguousarray(order, dtype=np.int32)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    probes = np.ascontiguousarray(probes, dtype=np.int32)
+    if order.ndim != 1 or offsets.ndim != 1 or offsets.shape[0] < 1:
+        raise DimensionMismatchError("order must be 1-D and offsets 1-D with at least one entry")
+    if probes.ndim != 2 or probes.shape[0] != queries.shape[0]:
+        raise DimensionMismatchError(f"probes must have shape ({queries.shape[0]}, p), got {probes.shape}")
+    valid = _valid_mask(valid, codes.shape[0])
+    backend = get_backend()
+    if backend == "numpy":
+        if offsets[0] < 0 or offsets[-1] > order.shape[0] or np.any(np.diff(offsets) < 0):
+            raise InvalidArgumentError("offsets must ascend within [0, len(order)]")
+        return numpy_backend.ivf_scan(queries, codes, n_rows, order, offsets, probes, k, valid=valid)
+    try:
+        return native_backend.ivf_scan(
+            queries, codes, n_rows, order, offsets, probes, k, valid=valid, isa=backend,
+            threads=get_num_threads(),
+        )  # fmt: skip
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from None

@@ -238,3 +238,50 @@ def dot_rows_blocks(
     out = np.empty(rows.shape, np.float32)
     _module().rescore(list(arrays), starts, rows, weights, _KIND_BLOCKS[fmt], 0, ISA[isa], threads, out)
     return out
+
+
+def ivf_probe(
+    queries: np.ndarray,
+    centroids: np.ndarray,
+    scale: np.ndarray,
+    nprobe: int,
+    *,
+    counts: np.ndarray | None,
+    want: int,
+    cap: int,
+    query_bits: np.ndarray | None = None,
+    centroid_bits: np.ndarray | None = None,
+    shortlist: int = 0,
+    isa: str = "avx512",
+    threads: int = 1,
+) -> np.ndarray:
+    """Lists of each query on the native kernels; see :func:`quantsearch.kernels.ivf_probe`."""
+    out = np.empty((queries.shape[0], cap), np.int32)
+    _module().ivf_probe(
+        queries, query_bits, centroids, scale, centroid_bits, counts, nprobe, want, shortlist, ISA[isa],
+        threads, out,
+    )  # fmt: skip
+    return out
+
+
+def ivf_scan(
+    queries: np.ndarray,
+    codes: np.ndarray,
+    n_rows: int,
+    order: np.ndarray,
+    offsets: np.ndarray,
+    probes: np.ndarray,
+    k: int,
+    *,
+    valid: np.ndarray | None,
+    isa: str = "avx512",
+    threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hamming top-k over the probed lists on the native kernels; see :func:`quantsearch.kernels.ivf_scan`."""
+    nq = queries.shape[0]
+    distances = np.empty((nq, k), np.int32)
+    rows = np.empty((nq, k), np.int64)
+    _module().ivf_scan(
+        queries, codes, n_rows, order, offsets, probes, valid, k, ISA[isa], threads, distances, rows
+    )
+    return distances, rows

@@ -539,3 +539,67 @@ def dot_rows_blocks(
     w = weights.astype(np.float64).reshape(nq, blocks, 32)[owner]
     out[present] = np.einsum("mbi,mbi->m", decoded, w)
     return out
+
+
+def ivf_probe(
+    queries: np.ndarray,
+    centroids: np.ndarray,
+    scale: np.ndarray,
+    nprobe: int,
+    *,
+    counts: np.ndarray | None,
+    want: int,
+    cap: int,
+    query_bits: np.ndarray | None = None,
+    centroid_bits: np.ndarray | None = None,
+    shortlist: int = 0,
+) -> np.ndarray:
+    """Reference of :func:`quantsearch.kernels.ivf_probe` (scores in float64)."""
+    scores = (queries.astype(np.float64) @ centroids.astype(np.float64).T) * scale.astype(np.float64)
+    nq, nlist = scores.shape
+    out = np.full((nq, cap), -1, np.int32)
+    short = query_bits is not None and centroid_bits is not None and 0 < shortlist < nlist
+    for q in range(nq):
+        lists = np.arange(nlist)
+        if short:
+            assert query_bits is not None and centroid_bits is not None
+            d = hamming_distances(query_bits[q : q + 1], centroid_bits)[0]
+            lists = np.sort(np.lexsort((lists, d))[:shortlist])
+        order = lists[np.argsort(-np.nan_to_num(scores[q, lists], nan=-np.inf), kind="stable")]
+        take = nprobe
+        if counts is not None:
+            take = max(nprobe, int(np.searchsorted(np.cumsum(counts[order]), want)) + 1)
+        take = min(take, cap, order.size)
+        out[q, :take] = order[:take]
+    return out
+
+
+def ivf_scan(
+    queries: np.ndarray,
+    codes: np.ndarray,
+    n_rows: int,
+    order: np.ndarray,
+    offsets: np.ndarray,
+    probes: np.ndarray,
+    k: int,
+    *,
+    valid: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference of :func:`quantsearch.kernels.ivf_scan`: per query, the rows of its lists."""
+    nq = queries.shape[0]
+    distances = np.full((nq, k), PAD_DISTANCE, np.int32)
+    rows_out = np.full((nq, k), -1, np.int64)
+    nlist = offsets.shape[0] - 1
+    for q in range(nq):
+        lists = np.unique(probes[q][(probes[q] >= 0) & (probes[q] < nlist)])
+        parts = [order[offsets[c] : offsets[c + 1]] for c in lists]
+        rows = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+        rows = rows[(rows >= 0) & (rows < n_rows)]
+        if valid is not None:
+            rows = rows[valid[rows]]
+        if rows.size == 0:
+            continue
+        d = hamming_distances(queries[q : q + 1], codes[rows])[0]
+        top = np.lexsort((rows, d))[:k]
+        distances[q, : top.size], rows_out[q, : top.size] = d[top], rows[top]
+    return distances, rows_out

@@ -570,6 +570,103 @@ fail_b:
     return result;
 }
 
+static PyObject *py_ivf_probe(PyObject *self, PyObject *args) {
+    PyObject *oq, *oqb, *oc, *os, *ocb, *ocounts, *oout;
+    Py_ssize_t nprobe, want, shortlist;
+    int isa, nthreads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOOnnniiO", &oq, &oqb, &oc, &os, &ocb, &ocounts, &nprobe, &want, &shortlist,
+                          &isa, &nthreads, &oout))
+        return NULL;
+    if (nprobe < 1) return PyErr_Format(PyExc_ValueError, "nprobe must be >= 1, got %zd", nprobe);
+    if (nthreads < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %d", nthreads);
+    if (check_isa(isa) < 0) return NULL;
+    buffers bs = {.count = 0};
+    Py_buffer *q, *qb = NULL, *c, *sc, *cb = NULL, *cn = NULL, *out;
+    if (!(q = take(&bs, oq, 0, 2, 4, "f", "queries"))) goto fail;
+    if (oqb != Py_None && !(qb = take(&bs, oqb, 0, 2, 1, "B", "query_bits"))) goto fail;
+    if (!(c = take(&bs, oc, 0, 2, 1, "b", "centroids"))) goto fail;
+    if (!(sc = take(&bs, os, 0, 1, 4, "f", "scale"))) goto fail;
+    if (ocb != Py_None && !(cb = take(&bs, ocb, 0, 2, 1, "B", "centroid_bits"))) goto fail;
+    if (ocounts != Py_None && !(cn = take(&bs, ocounts, 0, 1, 8, "lq", "counts"))) goto fail;
+    if (!(out = take(&bs, oout, 1, 2, 4, "i", "out"))) goto fail;
+    const Py_ssize_t nq = q->shape[0], dim = q->shape[1], nlist = c->shape[0];
+    const Py_ssize_t nbits = cb ? cb->shape[1] : 0;
+    if (c->shape[1] != dim || sc->shape[0] != nlist || (cn && cn->shape[0] != nlist) || out->shape[0] != nq ||
+        nlist >= INT32_MAX || (!qb) != (!cb) || (qb && (qb->shape[0] != nq || qb->shape[1] != nbits)) ||
+        (cb && cb->shape[0] != nlist)) {
+        PyErr_SetString(PyExc_ValueError, "ivf_probe: queries, centroids, bits, counts and out disagree in shape");
+        goto fail;
+    }
+    int rc = 0;
+    if (nq > 0 && out->shape[1] > 0) {
+        Py_BEGIN_ALLOW_THREADS;
+        rc = qs_ivf_probe((const float *)q->buf, qb ? (const uint8_t *)qb->buf : NULL, nq, dim,
+                          (const int8_t *)c->buf, (const float *)sc->buf, cb ? (const uint8_t *)cb->buf : NULL,
+                          nbits, nlist, cn ? (const int64_t *)cn->buf : NULL, nprobe, want, out->shape[1],
+                          shortlist, isa, nthreads, (int32_t *)out->buf);
+        Py_END_ALLOW_THREADS;
+    }
+    release_all(&bs);
+    if (rc < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail:
+    release_all(&bs);
+    return NULL;
+}
+
+static PyObject *py_ivf_scan(PyObject *self, PyObject *args) {
+    PyObject *oq, *oc, *oorder, *ooff, *oprobes, *ov, *od, *orr;
+    Py_ssize_t n_rows, k;
+    int isa, nthreads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOnOOOOniiOO", &oq, &oc, &n_rows, &oorder, &ooff, &oprobes, &ov, &k, &isa,
+                          &nthreads, &od, &orr))
+        return NULL;
+    if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be >= 1, got %zd", k);
+    if (nthreads < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %d", nthreads);
+    if (check_isa(isa) < 0) return NULL;
+    buffers bs = {.count = 0};
+    Py_buffer *q, *c, *o, *off, *pr, *v = NULL, *d, *r;
+    if (!(q = take(&bs, oq, 0, 2, 1, "B", "queries"))) goto fail;
+    if (!(c = take(&bs, oc, 0, 2, 1, "B", "codes"))) goto fail;
+    if (!(o = take(&bs, oorder, 0, 1, 4, "i", "order"))) goto fail;
+    if (!(off = take(&bs, ooff, 0, 1, 8, "lq", "offsets"))) goto fail;
+    if (!(pr = take(&bs, oprobes, 0, 2, 4, "i", "probes"))) goto fail;
+    if (ov != Py_None && !(v = take(&bs, ov, 0, 1, 1, "?B", "valid"))) goto fail;
+    if (!(d = take(&bs, od, 1, 2, 4, "i", "out_dist"))) goto fail;
+    if (!(r = take(&bs, orr, 1, 2, 8, "lq", "out_rows"))) goto fail;
+    const Py_ssize_t nq = q->shape[0], nb = q->shape[1];
+    const Py_ssize_t nlist = off->shape[0] - 1;
+    if (c->shape[1] != nb || nb < 1 || n_rows < 0 || n_rows > c->shape[0] || (v && v->shape[0] < n_rows) ||
+        nlist < 0 || pr->shape[0] != nq || d->shape[0] != nq || d->shape[1] != k || r->shape[0] != nq ||
+        r->shape[1] != k || c->shape[0] > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "ivf_scan: queries, codes, lists, probes and outputs disagree in shape");
+        goto fail;
+    }
+    int rc = 0;
+    if (nq > 0 && nlist > 0) {
+        Py_BEGIN_ALLOW_THREADS;
+        rc = qs_ivf_scan((const uint8_t *)q->buf, nq, nb, (const uint8_t *)c->buf, n_rows, (const int32_t *)o->buf,
+                         o->shape[0], (const int64_t *)off->buf, nlist, (const int32_t *)pr->buf, pr->shape[1],
+                         v ? (const uint8_t *)v->buf : NULL, k, isa, nthreads, (int32_t *)d->buf,
+                         (int64_t *)r->buf);
+        Py_END_ALLOW_THREADS;
+    } else {
+        for (Py_ssize_t i = 0; i < nq * k; i++) {
+            ((int32_t *)d->buf)[i] = INT32_MAX;
+            ((int64_t *)r->buf)[i] = -1;
+        }
+    }
+    release_all(&bs);
+    if (rc == -2) return PyErr_Format(PyExc_ValueError, "ivf_scan: offsets must ascend within [0, len(order)]");
+    if (rc < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail:
+    release_all(&bs);
+    return NULL;
+}
+
 static PyObject *py_stream_xor(PyObject *self, PyObject *args) {
     PyObject *obj;
     int isa;
@@ -650,6 +747,11 @@ static PyMethodDef methods[] = {
     {"table_topk", py_table_topk, METH_VARARGS,
      "table_topk(codes, valid, k, tables, row_scale, row_bias, query_offset, nthreads, block_bytes, out_scores, "
      "out_rows)"},
+    {"ivf_probe", py_ivf_probe, METH_VARARGS,
+     "ivf_probe(queries, query_bits, centroids_i8, scale, centroid_bits, counts, nprobe, want, shortlist, isa, nthreads, "
+     "out): lists of each query"},
+    {"ivf_scan", py_ivf_scan, METH_VARARGS,
+     "ivf_scan(queries, codes, n_rows, order, offsets, probes, valid, k, isa, nthreads, out_dist, out_rows)"},
     {"willneed_rows", py_willneed_rows, METH_VARARGS,
      "willneed_rows(bases, nrows, starts, row_bytes, rows, bitmaps, sample=0) -> (madvise calls, pages hinted)"},
     {"thread_work_bytes", py_thread_work_bytes, METH_VARARGS,

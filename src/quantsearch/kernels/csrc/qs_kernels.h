@@ -174,6 +174,17 @@ int qs_rescore(const qs_segments *segs, const int64_t *rows, int64_t nq, int64_t
 int64_t qs_row_bytes(int kind, int64_t dim);
 float qs_half_to_float(uint16_t h);
 
+/* ivf.c: lists of each query by int8 centroid scores (out (nq, cap) int32, -1 padded), and the
+ * Hamming top-k of each query over the rows of its lists; see ivf.c. -2: inconsistent offsets. */
+int qs_ivf_probe(const float *queries, const uint8_t *qbits, int64_t nq, int64_t dim, const int8_t *cent,
+                 const float *scale, const uint8_t *cbits, int64_t nbits, int64_t nlist, const int64_t *counts,
+                 int64_t nprobe, int64_t want, int64_t cap, int64_t shortlist, int isa, int nthreads,
+                 int32_t *out);
+int qs_ivf_scan(const uint8_t *qcodes, int64_t nq, int64_t nb, const uint8_t *codes, int64_t n_rows,
+                const int32_t *order, int64_t norder, const int64_t *offsets, int64_t nlist, const int32_t *probes,
+                int64_t P, const uint8_t *valid, int64_t k, int isa, int nthreads, int32_t *out_dist,
+                int64_t *out_rows);
+
 /* threads.c: run fn(arg + i * size) for i in [0, count) on up to `count` threads (index 0 on the
  * calling thread); falls back to running in the calling thread if a thread cannot start. */
 void qs_parallel(void *(*fn)(void *), void *args, size_t size, int count);
