@@ -201,7 +201,7 @@ def test_filter_values_are_bound_not_spliced(tmp_path, data) -> None:
 def test_filters_widen_the_rescoring_candidates(tmp_path, data, pct) -> None:
     """Under a filter admitting a share s of the documents, k x oversampling / sqrt(s) candidates
     (at most x10, at most the admitted documents) are rescored."""
-    from quantsearch.index.pipeline import FILTER_WIDEN_MAX
+    from quantsearch.index.stages import FILTER_WIDEN_MAX
 
     x, meta, q = data
     admitted = sum(m["pct"] < pct for m in meta)

@@ -19,7 +19,7 @@ import numpy as np
 from .._topk import top_k
 from ..kernels.prefetch import ReadAhead
 from ..quantization import Quantizer
-from .stages import FILTER_WIDEN_MAX, CandidateStage, filter_widening  # noqa: F401 (re-export)
+from .stages import CandidateStage, filter_widening
 
 
 @dataclass(frozen=True)

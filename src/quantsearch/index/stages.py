@@ -33,10 +33,10 @@ __all__ = [
 
 #: Under a filter that admits a share ``s`` of the live rows, stages and the pipeline widen their
 #: search by ``1 / sqrt(s)``, at most this many times: the pipeline passes ``k x oversampling /
-#: sqrt(s)`` candidates to rescoring, the IVF stage walks lists until it has seen that many times the
-#: valid rows an unfiltered probe scans. The true neighbours inside a narrow filter sit further from
-#: the query, where the 1-bit ranking is noisier and the lists probed are fewer of the right ones
-#: (recall at 50/10/1%: docs/benchmarks.md).
+#: sqrt(s)`` candidates to rescoring, the IVF stage walks lists until it has seen that factor, raised
+#: to ``ivf.FILTER_PROBE_POWER``, times the valid rows an unfiltered probe scans. The true neighbours
+#: inside a narrow filter sit further from the query, where the 1-bit ranking is noisier and the
+#: lists probed are fewer of the right ones (recall at 50/10/1%: docs/benchmarks.md).
 FILTER_WIDEN_MAX = 10.0
 
 
