@@ -48,6 +48,35 @@ def test_exact_merge_equals_one_index(tmp_path, n_shards, rescore):
     single.close()
 
 
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_parallel_shard_search_equals_one_index(tmp_path, threads):
+    """Shards searched on several threads (the kernels release the GIL) give one index's answer,
+    payload included, for single queries and batches, and the pool closes with the index."""
+    n, dim, k = 1000, 32, 10
+    vectors = unit_vectors(n, dim, seed=11)
+    queries = unit_vectors(9, dim, seed=12)
+    single = _exact_reference(tmp_path, vectors, list(range(n)))
+    create_sharded(tmp_path / "sharded", dim, 4, calibration=vectors)
+    with ShardedIndex.open(tmp_path / "sharded", threads=threads) as sharded:
+        assert sharded.threads == threads
+        sharded.add(vectors, list(range(n)), texts=[f"t{i}" for i in range(n)])
+        want = single.search(queries, k, oversampling=n / k + 1)
+        for q in queries:  # one query at a time, as a server sees them
+            got = sharded.search(q, k, exact=True)
+            one = single.search(q, k, oversampling=n / k + 1)
+            np.testing.assert_array_equal(got.ids, one.ids)
+            np.testing.assert_array_equal(got.scores, one.scores)
+        got = sharded.search(queries, k, exact=True)
+        np.testing.assert_array_equal(got.ids, want.ids)
+        assert got.texts == [[f"t{i}" for i in row] for row in want.ids]
+        with pytest.raises(InvalidArgumentError):  # a shard's error comes back from its thread
+            sharded.search(queries, k, stages=["no-such-tier"])
+    assert sharded._pool is None
+    with pytest.raises(InvalidArgumentError):
+        ShardedIndex.open(tmp_path / "sharded", threads=0)
+    single.close()
+
 def test_exact_merge_matches_float_brute_force_order(tmp_path):
     # an independent reference: with a float32 last stage the exact merged ranking is the float ranking
     n, dim, k = 600, 32, 5

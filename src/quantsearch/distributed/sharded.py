@@ -13,12 +13,15 @@ those of one index over the same vectors searched with every document as a candi
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ from ..exceptions import (
 )
 from ..index import Index
 from ..index.documents import as_id_list, check_id
+from ..kernels import get_num_threads
 from ..quantization import Quantizer
 from ..results import SearchResults
 from .layout import (
@@ -490,9 +494,13 @@ class ShardedIndex(ShardedBase):
     Open with :meth:`open`; create with :meth:`create` (or :func:`create_sharded`).
     """
 
-    def __init__(self, layout: ShardLayout) -> None:
+    def __init__(self, layout: ShardLayout, *, threads: int | None = None) -> None:
         super().__init__(layout)
         self._shards: list[ShardServer] = []
+        wanted = get_num_threads() if threads is None else check_positive_int(threads, "threads")
+        self.threads = min(layout.n_shards, wanted)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         try:
             for d in layout.shard_dirs:
                 self._shards.append(ShardServer(d, layout.fingerprint))
@@ -501,9 +509,13 @@ class ShardedIndex(ShardedBase):
             raise
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> ShardedIndex:
-        """Open the sharded index at ``path`` (checks the manifest and every shard's calibration)."""
-        return cls(read_shard_manifest(path))
+    def open(cls, path: str | os.PathLike[str], *, threads: int | None = None) -> ShardedIndex:
+        """Open the sharded index at ``path`` (checks the manifest and every shard's calibration).
+
+        ``threads``: shards searched at once (default: one per core, at most one per shard; 1 =
+        one after the other). The kernels release the GIL, so shards scan on several cores.
+        """
+        return cls(read_shard_manifest(path), threads=threads)
 
     @classmethod
     def create(
@@ -515,11 +527,49 @@ class ShardedIndex(ShardedBase):
     def _map(self, method: str, calls: dict[int, tuple[Any, ...]], **kwargs: Any) -> dict[int, Any]:
         return {s: getattr(self._shards[s], method)(*args, **kwargs) for s, args in calls.items()}
 
+    def _search_shards(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        oversampling: float | None,
+        stages: Sequence[str] | None,
+        with_payload: bool,
+        exact: bool,
+    ) -> list[tuple[SearchResults, int]]:
+        # the shards search in parallel threads: their kernels (scan, rescoring) release the GIL, and
+        # a shard small enough to scan on one thread would otherwise leave the other cores idle
+        args = (vectors, k, oversampling, None if stages is None else list(stages), with_payload, exact)
+        if self.threads <= 1:
+            return [shard.search(*args) for shard in self._shards]
+        out: list[Any] = [None] * len(self._shards)
+        turn = itertools.count()  # next shard to search; next() is atomic under the GIL
+
+        def work() -> None:
+            while (s := next(turn)) < len(out):
+                out[s] = self._shards[s].search(*args)
+
+        pool = self._executor()
+        helpers = [pool.submit(work) for _ in range(self.threads - 1)]
+        work()  # this thread takes shards too, so no shard waits for a helper that has not started
+        for f in helpers:
+            f.result()  # re-raises a shard's error
+        return out
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="quantsearch-shard")
+            return self._pool
+
     def shard(self, i: int) -> Index:
         """The open :class:`Index` of shard ``i``."""
         return self._shards[i].index
 
     def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)  # no search still running in a shard about to close
         for shard in self._shards:
             shard.close()
         self._shards = []
