@@ -48,7 +48,6 @@ def test_exact_merge_equals_one_index(tmp_path, n_shards, rescore):
     single.close()
 
 
-
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_parallel_shard_search_equals_one_index(tmp_path, threads):
     """Shards searched on several threads (the kernels release the GIL) give one index's answer,
@@ -72,10 +71,11 @@ def test_parallel_shard_search_equals_one_index(tmp_path, threads):
         assert got.texts == [[f"t{i}" for i in row] for row in want.ids]
         with pytest.raises(InvalidArgumentError):  # a shard's error comes back from its thread
             sharded.search(queries, k, stages=["no-such-tier"])
-    assert sharded._pool is None
+    assert sharded._fanout._pool is None
     with pytest.raises(InvalidArgumentError):
         ShardedIndex.open(tmp_path / "sharded", threads=0)
     single.close()
+
 
 def test_exact_merge_matches_float_brute_force_order(tmp_path):
     # an independent reference: with a float32 last stage the exact merged ranking is the float ranking

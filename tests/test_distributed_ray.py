@@ -243,3 +243,48 @@ def test_http_service_and_cli_with_compiled_graphs(ray_session, sharded_dir, tmp
     # the CLI: a one-line message and exit 2 on an ordinary index
     assert main(["search", str(tmp_path / "single"), "a query", "--compiled"]) == 2
     assert "not a sharded index" in capsys.readouterr().err
+
+
+def test_shards_grouped_in_fewer_actors(ray_session, sharded_dir, tmp_path):
+    """4 shards in 2 actors (shards 0, 2 and 1, 3): one index's exact answer, plain and compiled;
+    writes reach the right shard; a killed group actor is retried, or named by all its shards."""
+    path, vectors = sharded_dir
+    queries = unit_vectors(3, DIM, seed=31)
+    with Index.build(tmp_path / "single", vectors, ids=list(range(N))) as single:
+        want = single.search(queries, K, oversampling=N / K + 1)
+    with pytest.raises(InvalidArgumentError, match="exceeds"):
+        open_sharded(path, actors=5)
+    with open_sharded(path, actors=2) as index:
+        assert index.groups == [[0, 2], [1, 3]] and len(index.actors) == 2
+        got = index.search(queries, K, exact=True)
+        np.testing.assert_array_equal(got.ids, want.ids)
+        np.testing.assert_array_equal(got.scores, want.scores)
+        assert got.texts == [[f"doc {i}" for i in row] for row in want.ids]
+        index.add(vectors[:2] * -1, [N, N + 1], texts=["new a", "new b"])
+        assert len(index) == N + 2 and index.get(N + 1)["text"] == "new b" and N in index
+        assert index.delete([N, N + 1]) == 2 and len(index) == N
+        # kill the actor serving shards 1 and 3 inside a search: retried on the restarted actor
+        group = index.actors[1]
+        pid = ray.get(group.pid.remote())
+        marker = tmp_path / "in-call"
+        ray.get(group.map.remote("stall", {3: (30.0, str(marker))}, {}))
+        result: dict[str, object] = {}
+        thread = threading.Thread(target=lambda: result.update(r=index.search(queries, K, exact=True)))
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGKILL)
+        thread.join(60)
+        np.testing.assert_array_equal(result["r"].ids, want.ids)  # type: ignore[attr-defined]
+    with open_sharded(path, actors=2, policy=FaultPolicy(on_failure="raise")) as index:
+        os.kill(ray.get(index.actors[0].pid.remote()), signal.SIGKILL)
+        with pytest.raises(ShardUnavailableError) as err:
+            index.search(queries, K)
+        assert err.value.shards == (0, 2) and "shards 0, 2 " in str(err.value)
+    with open_sharded(path, actors=2, compiled=True) as index:
+        for q in range(len(queries)):
+            got = index.search(queries[q], K, exact=True)
+            np.testing.assert_array_equal(got.ids[0], want.ids[q])
+        assert index._graph is not None  # through the graph, one reply per shard from each group

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -66,6 +66,7 @@ def gather(
     shards: Iterable[int],
     policy: FaultPolicy,
     what: str = "call",
+    members: Callable[[int], Sequence[int]] | None = None,
 ) -> dict[int, Any]:
     """Submit one call per shard, wait for all, and handle dead actors per ``policy``.
 
@@ -77,6 +78,9 @@ def gather(
     policy : FaultPolicy
     what : str
         Names the call in errors and logs.
+    members : callable (key) -> sequence of int, optional
+        The shard numbers behind a key, when keys are actors serving several shards; errors and
+        logs name those shards (default: a key is a shard).
 
     Returns
     -------
@@ -120,7 +124,8 @@ def gather(
                 raise
         if not failed:
             return answers
-        names = sorted(failed)
+        keys = sorted(failed)
+        names = keys if members is None else sorted(s for key in keys for s in members(key))
         retry = policy.on_failure == "retry" and rounds < policy.retries and time.monotonic() < deadline
         logger.warning(
             "%s: shards %s did not answer (%s)%s",
@@ -144,4 +149,4 @@ def gather(
         time.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
         backoff = min(2.0, backoff * 2 or 0.1)
         rounds += 1
-        pending = {s: submit(s, True) for s in names}
+        pending = {key: submit(key, True) for key in keys}

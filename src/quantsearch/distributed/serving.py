@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import check_positive_int
 from ..exceptions import InvalidArgumentError, MissingDependencyError, QuantsearchError
 from ..results import SearchResults
 from .faults import FaultPolicy, gather
 from .layout import ShardLayout, read_shard_manifest
-from .shard import ShardServer, decode_search_reply, search_request
+from .shard import ShardGroup, ShardServer, decode_search_reply, search_request
 from .sharded import ShardedBase
 
 __all__ = ["RayShardedIndex", "open_sharded", "ensure_ray", "import_ray"]
@@ -81,16 +82,16 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> An
     return ray
 
 
-_ACTOR_CLASS: Any = None
+_ACTOR_CLASSES: dict[type, Any] = {}
 
 
-def shard_actor_class() -> Any:
-    """:class:`ShardServer` as a Ray actor class (restarts without limit, no task retries of its own)."""
-    global _ACTOR_CLASS
-    if _ACTOR_CLASS is None:
+def shard_actor_class(cls: type = ShardServer) -> Any:
+    """:class:`ShardServer` (or :class:`ShardGroup`) as a Ray actor class (restarts without limit, no
+    task retries of its own)."""
+    if cls not in _ACTOR_CLASSES:
         ray = import_ray()
-        _ACTOR_CLASS = ray.remote(max_restarts=-1, max_task_retries=0)(ShardServer)
-    return _ACTOR_CLASS
+        _ACTOR_CLASSES[cls] = ray.remote(max_restarts=-1, max_task_retries=0)(cls)
+    return _ACTOR_CLASSES[cls]
 
 
 def _spread(i: int) -> Any:
@@ -123,6 +124,15 @@ class RayShardedIndex(ShardedBase):
         fails (a shard actor died, a channel error or timeout), it is torn down, that search
         goes the ordinary way (retried on the restarted actor per the policy), and the graph is
         compiled again on a later search. Writes and other calls always go the ordinary way.
+        Ray's channels wait by polling (``sched_yield`` in a loop), so while the graph exists
+        every shard actor and the caller keep a core busy even between searches: use it with
+        at least as many cores as actors + 1 (docs/benchmarks.md, issue 13).
+    actors : int, optional
+        Number of actor processes (default: one per shard). Fewer than shards groups them:
+        actor ``a`` serves shards ``a, a + actors, ...`` (:class:`~.shard.ShardGroup`) and searches
+        them on parallel threads, so that a node with fewer cores than shards runs no more
+        processes on a search's path than it has cores. A group's actor that dies takes all its
+        shards with it; the fault policy then retries (or names) all of them.
 
     Use :func:`open_sharded`, which connects to Ray first.
     """
@@ -134,6 +144,7 @@ class RayShardedIndex(ShardedBase):
         policy: FaultPolicy | None = None,
         actor_options: dict[str, Any] | None = None,
         compiled: bool = False,
+        actors: int | None = None,
     ) -> None:
         super().__init__(layout)
         self.policy = policy if policy is not None else FaultPolicy()
@@ -144,13 +155,27 @@ class RayShardedIndex(ShardedBase):
         self._graph_lock = threading.Lock()
         self._graph_after = 0.0  # monotonic time before which a failed graph is not compiled again
         options = {"num_cpus": 0, **(actor_options or {})}
-        cls = shard_actor_class()
-        self.actors = [
-            cls.options(**{"scheduling_strategy": _spread(i), **options}).remote(
-                str(d.resolve()), layout.fingerprint
-            )
-            for i, d in enumerate(layout.shard_dirs)
-        ]
+        n_actors = layout.n_shards if actors is None else check_positive_int(actors, "actors")
+        if n_actors > layout.n_shards:
+            raise InvalidArgumentError(f"actors={n_actors} exceeds the {layout.n_shards} shards")
+        #: shards of each actor; None when every shard has its own ShardServer actor
+        self.groups: list[list[int]] | None = None
+        paths = [str(d.resolve()) for d in layout.shard_dirs]
+        if n_actors == layout.n_shards:
+            cls = shard_actor_class()
+            self.actors = [
+                cls.options(**{"scheduling_strategy": _spread(i), **options}).remote(p, layout.fingerprint)
+                for i, p in enumerate(paths)
+            ]
+        else:
+            self.groups = [list(range(a, layout.n_shards, n_actors)) for a in range(n_actors)]
+            cls = shard_actor_class(ShardGroup)
+            self.actors = [
+                cls.options(**{"scheduling_strategy": _spread(a), **options}).remote(
+                    group, [paths[s] for s in group], layout.fingerprint
+                )
+                for a, group in enumerate(self.groups)
+            ]
         try:
             self._all("ping")  # every shard opened (a bad shard raises its error here)
         except BaseException:
@@ -158,11 +183,49 @@ class RayShardedIndex(ShardedBase):
             raise
 
     def _map(self, method: str, calls: dict[int, tuple[Any, ...]], **kwargs: Any) -> dict[int, Any]:
-        def submit(s: int, is_retry: bool) -> Any:
-            extra = {"resume": True} if (is_retry and method == "add") else {}
-            return getattr(self.actors[s], method).remote(*calls[s], **kwargs, **extra)
+        what = f"{method} on {self.path.name}"
+        if self.groups is None:
 
-        return gather(submit, calls, self.policy, what=f"{method} on {self.path.name}")
+            def submit(s: int, is_retry: bool) -> Any:
+                extra = {"resume": True} if (is_retry and method == "add") else {}
+                return getattr(self.actors[s], method).remote(*calls[s], **kwargs, **extra)
+
+            return gather(submit, calls, self.policy, what=what)
+        per_actor = {a: {s: calls[s] for s in group if s in calls} for a, group in enumerate(self.groups)}
+        per_actor = {a: part for a, part in per_actor.items() if part}
+
+        def submit_group(a: int, is_retry: bool) -> Any:
+            extra = {"resume": True} if (is_retry and method == "add") else {}
+            return self.actors[a].map.remote(method, per_actor[a], {**kwargs, **extra})
+
+        answers = gather(submit_group, per_actor, self.policy, what=what, members=self._members)
+        return {s: answer for part in answers.values() for s, answer in part.items()}
+
+    def _members(self, a: int) -> list[int]:
+        """The shards of actor ``a`` (errors name shards, not actors)."""
+        return [a] if self.groups is None else list(self.groups[a])
+
+    def _in_shard_order(self, replies: list[Any]) -> list[Any]:
+        """Per-shard search replies, in shard order, from one reply per actor."""
+        if self.groups is None:
+            return replies
+        out: list[Any] = [None] * self.n_shards
+        for group, part in zip(self.groups, replies, strict=True):
+            for s, reply in zip(group, part, strict=True):
+                out[s] = reply
+        return out
+
+    def _search_actors(self, request: tuple[Any, ...]) -> list[Any]:
+        """One ``search_wire`` answer per actor, the ordinary way (one Ray call each)."""
+
+        def submit(a: int, is_retry: bool) -> Any:
+            return self.actors[a].search_wire.remote(request)
+
+        answers = gather(
+            submit, range(len(self.actors)), self.policy, what=f"search_wire on {self.path.name}",
+            members=self._members,
+        )  # fmt: skip
+        return [answers[a] for a in range(len(self.actors))]
 
     def _search_shards(
         self,
@@ -178,8 +241,8 @@ class RayShardedIndex(ShardedBase):
         request = search_request(vectors, k, oversampling, stages, with_payload, exact)
         replies = self._compiled_search(request) if self.compiled else None
         if replies is None:
-            replies = self._all("search_wire", request)
-        return [decode_search_reply(r, vectors.shape[0]) for r in replies]
+            replies = self._search_actors(request)
+        return [decode_search_reply(r, vectors.shape[0]) for r in self._in_shard_order(replies)]
 
     def _compiled_search(self, request: tuple[Any, ...]) -> list[Any] | None:
         """Every shard's reply through the compiled graph, or None: no graph now, or it failed
@@ -240,6 +303,7 @@ def open_sharded(
     policy: FaultPolicy | None = None,
     actor_options: dict[str, Any] | None = None,
     compiled: bool = False,
+    actors: int | None = None,
 ) -> RayShardedIndex:
     """Open a sharded index on Ray: connect (or start a local Ray), then start one actor per shard.
 
@@ -254,7 +318,11 @@ def open_sharded(
         Extra Ray options of the shard actors.
     compiled : bool
         Searches through a Ray compiled graph (see :class:`RayShardedIndex`).
+    actors : int, optional
+        Actor processes (default one per shard; fewer groups shards, see :class:`RayShardedIndex`).
     """
     layout = read_shard_manifest(path)
     ensure_ray(ray_address)
-    return RayShardedIndex(layout, policy=policy, actor_options=actor_options, compiled=compiled)
+    return RayShardedIndex(
+        layout, policy=policy, actor_options=actor_options, compiled=compiled, actors=actors
+    )

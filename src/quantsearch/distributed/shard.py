@@ -8,9 +8,12 @@ different shards compare.
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,14 @@ from ..quantization import Quantizer
 from ..results import SearchResults
 from .layout import calibration_fingerprint
 
-__all__ = ["ShardServer", "index_fingerprint", "search_request", "decode_search_reply"]
+__all__ = [
+    "ShardGroup",
+    "ShardServer",
+    "ThreadFanout",
+    "index_fingerprint",
+    "search_request",
+    "decode_search_reply",
+]
 
 
 def index_fingerprint(index: Index) -> str:
@@ -253,3 +263,110 @@ class ShardServer:
 
     def close(self) -> None:
         self.index.close()
+
+
+class ThreadFanout:
+    """Runs one function over several shards on up to ``threads`` threads, the caller's included.
+
+    The kernels of a search (scan, rescoring) release the GIL, so shards searched on separate
+    threads use separate cores; a shard small enough to scan on one thread would otherwise leave
+    the other cores idle. Each thread takes the next shard not yet taken, so no shard waits for a
+    helper thread that has not started. The pool is created on first use and shut down by
+    :meth:`close`.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = int(threads)
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``[fn(x) for x in items]``, computed on up to :attr:`threads` threads; re-raises an error."""
+        if self.threads <= 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        out: list[Any] = [None] * len(items)
+        turn = itertools.count()  # next item to take; next() is atomic under the GIL
+
+        def work() -> None:
+            while (i := next(turn)) < len(out):
+                out[i] = fn(items[i])
+
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="quantsearch-shard")
+            pool = self._pool
+        helpers = [pool.submit(work) for _ in range(min(self.threads, len(items)) - 1)]
+        work()
+        for f in helpers:
+            f.result()
+        return out
+
+    def close(self) -> None:
+        """Wait for running calls and stop the threads."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+class ShardGroup:
+    """Several shards served by one process (one Ray actor), searched on parallel threads.
+
+    On a node with fewer cores than shards, one actor per shard means more processes on the
+    latency path than cores to run them: each Ray call and each wake-up of an actor then waits for a
+    core. A group answers for all its shards in one call (:meth:`search_wire` returns one reply
+    per shard, in ``shards`` order) and runs any :class:`ShardServer` method on a subset (:meth:`map`).
+
+    Parameters
+    ----------
+    shards : sequence of int
+        The shard numbers served here.
+    paths : sequence of path-like
+        Their directories, in the same order.
+    fingerprint : str, optional
+        Expected calibration fingerprint of every shard.
+    threads : int, optional
+        Shards searched at once (default: every core this process may use, at most one per shard).
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[int],
+        paths: Sequence[str | os.PathLike[str]],
+        fingerprint: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        from ..kernels import get_num_threads
+
+        self.shards = [int(s) for s in shards]
+        self.servers: dict[int, ShardServer] = {}
+        try:
+            for s, path in zip(self.shards, paths, strict=True):
+                self.servers[s] = ShardServer(path, fingerprint)
+        except BaseException:
+            self.close()
+            raise
+        wanted = get_num_threads() if threads is None else int(threads)
+        self._fanout = ThreadFanout(min(len(self.shards), max(1, wanted)))
+
+    def search_wire(self, request: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """:meth:`ShardServer.search_wire` on every shard of the group, on parallel threads."""
+        return self._fanout.map(lambda s: self.servers[s].search_wire(request), self.shards)
+
+    def map(self, method: str, calls: dict[int, tuple[Any, ...]], kwargs: dict[str, Any]) -> dict[int, Any]:
+        """``method(*calls[s], **kwargs)`` of :class:`ShardServer` on each shard ``s`` of ``calls``."""
+        return {s: getattr(self.servers[s], method)(*args, **kwargs) for s, args in calls.items()}
+
+    def pid(self) -> int:
+        """The id of the process serving these shards (tests kill it)."""
+        return os.getpid()
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        fanout = getattr(self, "_fanout", None)
+        if fanout is not None:
+            fanout.close()
+        for server in self.servers.values():
+            server.close()

@@ -13,15 +13,12 @@ those of one index over the same vectors searched with every document as a candi
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import shutil
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +43,7 @@ from .layout import (
     shard_dir_name,
     write_shard_manifest,
 )
-from .shard import ShardServer, index_fingerprint
+from .shard import ShardServer, ThreadFanout, index_fingerprint
 
 __all__ = ["ShardedBase", "ShardedIndex", "create_sharded", "merge_results"]
 
@@ -499,8 +496,7 @@ class ShardedIndex(ShardedBase):
         self._shards: list[ShardServer] = []
         wanted = get_num_threads() if threads is None else check_positive_int(threads, "threads")
         self.threads = min(layout.n_shards, wanted)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._fanout = ThreadFanout(self.threads)
         try:
             for d in layout.shard_dirs:
                 self._shards.append(ShardServer(d, layout.fingerprint))
@@ -536,40 +532,16 @@ class ShardedIndex(ShardedBase):
         with_payload: bool,
         exact: bool,
     ) -> list[tuple[SearchResults, int]]:
-        # the shards search in parallel threads: their kernels (scan, rescoring) release the GIL, and
-        # a shard small enough to scan on one thread would otherwise leave the other cores idle
+        # the shards search on parallel threads (ThreadFanout): their kernels release the GIL
         args = (vectors, k, oversampling, None if stages is None else list(stages), with_payload, exact)
-        if self.threads <= 1:
-            return [shard.search(*args) for shard in self._shards]
-        out: list[Any] = [None] * len(self._shards)
-        turn = itertools.count()  # next shard to search; next() is atomic under the GIL
-
-        def work() -> None:
-            while (s := next(turn)) < len(out):
-                out[s] = self._shards[s].search(*args)
-
-        pool = self._executor()
-        helpers = [pool.submit(work) for _ in range(self.threads - 1)]
-        work()  # this thread takes shards too, so no shard waits for a helper that has not started
-        for f in helpers:
-            f.result()  # re-raises a shard's error
-        return out
-
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="quantsearch-shard")
-            return self._pool
+        return self._fanout.map(lambda shard: shard.search(*args), self._shards)
 
     def shard(self, i: int) -> Index:
         """The open :class:`Index` of shard ``i``."""
         return self._shards[i].index
 
     def close(self) -> None:
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)  # no search still running in a shard about to close
+        self._fanout.close()  # no search still running in a shard about to close
         for shard in self._shards:
             shard.close()
         self._shards = []
