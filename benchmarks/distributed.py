@@ -3,8 +3,10 @@
 Prints, in one run on one local Ray (workers at nice 0, see ``serving.LOCAL_RAY_SYSTEM_CONFIG``):
 
 1. ``search``: p50 latency of one query and QPS (single queries, and batches of 64) for one local
-   ``Index``, the same vectors in 4 shards searched in this process (``ShardedIndex``, no Ray), and
-   in 1, 2 and 4 shards served by Ray actors (and 4 through a compiled graph, ``compiled=True``);
+   ``Index``, the same vectors in 4 shards searched in this process (``ShardedIndex``, no Ray; one
+   thread, and one thread per core), and in 1, 2 and 4 shards served by Ray actors (4 also through
+   a compiled graph, ``compiled=True``, and grouped in 2 actors, ``actors=2``, plain and compiled;
+   compiled graphs are torn down after their turn, as their actors poll and would slow the others);
    the fan-out + merge overhead is the sharded p50 minus
    the local index's p50 (same vectors, same k), and the Ray no-op call floors (1, 2, 4 actors);
 2. ``rss``: peak RSS (VmHWM) of one shard actor over a shard big enough for the codes to dominate
@@ -82,8 +84,13 @@ def search_part(args: argparse.Namespace, ray, work: Path) -> None:
             for s in range(0, args.n, 100_000):
                 loc.add(vectors[s : s + 100_000], ids[s : s + 100_000])
         served[n_shards] = RayShardedIndex(read_shard_manifest(path))
-    compiled = RayShardedIndex(read_shard_manifest(work / "s4"), compiled=True)
-    in_process = ShardedIndex.open(work / "s4")
+    s4 = read_shard_manifest(work / "s4")
+    compiled = RayShardedIndex(s4, compiled=True)
+    grouped = RayShardedIndex(s4, actors=2)
+    grouped_compiled = RayShardedIndex(s4, actors=2, compiled=True)
+    graphs = [compiled, grouped_compiled]
+    in_process = ShardedIndex.open(work / "s4")  # shards on parallel threads (one per core)
+    in_process_seq = ShardedIndex.open(work / "s4", threads=1)
     print(f"built and opened the indexes of {args.n:,} x {args.dim} in {time.perf_counter() - t0:.0f} s")
 
     def search(index):
@@ -91,9 +98,12 @@ def search_part(args: argparse.Namespace, ray, work: Path) -> None:
 
     variants = {
         "one local Index": search(single),
-        "4 shards in this process": search(in_process),
+        "4 shards in this process, 1 thread": search(in_process_seq),
+        f"4 shards in this process, {in_process.threads} thr": search(in_process),
         **{f"Ray, {n} shard actor(s)": search(served[n]) for n in (1, 2, 4)},
+        "Ray, 4 shards in 2 actors": search(grouped),
         "Ray, 4 shards, compiled graph": search(compiled),
+        "Ray, 4 shards in 2 actors, compiled": search(grouped_compiled),
     }
     actors = served[4].actors
     floors = {
@@ -104,11 +114,19 @@ def search_part(args: argparse.Namespace, ray, work: Path) -> None:
     qps: dict[str, list[float]] = {name: [] for name in variants}
     split: list[float] = []  # 4 Ray shards: fan-out wall minus the slowest shard's own search time
     loads = []
+    idle_cpu: list[float] = []  # CPU the 4 actors of a live compiled graph burn between searches
+    pids = ray.get([a.pid.remote() for a in compiled.actors])
     for _ in range(args.repeats):  # interleaved: every variant once per round
         loads.append(os.getloadavg()[0])
         for name, fn in variants.items():
             p50s[name].append(p50_ms(fn, queries))
             qps[name].append(batch_qps(fn, queries))
+            if name == "Ray, 4 shards, compiled graph":
+                before = sum(cpu_s(p) for p in pids)
+                time.sleep(1.0)
+                idle_cpu.append(sum(cpu_s(p) for p in pids) - before)
+            for index in graphs:  # a live graph's actors poll their channels and take the cores
+                index.release_graph()  # from the other variants; the next search compiles again
         for name, fn in floors.items():
             p50s[name].append(p50_ms(fn, queries))
         gaps = []
@@ -116,9 +134,10 @@ def search_part(args: argparse.Namespace, ray, work: Path) -> None:
             t = served[4].search(q[None, :], 10, with_payload=False).timings
             gaps.append(t["fanout"] - t["shard"])
         split.append(statistics.median(gaps))
-    for index in [*served.values(), compiled]:
+    for index in [*served.values(), compiled, grouped, grouped_compiled]:
         index.close()
     in_process.close()
+    in_process_seq.close()
     single.close()
 
     base = statistics.median(p50s["one local Index"])
@@ -126,19 +145,29 @@ def search_part(args: argparse.Namespace, ray, work: Path) -> None:
         f"\nsearch, {args.n:,} x {args.dim}-d, binary -> int8 x10, k=10, {args.queries} queries, "
         f"median of {args.repeats} interleaved rounds (load average {min(loads):.2f}-{max(loads):.2f})"
     )
-    print(f"{'':<30} {'p50 ms':>8} {'QPS (1 query)':>14} {'QPS (batch 64)':>15} {'overhead p50 ms':>16}")
+    print(f"{'':<37} {'p50 ms':>8} {'QPS (1 query)':>14} {'QPS (batch 64)':>15} {'overhead p50 ms':>16}")
     for name in variants:
         p50 = statistics.median(p50s[name])
         print(
-            f"{name:<30} {p50:>8.2f} {1e3 / p50:>14.0f} {statistics.median(qps[name]):>15.0f} "
-            f"{p50 - base:>16.2f}"
+            f"{name:<37} {p50:>8.2f} {1e3 / p50:>14.0f} {statistics.median(qps[name]):>15.0f} "
+            f"{p50 - base:>16.2f}   ({' '.join(f'{x:.2f}' for x in p50s[name])})"
         )
     for name in floors:
-        print(f"{name:<30} {statistics.median(p50s[name]):>8.2f}")
+        print(f"{name:<37} {statistics.median(p50s[name]):>8.2f}")
+    print(
+        f"4 actors of a live compiled graph, idle for 1 s: {statistics.median(idle_cpu):.2f} s of CPU "
+        f"(rounds: {' '.join(f'{x:.2f}' for x in idle_cpu)})"
+    )
     print(
         f"4 Ray shards: fan-out wall minus the slowest shard's own search, p50: "
         f"{statistics.median(split):.2f} ms (submit, transport, (de)serialization, waiting for a core)"
     )
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def status_kb(pid: int) -> dict[str, int]:

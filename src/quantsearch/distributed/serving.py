@@ -275,6 +275,16 @@ class RayShardedIndex(ShardedBase):
                 self._drop_graph(exc)
             return None
 
+    def release_graph(self) -> None:
+        """Tear the compiled search graph down now; the next search compiles it again.
+
+        Its channels wait by polling, so the shard actors of a graph keep cores busy while no
+        search comes: an idle server, or a benchmark measuring something else, releases it.
+        """
+        with self._graph_lock:
+            self._drop_graph()
+            self._graph_after = 0.0
+
     def _drop_graph(self, exc: BaseException | None = None) -> None:
         if exc is not None:
             logger.warning("search graph failed (%s); tearing it down, plain calls", type(exc).__name__)
