@@ -71,6 +71,13 @@ def test_parallel_shard_search_equals_one_index(tmp_path, threads):
         assert got.texts == [[f"t{i}" for i in row] for row in want.ids]
         with pytest.raises(InvalidArgumentError):  # a shard's error comes back from its thread
             sharded.search(queries, k, stages=["no-such-tier"])
+        # searches from several caller threads at once share the pool and keep their answers apart
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(4) as callers:
+            answers = list(callers.map(lambda q: sharded.search(q, k, exact=True).ids[0], list(queries) * 3))
+        for q, ids in enumerate(answers):
+            np.testing.assert_array_equal(ids, want.ids[q % len(queries)])
     assert sharded._fanout._pool is None
     with pytest.raises(InvalidArgumentError):
         ShardedIndex.open(tmp_path / "sharded", threads=0)

@@ -285,20 +285,35 @@ class ThreadFanout:
         if self.threads <= 1 or len(items) <= 1:
             return [fn(x) for x in items]
         out: list[Any] = [None] * len(items)
+        errors: list[BaseException] = []
         turn = itertools.count()  # next item to take; next() is atomic under the GIL
+        left = [len(items)]
+        lock = threading.Lock()
+        finished = threading.Event()
 
         def work() -> None:
             while (i := next(turn)) < len(out):
-                out[i] = fn(items[i])
+                try:
+                    out[i] = fn(items[i])
+                except BaseException as exc:  # noqa: BLE001 - re-raised by the caller below
+                    errors.append(exc)
+                with lock:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        finished.set()
 
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="quantsearch-shard")
             pool = self._pool
-        helpers = [pool.submit(work) for _ in range(min(self.threads, len(items)) - 1)]
+        for _ in range(min(self.threads, len(items)) - 1):
+            pool.submit(work)
         work()
-        for f in helpers:
-            f.result()
+        # wait only for items a helper is running: a helper still queued behind another search's
+        # work finds nothing left when it starts
+        finished.wait()
+        if errors:
+            raise errors[0]
         return out
 
     def close(self) -> None:
