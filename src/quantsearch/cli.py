@@ -1,7 +1,9 @@
 """Command line: ``quantsearch index | search | info | delete | compact | eval | train | serve | demo``.
 
 A thin layer over the library: parse arguments, call the API, print. Every error a user can cause
-prints one line on stderr and exits with status 2.
+prints one line on stderr and exits with status 2. The index commands live here; ``eval``, ``train``,
+the multi-vector commands and sharded ingestion are registered by their packages' ``commands``
+modules (``add_commands``), so each stays next to the code it drives.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .cli_args import add_backend_option
 from .display import format_info, format_results
 from .exceptions import InvalidArgumentError, QuantsearchError
-from .ingest import candidate_quantizer, index_documents, progress_bar, read_documents, training_vectors
+from .ingest import candidate_quantizer, index_documents, progress_bar, read_documents
 
 logger = logging.getLogger("quantsearch")
 
@@ -74,6 +77,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     from .distributed.layout import is_sharded
 
     if args.shards is not None or is_sharded(args.index):
+        from .distributed.commands import cmd_index_sharded
+
         return cmd_index_sharded(args)
     if _is_image_folder(Path(args.input)):
         return cmd_index_images(args)
@@ -233,7 +238,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- sharded indexes (quantsearch.distributed) ----------------------------------------------------
+# ---- opening a plain or a sharded index -------------------------------------------------------------
 def _open_any(path: str, *, ray: bool = False, ray_address: str | None = None, compiled: bool = False) -> Any:
     """An :class:`Index`, or for a sharded directory a sharded index: on Ray actors with ``ray``,
     ``ray_address`` or ``compiled`` (searches through a Ray compiled graph; a local Ray is started
@@ -256,197 +261,11 @@ def _open_any(path: str, *, ray: bool = False, ray_address: str | None = None, c
     return ShardedIndex.open(path)
 
 
-def cmd_index_sharded(args: argparse.Namespace) -> int:
-    """``quantsearch index --shards N``: the Ray Data ingestion pipeline into a sharded index."""
-    from .distributed.ingestion import ingest
-
-    if args.candidates is not None:
-        raise InvalidArgumentError("--candidates is not supported with --shards yet")
-    report = ingest(
-        args.input,
-        args.index,
-        n_shards=args.shards,
-        model="default" if args.model is None else args.model,
-        text_field=args.text_field,
-        id_field=args.id_field,
-        vector_field=args.vector_field,
-        batch_size=min(args.batch_size, 1024),
-        workers=args.workers,
-        rescore=args.rescore,
-        truncate_dim=args.truncate_dim,
-        ray_address=args.ray_address,
-        progress=not args.quiet,
-    )
-    print(
-        f"indexed {report.added:,} documents ({report.skipped:,} already there) into {args.index} "
-        f"({report.n_shards} shards, {report.workers} embedding workers) in {report.seconds:.1f} s"
-    )
-    from .distributed import ShardedIndex
-
-    with ShardedIndex.open(args.index) as index:
-        print(format_info(index.info()))
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(index_dir=Path(args.index) if args.index else None, limit=args.limit, progress=not args.quiet)
     return 0
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from .embed import Embedder
-    from .evaluation.configs import PRESETS
-    from .evaluation.harness import evaluate_dataset
-    from .evaluation.report import format_table, write_report
-
-    def on_row(row: dict[str, Any]) -> None:
-        if not args.quiet:
-            print(f"  {row['config']:<28} NDCG@{args.k} {row[f'ndcg@{args.k}']:.4f}", file=sys.stderr)
-
-    preset_configs, preset_peers = PRESETS[args.preset]
-    peers = () if args.no_peers else (args.peers if args.peers is not None else preset_peers)
-    t0 = time.perf_counter()
-    report = evaluate_dataset(
-        args.dataset,
-        args.configs if args.configs is not None else preset_configs,
-        peers=peers,
-        split=args.split,
-        model=args.model,
-        embedder=Embedder(args.model, backend=args.backend),
-        cache_dir=args.cache_dir,
-        k=args.k,
-        progress=not args.quiet,
-        on_row=on_row,
-    )
-    embeddings = report.meta["embeddings"]
-    if not args.quiet:
-        reused = "reused from the cache" if embeddings["corpus_cached"] else "computed and cached"
-        print(f"embeddings {reused} ({embeddings['cache']})", file=sys.stderr)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        print(format_table(report), end="")
-    if args.out:
-        written = write_report(report, args.out, plots=not args.no_plots)
-        print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
-    if not args.quiet:
-        print(f"eval took {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    if args.out.suffix != ".npz":  # a model folder: train the model for 1-bit codes (issue 17)
-        if args.corpus.suffix == ".npy" or args.corpus.is_file():
-            raise InvalidArgumentError(
-                f"--out must name a .npz file to train a head on {args.corpus} (a model folder is trained "
-                f"from a BEIR folder), got {args.out}"
-            )
-        return cmd_train_model(args)
-    return cmd_train_head(args)
-
-
-def cmd_train_model(args: argparse.Namespace) -> int:
-    from .finetune import FinetuneConfig, train_model
-
-    # only what the user set: the rest comes from the recipe for the pairs found (qrels or cloze)
-    head = {
-        k: v
-        for k, v in (
-            ("epochs", args.epochs),
-            ("lr", args.lr),
-            ("temperature", args.temperature),
-            ("bits", args.bits),
-            ("surrogate", args.surrogate),
-            ("ema", args.ema),
-        )
-        if v is not None
-    }
-    head["seed"] = args.seed
-    e2e = None
-    if args.e2e_steps:
-        e2e = FinetuneConfig(
-            steps=args.e2e_steps,
-            batch_size=args.e2e_batch_size,
-            max_seq_length=args.e2e_max_seq_length,
-            unfreeze_layers=args.unfreeze_layers,
-            seed=args.seed,
-        )
-    report = train_model(
-        args.corpus,
-        args.out,
-        model=args.model,
-        pairs=args.pairs,
-        head=head,
-        e2e=e2e,
-        cache_dir=args.cache_dir,
-        progress=not args.quiet,
-    )
-    if args.json:
-        print(json.dumps({**report, "out": str(args.out)}, indent=2))
-        return 0
-    h = report["head"]
-    print(
-        f"trained on {report['pairs']['queries']:,} {report['pairs']['source']} queries in "
-        f"{report['total_seconds']:.0f} s; validation NDCG@10 of the 1-bit codes (Hamming): "
-        f"ITQ start {h['val_ndcg@10_itq_start']}, trained {h['val_ndcg@10_kept']} (epoch {h['kept_epoch']})"
-    )
-    print(f"wrote {args.out} (use it as --model {args.out}; its sign bits are the codes)")
-    return 0
-
-
-def cmd_train_head(args: argparse.Namespace) -> int:
-    from .quantization import LearnedBinaryQuantizer, save_quantizer
-
-    if args.out.suffix != ".npz":
-        raise InvalidArgumentError(f"--out must name a .npz file, got {args.out}")
-    if not args.out.parent.is_dir():
-        raise InvalidArgumentError(f"--out: folder {args.out.parent} does not exist")
-    options = {k: getattr(args, k) for k in ("epochs", "lr", "temperature", "max_samples")}
-    quantizer = LearnedBinaryQuantizer(
-        args.bits,
-        hidden=args.hidden,
-        seed=args.seed,
-        **{k: v for k, v in options.items() if v is not None},  # None: the quantizer's default
-    )
-    vectors = training_vectors(
-        args.corpus, model=args.model, cache_dir=args.cache_dir, progress=not args.quiet
-    )
-    if quantizer.bits is not None and quantizer.bits > 8 * vectors.shape[1]:
-        raise InvalidArgumentError(
-            f"--bits {quantizer.bits} is more than 8x the dimension {vectors.shape[1]}"
-        )
-    t0 = time.perf_counter()
-    quantizer.fit(vectors)
-    seconds = time.perf_counter() - t0
-    save_quantizer(quantizer, args.out)
-    report = quantizer.training_report or {}
-    if args.json:
-        print(json.dumps({**report, "out": str(args.out), "code_bytes": quantizer.code_bytes}, indent=2))
-        return 0
-    losses = report.get("loss", [])
-    print(
-        f"trained on {report.get('samples')} vectors ({vectors.shape[1]}-d -> {quantizer.n_bits_} bits, "
-        f"{quantizer.code_bytes} bytes per code) in {seconds:.1f} s"
-    )
-    if losses:
-        print(f"loss       {losses[0]:.5f} (epoch 1) -> {losses[-1]:.5f} (epoch {len(losses)})")
-    print(
-        f"top-{report.get('k')} agreement with float32 on {report.get('held_out')} held-out documents: "
-        f"ITQ start {report.get('agreement_before', float('nan')):.3f}, "
-        f"trained {report.get('agreement_trained', float('nan')):.3f}; kept: {report.get('kept')}"
-    )
-    print(f"wrote {args.out}")
-    return 0
-
-
-def _sharding_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("sharded index (Ray Data ingestion, extra 'distributed')")
-    g.add_argument("--shards", type=int, default=None, help="create a sharded index with N shards")
-    g.add_argument("--workers", type=int, default=1, help="embedding actors (one model each)")
-    g.add_argument("--vector-field", default=None, help="input column of precomputed vectors (no embedding)")
-    g.add_argument("--ray-address", default=None, help="Ray cluster to run on (default: a local Ray)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -456,15 +275,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def add_backend(p: argparse.ArgumentParser, default_help: str) -> None:
-        from .embedding import BACKENDS
-
-        p.add_argument(
-            "--backend",
-            choices=BACKENDS,
-            default=None,
-            help=f"embedding backend ({default_help}); auto: the fastest agreeing with torch on the corpus",
-        )
+    from .distributed.commands import add_sharding_options
+    from .evaluation.commands import add_commands as add_eval_commands
+    from .finetune.commands import add_commands as add_train_commands
+    from .multivector.commands import add_commands as add_multivector_commands
 
     p = sub.add_parser("index", help="embed documents and add them to an index")
     p.add_argument(
@@ -499,8 +313,8 @@ def make_parser() -> argparse.ArgumentParser:
         help="add only documents whose ids are not in the index yet (resume a killed run)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_backend(p, "default: the index's, else torch")
-    _sharding_options(p)
+    add_backend_option(p, "default: the index's, else torch")
+    add_sharding_options(p)
     p.add_argument(
         "--lexical", action="store_true", help="new index: keep a BM25 tier over the texts (search --mode)"
     )
@@ -530,7 +344,7 @@ def make_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--fusion", default=None, choices=["rrf", "convex"], help="hybrid: how lists are fused")
     p.add_argument("--json", action="store_true")
-    add_backend(p, "default: the one the index was built with")
+    add_backend_option(p, "default: the one the index was built with")
     p.add_argument("--ray", action="store_true", help="sharded index: search on Ray actors (local Ray)")
     p.add_argument("--ray-address", default=None, help="sharded index: search on this Ray cluster's actors")
     p.add_argument(
@@ -554,107 +368,6 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("index")
     p.set_defaults(func=cmd_compact)
 
-    p = sub.add_parser(
-        "eval",
-        help="quality, memory and latency of every configuration on a BEIR collection, with peers",
-        description="Embed a BEIR collection once (cached), then measure NDCG@10, recall, MRR, retention, "
-        "bytes per vector and latency of each configuration and of peer libraries on the same embeddings. "
-        "Config specs: [mrl<DIM>:|pca<DIM>:]<stage>[><stage>...][@<oversampling>], e.g. float32, int8, "
-        "binary, binary>int8@10, rabitq-itq, int2-itq, q4_0, mrl256:binary>int8@4, pca256:rabitq-itq.",
-    )
-    p.add_argument("dataset", help="BEIR-layout folder, or a BEIR dataset name (scifact, nfcorpus, ...)")
-    p.add_argument("--configs", nargs="+", default=None, help="our configurations (default: the preset's)")
-    p.add_argument(
-        "--preset",
-        choices=("default", "codes", "lexical"),
-        default="default",
-        help="named sweep: 'default' (precisions, oversampling, Matryoshka), 'codes' (issue 5: every "
-        "code family at its byte budget) or 'lexical' (BM25, hybrid, SVM vs bm25s and rank-bm25); "
-        "--configs / --peers replace its rows",
-    )
-    p.add_argument(
-        "--peers", nargs="+", default=None, help="peer rows (default: faiss and sentence-transformers)"
-    )
-    p.add_argument("--no-peers", action="store_true", help="measure no peer library")
-    p.add_argument(
-        "--out", type=Path, default=None, help="write results.json/.md/.txt and the PNG plots here"
-    )
-    p.add_argument("--no-plots", action="store_true", help="with --out: skip the PNG plots")
-    p.add_argument("--split", default="test", help="qrels split (default: test)")
-    p.add_argument("--model", default=None, help="embedding model (default: bundled all-MiniLM-L6-v2)")
-    p.add_argument(
-        "--cache-dir", default=None, help="embedding cache (default: ~/.cache/quantsearch/embeddings)"
-    )
-    p.add_argument("-k", type=int, default=10, help="cutoff of NDCG/recall/MRR and of the timed searches")
-    p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    add_backend(p, "default: torch")
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser(
-        "train",
-        help="train a model whose 1-bit codes rank well (--out DIR), or a QAT head (--out FILE.npz)",
-        description="--out MODEL_DIR: train a model for sign-bit codes on a BEIR folder: a code head on "
-        "the base model trained with a Hamming-surrogate contrastive loss on the train qrels (else on "
-        "inverse cloze pairs from the corpus; never the test split), optionally followed by end-to-end "
-        "fine-tuning (--e2e-steps); the folder is a sentence-transformers model for --model. "
-        "--out FILE.npz: the older projection head trained by self-distillation of the corpus's float32 "
-        "neighbour rankings, usable by `quantsearch index --candidates FILE`.",
-    )
-    p.add_argument(
-        "corpus",
-        type=Path,
-        help="a BEIR folder (model); for .npz: a .npy of vectors or a corpus as for `index`",
-    )
-    p.add_argument("--out", type=Path, required=True, help="model folder to write, or a .npz file (QAT head)")
-    p.add_argument(
-        "--pairs",
-        choices=("auto", "qrels", "cloze"),
-        default="auto",
-        help="model: train qrels (auto: when present) or inverse cloze pairs from the corpus",
-    )
-    p.add_argument(
-        "--e2e-steps",
-        type=int,
-        default=0,
-        help="model: then fine-tune the whole encoder end to end for this many steps (CPU-heavy)",
-    )
-    p.add_argument("--e2e-batch-size", type=int, default=32, help="model: pairs per end-to-end step")
-    p.add_argument(
-        "--e2e-max-seq-length", type=int, default=256, help="model: tokens per text in end-to-end steps"
-    )
-    p.add_argument(
-        "--unfreeze-layers",
-        type=int,
-        default=None,
-        help="model: end to end, train only the top N transformer layers (and the head); the frozen "
-        "layers run once per text, so steps are much cheaper (default: the whole encoder)",
-    )
-    p.add_argument(
-        "--surrogate",
-        choices=("tanh", "ste"),
-        default=None,
-        help="model: Hamming surrogate of the head: soft tanh codes, or exact signs with tanh gradients "
-        "(default: the recipe for the pairs found)",
-    )
-    p.add_argument(
-        "--ema", type=float, default=None, help="model: decay of the moving average of the head's weights"
-    )
-    p.add_argument("--bits", type=int, default=None, help="output bits (default: the dimension)")
-    p.add_argument("--hidden", type=int, default=0, help="MLP width (0: linear head)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-samples", type=int, default=None)
-    p.add_argument("--model", default=None, help="embedding model (default: bundled all-MiniLM-L6-v2)")
-    p.add_argument(
-        "--cache-dir", default=None, help="embedding cache (default: ~/.cache/quantsearch/embeddings)"
-    )
-    p.add_argument("--json", action="store_true", help="print the training figures as JSON")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
-
     p = sub.add_parser("serve", help="HTTP API and web page over an index (extra: server)")
     p.add_argument("index")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
@@ -663,7 +376,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--api-key", default=None, help="require this key (default: $QUANTSEARCH_API_KEY; none: open)"
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    add_backend(p, "default: the one the index was built with")
+    add_backend_option(p, "default: the one the index was built with")
     p.add_argument(
         "--allowed-hosts",
         nargs="+",
@@ -691,8 +404,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
-    from .multivector.commands import add_commands as add_multivector_commands
-
+    add_eval_commands(sub)
+    add_train_commands(sub)
     add_multivector_commands(sub)
     return parser
 
