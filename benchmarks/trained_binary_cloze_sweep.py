@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from trained_binary import quick_ndcg, shared_embeddings
 
 from quantsearch.datasets import load_beir
