@@ -227,6 +227,31 @@ def test_code_head_beats_its_itq_start_on_held_out_queries() -> None:
     np.testing.assert_array_equal(out > 0, docs @ head.weight.T + head.bias > 0)
 
 
+def test_code_head_anchor_keeps_it_near_its_itq_start() -> None:
+    docs, queries, positives = _planted(3, n_docs=120, n_queries=200)
+    free = train_code_head(docs, queries, positives, HeadConfig(epochs=4, lr=3e-3, seed=0))
+    held = train_code_head(
+        docs, queries, positives, HeadConfig(epochs=4, lr=3e-3, anchor_weight=1000.0, seed=0)
+    )
+    # the start, recomputed independently: rotation rows centred on the corpus mean
+    from quantsearch.quantization.rotation import itq_rotation
+
+    center = docs.mean(axis=0)
+    w0 = itq_rotation(docs - center, seed=0, restarts=3).T
+    start = np.concatenate([w0.ravel(), -(w0 @ center)])
+
+    def drift(head) -> float:
+        moved = np.concatenate([head.weight.ravel(), head.bias]) - start
+        return float(np.linalg.norm(moved) / np.linalg.norm(start))
+
+    for head in (free, held):
+        assert head.report["kept_epoch"] > 0
+        assert head.report["drift"] == pytest.approx(drift(head), abs=2e-3)
+    assert 0 < drift(held) < 0.5 * drift(free)
+    with pytest.raises(InvalidArgumentError, match="anchor_weight"):
+        HeadConfig(anchor_weight=-1.0).validate()
+
+
 def test_code_head_validates_its_input() -> None:
     docs, queries, positives = _planted(1, n_docs=50, n_queries=30)
     with pytest.raises(InvalidArgumentError, match="positives"):

@@ -134,6 +134,9 @@ class HeadConfig:
     ema : float
         Decay of the exponential moving average of the weights over steps (0: the raw weights); the
         average is what is validated each epoch and kept, which smooths the epoch-to-epoch noise.
+    anchor_weight : float
+        Weight of the penalty ``|[W b] - [W0 b0]|^2 / |[W0 b0]|^2`` that keeps the head near its ITQ
+        start (0: none), so that it cannot drift far from the post-hoc code it starts from.
     seed : int
     """
 
@@ -149,6 +152,7 @@ class HeadConfig:
     surrogate: str = "tanh"
     asymmetric: bool = False
     ema: float = 0.0
+    anchor_weight: float = 0.0
     seed: int = 0
 
     @classmethod
@@ -159,7 +163,7 @@ class HeadConfig:
         return cls(**{**base, **overrides})
 
     def validate(self) -> None:
-        _check_recipe(self, ("epochs", "batch_size"), ("distill_weight",))
+        _check_recipe(self, ("epochs", "batch_size"), ("distill_weight", "anchor_weight"))
         if not (isinstance(self.ema, (int, float)) and 0.0 <= self.ema < 1.0):
             raise InvalidArgumentError(f"ema must be in [0, 1), got {self.ema!r}")
         if self.surrogate not in ("tanh", "ste"):

@@ -162,6 +162,8 @@ def train_code_head(
     d_t = torch.from_numpy(docs)
     q_t = torch.from_numpy(queries)
     inv_t = 1.0 / config.temperature
+    w0_t, b0_t = torch.from_numpy(weight0.copy()), torch.from_numpy(bias0.copy())
+    anchor_scale = config.anchor_weight / float((weight0**2).sum() + (bias0**2).sum())
     pos_mask = torch.zeros((n_q, docs.shape[0]), dtype=torch.bool)
     for i, pos in enumerate(positives):
         pos_mask[i, torch.from_numpy(np.asarray(pos, np.int64))] = True
@@ -188,6 +190,8 @@ def train_code_head(
             loss = contrastive_loss(torch, logits, pos_mask[rows])
             if config.distill_weight > 0:
                 loss = loss + config.distill_weight * distill_kl(torch, q @ d_t.T * inv_t, logits)
+            if config.anchor_weight > 0:
+                loss = loss + anchor_scale * (((w - w0_t) ** 2).sum() + ((b - b0_t) ** 2).sum())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -219,5 +223,13 @@ def train_code_head(
         "val_ndcg@10_itq_start": history[0]["val_ndcg@10"],
         "val_ndcg@10_kept": round(best[0], 4) if n_val else None,
         "seconds": round(time.perf_counter() - t0, 2),
+        # how far the kept head moved from its ITQ start, relative to the start's norm
+        "drift": round(
+            float(
+                np.sqrt(((best[2] - weight0) ** 2).sum() + ((best[3] - bias0) ** 2).sum())
+                / np.sqrt((weight0**2).sum() + (bias0**2).sum())
+            ),
+            4,
+        ),
     }
     return CodeHead(best[2], best[3], report)
