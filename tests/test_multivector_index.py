@@ -218,3 +218,29 @@ def test_crash_before_commit_and_tampering(tmp_path) -> None:
     manifest.write_text(json.dumps(body))
     with pytest.raises(CorruptIndexError):
         MultiVectorIndex.open(tmp_path / "mv", embedder=_NoModel())
+
+
+def test_open_without_a_recorded_model_refuses_text(tmp_path) -> None:
+    # a 384-d index built from token arrays records no model: reopening it must not fall back to the
+    # bundled MiniLM (384-d too, so its query vectors would be accepted and silently score garbage)
+    rng = np.random.default_rng(5)
+    docs = [_unit(rng.standard_normal((int(rng.integers(3, 9)), 384))) for _ in range(12)]
+    fde = FDEConfig(dim=384, k_sim=2, r_reps=4, d_proj=8)
+    MultiVectorIndex.create(tmp_path / "mv", dim=384, fde=fde, embedder=_NoModel()).add(  # type: ignore[arg-type]
+        list(range(12)), tokens=docs
+    )
+    before = (tmp_path / "mv" / "manifest.json").read_bytes()
+    idx = MultiVectorIndex.open(tmp_path / "mv")
+    assert idx.model is None
+    with pytest.raises(InvalidArgumentError, match="records no token model"):
+        idx.search(["which document?"], k=3)
+    with pytest.raises(InvalidArgumentError, match="records no token model"):
+        idx.add([99], texts=["a new document"])
+    with pytest.raises(InvalidArgumentError, match="records no token model"):
+        idx.search_exact(["which document?"], k=3)
+    assert (tmp_path / "mv" / "manifest.json").read_bytes() == before
+    # token-array queries still work: the top 3 of a brute-force Chamfer over the int8 tokens
+    query = [docs[4][:2]]
+    exact = chamfer_scores(as_token_batch(query), as_token_batch(_dequantized(docs)))[0]
+    expected = np.argsort(-exact, kind="stable")[:3].tolist()
+    assert idx.search(query, k=3, candidates=12).ids[0].tolist() == expected

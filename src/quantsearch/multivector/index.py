@@ -168,11 +168,21 @@ class MultiVectorIndex:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, embedder: TokenEmbedder | None = None) -> MultiVectorIndex:
-        """Open an existing index (a snapshot: :meth:`refresh` reads later commits)."""
+        """Open an existing index (a snapshot: :meth:`refresh` reads later commits).
+
+        Parameters
+        ----------
+        path : str or path-like
+        embedder : TokenEmbedder, optional
+            Token model for text queries and texts added; None loads the model the manifest records.
+            An index that records no model (built from token arrays) opens without one: token-array
+            searches work, text raises :class:`~quantsearch.exceptions.InvalidArgumentError` (it is
+            never silently embedded by the bundled MiniLM, whose vectors would not match the index's).
+        """
         root = Path(path)
         manifest = layout.read_manifest(root, format_name=FORMAT_NAME, format_version=FORMAT_VERSION)
-        if embedder is None:
-            ident = manifest.get("model") or {}
+        ident = manifest.get("model") or {}
+        if embedder is None and ident.get("model") is not None:
             embedder = TokenEmbedder(
                 ident.get("model"),
                 backend=ident.get("backend", "sentence-transformers"),
@@ -294,8 +304,18 @@ class MultiVectorIndex:
 
     @property
     def embedder(self) -> TokenEmbedder:
-        if self._embedder is None:  # pragma: no cover - open() always sets one
-            raise InvalidArgumentError("this index has no token embedder")
+        """The token model for texts.
+
+        Raises
+        ------
+        InvalidArgumentError
+            The index records no model and none was passed to :meth:`open`.
+        """
+        if self._embedder is None:
+            raise InvalidArgumentError(
+                f"the multi-vector index {self.root} records no token model (it was built from token "
+                "arrays): pass token vectors, or open it with embedder=TokenEmbedder(<the model used>)"
+            )
         return self._embedder
 
     def info(self) -> dict[str, Any]:
