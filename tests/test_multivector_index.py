@@ -244,3 +244,34 @@ def test_open_without_a_recorded_model_refuses_text(tmp_path) -> None:
     exact = chamfer_scores(as_token_batch(query), as_token_batch(_dequantized(docs)))[0]
     expected = np.argsort(-exact, kind="stable")[:3].tolist()
     assert idx.search(query, k=3, candidates=12).ids[0].tolist() == expected
+
+
+def test_kmeans_partitions_are_fitted_on_the_first_batch_and_saved(tmp_path) -> None:
+    rng = np.random.default_rng(6)
+    docs = _corpus(rng, 90)
+    queries = _queries(rng, docs, 6)
+    fde = FDEConfig(dim=DIM, k_sim=3, r_reps=10, d_proj=8, partition="kmeans")
+    idx = _create(tmp_path / "mv", fde=fde)
+    assert idx.search(queries, k=3).ids.tolist() == [[-1] * 3] * 6  # empty and unfitted: no error
+    idx.add(list(range(50)), tokens=docs[:50])
+    idx.add(list(range(50, 90)), tokens=docs[50:])  # encoded with the first batch's centroids
+    manifest = json.loads((tmp_path / "mv" / "manifest.json").read_text())
+    states = sorted(p.name for p in (tmp_path / "mv" / "state").iterdir())
+    assert [p for p in states if p.startswith("fde")] == [manifest["fde_state"]["path"].split("/")[-1]]
+    # the saved centroids are those of a fit on the first batch alone
+    from quantsearch.multivector import FDEEncoder
+
+    expected = FDEEncoder(fde).fit(docs[:50]).centroids_
+    np.testing.assert_array_equal(idx._encoder.centroids_, expected)
+    res = idx.search(queries, k=10, candidates=90)
+    exact = chamfer_scores(as_token_batch(queries), as_token_batch(_dequantized(docs)))
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :10]
+    assert res.ids.tolist() == order.tolist()
+    again = MultiVectorIndex.open(tmp_path / "mv", embedder=_NoModel())
+    assert (
+        again.search(queries, k=5, candidates=20).ids.tolist()
+        == idx.search(queries, k=5, candidates=20).ids.tolist()
+    )
+    np.testing.assert_array_equal(
+        again.search(queries, k=10, rerank=False).scores, idx.search(queries, k=10, rerank=False).scores
+    )

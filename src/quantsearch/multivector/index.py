@@ -396,7 +396,17 @@ class MultiVectorIndex:
 
     def _commit(self, ids: list[Any], texts: Sequence[str] | None, batch: TokenBatch) -> None:
         m = dict(self._manifest)
-        fde = self._encoder.encode_documents(batch)
+        encoder = self._encoder
+        if not encoder.is_fitted:  # k-means partitions: fitted on the first batch, saved with it
+            encoder = FDEEncoder(self.fde_config)
+            _set_encoder_state(encoder, self._read_state(m["fde_state"]))
+            encoder.fit(batch)
+            state = layout.state_file("fde")
+            m["fde_state"] = {
+                "path": state,
+                "sha256": layout.save_arrays(self.root / state, _encoder_state(encoder)),
+            }
+        fde = encoder.encode_documents(batch)
         quantizer = self._quantizer
         if m.get("candidate_state") is None:
             quantizer = quantizer_from_config(m["candidates"]).fit(fde)  # calibrated on documents only
@@ -428,6 +438,8 @@ class MultiVectorIndex:
         m["segments"] = [*m["segments"], {"id": sid, "n": len(ids), "sha256": sha}]
         m["next_segment"] = sid + 1
         layout.write_manifest(self.root, m)  # the commit point
+        if m["fde_state"] != self._manifest["fde_state"]:  # the unfitted encoder's state, now unused
+            (self.root / self._manifest["fde_state"]["path"]).unlink(missing_ok=True)
         self.refresh()
 
     def _remove_orphans(self) -> None:
@@ -593,7 +605,7 @@ def _check_ids(ids: Sequence[Any]) -> list[Any]:
 
 def _encoder_state(encoder: FDEEncoder) -> dict[str, np.ndarray]:
     state = {"simhash_": encoder.simhash_}
-    for name in ("projection_", "sketch_index_", "sketch_sign_"):
+    for name in ("projection_", "sketch_index_", "sketch_sign_", "centroids_"):
         value = getattr(encoder, name)
         if value is not None:
             state[name] = value
@@ -602,6 +614,6 @@ def _encoder_state(encoder: FDEEncoder) -> dict[str, np.ndarray]:
 
 def _set_encoder_state(encoder: FDEEncoder, state: dict[str, np.ndarray]) -> None:
     for name, value in state.items():
-        if name not in ("simhash_", "projection_", "sketch_index_", "sketch_sign_"):
+        if name not in ("simhash_", "projection_", "sketch_index_", "sketch_sign_", "centroids_"):
             raise CorruptIndexError(f"unexpected FDE state entry {name!r}")
         setattr(encoder, name, value)
