@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--r-reps", type=int, default=20)
     parser.add_argument("--d-proj", type=int, default=16)
     parser.add_argument("--final-dim", type=int, default=None)
+    parser.add_argument("--partition", default="simhash", help="FDE partitions: simhash or kmeans")
     parser.add_argument("--rerank", default="50,100,200")
     parser.add_argument("--plot", default=None, help="folder for the recall-vs-candidates PNG and JSON")
     parser.add_argument("--no-fastembed", action="store_true")
@@ -181,9 +182,14 @@ def main() -> None:
 
     # ---- FDE ----
     config = FDEConfig(
-        dim=384, k_sim=args.k_sim, r_reps=args.r_reps, d_proj=args.d_proj, final_dim=args.final_dim
+        dim=384,
+        k_sim=args.k_sim,
+        r_reps=args.r_reps,
+        d_proj=args.d_proj,
+        final_dim=args.final_dim,
+        partition=args.partition,
     )
-    enc = FDEEncoder(config)
+    enc = FDEEncoder(config).fit(docs)  # k-means: on every document, as the index's one batch below
     t_ours = []
     for _ in range(3):
         t0 = time.perf_counter()
