@@ -235,8 +235,10 @@ class FDEEncoder:
             nearest = self._nearest(x, centroids)  # (r_reps, s)
             flat = (rows + nearest).reshape(-1)
             counts = np.bincount(flat, minlength=reps * parts_n)
-            sums = np.zeros((reps * parts_n, block), np.float64)
-            np.add.at(sums, flat, x.reshape(-1, block))
+            values = x.reshape(-1, block)
+            sums = np.stack(
+                [np.bincount(flat, weights=values[:, j], minlength=reps * parts_n) for j in range(block)], 1
+            )
             moved = counts > 0
             centroids = centroids.reshape(-1, block)
             centroids[moved] = (sums[moved] / counts[moved, None]).astype(np.float32)
