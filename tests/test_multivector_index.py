@@ -167,7 +167,9 @@ def test_info_bytes_and_padding(tmp_path) -> None:
     info = idx.info()
     tokens = sum(d.shape[0] for d in docs)
     assert info["tokens"] == tokens
-    assert info["disk_bytes"] == tokens * (DIM + 4) + 6 * 8
+    fde_dim = idx.fde_config.output_dim
+    assert info["disk_bytes"] == tokens * (DIM + 4) + 6 * 8 + 5 * fde_dim  # tokens, offsets, int8 FDE
+    assert info["fde8_disk_bytes"] == 5 * fde_dim and info["rescore"] == "int8"
     assert info["ram_bytes"] == 5 * idx._quantizer.code_bytes
     res = idx.search(_queries(rng, docs, 2), k=8)
     assert res.ids.shape == (2, 8)
@@ -275,3 +277,33 @@ def test_kmeans_partitions_are_fitted_on_the_first_batch_and_saved(tmp_path) -> 
     np.testing.assert_array_equal(
         again.search(queries, k=10, rerank=False).scores, idx.search(queries, k=10, rerank=False).scores
     )
+
+
+def test_int8_fde_stage_keeps_the_best_of_the_shortlist(tmp_path) -> None:
+    rng = np.random.default_rng(7)
+    docs = _corpus(rng, 120)
+    queries = _queries(rng, docs, 8)
+    with_stage = _create(tmp_path / "a")
+    without = _create(tmp_path / "b", rescore=None)
+    for idx in (with_stage, without):
+        idx.add(list(range(70)), tokens=docs[:70])
+        idx.add(list(range(70, 120)), tokens=docs[70:])
+    # shortlist 30 x 4 = every document: the int8 FDE picks the 30 that reach Chamfer; numpy reference
+    # of that stage: float query FDE against the dequantized int8 FDE of every document
+    res = with_stage.search(queries, k=5, candidates=30, shortlist=4)
+    assert res.candidates == {"scan": 120, "fde8": 120, "chamfer": 30}
+    enc = with_stage._encoder
+    fq = enc.encode_queries(as_token_batch(queries))
+    fd = enc.encode_documents(as_token_batch(docs))
+    int8 = with_stage._view.rescorer
+    est = fq @ int8.decode(int8.encode(fd)).T
+    kept = np.argsort(-est, axis=1, kind="stable")[:, :30]
+    exact = chamfer_scores(as_token_batch(queries), as_token_batch(_dequantized(docs)))
+    for i in range(len(queries)):
+        best = kept[i][np.argsort(-exact[i, kept[i]], kind="stable")[:5]]
+        assert res.ids[i].tolist() == best.tolist()
+    # without the stage the scan's own top 30 reach Chamfer
+    assert without.search(queries, k=5, candidates=30).candidates == {"scan": 120, "chamfer": 30}
+    assert without.info()["fde8_disk_bytes"] == 0
+    again = MultiVectorIndex.open(tmp_path / "a", embedder=_NoModel())
+    assert again.search(queries, k=5, candidates=30).ids.tolist() == res.ids.tolist()

@@ -9,6 +9,7 @@
       state/fde.<nonce>.npz         the FDE encoder's random matrices (saved, not re-drawn from a seed)
       state/candidates.<nonce>.npz  the candidate quantizer's fitted state
       segments/<seg>.fde.npy        candidate codes of one added batch (n, code_bytes), loaded in RAM
+      segments/<seg>.fde8.npy       int8 codes of the same FDEs (n, fde_dim), memory-mapped (rescoring)
       segments/<seg>.tokens.npy     int8 token codes (T, dim), memory-mapped
       segments/<seg>.scales.npy     float32 token scales (T,)
       segments/<seg>.offsets.npy    int64 token range of each document (n + 1,)
@@ -16,7 +17,10 @@
 
 The search: query tokens -> query FDE (partition sums) -> the candidate quantizer's scan over every
 document's FDE code (RaBitQ with a Hadamard rotation by default: a float query against 1-bit codes) ->
-``candidates`` rows -> Chamfer over their int8 tokens, read from the memory maps -> top ``k``.
+``shortlist x candidates`` rows -> their int8 FDE codes, read from disk, keep the best ``candidates``
+(``rescore=None`` at create skips this) -> Chamfer over their int8 tokens, read from the memory maps
+-> top ``k``. The int8 FDE costs ``fde_dim`` bytes per document on disk, nothing in RAM, and brings
+the 1-bit codes' ranking back to the float FDE's, so fewer documents reach the Chamfer stage.
 
 Persistence follows the index directory's rules: every file is written to a temporary name, fsynced
 and renamed; the manifest (self-checksummed) is the commit point, so an add is visible only once the
@@ -103,6 +107,7 @@ class MultiVectorIndex:
         embedder: TokenEmbedder | None = None,
         fde: FDEConfig | dict[str, Any] | None = None,
         candidates: Any = "rabitq-hadamard",
+        rescore: str | None = "int8",
         with_text: bool = True,
     ) -> MultiVectorIndex:
         """Create an empty index directory.
@@ -123,6 +128,10 @@ class MultiVectorIndex:
         candidates : str or Quantizer
             Code of the FDEs in RAM, any name :func:`make_quantizer` accepts with a candidate scan
             (``"rabitq-hadamard"``, ``"binary"``, ...).
+        rescore : str or None, default "int8"
+            Code of the FDEs on disk that rescore the scan's shortlist before Chamfer (any
+            :func:`make_quantizer` name with a rescoring stage); None sends the scan's top
+            ``candidates`` straight to Chamfer.
         with_text : bool
             Keep the texts of added documents (returned with results).
         """
@@ -144,6 +153,7 @@ class MultiVectorIndex:
         if config.dim != dim:
             raise InvalidArgumentError(f"fde.dim is {config.dim} but the token vectors have dim {dim}")
         quantizer = candidates if isinstance(candidates, Quantizer) else make_quantizer(candidates)
+        rescorer = None if rescore is None else make_quantizer(rescore)
         root.mkdir(parents=True, exist_ok=True)
         encoder = FDEEncoder(config)
         state = layout.state_file("fde")
@@ -157,6 +167,8 @@ class MultiVectorIndex:
             "fde_state": {"path": state, "sha256": sha},
             "candidates": quantizer.to_config(),
             "candidate_state": None,
+            "rescore": None if rescorer is None else rescorer.to_config(),
+            "rescore_state": None,
             "with_text": bool(with_text),
             "segments": [],
             "next_segment": 0,
@@ -208,6 +220,10 @@ class MultiVectorIndex:
         self._quantizer = quantizer_from_config(m["candidates"])
         if m.get("candidate_state"):
             self._quantizer.set_state(self._read_state(m["candidate_state"]))
+        rescorer = quantizer_from_config(m["rescore"]) if m.get("rescore") else None  # absent: older index
+        if rescorer is not None and m.get("rescore_state"):
+            rescorer.set_state(self._read_state(m["rescore_state"]))
+        fde8: list[np.ndarray] = []
         codes: list[np.ndarray] = []
         tokens: list[np.ndarray] = []
         scales: list[np.ndarray] = []
@@ -220,6 +236,8 @@ class MultiVectorIndex:
             try:
                 codes.append(layout.read_array_checked(paths["fde"], seg["sha256"]["fde"]))
                 tokens.append(np.load(paths["tokens"], mmap_mode="r"))
+                if rescorer is not None:
+                    fde8.append(np.load(self.root / _segment_path(sid, "fde8"), mmap_mode="r"))
                 scales.append(np.load(paths["scales"], mmap_mode="r"))
                 offsets.append(np.load(paths["offsets"]))
                 docs = json.loads(paths["docs"].read_text())
@@ -229,6 +247,8 @@ class MultiVectorIndex:
                 raise CorruptIndexError(
                     f"segment {sid} of {self.root}: token tier does not match its offsets"
                 )
+            if rescorer is not None and fde8[-1].shape[0] != seg["n"]:
+                raise CorruptIndexError(f"segment {sid} of {self.root}: int8 FDE tier has the wrong rows")
             ids.extend(docs["ids"])
             texts.extend(docs.get("texts") or [None] * seg["n"])
         width = self._quantizer.code_bytes if self._quantizer.is_fitted else 0
@@ -241,6 +261,9 @@ class MultiVectorIndex:
             texts=texts,
             row_of={doc_id: row for row, doc_id in enumerate(ids)},
             quantizer=self._quantizer,
+            rescorer=rescorer,
+            fde8=fde8,
+            fde8_starts=np.cumsum([0] + [int(s["n"]) for s in m["segments"]][:-1]).astype(np.int64),
         )
 
     def _read_state(self, ref: dict[str, str]) -> dict[str, np.ndarray]:
@@ -325,6 +348,7 @@ class MultiVectorIndex:
         ram = int(view.codes.nbytes)
         disk = sum(int(c.nbytes) for c in view.tier.codes) + sum(int(s.nbytes) for s in view.tier.scales)
         disk += sum(int(o.nbytes) for o in view.tier.offsets)
+        fde8 = sum(int(c.nbytes) for c in view.fde8)  # the int8 FDE tier, on disk too
         tokens = sum(int(c.shape[0]) for c in view.tier.codes)
         docs_bytes = 0
         for seg in self._manifest["segments"]:
@@ -337,11 +361,13 @@ class MultiVectorIndex:
             "fde": self.fde_config.to_dict() | {"output_dim": self.fde_config.output_dim},
             "candidates": self._quantizer.name,
             "candidate_code_bytes": int(view.codes.shape[1]),
+            "rescore": view.rescorer.name if view.rescorer is not None else None,
             "ram_bytes": ram,
-            "disk_bytes": disk,
+            "disk_bytes": disk + fde8,
+            "fde8_disk_bytes": fde8,
             "docs_bytes": docs_bytes,
             "ram_bytes_per_doc": ram / n if n else 0.0,
-            "disk_bytes_per_doc": disk / n if n else 0.0,
+            "disk_bytes_per_doc": (disk + fde8) / n if n else 0.0,
         }
 
     # ---- writes -------------------------------------------------------------------------------
@@ -415,11 +441,22 @@ class MultiVectorIndex:
                 "path": state,
                 "sha256": layout.save_arrays(self.root / state, quantizer.get_state()),
             }
+        arrays: dict[str, np.ndarray] = {}
+        if m.get("rescore"):
+            rescorer = self._view.rescorer
+            if rescorer is None or m.get("rescore_state") is None:
+                rescorer = quantizer_from_config(m["rescore"]).fit(fde)
+                state = layout.state_file("rescore")
+                m["rescore_state"] = {
+                    "path": state,
+                    "sha256": layout.save_arrays(self.root / state, rescorer.get_state()),
+                }
+            arrays["fde8"] = rescorer.encode(fde)
         self._remove_orphans()
         sid = int(m["next_segment"])
         codes = quantizer.encode(fde)
         token_codes, scales = quantize_tokens(batch.vectors)
-        arrays = {"fde": codes, "tokens": token_codes, "scales": scales, "offsets": batch.offsets}
+        arrays |= {"fde": codes, "tokens": token_codes, "scales": scales, "offsets": batch.offsets}
         sha = {}
         for part, array in arrays.items():
             sha[part] = (
@@ -472,6 +509,7 @@ class MultiVectorIndex:
         *,
         candidates: int = 100,
         rerank: bool = True,
+        shortlist: int = 4,
         with_text: bool = False,
     ) -> SearchResults:
         """MUVERA search: FDE candidates from the RAM codes, then Chamfer over their int8 tokens.
@@ -482,7 +520,10 @@ class MultiVectorIndex:
         k : int
             Results per query.
         candidates : int
-            Documents taken from the FDE scan and reranked by Chamfer (at least ``k``).
+            Documents reranked by Chamfer (at least ``k``).
+        shortlist : int, default 4
+            With the int8 FDE stage: the scan keeps ``shortlist * candidates`` documents, their int8
+            FDE codes (on disk) keep the best ``candidates``.
         rerank : bool
             False returns the FDE scan's own top ``k``; scores: the scan's estimate of the FDE inner
             product divided by ``r_reps`` (each repetition estimates Chamfer once).
@@ -497,6 +538,7 @@ class MultiVectorIndex:
         """
         k = check_positive_int(k, "k")
         candidates = check_positive_int(candidates, "candidates")
+        shortlist = check_positive_int(shortlist, "shortlist")
         batch, embed_ms = self._query_tokens(queries)
         timings = {"embed": embed_ms}
         view = self._view  # one snapshot for the whole search (a concurrent add swaps in another)
@@ -510,9 +552,17 @@ class MultiVectorIndex:
         timings["fde"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         width = max(k, candidates) if rerank else k
-        scan_scores, rows = view.quantizer.scan_topk(fde, view.codes, min(width, n))
+        wide = width * shortlist if rerank and view.rescorer is not None else width
+        scan_scores, rows = view.quantizer.scan_topk(fde, view.codes, min(wide, n))
         timings["scan"] = (time.perf_counter() - t0) * 1e3
         counts = {"scan": n}
+        if rerank and view.rescorer is not None:
+            t0 = time.perf_counter()
+            prepared = np.ascontiguousarray(view.rescorer.prepare_queries(fde), dtype=np.float32)
+            fine = view.rescorer.rescore(prepared, view.fde8, view.fde8_starts, rows)
+            rows, scan_scores = top_k(rows, fine, min(width, n))
+            timings["fde8"] = (time.perf_counter() - t0) * 1e3
+            counts["fde8"] = min(wide, n)
         if not rerank:  # the FDE inner product sums r_reps estimates of Chamfer: report one
             scan_scores = scan_scores / np.float32(self.fde_config.r_reps)
         if rerank:
@@ -578,6 +628,9 @@ class _View:
     texts: list[str | None]
     row_of: dict[Any, int]
     quantizer: Quantizer
+    rescorer: Quantizer | None  # the int8 FDE stage (None: scan -> Chamfer)
+    fde8: list[np.ndarray]  # its codes, one memory map per segment
+    fde8_starts: np.ndarray  # global row of each segment's first code
 
 
 def is_multivector_index(path: str | os.PathLike[str]) -> bool:
