@@ -81,8 +81,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--k-sim", type=int, default=5, help="2^k_sim partitions per repetition")
     p.add_argument(
         "--partition",
-        default="simhash",
-        help="partitions: simhash (random hyperplanes) or kmeans (centroids fitted on the first batch)",
+        default="kmeans",
+        help="partitions: kmeans (centroids fitted on the first batch) or simhash (random hyperplanes)",
     )
     p.add_argument("--r-reps", type=int, default=20, help="repetitions")
     p.add_argument("--d-proj", type=int, default=16, help="per-token projection (0: none)")

@@ -124,7 +124,8 @@ class MultiVectorIndex:
         embedder : TokenEmbedder, optional
         fde : FDEConfig or dict, optional
             Encoding parameters (``dim`` is filled in); defaults to the measured defaults
-            (k_sim=5, r_reps=20, d_proj=16: 10,240 coordinates, 1,284 bytes per document as 1-bit codes).
+            (k_sim=5, r_reps=20, d_proj=16: 10,240 coordinates, 1,284 bytes per document as 1-bit codes;
+            k-means partitions, fitted on the first batch added: see docs/benchmarks.md, issue 16).
         candidates : str or Quantizer
             Code of the FDEs in RAM, any name :func:`make_quantizer` accepts with a candidate scan
             (``"rabitq-hadamard"``, ``"binary"``, ...).
@@ -143,7 +144,7 @@ class MultiVectorIndex:
             dim = tok._st.dim
         dim = check_positive_int(dim, "dim")
         if fde is None:
-            config = FDEConfig(dim=dim)
+            config = FDEConfig(dim=dim, partition="kmeans")
         elif isinstance(fde, FDEConfig):
             config = fde
         elif isinstance(fde, dict):
