@@ -7,7 +7,8 @@ Rows, all in the same run on the same cached token vectors (benchmarks/muvera_em
 * ``chamfer``          exact brute-force Chamfer over the float token vectors
 * ``muvera-float``     float32 FDE inner products alone (no codes, no rerank)
 * ``muvera``           the 1-bit FDE codes alone (the candidate tier in RAM), no rerank
-* ``muvera>chamfer@N`` N candidates from the codes, reranked by Chamfer over int8 tokens on disk
+* ``muvera>chamfer@N`` N candidates reranked by Chamfer over int8 tokens on disk (the index's default
+  int8 FDE stage picks them from the codes' 4N shortlist; before session 5: the codes' top N)
 * ``fastembed-fde``    fastembed's MUVERA postprocessor (its defaults) on the same token vectors, alone
 
 plus the recall of the exact Chamfer top 10 against the number of candidates for the FDE codes and
@@ -117,7 +118,7 @@ def main() -> None:
     parser.add_argument("--r-reps", type=int, default=20)
     parser.add_argument("--d-proj", type=int, default=16)
     parser.add_argument("--final-dim", type=int, default=None)
-    parser.add_argument("--partition", default="simhash", help="FDE partitions: simhash or kmeans")
+    parser.add_argument("--partition", default="kmeans", help="FDE partitions: kmeans or simhash")
     parser.add_argument("--rerank", default="50,100,200")
     parser.add_argument("--plot", default=None, help="folder for the recall-vs-candidates PNG and JSON")
     parser.add_argument("--no-fastembed", action="store_true")
