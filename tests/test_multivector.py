@@ -45,7 +45,11 @@ def _reference_fde(enc: FDEEncoder, tokens: np.ndarray, *, document: bool) -> np
             else tokens @ enc.projection_[:, r * c.d_proj : (r + 1) * c.d_proj]
         )
         codes = []
-        for t in tokens:
+        for i, t in enumerate(tokens):
+            if c.partition == "kmeans":  # the nearest centroid of the projected token
+                assert enc.centroids_ is not None
+                codes.append(int(np.argmin([np.sum((proj[i] - m) ** 2) for m in enc.centroids_[r]])))
+                continue
             code = 0
             for j in range(c.k_sim):
                 code = code * 2 + int(t @ planes[:, j] > 0)
@@ -56,6 +60,12 @@ def _reference_fde(enc: FDEEncoder, tokens: np.ndarray, *, document: bool) -> np
             if members:
                 block = proj[members].sum(axis=0)
                 out[lo : lo + c.block_dim] = block / len(members) if document else block
+            elif document and c.fill_empty and c.k_sim > 0 and c.partition == "kmeans":
+                # the first token of the non-empty partition whose centroid is nearest
+                assert enc.centroids_ is not None
+                cents = enc.centroids_[r]
+                near = min(set(codes), key=lambda p: float(np.sum((cents[p] - cents[b]) ** 2)))
+                out[lo : lo + c.block_dim] = proj[codes.index(near)]
             elif document and c.fill_empty and c.k_sim > 0:
                 dists = [bin(code ^ b).count("1") for code in codes]
                 out[lo : lo + c.block_dim] = proj[int(np.argmin(dists))]  # first token on ties
@@ -75,6 +85,9 @@ def _reference_fde(enc: FDEEncoder, tokens: np.ndarray, *, document: bool) -> np
         {"k_sim": 0, "r_reps": 3, "d_proj": 4},
         {"k_sim": 3, "r_reps": 3, "d_proj": 8, "final_dim": 50},
         {"k_sim": 5, "r_reps": 2, "d_proj": 4, "fill_empty": False},
+        {"k_sim": 3, "r_reps": 3, "d_proj": 8, "partition": "kmeans"},
+        {"k_sim": 2, "r_reps": 2, "d_proj": None, "partition": "kmeans"},
+        {"k_sim": 4, "r_reps": 2, "d_proj": 4, "partition": "kmeans", "fill_empty": False},
     ],
 )
 @pytest.mark.parametrize("backend", [None, "numpy"])  # native partition sums (when built), numpy's
@@ -83,8 +96,8 @@ def test_fde_matches_per_token_reference(config: dict, backend: str | None) -> N
 
     rng = np.random.default_rng(0)
     d = 24
-    enc = FDEEncoder(FDEConfig(dim=d, seed=3, **config))
     sets = _token_sets(rng, 7, d, 1, 12)
+    enc = FDEEncoder(FDEConfig(dim=d, seed=3, **config)).fit(sets)  # fit: k-means partitions only
     with use_backend(backend):
         docs = enc.encode_documents(sets)
         queries = enc.encode_queries(sets)
@@ -239,3 +252,52 @@ def test_token_batch_subset_and_validation() -> None:
         as_token_batch([])
     with pytest.raises(InvalidArgumentError):
         as_token_batch("text")
+
+
+def _anisotropic(rng: np.random.Generator, d: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Token sets sharing a strong common direction (as a sentence-transformers model's tokens do)."""
+    common = _unit(rng, 1, d)[0]
+    topics = _unit(rng, 40, d)
+    docs = []
+    for _ in range(300):
+        mine = topics[rng.choice(40, 4, replace=False)]
+        length = int(rng.integers(20, 60))
+        x = 1.2 * common + mine[rng.integers(0, 4, length)] + 0.8 * rng.standard_normal((length, d))
+        docs.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
+    queries = []
+    for i in rng.choice(300, 40, replace=False):
+        x = docs[i][rng.choice(docs[i].shape[0], 6, replace=False)] + 0.5 * rng.standard_normal((6, d))
+        queries.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
+    return docs, queries
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kmeans_partitions_rank_chamfer_better_on_anisotropic_tokens(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    docs, queries = _anisotropic(rng, 48)
+    qb, db = as_token_batch(queries), as_token_batch(docs)
+    truth = np.argsort(-chamfer_scores(qb, db), axis=1)[:, :10]
+    recall = {}
+    for partition in ("simhash", "kmeans"):
+        enc = FDEEncoder(FDEConfig(dim=48, k_sim=4, r_reps=10, d_proj=8, partition=partition, seed=seed))
+        enc.fit(db)
+        top = np.argsort(-(enc.encode_queries(qb) @ enc.encode_documents(db).T), axis=1)[:, :30]
+        recall[partition] = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, top, strict=True)])
+    assert recall["kmeans"] >= recall["simhash"] + 0.03, recall
+
+
+def test_kmeans_partitions_need_a_fit_and_old_configs_read_as_simhash() -> None:
+    from quantsearch.exceptions import NotFittedError
+
+    enc = FDEEncoder(FDEConfig(dim=8, k_sim=2, r_reps=2, d_proj=4, partition="kmeans"))
+    assert not enc.is_fitted
+    with pytest.raises(NotFittedError):
+        enc.encode_queries([np.ones((2, 8), np.float32)])
+    # fewer tokens than partitions: duplicated starts, every token still lands in a partition
+    enc.fit([_unit(np.random.default_rng(0), 3, 8)])
+    assert enc.is_fitted and enc.centroids_ is not None and enc.centroids_.shape == (2, 4, 4)
+    assert np.isfinite(enc.encode_documents([_unit(np.random.default_rng(1), 5, 8)])).all()
+    with pytest.raises(InvalidArgumentError, match="partition"):
+        FDEConfig(dim=8, partition="voronoi")
+    saved = {k: v for k, v in FDEConfig(dim=8).to_dict().items() if k != "partition"}
+    assert FDEConfig.from_dict(saved).partition == "simhash"

@@ -167,7 +167,9 @@ def test_info_bytes_and_padding(tmp_path) -> None:
     info = idx.info()
     tokens = sum(d.shape[0] for d in docs)
     assert info["tokens"] == tokens
-    assert info["disk_bytes"] == tokens * (DIM + 4) + 6 * 8
+    fde_dim = idx.fde_config.output_dim
+    assert info["disk_bytes"] == tokens * (DIM + 4) + 6 * 8 + 5 * fde_dim  # tokens, offsets, int8 FDE
+    assert info["fde8_disk_bytes"] == 5 * fde_dim and info["rescore"] == "int8"
     assert info["ram_bytes"] == 5 * idx._quantizer.code_bytes
     res = idx.search(_queries(rng, docs, 2), k=8)
     assert res.ids.shape == (2, 8)
@@ -218,3 +220,90 @@ def test_crash_before_commit_and_tampering(tmp_path) -> None:
     manifest.write_text(json.dumps(body))
     with pytest.raises(CorruptIndexError):
         MultiVectorIndex.open(tmp_path / "mv", embedder=_NoModel())
+
+
+def test_open_without_a_recorded_model_refuses_text(tmp_path) -> None:
+    # a 384-d index built from token arrays records no model: reopening it must not fall back to the
+    # bundled MiniLM (384-d too, so its query vectors would be accepted and silently score garbage)
+    rng = np.random.default_rng(5)
+    docs = [_unit(rng.standard_normal((int(rng.integers(3, 9)), 384))) for _ in range(12)]
+    fde = FDEConfig(dim=384, k_sim=2, r_reps=4, d_proj=8)
+    MultiVectorIndex.create(tmp_path / "mv", dim=384, fde=fde, embedder=_NoModel()).add(  # type: ignore[arg-type]
+        list(range(12)), tokens=docs
+    )
+    before = (tmp_path / "mv" / "manifest.json").read_bytes()
+    idx = MultiVectorIndex.open(tmp_path / "mv")
+    assert idx.model is None
+    with pytest.raises(InvalidArgumentError, match="records no token model"):
+        idx.search(["which document?"], k=3)
+    with pytest.raises(InvalidArgumentError, match="records no token model"):
+        idx.add([99], texts=["a new document"])
+    with pytest.raises(InvalidArgumentError, match="records no token model"):
+        idx.search_exact(["which document?"], k=3)
+    assert (tmp_path / "mv" / "manifest.json").read_bytes() == before
+    # token-array queries still work: the top 3 of a brute-force Chamfer over the int8 tokens
+    query = [docs[4][:2]]
+    exact = chamfer_scores(as_token_batch(query), as_token_batch(_dequantized(docs)))[0]
+    expected = np.argsort(-exact, kind="stable")[:3].tolist()
+    assert idx.search(query, k=3, candidates=12).ids[0].tolist() == expected
+
+
+def test_kmeans_partitions_are_fitted_on_the_first_batch_and_saved(tmp_path) -> None:
+    rng = np.random.default_rng(6)
+    docs = _corpus(rng, 90)
+    queries = _queries(rng, docs, 6)
+    fde = FDEConfig(dim=DIM, k_sim=3, r_reps=10, d_proj=8, partition="kmeans")
+    idx = _create(tmp_path / "mv", fde=fde)
+    assert idx.search(queries, k=3).ids.tolist() == [[-1] * 3] * 6  # empty and unfitted: no error
+    idx.add(list(range(50)), tokens=docs[:50])
+    idx.add(list(range(50, 90)), tokens=docs[50:])  # encoded with the first batch's centroids
+    manifest = json.loads((tmp_path / "mv" / "manifest.json").read_text())
+    states = sorted(p.name for p in (tmp_path / "mv" / "state").iterdir())
+    assert [p for p in states if p.startswith("fde")] == [manifest["fde_state"]["path"].split("/")[-1]]
+    # the saved centroids are those of a fit on the first batch alone
+    from quantsearch.multivector import FDEEncoder
+
+    expected = FDEEncoder(fde).fit(docs[:50]).centroids_
+    np.testing.assert_array_equal(idx._encoder.centroids_, expected)
+    res = idx.search(queries, k=10, candidates=90)
+    exact = chamfer_scores(as_token_batch(queries), as_token_batch(_dequantized(docs)))
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :10]
+    assert res.ids.tolist() == order.tolist()
+    again = MultiVectorIndex.open(tmp_path / "mv", embedder=_NoModel())
+    assert (
+        again.search(queries, k=5, candidates=20).ids.tolist()
+        == idx.search(queries, k=5, candidates=20).ids.tolist()
+    )
+    np.testing.assert_array_equal(
+        again.search(queries, k=10, rerank=False).scores, idx.search(queries, k=10, rerank=False).scores
+    )
+
+
+def test_int8_fde_stage_keeps_the_best_of_the_shortlist(tmp_path) -> None:
+    rng = np.random.default_rng(7)
+    docs = _corpus(rng, 120)
+    queries = _queries(rng, docs, 8)
+    with_stage = _create(tmp_path / "a")
+    without = _create(tmp_path / "b", rescore=None)
+    for idx in (with_stage, without):
+        idx.add(list(range(70)), tokens=docs[:70])
+        idx.add(list(range(70, 120)), tokens=docs[70:])
+    # shortlist 30 x 4 = every document: the int8 FDE picks the 30 that reach Chamfer; numpy reference
+    # of that stage: float query FDE against the dequantized int8 FDE of every document
+    res = with_stage.search(queries, k=5, candidates=30, shortlist=4)
+    assert res.candidates == {"scan": 120, "fde8": 120, "chamfer": 30}
+    enc = with_stage._encoder
+    fq = enc.encode_queries(as_token_batch(queries))
+    fd = enc.encode_documents(as_token_batch(docs))
+    int8 = with_stage._view.rescorer
+    est = fq @ int8.decode(int8.encode(fd)).T
+    kept = np.argsort(-est, axis=1, kind="stable")[:, :30]
+    exact = chamfer_scores(as_token_batch(queries), as_token_batch(_dequantized(docs)))
+    for i in range(len(queries)):
+        best = kept[i][np.argsort(-exact[i, kept[i]], kind="stable")[:5]]
+        assert res.ids[i].tolist() == best.tolist()
+    # without the stage the scan's own top 30 reach Chamfer
+    assert without.search(queries, k=5, candidates=30).candidates == {"scan": 120, "chamfer": 30}
+    assert without.info()["fde8_disk_bytes"] == 0
+    again = MultiVectorIndex.open(tmp_path / "a", embedder=_NoModel())
+    assert again.search(queries, k=5, candidates=30).ids.tolist() == res.ids.tolist()

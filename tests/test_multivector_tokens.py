@@ -101,3 +101,18 @@ def test_cli_mv_index_and_search(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["mv-search", str(index), "tide and moon", "-k", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == "tide"
+    # k-means partitions from the CLI: fitted on the first batch, recorded in the manifest
+    km = tmp_path / "mv-km"
+    assert (
+        main(["mv-index", str(corpus), "--index", str(km), "--partition", "kmeans", "--k-sim", "2", "-q"])
+        == 0
+    )
+    assert json.loads((km / "manifest.json").read_text())["fde"]["partition"] == "kmeans"
+    capsys.readouterr()
+    assert main(["mv-search", str(km), "baking bread with yeast", "-k", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hits"][0]["id"] == "bread"
+    assert (
+        main(["mv-index", str(corpus), "--index", str(tmp_path / "x"), "--partition", "voronoi", "-q"]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "partition" in err[0] and not (tmp_path / "x" / "manifest.json").exists()

@@ -94,7 +94,7 @@ def test_search_by_text_matches_brute_force_chamfer(setup: dict[str, Any]) -> No
     first = res["hits"][0]
     assert first["text"] == setup["texts"][ids.index(first["id"])]
     assert set(res["timings_ms"]) >= {"embed", "fde", "scan", "chamfer", "total"}
-    assert res["candidates"] == {"scan": N_DOCS, "chamfer": N_DOCS}
+    assert res["candidates"] == {"scan": N_DOCS, "fde8": N_DOCS, "chamfer": N_DOCS}
 
     # the default: 100 candidates (all 40 here); compare adds the exact brute force and the overlap
     res = client.post("/search", json={"query": QUERY, "k": 5, "compare": True}).json()
@@ -111,7 +111,8 @@ def test_fde_candidates_and_fde_alone(setup: dict[str, Any]) -> None:
     tol = 0.01 * setup["query"].shape[0]
     # 15 FDE candidates reranked: every hit carries its exact (int8) Chamfer score
     res = client.post("/search", json={"query": QUERY, "k": 5, "oversampling": 3}).json()
-    assert res["candidates"] == {"scan": N_DOCS, "chamfer": 15}
+    # the 1-bit scan shortlists 4 x 15 (all 40 here), the int8 FDE codes keep 15 for Chamfer
+    assert res["candidates"] == {"scan": N_DOCS, "fde8": N_DOCS, "chamfer": 15}
     for hit in res["hits"]:
         assert hit["score"] == pytest.approx(ref[ids.index(hit["id"])], abs=tol)
     # the FDE codes alone: no Chamfer stage, scores are FDE inner-product estimates
@@ -135,6 +136,9 @@ def test_stats_page_and_documents(setup: dict[str, Any]) -> None:
     assert ram["bytes_per_vector"] == 1284  # 10,240 bits + a float32
     assert stats["ram_bytes"] == N_DOCS * 1284
     assert disk["name"] == "chamfer" and disk["disk_bytes"] >= tokens * (384 + 4)
+    assert (
+        ram["quantizer"]["shortlist_rescore"]["disk_bytes"] == N_DOCS * 10240
+    )  # the int8 FDE codes, on disk
     assert stats["float32_bytes"] == tokens * 384 * 4
     assert stats["text_queries"] is True and stats["model"]
     page = client.get("/")

@@ -32,6 +32,7 @@ def cmd_mv_index(args: argparse.Namespace) -> int:
             "r_reps": args.r_reps,
             "d_proj": args.d_proj or None,
             "final_dim": args.final_dim,
+            "partition": args.partition,
         }
         index = MultiVectorIndex.create(path, embedder=embedder, fde=fde, candidates=args.candidates)
     for start in range(0, len(ids), args.batch_size):
@@ -77,7 +78,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--index", required=True, help="index directory (created if missing, else appended to)")
     p.add_argument("--model", default=None, help="token model (default: bundled all-MiniLM-L6-v2)")
     p.add_argument("--candidates", default="rabitq-hadamard", help="code of the FDEs in RAM")
-    p.add_argument("--k-sim", type=int, default=5, help="SimHash hyperplanes per repetition")
+    p.add_argument("--k-sim", type=int, default=5, help="2^k_sim partitions per repetition")
+    p.add_argument(
+        "--partition",
+        default="kmeans",
+        help="partitions: kmeans (centroids fitted on the first batch) or simhash (random hyperplanes)",
+    )
     p.add_argument("--r-reps", type=int, default=20, help="repetitions")
     p.add_argument("--d-proj", type=int, default=16, help="per-token projection (0: none)")
     p.add_argument("--final-dim", type=int, default=None, help="Count-Sketch the FDE to this dimension")

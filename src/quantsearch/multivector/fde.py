@@ -14,6 +14,15 @@ For a query token set ``Q`` and a document token set ``D`` (unit vectors), Chamf
 * optionally the whole ``r_reps * B * d_proj`` vector is compressed by a Count-Sketch to
   ``final_dim`` (each coordinate added, with a random sign, into one random output coordinate).
 
+``partition="kmeans"`` replaces the SimHash cut by ``2^k_sim`` k-means centroids per repetition,
+fitted on a sample of document tokens *in that repetition's projected space* (:meth:`FDEEncoder.fit`):
+a token's partition is its nearest centroid, an empty partition is filled from the nearest non-empty
+centroid. Random hyperplanes through the origin cut anisotropic token sets (a sentence-transformers
+model's token vectors share a large common direction) into few crowded partitions, whose averages
+then stand far from the max that Chamfer takes; centroids follow the data. The assignment reads the
+projected coordinates the encoding computes anyway (``r_reps`` products of ``d_proj x 2^k_sim``
+per token, small next to the ``dim x r_reps * d_proj`` projection).
+
 Then ``<FDE(Q), FDE(D)>`` sums, over query tokens, the inner product with the average of the document
 tokens sharing its partition, which approximates the max when partitions are fine enough.
 
@@ -33,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_positive_int
-from ..exceptions import InvalidArgumentError
+from ..exceptions import InvalidArgumentError, NotFittedError
 from ..kernels.backend import get_backend, native_module
 from .tokens import TokenBatch, as_token_batch
 
@@ -41,6 +50,10 @@ __all__ = ["FDEConfig", "FDEEncoder"]
 
 # values per encoding chunk (tokens x r_reps x block): bounds the work arrays
 _CHUNK_VALUES = 1 << 21
+PARTITIONS = ("simhash", "kmeans")
+# k-means partitions: document tokens sampled for the fit, Lloyd iterations
+_FIT_SAMPLE = 20_000
+_FIT_ITERATIONS = 10
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,9 @@ class FDEConfig:
         Count-Sketch the encoding down to this many coordinates.
     seed : int, default 0
         Seed of every random matrix.
+    partition : {"simhash", "kmeans"}, default "simhash"
+        How each repetition cuts the space: the paper's random hyperplanes, or k-means centroids in
+        the repetition's projected space (fitted on document tokens, :meth:`FDEEncoder.fit`).
     """
 
     dim: int
@@ -72,6 +88,7 @@ class FDEConfig:
     fill_empty: bool = True
     final_dim: int | None = None
     seed: int = 0
+    partition: str = "simhash"
 
     def __post_init__(self) -> None:
         check_positive_int(self.dim, "dim")
@@ -90,6 +107,8 @@ class FDEConfig:
             raise InvalidArgumentError(f"fill_empty must be a bool, got {self.fill_empty!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise InvalidArgumentError(f"seed must be an integer, got {self.seed!r}")
+        if self.partition not in PARTITIONS:
+            raise InvalidArgumentError(f"partition must be one of {PARTITIONS}, got {self.partition!r}")
 
     @property
     def partitions(self) -> int:
@@ -116,6 +135,7 @@ class FDEConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FDEConfig:
+        data = {"partition": "simhash", **data}  # configs saved before k-means partitions existed
         try:
             return cls(**data)
         except TypeError as exc:
@@ -142,6 +162,8 @@ class FDEEncoder:
         ±1/sqrt(d_proj) projection per repetition (None with the identity).
     sketch_index_, sketch_sign_ : ndarrays of shape (raw_dim,), int64 / float32, or None
         Count-Sketch of the final projection.
+    centroids_ : ndarray of shape (r_reps, 2^k_sim, block_dim), float32, or None
+        k-means partitions (``partition="kmeans"``), set by :meth:`fit`.
 
     Examples
     --------
@@ -167,6 +189,7 @@ class FDEEncoder:
         if c.final_dim is not None:
             self.sketch_index_ = rng.integers(0, c.final_dim, size=c.raw_dim).astype(np.int64)
             self.sketch_sign_ = (rng.integers(0, 2, size=c.raw_dim) * 2 - 1).astype(np.float32)
+        self.centroids_: np.ndarray | None = None
 
     def __repr__(self) -> str:
         return f"FDEEncoder({self.config!r})"
@@ -175,7 +198,54 @@ class FDEEncoder:
     def output_dim(self) -> int:
         return self.config.output_dim
 
+    @property
+    def is_fitted(self) -> bool:
+        """False only for k-means partitions before :meth:`fit`."""
+        return self.config.partition != "kmeans" or self.centroids_ is not None
+
     # ---- public -------------------------------------------------------------------------------
+    def fit(self, tokens: Any) -> FDEEncoder:
+        """Fit the k-means partitions on document tokens (nothing to fit for SimHash).
+
+        Up to 20,000 tokens are sampled (seeded), projected per repetition, and clustered by 10 Lloyd
+        iterations from distinct sampled tokens; a centroid that loses every token keeps its place.
+
+        Parameters
+        ----------
+        tokens : TokenBatch, (vectors, offsets) or list of ndarrays of shape (len_i, dim)
+
+        Returns
+        -------
+        FDEEncoder
+            ``self``.
+        """
+        batch = as_token_batch(tokens, dim=self.config.dim, name="tokens")
+        c = self.config
+        if c.partition != "kmeans":
+            return self
+        rng = np.random.default_rng([c.seed, 1])
+        total = batch.vectors.shape[0]
+        sample = batch.vectors[np.sort(rng.choice(total, min(total, _FIT_SAMPLE), replace=False))]
+        x = self._project(sample).transpose(1, 0, 2).copy()  # (r_reps, s, block)
+        reps, s, block, parts_n = c.r_reps, x.shape[1], c.block_dim, c.partitions
+        start = rng.choice(s, parts_n, replace=s < parts_n)
+        centroids = x[:, start].copy()  # (r_reps, B, block)
+        rows = (np.arange(reps)[:, None] * parts_n).astype(np.int64)
+        for _ in range(_FIT_ITERATIONS):
+            nearest = self._nearest(x, centroids)  # (r_reps, s)
+            flat = (rows + nearest).reshape(-1)
+            counts = np.bincount(flat, minlength=reps * parts_n)
+            values = x.reshape(-1, block)
+            sums = np.stack(
+                [np.bincount(flat, weights=values[:, j], minlength=reps * parts_n) for j in range(block)], 1
+            )
+            moved = counts > 0
+            centroids = centroids.reshape(-1, block)
+            centroids[moved] = (sums[moved] / counts[moved, None]).astype(np.float32)
+            centroids = centroids.reshape(reps, parts_n, block)
+        self.centroids_ = np.ascontiguousarray(centroids, np.float32)
+        return self
+
     def encode_documents(self, tokens: Any) -> np.ndarray:
         """Document encodings: partition averages, empty partitions filled when ``fill_empty``.
 
@@ -203,12 +273,28 @@ class FDEEncoder:
         return self._encode(as_token_batch(tokens, dim=self.config.dim, name="tokens"), document=False)
 
     # ---- internals ----------------------------------------------------------------------------
+    def _project(self, x: np.ndarray) -> np.ndarray:
+        """Projected tokens (t, r_reps, block_dim)."""
+        c = self.config
+        if self.projection_ is None:
+            return np.broadcast_to(x[:, None, :], (x.shape[0], c.r_reps, c.block_dim))
+        return (x @ self.projection_).reshape(x.shape[0], c.r_reps, c.block_dim)
+
+    @staticmethod
+    def _nearest(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+        """Index of the nearest centroid, (r_reps, t), for ``x`` (r_reps, t, block)."""
+        half = 0.5 * np.einsum("rbd,rbd->rb", centroids, centroids)
+        return np.argmax(np.matmul(x, centroids.transpose(0, 2, 1)) - half[:, None, :], axis=2)
+
     def _encode(self, batch: TokenBatch, *, document: bool) -> np.ndarray:
+        if not self.is_fitted:
+            raise NotFittedError("k-means FDE partitions: call fit() on document tokens first")
         out = np.empty((batch.n, self.output_dim), np.float32)
         offsets = batch.offsets
         c = self.config
         # SimHash hyperplanes and projections side by side: one matrix product per chunk
-        matrix = self.simhash_ if self.projection_ is None else np.hstack([self.simhash_, self.projection_])
+        hashes = self.simhash_ if c.partition == "simhash" else self.simhash_[:, :0]
+        matrix = hashes if self.projection_ is None else np.hstack([hashes, self.projection_])
         matrix = np.ascontiguousarray(matrix, np.float32)
         chunk_tokens = max(1, _CHUNK_VALUES // (c.r_reps * max(c.block_dim, c.partitions)))
         chunk_texts = max(1, 4 * _CHUNK_VALUES // (c.r_reps * c.partitions * c.partitions))  # the fill table
@@ -231,9 +317,15 @@ class FDEEncoder:
         n, t = batch.n, batch.vectors.shape[0]
         x = batch.vectors
         parts_n, block, reps = c.partitions, c.block_dim, c.r_reps
-        y = x @ matrix  # (t, r_reps * k_sim [+ r_reps * d_proj])
-        hashed = reps * c.k_sim
-        if c.k_sim > 0:
+        y = x @ matrix  # (t, r_reps * k_sim [+ r_reps * d_proj]); no hyperplanes with k-means
+        hashed = reps * c.k_sim if c.partition == "simhash" else 0
+        if self.projection_ is not None:
+            proj = y[:, hashed:].reshape(t, reps, block)
+        else:
+            proj = np.broadcast_to(x[:, None, :], (t, reps, block))
+        if self.centroids_ is not None and c.partition == "kmeans":
+            part = self._nearest(proj.transpose(1, 0, 2), self.centroids_).T.astype(np.int64)
+        elif c.k_sim > 0:
             bits = y[:, :hashed].reshape(t, reps, c.k_sim) > 0
             weights = (1 << np.arange(c.k_sim - 1, -1, -1)).astype(np.int64)
             part = bits.astype(np.int64) @ weights  # (t, r_reps)
@@ -242,10 +334,8 @@ class FDEEncoder:
         if self.projection_ is not None:
             # the block of (token, repetition) is y[token, hashed + rep * block : ... + block]
             source, row_len, first, rep_step = y, y.shape[1], hashed, block
-            proj = y[:, hashed:].reshape(t, reps, block)
         else:
             source, row_len, first, rep_step = x, c.dim, 0, 0
-            proj = np.broadcast_to(x[:, None, :], (t, reps, block))
         text = np.repeat(np.arange(n, dtype=np.int64), batch.lengths)
         bucket = (text[:, None] * reps + np.arange(reps)[None, :]) * parts_n + part  # (t, r_reps)
         n_buckets = n * reps * parts_n
@@ -275,26 +365,38 @@ class FDEEncoder:
         return sums.reshape(n, c.raw_dim)
 
     def _fill(self, batch: TokenBatch, bucket: np.ndarray, proj: np.ndarray, empty: np.ndarray) -> np.ndarray:
-        """Projected token (per empty bucket) whose partition is nearest in Hamming distance.
+        """Projected token (per empty bucket) whose partition is nearest (Hamming, or centroid distance).
 
         Works per partition, not per token: the first token of each non-empty partition, then for
-        every partition the non-empty one at the smallest Hamming distance (ties: the earliest
-        token), from a (texts, r_reps, 2^k_sim, 2^k_sim) table whatever the text lengths.
+        every partition the non-empty one at the smallest distance (ties: the earliest token), from a
+        (texts, r_reps, 2^k_sim, 2^k_sim) table whatever the text lengths.
         """
         c = self.config
         parts_n = c.partitions
         starts = batch.offsets[:-1]
         span = int(batch.lengths.max())
         local = np.repeat(np.arange(batch.vectors.shape[0]) - np.repeat(starts, batch.lengths), c.r_reps)
-        absent = (c.k_sim + 2) * span  # above every key of a present partition
+        dist = self._partition_distance()
+        absent = (int(dist.max()) + 2) * span  # above every key of a present partition
         first = np.full(batch.n * c.r_reps * parts_n, absent, np.int64)
         np.minimum.at(first, bucket, local)
-        codes = np.arange(parts_n, dtype=np.uint16)
-        dist = _popcount(codes[:, None] ^ codes[None, :]).astype(np.int64)  # (partition, partition)
-        key = dist[None, None] * span + first.reshape(batch.n, c.r_reps, 1, parts_n)
+        key = dist[None] * span + first.reshape(batch.n, c.r_reps, 1, parts_n)
         best = key.min(axis=3).reshape(-1)[empty] % span
         text, rep, _ = np.unravel_index(empty, (batch.n, c.r_reps, parts_n))
         return proj[starts[text] + best, rep]
+
+    def _partition_distance(self) -> np.ndarray:
+        """Integer distance between partitions, (1 or r_reps, B, B): Hamming between SimHash codes,
+        the rank of the squared distance between k-means centroids (0 for the partition itself)."""
+        if self.centroids_ is not None and self.config.partition == "kmeans":
+            c = self.centroids_
+            sq = np.einsum("rbd,rbd->rb", c, c)
+            d2 = sq[:, :, None] + sq[:, None, :] - 2 * np.matmul(c, c.transpose(0, 2, 1))
+            diagonal = np.arange(c.shape[1])
+            d2[:, diagonal, diagonal] = -np.inf  # a partition is nearest to itself, ties or not
+            return np.argsort(np.argsort(d2, axis=2, kind="stable"), axis=2, kind="stable")
+        codes = np.arange(self.config.partitions, dtype=np.uint16)
+        return _popcount(codes[:, None] ^ codes[None, :]).astype(np.int64)[None]
 
     def _final(self, raw: np.ndarray) -> np.ndarray:
         if self.sketch_index_ is None or self.sketch_sign_ is None:

@@ -9,6 +9,7 @@
       state/fde.<nonce>.npz         the FDE encoder's random matrices (saved, not re-drawn from a seed)
       state/candidates.<nonce>.npz  the candidate quantizer's fitted state
       segments/<seg>.fde.npy        candidate codes of one added batch (n, code_bytes), loaded in RAM
+      segments/<seg>.fde8.npy       int8 codes of the same FDEs (n, fde_dim), memory-mapped (rescoring)
       segments/<seg>.tokens.npy     int8 token codes (T, dim), memory-mapped
       segments/<seg>.scales.npy     float32 token scales (T,)
       segments/<seg>.offsets.npy    int64 token range of each document (n + 1,)
@@ -16,7 +17,10 @@
 
 The search: query tokens -> query FDE (partition sums) -> the candidate quantizer's scan over every
 document's FDE code (RaBitQ with a Hadamard rotation by default: a float query against 1-bit codes) ->
-``candidates`` rows -> Chamfer over their int8 tokens, read from the memory maps -> top ``k``.
+``shortlist x candidates`` rows -> their int8 FDE codes, read from disk, keep the best ``candidates``
+(``rescore=None`` at create skips this) -> Chamfer over their int8 tokens, read from the memory maps
+-> top ``k``. The int8 FDE costs ``fde_dim`` bytes per document on disk, nothing in RAM, and brings
+the 1-bit codes' ranking back to the float FDE's, so fewer documents reach the Chamfer stage.
 
 Persistence follows the index directory's rules: every file is written to a temporary name, fsynced
 and renamed; the manifest (self-checksummed) is the commit point, so an add is visible only once the
@@ -103,6 +107,7 @@ class MultiVectorIndex:
         embedder: TokenEmbedder | None = None,
         fde: FDEConfig | dict[str, Any] | None = None,
         candidates: Any = "rabitq-hadamard",
+        rescore: str | None = "int8",
         with_text: bool = True,
     ) -> MultiVectorIndex:
         """Create an empty index directory.
@@ -119,10 +124,15 @@ class MultiVectorIndex:
         embedder : TokenEmbedder, optional
         fde : FDEConfig or dict, optional
             Encoding parameters (``dim`` is filled in); defaults to the measured defaults
-            (k_sim=5, r_reps=20, d_proj=16: 10,240 coordinates, 1,284 bytes per document as 1-bit codes).
+            (k_sim=5, r_reps=20, d_proj=16: 10,240 coordinates, 1,284 bytes per document as 1-bit codes;
+            k-means partitions, fitted on the first batch added: see docs/benchmarks.md, issue 16).
         candidates : str or Quantizer
             Code of the FDEs in RAM, any name :func:`make_quantizer` accepts with a candidate scan
             (``"rabitq-hadamard"``, ``"binary"``, ...).
+        rescore : str or None, default "int8"
+            Code of the FDEs on disk that rescore the scan's shortlist before Chamfer (any
+            :func:`make_quantizer` name with a rescoring stage); None sends the scan's top
+            ``candidates`` straight to Chamfer.
         with_text : bool
             Keep the texts of added documents (returned with results).
         """
@@ -134,7 +144,7 @@ class MultiVectorIndex:
             dim = tok._st.dim
         dim = check_positive_int(dim, "dim")
         if fde is None:
-            config = FDEConfig(dim=dim)
+            config = FDEConfig(dim=dim, partition="kmeans")
         elif isinstance(fde, FDEConfig):
             config = fde
         elif isinstance(fde, dict):
@@ -144,6 +154,7 @@ class MultiVectorIndex:
         if config.dim != dim:
             raise InvalidArgumentError(f"fde.dim is {config.dim} but the token vectors have dim {dim}")
         quantizer = candidates if isinstance(candidates, Quantizer) else make_quantizer(candidates)
+        rescorer = None if rescore is None else make_quantizer(rescore)
         root.mkdir(parents=True, exist_ok=True)
         encoder = FDEEncoder(config)
         state = layout.state_file("fde")
@@ -157,6 +168,8 @@ class MultiVectorIndex:
             "fde_state": {"path": state, "sha256": sha},
             "candidates": quantizer.to_config(),
             "candidate_state": None,
+            "rescore": None if rescorer is None else rescorer.to_config(),
+            "rescore_state": None,
             "with_text": bool(with_text),
             "segments": [],
             "next_segment": 0,
@@ -168,11 +181,21 @@ class MultiVectorIndex:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, embedder: TokenEmbedder | None = None) -> MultiVectorIndex:
-        """Open an existing index (a snapshot: :meth:`refresh` reads later commits)."""
+        """Open an existing index (a snapshot: :meth:`refresh` reads later commits).
+
+        Parameters
+        ----------
+        path : str or path-like
+        embedder : TokenEmbedder, optional
+            Token model for text queries and texts added; None loads the model the manifest records.
+            An index that records no model (built from token arrays) opens without one: token-array
+            searches work, text raises :class:`~quantsearch.exceptions.InvalidArgumentError` (it is
+            never silently embedded by the bundled MiniLM, whose vectors would not match the index's).
+        """
         root = Path(path)
         manifest = layout.read_manifest(root, format_name=FORMAT_NAME, format_version=FORMAT_VERSION)
-        if embedder is None:
-            ident = manifest.get("model") or {}
+        ident = manifest.get("model") or {}
+        if embedder is None and ident.get("model") is not None:
             embedder = TokenEmbedder(
                 ident.get("model"),
                 backend=ident.get("backend", "sentence-transformers"),
@@ -198,6 +221,10 @@ class MultiVectorIndex:
         self._quantizer = quantizer_from_config(m["candidates"])
         if m.get("candidate_state"):
             self._quantizer.set_state(self._read_state(m["candidate_state"]))
+        rescorer = quantizer_from_config(m["rescore"]) if m.get("rescore") else None  # absent: older index
+        if rescorer is not None and m.get("rescore_state"):
+            rescorer.set_state(self._read_state(m["rescore_state"]))
+        fde8: list[np.ndarray] = []
         codes: list[np.ndarray] = []
         tokens: list[np.ndarray] = []
         scales: list[np.ndarray] = []
@@ -210,6 +237,8 @@ class MultiVectorIndex:
             try:
                 codes.append(layout.read_array_checked(paths["fde"], seg["sha256"]["fde"]))
                 tokens.append(np.load(paths["tokens"], mmap_mode="r"))
+                if rescorer is not None:
+                    fde8.append(np.load(self.root / _segment_path(sid, "fde8"), mmap_mode="r"))
                 scales.append(np.load(paths["scales"], mmap_mode="r"))
                 offsets.append(np.load(paths["offsets"]))
                 docs = json.loads(paths["docs"].read_text())
@@ -219,6 +248,8 @@ class MultiVectorIndex:
                 raise CorruptIndexError(
                     f"segment {sid} of {self.root}: token tier does not match its offsets"
                 )
+            if rescorer is not None and fde8[-1].shape[0] != seg["n"]:
+                raise CorruptIndexError(f"segment {sid} of {self.root}: int8 FDE tier has the wrong rows")
             ids.extend(docs["ids"])
             texts.extend(docs.get("texts") or [None] * seg["n"])
         width = self._quantizer.code_bytes if self._quantizer.is_fitted else 0
@@ -231,6 +262,9 @@ class MultiVectorIndex:
             texts=texts,
             row_of={doc_id: row for row, doc_id in enumerate(ids)},
             quantizer=self._quantizer,
+            rescorer=rescorer,
+            fde8=fde8,
+            fde8_starts=np.cumsum([0] + [int(s["n"]) for s in m["segments"]][:-1]).astype(np.int64),
         )
 
     def _read_state(self, ref: dict[str, str]) -> dict[str, np.ndarray]:
@@ -294,8 +328,18 @@ class MultiVectorIndex:
 
     @property
     def embedder(self) -> TokenEmbedder:
-        if self._embedder is None:  # pragma: no cover - open() always sets one
-            raise InvalidArgumentError("this index has no token embedder")
+        """The token model for texts.
+
+        Raises
+        ------
+        InvalidArgumentError
+            The index records no model and none was passed to :meth:`open`.
+        """
+        if self._embedder is None:
+            raise InvalidArgumentError(
+                f"the multi-vector index {self.root} records no token model (it was built from token "
+                "arrays): pass token vectors, or open it with embedder=TokenEmbedder(<the model used>)"
+            )
         return self._embedder
 
     def info(self) -> dict[str, Any]:
@@ -305,6 +349,7 @@ class MultiVectorIndex:
         ram = int(view.codes.nbytes)
         disk = sum(int(c.nbytes) for c in view.tier.codes) + sum(int(s.nbytes) for s in view.tier.scales)
         disk += sum(int(o.nbytes) for o in view.tier.offsets)
+        fde8 = sum(int(c.nbytes) for c in view.fde8)  # the int8 FDE tier, on disk too
         tokens = sum(int(c.shape[0]) for c in view.tier.codes)
         docs_bytes = 0
         for seg in self._manifest["segments"]:
@@ -317,11 +362,13 @@ class MultiVectorIndex:
             "fde": self.fde_config.to_dict() | {"output_dim": self.fde_config.output_dim},
             "candidates": self._quantizer.name,
             "candidate_code_bytes": int(view.codes.shape[1]),
+            "rescore": view.rescorer.name if view.rescorer is not None else None,
             "ram_bytes": ram,
-            "disk_bytes": disk,
+            "disk_bytes": disk + fde8,
+            "fde8_disk_bytes": fde8,
             "docs_bytes": docs_bytes,
             "ram_bytes_per_doc": ram / n if n else 0.0,
-            "disk_bytes_per_doc": disk / n if n else 0.0,
+            "disk_bytes_per_doc": (disk + fde8) / n if n else 0.0,
         }
 
     # ---- writes -------------------------------------------------------------------------------
@@ -376,7 +423,17 @@ class MultiVectorIndex:
 
     def _commit(self, ids: list[Any], texts: Sequence[str] | None, batch: TokenBatch) -> None:
         m = dict(self._manifest)
-        fde = self._encoder.encode_documents(batch)
+        encoder = self._encoder
+        if not encoder.is_fitted:  # k-means partitions: fitted on the first batch, saved with it
+            encoder = FDEEncoder(self.fde_config)
+            _set_encoder_state(encoder, self._read_state(m["fde_state"]))
+            encoder.fit(batch)
+            state = layout.state_file("fde")
+            m["fde_state"] = {
+                "path": state,
+                "sha256": layout.save_arrays(self.root / state, _encoder_state(encoder)),
+            }
+        fde = encoder.encode_documents(batch)
         quantizer = self._quantizer
         if m.get("candidate_state") is None:
             quantizer = quantizer_from_config(m["candidates"]).fit(fde)  # calibrated on documents only
@@ -385,11 +442,22 @@ class MultiVectorIndex:
                 "path": state,
                 "sha256": layout.save_arrays(self.root / state, quantizer.get_state()),
             }
+        arrays: dict[str, np.ndarray] = {}
+        if m.get("rescore"):
+            rescorer = self._view.rescorer
+            if rescorer is None or m.get("rescore_state") is None:
+                rescorer = quantizer_from_config(m["rescore"]).fit(fde)
+                state = layout.state_file("rescore")
+                m["rescore_state"] = {
+                    "path": state,
+                    "sha256": layout.save_arrays(self.root / state, rescorer.get_state()),
+                }
+            arrays["fde8"] = rescorer.encode(fde)
         self._remove_orphans()
         sid = int(m["next_segment"])
         codes = quantizer.encode(fde)
         token_codes, scales = quantize_tokens(batch.vectors)
-        arrays = {"fde": codes, "tokens": token_codes, "scales": scales, "offsets": batch.offsets}
+        arrays |= {"fde": codes, "tokens": token_codes, "scales": scales, "offsets": batch.offsets}
         sha = {}
         for part, array in arrays.items():
             sha[part] = (
@@ -408,6 +476,8 @@ class MultiVectorIndex:
         m["segments"] = [*m["segments"], {"id": sid, "n": len(ids), "sha256": sha}]
         m["next_segment"] = sid + 1
         layout.write_manifest(self.root, m)  # the commit point
+        if m["fde_state"] != self._manifest["fde_state"]:  # the unfitted encoder's state, now unused
+            (self.root / self._manifest["fde_state"]["path"]).unlink(missing_ok=True)
         self.refresh()
 
     def _remove_orphans(self) -> None:
@@ -440,6 +510,7 @@ class MultiVectorIndex:
         *,
         candidates: int = 100,
         rerank: bool = True,
+        shortlist: int = 4,
         with_text: bool = False,
     ) -> SearchResults:
         """MUVERA search: FDE candidates from the RAM codes, then Chamfer over their int8 tokens.
@@ -450,7 +521,10 @@ class MultiVectorIndex:
         k : int
             Results per query.
         candidates : int
-            Documents taken from the FDE scan and reranked by Chamfer (at least ``k``).
+            Documents reranked by Chamfer (at least ``k``).
+        shortlist : int, default 4
+            With the int8 FDE stage: the scan keeps ``shortlist * candidates`` documents, their int8
+            FDE codes (on disk) keep the best ``candidates``.
         rerank : bool
             False returns the FDE scan's own top ``k``; scores: the scan's estimate of the FDE inner
             product divided by ``r_reps`` (each repetition estimates Chamfer once).
@@ -465,6 +539,7 @@ class MultiVectorIndex:
         """
         k = check_positive_int(k, "k")
         candidates = check_positive_int(candidates, "candidates")
+        shortlist = check_positive_int(shortlist, "shortlist")
         batch, embed_ms = self._query_tokens(queries)
         timings = {"embed": embed_ms}
         view = self._view  # one snapshot for the whole search (a concurrent add swaps in another)
@@ -478,9 +553,17 @@ class MultiVectorIndex:
         timings["fde"] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         width = max(k, candidates) if rerank else k
-        scan_scores, rows = view.quantizer.scan_topk(fde, view.codes, min(width, n))
+        wide = width * shortlist if rerank and view.rescorer is not None else width
+        scan_scores, rows = view.quantizer.scan_topk(fde, view.codes, min(wide, n))
         timings["scan"] = (time.perf_counter() - t0) * 1e3
         counts = {"scan": n}
+        if rerank and view.rescorer is not None:
+            t0 = time.perf_counter()
+            prepared = np.ascontiguousarray(view.rescorer.prepare_queries(fde), dtype=np.float32)
+            fine = view.rescorer.rescore(prepared, view.fde8, view.fde8_starts, rows)
+            rows, scan_scores = top_k(rows, fine, min(width, n))
+            timings["fde8"] = (time.perf_counter() - t0) * 1e3
+            counts["fde8"] = min(wide, n)
         if not rerank:  # the FDE inner product sums r_reps estimates of Chamfer: report one
             scan_scores = scan_scores / np.float32(self.fde_config.r_reps)
         if rerank:
@@ -546,6 +629,9 @@ class _View:
     texts: list[str | None]
     row_of: dict[Any, int]
     quantizer: Quantizer
+    rescorer: Quantizer | None  # the int8 FDE stage (None: scan -> Chamfer)
+    fde8: list[np.ndarray]  # its codes, one memory map per segment
+    fde8_starts: np.ndarray  # global row of each segment's first code
 
 
 def is_multivector_index(path: str | os.PathLike[str]) -> bool:
@@ -573,7 +659,7 @@ def _check_ids(ids: Sequence[Any]) -> list[Any]:
 
 def _encoder_state(encoder: FDEEncoder) -> dict[str, np.ndarray]:
     state = {"simhash_": encoder.simhash_}
-    for name in ("projection_", "sketch_index_", "sketch_sign_"):
+    for name in ("projection_", "sketch_index_", "sketch_sign_", "centroids_"):
         value = getattr(encoder, name)
         if value is not None:
             state[name] = value
@@ -582,6 +668,6 @@ def _encoder_state(encoder: FDEEncoder) -> dict[str, np.ndarray]:
 
 def _set_encoder_state(encoder: FDEEncoder, state: dict[str, np.ndarray]) -> None:
     for name, value in state.items():
-        if name not in ("simhash_", "projection_", "sketch_index_", "sketch_sign_"):
+        if name not in ("simhash_", "projection_", "sketch_index_", "sketch_sign_", "centroids_"):
             raise CorruptIndexError(f"unexpected FDE state entry {name!r}")
         setattr(encoder, name, value)

@@ -250,7 +250,7 @@ class MultiVectorService:
             "precision": "int8",
             "bytes_per_vector": None,  # per token: dim + a float32 scale
             "ram_bytes": 0,
-            "disk_bytes": info["disk_bytes"],
+            "disk_bytes": info["disk_bytes"] - info["fde8_disk_bytes"],
             "quantizer": {
                 "name": "int8-tokens",
                 "bytes_per_token": info["dim"] + 4,
@@ -258,6 +258,15 @@ class MultiVectorService:
             },
         }
         tiers = [candidate_tier, token_tier]
+        if info["rescore"]:
+            # the int8 FDE codes on disk that rescore the scan's shortlist: part of the candidate stage
+            # (the page offers each tier after the first as a stage; this one always runs with Chamfer)
+            candidate_tier["quantizer"]["shortlist_rescore"] = {
+                "precision": info["rescore"],
+                "storage": "disk",
+                "bytes_per_vector": fde["output_dim"],
+                "disk_bytes": info["fde8_disk_bytes"],
+            }
         limits = self.limits
         return {
             "name": index.root.name,  # never the server's filesystem path
