@@ -478,6 +478,81 @@ def nibble_topk(
     )
 
 
+def nibble_scan(
+    queries: np.ndarray,
+    levels: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    layout: str = "planes",
+    scale_offset: int | None = None,
+    score_bias: np.ndarray | None = None,
+    valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`nibble_topk` with ``values[q, d, l] = queries[q, d] * levels[d, l]`` (in float64), the
+    tables built and the scan run in one native call: the candidate scan of a single query without
+    per-query numpy work. ``score_bias[q]`` (float32) is added to every score of query ``q``.
+
+    Parameters
+    ----------
+    queries : ndarray of shape (nq, dim), float32
+        Finite (copied if not C-contiguous float32).
+    levels : ndarray of shape (dim, 4) ("planes") or (dim, 3) ("base3"), float64
+        Each dimension's value at each level; finite. Callers keep it per quantizer.
+    codes, k, layout, scale_offset, valid
+        As in :func:`nibble_topk`.
+    score_bias : ndarray of shape (nq,), float32, optional
+
+    Returns
+    -------
+    scores : ndarray of shape (nq, k), float32, descending; nan in padding slots
+    rows : ndarray of shape (nq, k), int64; -1 in padding slots
+    """
+    if layout not in numpy_backend.NIBBLE_LEVELS:
+        raise InvalidArgumentError(f"layout must be 'planes' or 'base3', got {layout!r}")
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if queries.ndim != 2 or queries.shape[1] < 1:
+        raise DimensionMismatchError(f"queries must be 2-D (nq, dim), got shape {queries.shape}")
+    nq, dim = queries.shape
+    levels = np.ascontiguousarray(levels, dtype=np.float64)
+    if levels.shape != (dim, numpy_backend.NIBBLE_LEVELS[layout]):
+        raise DimensionMismatchError(
+            f"levels must have shape ({dim}, {numpy_backend.NIBBLE_LEVELS[layout]}), got {levels.shape}"
+        )
+    codes = _packed_codes(codes, "codes")
+    if not codes.flags.c_contiguous:
+        raise InvalidArgumentError(
+            f"codes must be C-contiguous (n, {codes.shape[1]}) uint8, got strides {codes.strides}"
+        )
+    need = numpy_backend.nibble_bytes(dim, layout) * (2 if layout == "planes" else 1)
+    if codes.shape[1] < need:
+        raise DimensionMismatchError(
+            f"codes have {codes.shape[1]} bytes per row; {layout} codes of dim {dim} need {need}"
+        )
+    k = check_positive_int(k, "k")
+    if scale_offset is not None:
+        scale_offset = check_positive_int(scale_offset, "scale_offset", minimum=0)
+        if scale_offset + 4 > codes.shape[1]:
+            raise InvalidArgumentError(
+                f"scale_offset needs 4 bytes inside the {codes.shape[1]}-byte rows, got {scale_offset}"
+            )
+    bias = None if score_bias is None else _finite_vector(score_bias, "score_bias", nq, np.float32)
+    args: dict[str, Any] = dict(
+        layout=layout, scale_offset=scale_offset, score_bias=bias, valid=_valid_mask(valid, codes.shape[0])
+    )
+    backend = get_backend()
+    if backend == "numpy":
+        if not (np.isfinite(queries).all() and np.isfinite(levels).all()):
+            raise InvalidArgumentError("queries and levels must be finite")
+        return numpy_backend.nibble_scan(queries, levels, codes, k, **args)
+    try:  # the native call checks that queries and levels are finite as it builds the tables
+        return native_backend.nibble_scan(
+            queries, levels, codes, k, **args, isa=backend, threads=get_num_threads()
+        )
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from exc
+
+
 def table_topk(
     tables: np.ndarray,
     codes: np.ndarray,

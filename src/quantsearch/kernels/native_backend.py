@@ -198,6 +198,32 @@ def nibble_topk(
     return scores, rows
 
 
+def nibble_scan(
+    queries: np.ndarray,
+    levels: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    layout: str,
+    scale_offset: int | None,
+    score_bias: np.ndarray | None,
+    valid: np.ndarray | None,
+    isa: str = "avx2",
+    threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nibble tables built from the queries and the scan, in one native call; see
+    :func:`quantsearch.kernels.nibble_scan`."""
+    nq = queries.shape[0]
+    scores = np.empty((nq, k), np.float32)
+    rows = np.empty((nq, k), np.int64)
+    _module().nibble_scan(
+        codes, valid, k, _NIBBLE_LAYOUT[layout], queries, levels, None,
+        -1 if scale_offset is None else scale_offset, None, None, score_bias, ISA[isa], threads, 0,
+        scores, rows,
+    )  # fmt: skip
+    return scores, rows
+
+
 def table_topk(
     tables: np.ndarray,
     codes: np.ndarray,

@@ -382,8 +382,8 @@ def nibble_luts(values: np.ndarray, layout: str = "planes") -> tuple[np.ndarray,
     index, the sum of its dimensions' contributions (dimensions past ``d`` contribute 0; indices no
     code produces hold the group's minimum). With ``m_g`` the minimum and
     ``delta = max_g (max - m_g) / 255``, ``lut = floor((table - m_g) / delta + 0.5)`` (at most 255; 0
-    where ``delta == 0``) and ``lo = sum_g m_g``, so ``lo + delta * sum_g lut[g][index_g]`` is
-    within ``delta / 2`` per group of the exact sum.
+    where ``delta == 0``) and ``lo = sum_g m_g`` (summed in group order), so
+    ``lo + delta * sum_g lut[g][index_g]`` is within ``delta / 2`` per group of the exact sum.
 
     Parameters
     ----------
@@ -412,7 +412,37 @@ def nibble_luts(values: np.ndarray, layout: str = "planes") -> tuple[np.ndarray,
     luts = np.floor((table - low[:, None, :]) / safe[:, None, None] + 0.5)
     np.minimum(luts, 255, out=luts)  # >= 0 already
     luts[delta <= 0] = 0
-    return np.ascontiguousarray(luts.astype(np.uint8).transpose(0, 2, 1)), low.sum(axis=1), delta
+    # lo summed in group order (cumsum: sequential, where sum is pairwise), as the native table builder
+    lo = np.ascontiguousarray(np.cumsum(low, axis=1)[:, -1]) if low.shape[1] else np.zeros(nq)
+    return np.ascontiguousarray(luts.astype(np.uint8).transpose(0, 2, 1)), lo, delta
+
+
+def nibble_scan(
+    queries: np.ndarray,
+    levels: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    layout: str,
+    scale_offset: int | None,
+    score_bias: np.ndarray | None,
+    valid: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference of :func:`quantsearch.kernels.nibble_scan` (arguments validated): ``values = queries
+    (float64) x levels``, :func:`nibble_luts`, :func:`nibble_topk`, then ``+ score_bias`` in float32."""
+    values = queries.astype(np.float64)[:, :, None] * levels[None, :, :]
+    luts, lo, delta = nibble_luts(values, layout)
+    row_scale = None
+    if scale_offset is not None:
+        raw = np.ascontiguousarray(codes[:, scale_offset : scale_offset + 4])
+        row_scale = raw.view("<f4")[:, 0].astype(np.float32)
+    scores, rows = nibble_topk(
+        luts, codes, k, lo=lo, delta=delta, row_scale=row_scale, row_bias=None,
+        query_offset=np.zeros(queries.shape[0]), valid=valid, layout=layout,
+    )  # fmt: skip
+    if score_bias is not None:
+        scores = (scores + score_bias[:, None]).astype(np.float32)
+    return scores, rows
 
 
 @functools.lru_cache(maxsize=16)

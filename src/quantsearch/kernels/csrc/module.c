@@ -374,6 +374,64 @@ fail:
     return NULL;
 }
 
+static PyObject *py_nibble_scan(PyObject *self, PyObject *args) {
+    PyObject *oc, *ov, *oq, *olv, *osc, *obi, *oqo, *osb, *os, *orr;
+    Py_ssize_t k, block_bytes, scale_at;
+    int layout, isa, nthreads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOniOOOnOOOiinOO", &oc, &ov, &k, &layout, &oq, &olv, &osc, &scale_at, &obi, &oqo,
+                          &osb, &isa, &nthreads, &block_bytes, &os, &orr))
+        return NULL;
+    if (layout != QS_NIB_PLANES && layout != QS_NIB_BASE3)
+        return PyErr_Format(PyExc_ValueError, "unknown layout %d", layout);
+    if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be >= 1, got %zd", k);
+    if (nthreads < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %d", nthreads);
+    if (check_isa(isa) < 0) return NULL;
+    buffers b = {.count = 0};
+    Py_buffer *c, *v = NULL, *q, *lv, *sc = NULL, *bi = NULL, *qo = NULL, *sb = NULL, *sv, *rv;
+    if (!(c = take(&b, oc, 0, 2, 1, "B", "codes"))) goto fail;
+    if (ov != Py_None && !(v = take(&b, ov, 0, 1, 1, "?B", "valid"))) goto fail;
+    if (!(q = take(&b, oq, 0, 2, 4, "f", "queries"))) goto fail;
+    if (!(lv = take(&b, olv, 0, 2, 8, "d", "levels"))) goto fail;
+    if (osc != Py_None && !(sc = take(&b, osc, 0, 1, 4, "f", "row_scale"))) goto fail;
+    if (obi != Py_None && !(bi = take(&b, obi, 0, 1, 4, "f", "row_bias"))) goto fail;
+    if (oqo != Py_None && !(qo = take(&b, oqo, 0, 1, 8, "d", "query_offset"))) goto fail;
+    if (osb != Py_None && !(sb = take(&b, osb, 0, 1, 4, "f", "score_bias"))) goto fail;
+    if (!(sv = take(&b, os, 1, 2, 4, "f", "out_scores"))) goto fail;
+    if (!(rv = take(&b, orr, 1, 2, 8, "lq", "out_rows"))) goto fail;
+    const Py_ssize_t planes = layout == QS_NIB_BASE3 ? 1 : 2, nlev = layout == QS_NIB_BASE3 ? 3 : 4;
+    const Py_ssize_t n = c->shape[0], nq = q->shape[0], dim = q->shape[1];
+    const Py_ssize_t nb = layout == QS_NIB_BASE3 ? (dim + 4) / 5 : (dim + 7) / 8;
+    if (dim < 1 || lv->shape[0] != dim || lv->shape[1] != nlev || c->shape[1] < planes * nb ||
+        (v && v->shape[0] != n) || (sc && sc->shape[0] != n) || (bi && bi->shape[0] != n) ||
+        (scale_at >= 0 && (sc || scale_at + 4 > c->shape[1])) || (qo && qo->shape[0] != nq) ||
+        (sb && sb->shape[0] != nq) || sv->shape[0] != nq || sv->shape[1] != k || rv->shape[0] != nq ||
+        rv->shape[1] != k) {
+        PyErr_SetString(PyExc_ValueError, "queries (nq, dim), levels (dim, levels of the layout), the layout's bytes in "
+                                          "the code width, valid, row_scale (or scale_at), row_bias, query_offset, "
+                                          "score_bias or the outputs do not match");
+        goto fail;
+    }
+    int rc = 0;
+    if (nq > 0) {
+        Py_BEGIN_ALLOW_THREADS;
+        rc = qs_nibble_scan((const uint8_t *)c->buf, v ? (const uint8_t *)v->buf : NULL, n, c->shape[1], nb, layout,
+                            (const float *)q->buf, nq, dim, (const double *)lv->buf,
+                            sc ? (const float *)sc->buf : NULL, scale_at < 0 ? -1 : scale_at,
+                            bi ? (const float *)bi->buf : NULL, qo ? (const double *)qo->buf : NULL,
+                            sb ? (const float *)sb->buf : NULL, k, isa, nthreads, block_bytes, (float *)sv->buf,
+                            (int64_t *)rv->buf);
+        Py_END_ALLOW_THREADS;
+    }
+    release_all(&b);
+    if (rc == -2) return PyErr_Format(PyExc_ValueError, "queries and levels must be finite");
+    if (rc < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail:
+    release_all(&b);
+    return NULL;
+}
+
 static PyObject *py_table_topk(PyObject *self, PyObject *args) {
     PyObject *oc, *ov, *ot, *osc, *obi, *oqo, *os, *orr;
     Py_ssize_t k, block_bytes;
@@ -741,6 +799,9 @@ static PyMethodDef methods[] = {
     {"planes_topk", py_planes_topk, METH_VARARGS,
      "planes_topk(codes, valid, k, planes, dim, weights, query_bits, query_planes, lo, delta, plane_coef, "
      "row_scale, row_bias, query_offset, isa, strategy, nthreads, block_bytes, and_term, out_scores, out_rows)"},
+    {"nibble_scan", py_nibble_scan, METH_VARARGS,
+     "nibble_scan(codes, valid, k, layout, queries, levels, row_scale, scale_at, row_bias, query_offset, score_bias, "
+     "isa, nthreads, block_bytes, out_scores, out_rows): nibble_topk with the tables built from the queries"},
     {"nibble_topk", py_nibble_topk, METH_VARARGS,
      "nibble_topk(codes, valid, k, layout, luts, lo, delta, row_scale, scale_at, row_bias, query_offset, isa, nthreads, block_bytes, "
      "out_scores, out_rows): top-k of 2-bit plane or base-3 codes from nibble tables"},

@@ -337,3 +337,101 @@ int qs_nibble_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_
     }
     return status;
 }
+
+/* ---------------------------------------------------------------- tables from the query */
+
+/* entry e of a group: the levels of its first and second dimension (planes: bits 0, 2 and 1, 3;
+ * base 3: e % 3 and e / 3 % 3; the single-trit group: min(e, 2)) */
+static const uint8_t PLANE_FIRST[16] = {0, 1, 0, 1, 2, 3, 2, 3, 0, 1, 0, 1, 2, 3, 2, 3};
+static const uint8_t PLANE_SECOND[16] = {0, 0, 1, 1, 0, 0, 1, 1, 2, 2, 3, 3, 2, 2, 3, 3};
+
+/* numpy_backend.nibble_luts: values[q, d, l] = (double)queries[q, d] * levels[d, l]; each group's
+ * float64 table of its two contributions' sums (dimensions >= dim contribute 0; entries no code
+ * produces take the group's minimum m_g); delta = max_g (max_g - m_g) / 255; lut = floor((table -
+ * m_g) / delta + 0.5) capped at 255 (0 where delta == 0); lo = sum_g m_g in group order.
+ * work: 17 groups + 4 (8 nb + 1) doubles. Returns -2 where a query or level is not finite. */
+int qs_nibble_luts(const float *queries, int64_t nq, int64_t dim, const double *levels, int layout, int64_t nb,
+                   double *work, uint8_t *luts, double *lo, double *delta) {
+    const int base3 = layout == QS_NIB_BASE3;
+    const int64_t gpb = base3 ? 3 : 4, nlev = base3 ? 3 : 4, groups = gpb * nb, padded = base3 ? 5 * nb : 8 * nb;
+    for (int64_t i = 0; i < dim * nlev; i++)
+        if (!isfinite(levels[i])) return -2;
+    double *tab = work, *low = work + groups * 16, *val = low + groups; /* val: (padded + 1, nlev) */
+    for (int64_t q = 0; q < nq; q++) {
+        const float *r = queries + q * dim;
+        for (int64_t d = 0; d < padded + 1; d++)
+            for (int64_t l = 0; l < nlev; l++) {
+                if (d < dim && !isfinite(r[d])) return -2;
+                val[d * nlev + l] = d < dim ? (double)r[d] * levels[d * nlev + l] : 0.0;
+            }
+        double range = 0.0;
+        for (int64_t g = 0; g < groups; g++) {
+            const int64_t j = g / gpb, t = g % gpb;
+            double *e = tab + g * 16, m = INFINITY, hi = -INFINITY;
+            int used = 16;
+            if (!base3) {
+                static const int first[4] = {7, 3, 5, 1};
+                const double *a = val + (8 * j + first[t]) * 4, *b = a - 4;
+                for (int v = 0; v < 16; v++) e[v] = a[PLANE_FIRST[v]] + b[PLANE_SECOND[v]];
+            } else if (t < 2) {
+                const double *a = val + (5 * j + 2 * t) * 3, *b = a + 3;
+                for (int v = 0; v < 9; v++) e[v] = a[v % 3] + b[v / 3];
+                used = 9;
+            } else {
+                const double *a = val + (5 * j + 4) * 3, *b = val + padded * 3; /* b: the padding zero */
+                for (int v = 0; v < 3; v++) e[v] = a[v] + b[0];
+                used = 3;
+            }
+            for (int v = 0; v < used; v++) {
+                if (e[v] < m) m = e[v];
+                if (e[v] > hi) hi = e[v];
+            }
+            for (int v = used; v < 16; v++) e[v] = m;
+            low[g] = m;
+            if (hi - m > range) range = hi - m;
+        }
+        const double step = range / 255.0, safe = step > 0 ? step : 1.0;
+        double sum = 0.0;
+        uint8_t *out = luts + q * groups * 16;
+        for (int64_t g = 0; g < groups; g++) {
+            for (int v = 0; v < 16; v++) {
+                const double x = floor((tab[g * 16 + v] - low[g]) / safe + 0.5);
+                out[g * 16 + v] = step > 0 ? (uint8_t)(x < 255.0 ? x : 255.0) : 0;
+            }
+            sum += low[g];
+        }
+        lo[q] = sum;
+        delta[q] = step;
+    }
+    return 0;
+}
+
+int qs_nibble_scan(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb, int layout,
+                   const float *queries, int64_t nq, int64_t dim, const double *levels, const float *row_scale,
+                   int64_t scale_at, const float *row_bias, const double *qoff, const float *score_bias, int64_t k,
+                   int isa, int nthreads, int64_t block_bytes, float *out_scores, int64_t *out_rows) {
+    const int64_t groups = (layout == QS_NIB_BASE3 ? 3 : 4) * nb, nwork = groups * 17 + (8 * nb + 1) * 4;
+    uint8_t *luts = (uint8_t *)malloc((size_t)(nq * groups * 16));
+    double *work = (double *)malloc(sizeof(double) * (size_t)(nwork + 3 * nq));
+    if (!luts || !work) {
+        free(luts);
+        free(work);
+        return -1;
+    }
+    double *lo = work + nwork, *delta = lo + nq, *zero = delta + nq;
+    for (int64_t q = 0; q < nq; q++) zero[q] = 0.0;
+    if (qs_nibble_luts(queries, nq, dim, levels, layout, nb, work, luts, lo, delta) < 0) {
+        free(luts);
+        free(work);
+        return -2;
+    }
+    const int status = qs_nibble_topk(codes, valid, n, stride, nb, layout, luts, nq, lo, delta, row_scale, scale_at,
+                                      row_bias, qoff ? qoff : zero, k, isa, nthreads, block_bytes, out_scores,
+                                      out_rows);
+    free(luts);
+    free(work);
+    if (score_bias)
+        for (int64_t q = 0; q < nq; q++)
+            for (int64_t i = 0; i < k; i++) out_scores[q * k + i] += score_bias[q];
+    return status;
+}

@@ -132,6 +132,15 @@ int qs_nibble_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_
                    const uint8_t *luts, int64_t nq, const double *lo, const double *delta, const float *row_scale,
                    int64_t scale_at, const float *row_bias, const double *qoff, int64_t k, int isa, int nthreads,
                    int64_t block_bytes, float *out_scores, int64_t *out_rows);
+/* nibbles.c: the tables of numpy_backend.nibble_luts from float32 queries (nq, dim) and per-dimension
+ * level values (dim, 4 or 3) float64 (-2: a value not finite), and the scan from them in one call:
+ * qs_nibble_topk's scores (qoff NULL: 0) plus score_bias[q] in float32 (NULL: none); -1: no memory */
+int qs_nibble_luts(const float *queries, int64_t nq, int64_t dim, const double *levels, int layout, int64_t nb,
+                    double *work, uint8_t *luts, double *lo, double *delta);
+int qs_nibble_scan(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb, int layout,
+                   const float *queries, int64_t nq, int64_t dim, const double *levels, const float *row_scale,
+                   int64_t scale_at, const float *row_bias, const double *qoff, const float *score_bias, int64_t k,
+                   int isa, int nthreads, int64_t block_bytes, float *out_scores, int64_t *out_rows);
 /* key of a float score: smaller key = larger score; -0 and +0 share a key (the caller adds +0) */
 static inline uint32_t qs_score_key(float f) {
     uint32_t b;
