@@ -4,13 +4,14 @@
   the native paths must give exactly the numpy reference's rows, and the estimate must stay within
   ``delta / 2`` per set bit of the exact float64 sum over unpacked bits.
 * ``table_topk``: per-query byte lookup tables against a float64 brute force (tie-aware).
-* ``nibble_topk``: 2-bit plane and base-3 codes x uint8 nibble tables; the native paths must give
+* ``nibble_topk``: 2-bit plane, base-3 and 1-bit codes x uint8 nibble tables; the native paths must give
   exactly the numpy reference's scores and rows, and the estimate must stay within ``delta / 2``
   per table of the exact float64 sum over the decoded levels.
 * ``nibble_scan``: the tables built natively from float32 queries and per-dimension level values;
   every path must give exactly ``nibble_topk`` on the numpy reference with ``values = queries x
   levels`` (float64) plus the score bias in float32.
-* ``Int2Quantizer`` / ``TernaryQuantizer`` ``scan_topk`` against decode + float64 dot products.
+* ``Int2Quantizer`` / ``TernaryQuantizer`` / ``RaBitQQuantizer`` ``scan_topk`` against decode + float64
+  dot products, and after a refit or ``set_state`` (the scans cache per-quantizer level tables).
 """
 
 from __future__ import annotations
@@ -179,10 +180,12 @@ def nibble_case(layout: str, seed: int, n: int, dim: int, nq: int = 3):
     """Codes, per-level query values and the (n, dim) level of every dimension, decoded independently
     of the kernels' group layout (np.unpackbits / base-3 digits)."""
     rng = np.random.default_rng(seed)
-    levels = 4 if layout == "planes" else 3
+    levels = {"planes": 4, "base3": 3, "bits": 2}[layout]
     level = rng.integers(0, levels, (n, dim))
     level[::40] = level[0]  # repeated rows: ties
-    if layout == "planes":
+    if layout == "bits":
+        body = np.packbits(level, axis=1)
+    elif layout == "planes":
         body = np.concatenate([np.packbits(level & 1, axis=1), np.packbits(level >> 1, axis=1)], axis=1)
     else:
         groups = (dim + 4) // 5
@@ -194,7 +197,7 @@ def nibble_case(layout: str, seed: int, n: int, dim: int, nq: int = 3):
     return np.ascontiguousarray(np.concatenate([body, extra], axis=1)), values, level
 
 
-@pytest.mark.parametrize("layout", ["planes", "base3"])
+@pytest.mark.parametrize("layout", ["planes", "base3", "bits"])
 @pytest.mark.parametrize("dim", [3, 8, 37, 384, 1000])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nibble_topk_matches_reference_and_bound(layout: str, dim: int, backend: str) -> None:
@@ -229,7 +232,7 @@ def test_nibble_topk_matches_reference_and_bound(layout: str, dim: int, backend:
         assert (exact[q, left] <= exact[q, rows].min() + 2 * bound.max()).all()
 
 
-@pytest.mark.parametrize("layout", ["planes", "base3"])
+@pytest.mark.parametrize("layout", ["planes", "base3", "bits"])
 @pytest.mark.parametrize("backend", ["portable", "avx2", "avx512"])
 def test_nibble_topk_identical_for_any_thread_count_and_block(layout: str, backend: str) -> None:
     backend_or_skip(backend)
@@ -257,7 +260,7 @@ def test_nibble_topk_identical_for_any_thread_count_and_block(layout: str, backe
     assert valid[one[1][one[1] >= 0]].all()
 
 
-@pytest.mark.parametrize("layout", ["planes", "base3"])
+@pytest.mark.parametrize("layout", ["planes", "base3", "bits"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nibble_topk_reads_the_scale_from_the_rows(layout: str, backend: str) -> None:
     backend_or_skip(backend)
@@ -288,14 +291,14 @@ def test_nibble_topk_pads_and_validates() -> None:
         nibble_topk(np.full((1, 16, 4), np.nan), codes, 1)
 
 
-@pytest.mark.parametrize("layout", ["planes", "base3"])
+@pytest.mark.parametrize("layout", ["planes", "base3", "bits"])
 @pytest.mark.parametrize("dim", [1, 3, 8, 37, 384, 1000])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nibble_scan_matches_tables_from_numpy(layout: str, dim: int, backend: str) -> None:
     backend_or_skip(backend)
     codes, _, _ = nibble_case(layout, dim + 11, 900, dim)
     rng = np.random.default_rng(dim)
-    nq, nlev = 3, 4 if layout == "planes" else 3
+    nq, nlev = 3, {"planes": 4, "base3": 3, "bits": 2}[layout]
     queries = rng.standard_normal((nq, dim)).astype(np.float32)
     queries[1, : dim // 2] = 0.0  # zero contributions: ties between table entries
     levels = rng.standard_normal((dim, nlev))
@@ -362,7 +365,10 @@ def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("spec", ["int2", "int2-nofactor", "int2-uniform", "ternary-planes", "ternary"])
+@pytest.mark.parametrize(
+    "spec",
+    ["int2", "int2-nofactor", "int2-uniform", "ternary-planes", "ternary", "rabitq", "sign-asym"],
+)
 @pytest.mark.parametrize("backend", ["numpy", "avx2", "avx512", "portable"])
 def test_quantizer_scan_agrees_with_decoded_dot_products(spec: str, backend: str) -> None:
     backend_or_skip(backend)
@@ -389,7 +395,7 @@ def test_quantizer_scan_agrees_with_decoded_dot_products(spec: str, backend: str
     assert overlap >= 0.8
 
 
-@pytest.mark.parametrize("spec", ["int2", "ternary-dim", "ternary-planes", "ternary"])
+@pytest.mark.parametrize("spec", ["int2", "ternary-dim", "ternary-planes", "ternary", "rabitq", "sign-asym"])
 def test_quantizer_scan_follows_a_refit_and_a_loaded_state(spec: str) -> None:
     # the scan keeps per-quantizer level tables: a refit or set_state must not reuse stale ones
     rng = np.random.default_rng(3)

@@ -426,7 +426,7 @@ def nibble_topk(
     rows : ndarray of shape (nq, k), int64; -1 in padding slots
     """
     if layout not in numpy_backend.NIBBLE_LEVELS:
-        raise InvalidArgumentError(f"layout must be 'planes' or 'base3', got {layout!r}")
+        raise InvalidArgumentError(f"layout must be 'planes', 'base3' or 'bits', got {layout!r}")
     levels = numpy_backend.NIBBLE_LEVELS[layout]
     values = np.asarray(values)
     if values.ndim != 3 or values.shape[2] != levels or values.dtype.kind not in "iuf":
@@ -509,7 +509,7 @@ def nibble_scan(
     rows : ndarray of shape (nq, k), int64; -1 in padding slots
     """
     if layout not in numpy_backend.NIBBLE_LEVELS:
-        raise InvalidArgumentError(f"layout must be 'planes' or 'base3', got {layout!r}")
+        raise InvalidArgumentError(f"layout must be 'planes', 'base3' or 'bits', got {layout!r}")
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if queries.ndim != 2 or queries.shape[1] < 1:
         raise DimensionMismatchError(f"queries must be 2-D (nq, dim), got shape {queries.shape}")

@@ -165,7 +165,7 @@ def planes_topk(
     return scores, rows
 
 
-_NIBBLE_LAYOUT = {"planes": 0, "base3": 1}
+_NIBBLE_LAYOUT = {"planes": 0, "base3": 1, "bits": 2}
 
 
 def nibble_topk(

@@ -22,7 +22,6 @@ Code layout (one row per vector, uint8):
 
 from __future__ import annotations
 
-import operator
 from functools import partial
 from typing import Any, ClassVar
 
@@ -45,8 +44,6 @@ __all__ = [
 ]
 
 _FACTOR_BYTES = 4  # one float32 per vector
-# widest codes scanned from nibble tables (the AVX2 kernel's limit); wider ones use the popcount scan
-_NIBBLE_DIM_MAX = 2048
 _LLOYD_ITERATIONS = 30
 
 
@@ -147,15 +144,7 @@ class _RotatedCodes(Quantizer):
         scores = rotated @ self._rotated_estimate(codes).T + bias[:, None]
         return np.ascontiguousarray(scores, dtype=np.float32)
 
-    # ---- candidate scan on nibble tables (the bit-plane popcount kernel past _NIBBLE_DIM_MAX) ----
-    def _derived(self, name: str, sources: tuple[Any, ...], build: Any) -> Any:
-        """``build()`` cached per quantizer until one of ``sources`` (fitted arrays) is replaced."""
-        cache = self.__dict__.setdefault("_derived_cache", {})
-        entry = cache.get(name)
-        if entry is None or len(entry[0]) != len(sources) or any(map(operator.is_not, entry[0], sources)):
-            entry = cache[name] = (sources, build())
-        return entry[1]
-
+    # ---- candidate scan on nibble tables (the bit-plane popcount kernel past base.NIBBLE_DIM_MAX) ----
     def _scan_queries(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Rotated queries (nq, d) float32 and ``<q, c>`` (None without a centre): the per-query work
         of a scan, kept to one or two matrix products."""
@@ -172,7 +161,7 @@ class _RotatedCodes(Quantizer):
         ``j`` (:meth:`_plane_form`), so the kernel scores ``<q R, y_hat>`` from per-query tables of
         every two dimensions' contribution (quantized to uint8, built in the same native call from the
         rotated query and each dimension's four level values, cached per quantizer), and ``f`` is its
-        per-row scale. Codes wider than ``_NIBBLE_DIM_MAX`` use ``planes_topk`` (popcounts, the query
+        per-row scale. Codes wider than ``base.NIBBLE_DIM_MAX`` use ``planes_topk`` (popcounts, the query
         weights quantized to ``base.SCAN_QUERY_BITS`` levels); ``SCAN_QUERY_BITS = None`` turns both
         off (exact scan).
         """
@@ -184,7 +173,7 @@ class _RotatedCodes(Quantizer):
         (offset, plane_weights, factor), levels = plan
         rotated, bias = self._scan_queries(queries)
         at = codes.shape[1] - _FACTOR_BYTES if factor else None
-        if self.code_dim <= _NIBBLE_DIM_MAX:
+        if self.code_dim <= base.NIBBLE_DIM_MAX:
             # the kernel reads the factor from the rows
             return nibble_scan(rotated, levels, codes, k, scale_offset=at, score_bias=bias, valid=valid)
         query_offset = rotated.astype(np.float64) @ offset.astype(np.float64)

@@ -328,7 +328,7 @@ static PyObject *py_nibble_topk(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOniOOOOnOOiinOO", &oc, &ov, &k, &layout, &ol, &olo, &odl, &osc, &scale_at, &obi,
                           &oqo, &isa, &nthreads, &block_bytes, &os, &orr))
         return NULL;
-    if (layout != QS_NIB_PLANES && layout != QS_NIB_BASE3)
+    if (layout != QS_NIB_PLANES && layout != QS_NIB_BASE3 && layout != QS_NIB_BITS)
         return PyErr_Format(PyExc_ValueError, "unknown layout %d", layout);
     if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be >= 1, got %zd", k);
     if (nthreads < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %d", nthreads);
@@ -345,7 +345,7 @@ static PyObject *py_nibble_topk(PyObject *self, PyObject *args) {
     if (!(qo = take(&b, oqo, 0, 1, 8, "d", "query_offset"))) goto fail;
     if (!(sv = take(&b, os, 1, 2, 4, "f", "out_scores"))) goto fail;
     if (!(rv = take(&b, orr, 1, 2, 8, "lq", "out_rows"))) goto fail;
-    const Py_ssize_t gpb = layout == QS_NIB_BASE3 ? 3 : 4, planes = layout == QS_NIB_BASE3 ? 1 : 2;
+    const Py_ssize_t gpb = qs_nib_gpb(layout), planes = qs_nib_planes(layout);
     const Py_ssize_t n = c->shape[0], nq = l->shape[0], groups = l->shape[1], nb = groups / gpb;
     if (l->shape[2] != 16 || groups < gpb || groups % gpb || c->shape[1] < planes * nb || (v && v->shape[0] != n) ||
         (sc && sc->shape[0] != n) || (bi && bi->shape[0] != n) || lo->shape[0] != nq || dl->shape[0] != nq ||
@@ -382,7 +382,7 @@ static PyObject *py_nibble_scan(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOniOOOnOOOiinOO", &oc, &ov, &k, &layout, &oq, &olv, &osc, &scale_at, &obi, &oqo,
                           &osb, &isa, &nthreads, &block_bytes, &os, &orr))
         return NULL;
-    if (layout != QS_NIB_PLANES && layout != QS_NIB_BASE3)
+    if (layout != QS_NIB_PLANES && layout != QS_NIB_BASE3 && layout != QS_NIB_BITS)
         return PyErr_Format(PyExc_ValueError, "unknown layout %d", layout);
     if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be >= 1, got %zd", k);
     if (nthreads < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %d", nthreads);
@@ -399,7 +399,7 @@ static PyObject *py_nibble_scan(PyObject *self, PyObject *args) {
     if (osb != Py_None && !(sb = take(&b, osb, 0, 1, 4, "f", "score_bias"))) goto fail;
     if (!(sv = take(&b, os, 1, 2, 4, "f", "out_scores"))) goto fail;
     if (!(rv = take(&b, orr, 1, 2, 8, "lq", "out_rows"))) goto fail;
-    const Py_ssize_t planes = layout == QS_NIB_BASE3 ? 1 : 2, nlev = layout == QS_NIB_BASE3 ? 3 : 4;
+    const Py_ssize_t planes = qs_nib_planes(layout), nlev = qs_nib_levels(layout);
     const Py_ssize_t n = c->shape[0], nq = q->shape[0], dim = q->shape[1];
     const Py_ssize_t nb = layout == QS_NIB_BASE3 ? (dim + 4) / 5 : (dim + 7) / 8;
     if (dim < 1 || lv->shape[0] != dim || lv->shape[1] != nlev || c->shape[1] < planes * nb ||

@@ -127,7 +127,11 @@ int qs_table_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t
  * of 16 uint8 per group (two dimensions' bits; two trits, or one): score = row_scale * (lo + delta *
  * sum_g lut[g][index_g] + qoff) + row_bias, the row scale from row_scale, or (scale_at >= 0) the
  * float32 at that byte of each row, or 1; see nibbles.c */
-enum { QS_NIB_PLANES = 0, QS_NIB_BASE3 = 1 };
+enum { QS_NIB_PLANES = 0, QS_NIB_BASE3 = 1, QS_NIB_BITS = 2 }; /* bits: one plane, 4 dimensions a nibble */
+/* groups per byte position, planes and levels per dimension of a layout */
+static inline int64_t qs_nib_gpb(int layout) { return layout == QS_NIB_PLANES ? 4 : layout == QS_NIB_BASE3 ? 3 : 2; }
+static inline int64_t qs_nib_planes(int layout) { return layout == QS_NIB_PLANES ? 2 : 1; }
+static inline int64_t qs_nib_levels(int layout) { return layout == QS_NIB_PLANES ? 4 : layout == QS_NIB_BASE3 ? 3 : 2; }
 int qs_nibble_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb, int layout,
                    const uint8_t *luts, int64_t nq, const double *lo, const double *delta, const float *row_scale,
                    int64_t scale_at, const float *row_bias, const double *qoff, int64_t k, int isa, int nthreads,
