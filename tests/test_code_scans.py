@@ -418,3 +418,46 @@ def test_quantizer_scan_follows_a_refit_and_a_loaded_state(spec: str) -> None:
         loaded.scan_topk(queries, codes, 5), fresh.scan_topk(queries, codes, 5), strict=True
     ):
         np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------- ggml block formats
+
+
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_1"])
+@pytest.mark.parametrize("dim", [32, 70, 384])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_blocks_topk_ranks_the_rescoring_scores(fmt: str, dim: int, backend: str) -> None:
+    backend_or_skip(backend)
+    from quantsearch.kernels import blocks_topk, dot_rows_blocks
+    from quantsearch.quantization import BlockQuantizer
+
+    rng = np.random.default_rng(dim)
+    x = rng.standard_normal((900, dim)).astype(np.float32)
+    x[::50] = x[0]  # repeated rows: equal scores, ties to the smaller row
+    quantizer = BlockQuantizer(fmt).fit(x)
+    codes = quantizer.encode(x)
+    queries = rng.standard_normal((4, dim)).astype(np.float32)
+    valid = rng.random(900) < 0.9
+    every = np.ascontiguousarray(np.broadcast_to(np.arange(900, dtype=np.int64), (4, 900)))
+    with use_backend(backend):
+        scores = dot_rows_blocks([codes], np.zeros(1, np.int64), every, queries, format=fmt)
+        for k in (1, 25, 900):
+            got = quantizer.scan_topk(queries, codes, k, valid=valid)
+            # the kernel's own scores, ranked independently (descending, ties to the smaller row)
+            key = np.where(valid[None, :], scores.astype(np.float64), -np.inf)
+            for q in range(4):
+                order = np.lexsort((np.arange(900), -key[q]))[: min(k, int(valid.sum()))]
+                np.testing.assert_array_equal(got[1][q, : len(order)], order)
+                np.testing.assert_array_equal(got[0][q, : len(order)], scores[q, order])
+                assert (got[1][q, len(order) :] == -1).all() and np.isnan(got[0][q, len(order) :]).all()
+    # against float64 decode + dot: the same top rows up to float32 rounding
+    exact = queries.astype(np.float64) @ quantizer.decode(codes).astype(np.float64).T
+    np.testing.assert_allclose(
+        got[0][:, :10], np.take_along_axis(exact, got[1][:, :10], axis=1), rtol=1e-4, atol=1e-3
+    )
+    with pytest.raises(DimensionMismatchError):
+        blocks_topk(queries, codes[:, :-1], 3, format=fmt)
+    with pytest.raises(InvalidArgumentError):
+        blocks_topk(np.full_like(queries, np.nan), codes, 3, format=fmt)
+    with pytest.raises(InvalidArgumentError):
+        blocks_topk(queries, codes, 3, format="q2_k")

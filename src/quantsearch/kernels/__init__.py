@@ -18,6 +18,7 @@ from .backend import (
     use_backend,
 )
 from .dispatch import (
+    blocks_topk,
     dot_rows,
     dot_rows_blocks,
     hamming_topk,
@@ -35,6 +36,7 @@ __all__ = [
     "BACKENDS",
     "PAD_DISTANCE",
     "available_backends",
+    "blocks_topk",
     "dot_rows",
     "dot_rows_blocks",
     "gather_rows",

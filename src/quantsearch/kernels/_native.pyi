@@ -76,6 +76,18 @@ def nibble_topk(
     out_rows: np.ndarray,
     /,
 ) -> None: ...
+def blocks_topk(
+    codes: np.ndarray,
+    valid: np.ndarray | None,
+    k: int,
+    weights: np.ndarray,
+    kind: int,
+    isa: int,
+    nthreads: int,
+    out_scores: np.ndarray,
+    out_rows: np.ndarray,
+    /,
+) -> None: ...
 def nibble_scan(
     codes: np.ndarray,
     valid: np.ndarray | None,

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .._topk import topk_blocks
 from .._validation import check_positive_int
 from ..exceptions import DimensionMismatchError, InvalidArgumentError, InvalidDtypeError
 from . import native_backend, numpy_backend
@@ -684,6 +685,75 @@ def dot_rows_blocks(
         return numpy_backend.dot_rows_blocks(arrays, starts, rows, padded, format)
     return native_backend.dot_rows_blocks(
         arrays, starts, rows, padded, format, isa=backend, threads=get_num_threads()
+    )
+
+
+def blocks_topk(
+    weights: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    format: str,  # noqa: A002 - ggml's word for it
+    valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of ggml block codes (``q8_0``, ``q4_0``, ``q4_1``) by the scores of
+    :func:`dot_rows_blocks` (the decoded vector's dot product with the query's weights), scanned in
+    one native call over every row: larger is better, ties go to the smaller row.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (nq, dim), float
+        ``dim <= 32 * blocks``; zero padded to whole blocks; finite.
+    codes : ndarray of shape (n, blocks * block_bytes), uint8, C-contiguous
+    k : int
+        Results per query (>= 1); fewer valid rows than ``k`` pad with row -1 and score nan.
+    format : {"q8_0", "q4_0", "q4_1"}
+    valid : ndarray of shape (n,), bool, optional
+        Rows to consider (``False`` = deleted).
+
+    Returns
+    -------
+    scores : ndarray of shape (nq, k), float32, descending; nan in padding slots
+    rows : ndarray of shape (nq, k), int64; -1 in padding slots
+
+    The native paths score each row with the function of :func:`dot_rows_blocks`, so their results
+    are exactly its scores ranked; the numpy reference agrees to float32 rounding.
+    """
+    if format not in numpy_backend.BLOCK_FORMATS:
+        raise InvalidArgumentError(
+            f"format must be one of {sorted(numpy_backend.BLOCK_FORMATS)}, got {format!r}"
+        )
+    block_bytes = numpy_backend.BLOCK_FORMATS[format][0]
+    codes = _packed_codes(codes, "codes")
+    if not codes.flags.c_contiguous or codes.shape[1] % block_bytes:
+        raise DimensionMismatchError(
+            f"{format} codes must be C-contiguous rows of whole {block_bytes}-byte blocks, got {codes.shape}"
+        )
+    blocks = codes.shape[1] // block_bytes
+    weights = np.asarray(weights)
+    if weights.ndim != 2 or weights.dtype.kind != "f" or not 1 <= weights.shape[1] <= 32 * blocks:
+        raise DimensionMismatchError(
+            f"weights must be float (nq, dim <= {32 * blocks}) for {blocks} blocks, "
+            f"got {weights.dtype}{weights.shape}"
+        )
+    if not np.isfinite(weights).all():
+        raise InvalidArgumentError("weights must be finite")
+    padded = np.zeros((weights.shape[0], 32 * blocks), np.float32)
+    padded[:, : weights.shape[1]] = weights
+    k = check_positive_int(k, "k")
+    mask = _valid_mask(valid, codes.shape[0])
+    backend = get_backend()
+    if backend == "numpy":
+        nq = padded.shape[0]
+        first = np.zeros(1, np.int64)
+
+        def score(a: int, b: int) -> np.ndarray:
+            rows = np.ascontiguousarray(np.broadcast_to(np.arange(b - a, dtype=np.int64), (nq, b - a)))
+            return numpy_backend.dot_rows_blocks([codes[a:b]], first, rows, padded, format)
+
+        return topk_blocks(score, nq, codes.shape[0], k, valid=mask)
+    return native_backend.blocks_topk(
+        padded, codes, k, format, valid=mask, isa=backend, threads=get_num_threads()
     )
 
 

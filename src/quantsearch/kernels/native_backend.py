@@ -266,6 +266,25 @@ def dot_rows_blocks(
     return out
 
 
+def blocks_topk(
+    weights: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    fmt: str,
+    *,
+    valid: np.ndarray | None,
+    isa: str = "avx2",
+    threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of ggml block rows on the scan driver; see :func:`quantsearch.kernels.blocks_topk`.
+    ``weights`` (nq, 32 * blocks) float32, zero padded."""
+    nq = weights.shape[0]
+    scores = np.empty((nq, k), np.float32)
+    rows = np.empty((nq, k), np.int64)
+    _module().blocks_topk(codes, valid, k, weights, _KIND_BLOCKS[fmt], ISA[isa], threads, scores, rows)
+    return scores, rows
+
+
 def ivf_probe(
     queries: np.ndarray,
     centroids: np.ndarray,

@@ -432,6 +432,46 @@ fail:
     return NULL;
 }
 
+static PyObject *py_blocks_topk(PyObject *self, PyObject *args) {
+    PyObject *oc, *ov, *ow, *os, *orr;
+    Py_ssize_t k;
+    int kind, isa, nthreads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOnOiiiOO", &oc, &ov, &k, &ow, &kind, &isa, &nthreads, &os, &orr)) return NULL;
+    if (kind < QS_KIND_Q8_0 || kind > QS_KIND_Q4_1) return PyErr_Format(PyExc_ValueError, "unknown block kind %d", kind);
+    if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be >= 1, got %zd", k);
+    if (nthreads < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %d", nthreads);
+    if (check_isa(isa) < 0) return NULL;
+    buffers b = {.count = 0};
+    Py_buffer *c, *v = NULL, *w, *sv, *rv;
+    if (!(c = take(&b, oc, 0, 2, 1, "B", "codes"))) goto fail;
+    if (ov != Py_None && !(v = take(&b, ov, 0, 1, 1, "?B", "valid"))) goto fail;
+    if (!(w = take(&b, ow, 0, 2, 4, "f", "weights"))) goto fail;
+    if (!(sv = take(&b, os, 1, 2, 4, "f", "out_scores"))) goto fail;
+    if (!(rv = take(&b, orr, 1, 2, 8, "lq", "out_rows"))) goto fail;
+    const Py_ssize_t n = c->shape[0], nq = w->shape[0], dim = w->shape[1];
+    if (dim < 32 || dim % 32 || c->shape[1] != qs_row_bytes(kind, dim) || (v && v->shape[0] != n) ||
+        sv->shape[0] != nq || sv->shape[1] != k || rv->shape[0] != nq || rv->shape[1] != k) {
+        PyErr_SetString(PyExc_ValueError, "weights (nq, 32 x blocks), codes of those blocks, valid or the outputs "
+                                          "do not match");
+        goto fail;
+    }
+    int rc = 0;
+    if (nq > 0) {
+        Py_BEGIN_ALLOW_THREADS;
+        rc = qs_blocks_topk((const uint8_t *)c->buf, v ? (const uint8_t *)v->buf : NULL, n, c->shape[1],
+                            (const float *)w->buf, nq, dim, kind, k, isa, nthreads, (float *)sv->buf,
+                            (int64_t *)rv->buf);
+        Py_END_ALLOW_THREADS;
+    }
+    release_all(&b);
+    if (rc < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail:
+    release_all(&b);
+    return NULL;
+}
+
 static PyObject *py_table_topk(PyObject *self, PyObject *args) {
     PyObject *oc, *ov, *ot, *osc, *obi, *oqo, *os, *orr;
     Py_ssize_t k, block_bytes;
@@ -799,6 +839,8 @@ static PyMethodDef methods[] = {
     {"planes_topk", py_planes_topk, METH_VARARGS,
      "planes_topk(codes, valid, k, planes, dim, weights, query_bits, query_planes, lo, delta, plane_coef, "
      "row_scale, row_bias, query_offset, isa, strategy, nthreads, block_bytes, and_term, out_scores, out_rows)"},
+    {"blocks_topk", py_blocks_topk, METH_VARARGS,
+     "blocks_topk(codes, valid, k, weights, kind, isa, nthreads, out_scores, out_rows): top-k of ggml block rows"},
     {"nibble_scan", py_nibble_scan, METH_VARARGS,
      "nibble_scan(codes, valid, k, layout, queries, levels, row_scale, scale_at, row_bias, query_offset, score_bias, "
      "isa, nthreads, block_bytes, out_scores, out_rows): nibble_topk with the tables built from the queries"},

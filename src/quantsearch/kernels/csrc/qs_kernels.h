@@ -145,6 +145,11 @@ int qs_nibble_scan(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_
                    const float *queries, int64_t nq, int64_t dim, const double *levels, const float *row_scale,
                    int64_t scale_at, const float *row_bias, const double *qoff, const float *score_bias, int64_t k,
                    int isa, int nthreads, int64_t block_bytes, float *out_scores, int64_t *out_rows);
+/* rescore.c: top-k of ggml block rows (kind QS_KIND_Q8_0 / Q4_0 / Q4_1, `stride` bytes, dim / 32
+ * blocks) by their qs_rescore score against each query's weights (nq, dim); see rescore.c */
+int qs_blocks_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, const float *weights,
+                   int64_t nq, int64_t dim, int kind, int64_t k, int isa, int nthreads, float *out_scores,
+                   int64_t *out_rows);
 /* key of a float score: smaller key = larger score; -0 and +0 share a key (the caller adds +0) */
 static inline uint32_t qs_score_key(float f) {
     uint32_t b;
