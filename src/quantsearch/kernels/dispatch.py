@@ -385,12 +385,13 @@ def nibble_topk(
     query_offset: np.ndarray | None = None,
     valid: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of float queries against 2-bit or ternary codes, from 4-bit lookup tables (fast scan).
+    """Top-k of float queries against 2-bit, ternary or 1-bit codes, from 4-bit lookup tables (fast scan).
 
     ``layout="planes"``: each code row begins with two bit planes of ``ceil(dim / 8)`` bytes
     (np.packbits order), dimension ``d`` at level ``l = b0 + 2 b1``; ``"base3"``: ``ceil(dim / 5)``
     bytes of five trits each (``byte = sum_i (t_i + 1) 3^i`` over dimensions ``5j + i``), level
-    ``l = t + 1``. Bytes after them (a per-row factor, say) are ignored. ``values[q, d, l]`` is
+    ``l = t + 1``; ``"bits"``: one plane of ``ceil(dim / 8)`` bytes, level = the bit (four
+    dimensions a table). Bytes after them (a per-row factor, say) are ignored. ``values[q, d, l]`` is
     query ``q``'s contribution of dimension ``d`` at level ``l`` (any function of the level: the
     AND of the planes included), and
 
@@ -404,13 +405,13 @@ def nibble_topk(
 
     Parameters
     ----------
-    values : ndarray of shape (nq, dim, 4) ("planes") or (nq, dim, 3) ("base3"), float
+    values : ndarray of shape (nq, dim, 4) ("planes"), (nq, dim, 3) ("base3") or (nq, dim, 2) ("bits"), float
         Finite.
     codes : ndarray of shape (n, width), uint8, C-contiguous
         At least the layout's bytes per row; not copied.
     k : int
         Results per query (>= 1); fewer valid rows than ``k`` pad with row -1 and score nan.
-    layout : {"planes", "base3"}
+    layout : {"planes", "base3", "bits"}
     row_scale, row_bias : ndarray of shape (n,), optional
         Per-row factors (float32); defaults 1 and 0.
     scale_offset : int, optional
@@ -498,7 +499,7 @@ def nibble_scan(
     ----------
     queries : ndarray of shape (nq, dim), float32
         Finite (copied if not C-contiguous float32).
-    levels : ndarray of shape (dim, 4) ("planes") or (dim, 3) ("base3"), float64
+    levels : ndarray of shape (dim, 4) ("planes"), (dim, 3) ("base3") or (dim, 2) ("bits"), float64
         Each dimension's value at each level; finite. Callers keep it per quantizer.
     codes, k, layout, scale_offset, valid
         As in :func:`nibble_topk`.
