@@ -373,6 +373,21 @@ def planes_topk(
     return native_backend.planes_topk(weights, codes, k, **args, isa=backend, threads=get_num_threads())
 
 
+def _nibble_codes(codes: Any, dim: int, layout: str) -> np.ndarray:
+    """Codes of a nibble scan: C-contiguous uint8 rows holding at least the layout's bytes."""
+    codes = _packed_codes(codes, "codes")
+    if not codes.flags.c_contiguous:
+        raise InvalidArgumentError(
+            f"codes must be C-contiguous (n, {codes.shape[1]}) uint8, got strides {codes.strides}"
+        )
+    need = numpy_backend.nibble_bytes(dim, layout) * (2 if layout == "planes" else 1)
+    if codes.shape[1] < need:
+        raise DimensionMismatchError(
+            f"codes have {codes.shape[1]} bytes per row; {layout} codes of dim {dim} need {need}"
+        )
+    return codes
+
+
 def nibble_topk(
     values: np.ndarray,
     codes: np.ndarray,
@@ -440,16 +455,7 @@ def nibble_topk(
     if not np.isfinite(values).all():
         raise InvalidArgumentError("values must be finite")
     nq, dim = values.shape[:2]
-    codes = _packed_codes(codes, "codes")
-    if not codes.flags.c_contiguous:
-        raise InvalidArgumentError(
-            f"codes must be C-contiguous (n, {codes.shape[1]}) uint8, got strides {codes.strides}"
-        )
-    need = numpy_backend.nibble_bytes(dim, layout) * (2 if layout == "planes" else 1)
-    if codes.shape[1] < need:
-        raise DimensionMismatchError(
-            f"codes have {codes.shape[1]} bytes per row; {layout} codes of dim {dim} need {need}"
-        )
+    codes = _nibble_codes(codes, dim, layout)
     n = codes.shape[0]
     k = check_positive_int(k, "k")
     scale = None if row_scale is None else _finite_vector(row_scale, "row_scale", n, np.float32)
@@ -521,16 +527,7 @@ def nibble_scan(
         raise DimensionMismatchError(
             f"levels must have shape ({dim}, {numpy_backend.NIBBLE_LEVELS[layout]}), got {levels.shape}"
         )
-    codes = _packed_codes(codes, "codes")
-    if not codes.flags.c_contiguous:
-        raise InvalidArgumentError(
-            f"codes must be C-contiguous (n, {codes.shape[1]}) uint8, got strides {codes.strides}"
-        )
-    need = numpy_backend.nibble_bytes(dim, layout) * (2 if layout == "planes" else 1)
-    if codes.shape[1] < need:
-        raise DimensionMismatchError(
-            f"codes have {codes.shape[1]} bytes per row; {layout} codes of dim {dim} need {need}"
-        )
+    codes = _nibble_codes(codes, dim, layout)
     k = check_positive_int(k, "k")
     if scale_offset is not None:
         scale_offset = check_positive_int(scale_offset, "scale_offset", minimum=0)

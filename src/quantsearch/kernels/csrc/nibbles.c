@@ -167,6 +167,13 @@ QS_TARGET_AVX2 INLINE void tile_nibbles(const uint8_t *p, int64_t stride, int64_
     }
 }
 
+/* a[t] = byte 16 c + t of the tile's 32 rows (p already at byte 16 c) */
+QS_TARGET_AVX2 INLINE void load_tile(const uint8_t *p, int64_t stride, __m256i *a) {
+    for (int i = 0; i < 16; i++)
+        a[i] = _mm256_loadu2_m128i((const __m128i *)(p + (16 + i) * stride), (const __m128i *)(p + i * stride));
+    transpose16(a);
+}
+
 /* base 3: byte b = d0 + 3 d1 + 9 d2 + 27 d3 + 81 d4 (digits 0..2) gives the groups d0 + 3 d1,
  * d2 + 3 d3 and d4: q = b / 9 = (b * 7282) >> 16 (exact for b < 256), t4 = (q > 8) + (q > 17) */
 QS_TARGET_AVX2 INLINE void tile_trits(const uint8_t *p, int64_t stride, int64_t chunks, __m256i *idx) {
@@ -174,11 +181,7 @@ QS_TARGET_AVX2 INLINE void tile_trits(const uint8_t *p, int64_t stride, int64_t 
     const __m256i eight = _mm256_set1_epi8(8), seventeen = _mm256_set1_epi8(17);
     for (int64_t c = 0; c < chunks; c++) {
         __m256i a[16];
-        for (int i = 0; i < 16; i++) {
-            const uint8_t *r = p + i * stride + 16 * c, *r16 = p + (16 + i) * stride + 16 * c;
-            a[i] = _mm256_loadu2_m128i((const __m128i *)r16, (const __m128i *)r);
-        }
-        transpose16(a);
+        load_tile(p + 16 * c, stride, a);
         __m256i *o = idx + c * 48;
         for (int t = 0; t < 16; t++) {
             const __m256i b = a[t];
@@ -201,11 +204,7 @@ QS_TARGET_AVX2 INLINE void tile_bits(const uint8_t *p, int64_t stride, int64_t c
     const __m256i m0f = _mm256_set1_epi8(0x0f);
     for (int64_t c = 0; c < chunks; c++) {
         __m256i a[16];
-        for (int i = 0; i < 16; i++) {
-            const uint8_t *r = p + i * stride + 16 * c, *r16 = p + (16 + i) * stride + 16 * c;
-            a[i] = _mm256_loadu2_m128i((const __m128i *)r16, (const __m128i *)r);
-        }
-        transpose16(a);
+        load_tile(p + 16 * c, stride, a);
         __m256i *o = idx + c * 32;
         for (int t = 0; t < 16; t++) {
             o[2 * t] = _mm256_and_si256(a[t], m0f);
