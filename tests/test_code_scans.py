@@ -4,10 +4,14 @@
   the native paths must give exactly the numpy reference's rows, and the estimate must stay within
   ``delta / 2`` per set bit of the exact float64 sum over unpacked bits.
 * ``table_topk``: per-query byte lookup tables against a float64 brute force (tie-aware).
-* ``nibble_topk``: 2-bit plane and base-3 codes x uint8 nibble tables; the native paths must give
+* ``nibble_topk``: 2-bit plane, base-3 and 1-bit codes x uint8 nibble tables; the native paths must give
   exactly the numpy reference's scores and rows, and the estimate must stay within ``delta / 2``
   per table of the exact float64 sum over the decoded levels.
-* ``Int2Quantizer`` / ``TernaryQuantizer`` ``scan_topk`` against decode + float64 dot products.
+* ``nibble_scan``: the tables built natively from float32 queries and per-dimension level values;
+  every path must give exactly ``nibble_topk`` on the numpy reference with ``values = queries x
+  levels`` (float64) plus the score bias in float32.
+* ``Int2Quantizer`` / ``TernaryQuantizer`` / ``RaBitQQuantizer`` ``scan_topk`` against decode + float64
+  dot products, and after a refit or ``set_state`` (the scans cache per-quantizer level tables).
 """
 
 from __future__ import annotations
@@ -16,7 +20,14 @@ import numpy as np
 import pytest
 
 from quantsearch.exceptions import DimensionMismatchError, InvalidArgumentError, InvalidDtypeError
-from quantsearch.kernels import available_backends, nibble_topk, planes_topk, table_topk, use_backend
+from quantsearch.kernels import (
+    available_backends,
+    nibble_scan,
+    nibble_topk,
+    planes_topk,
+    table_topk,
+    use_backend,
+)
 from quantsearch.kernels.numpy_backend import nibble_luts
 from quantsearch.quantization import make_quantizer
 from quantsearch.quantization.base import Quantizer
@@ -169,10 +180,12 @@ def nibble_case(layout: str, seed: int, n: int, dim: int, nq: int = 3):
     """Codes, per-level query values and the (n, dim) level of every dimension, decoded independently
     of the kernels' group layout (np.unpackbits / base-3 digits)."""
     rng = np.random.default_rng(seed)
-    levels = 4 if layout == "planes" else 3
+    levels = {"planes": 4, "base3": 3, "bits": 2}[layout]
     level = rng.integers(0, levels, (n, dim))
     level[::40] = level[0]  # repeated rows: ties
-    if layout == "planes":
+    if layout == "bits":
+        body = np.packbits(level, axis=1)
+    elif layout == "planes":
         body = np.concatenate([np.packbits(level & 1, axis=1), np.packbits(level >> 1, axis=1)], axis=1)
     else:
         groups = (dim + 4) // 5
@@ -184,7 +197,7 @@ def nibble_case(layout: str, seed: int, n: int, dim: int, nq: int = 3):
     return np.ascontiguousarray(np.concatenate([body, extra], axis=1)), values, level
 
 
-@pytest.mark.parametrize("layout", ["planes", "base3"])
+@pytest.mark.parametrize("layout", ["planes", "base3", "bits"])
 @pytest.mark.parametrize("dim", [3, 8, 37, 384, 1000])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nibble_topk_matches_reference_and_bound(layout: str, dim: int, backend: str) -> None:
@@ -219,7 +232,7 @@ def test_nibble_topk_matches_reference_and_bound(layout: str, dim: int, backend:
         assert (exact[q, left] <= exact[q, rows].min() + 2 * bound.max()).all()
 
 
-@pytest.mark.parametrize("layout", ["planes", "base3"])
+@pytest.mark.parametrize("layout", ["planes", "base3", "bits"])
 @pytest.mark.parametrize("backend", ["portable", "avx2", "avx512"])
 def test_nibble_topk_identical_for_any_thread_count_and_block(layout: str, backend: str) -> None:
     backend_or_skip(backend)
@@ -247,7 +260,7 @@ def test_nibble_topk_identical_for_any_thread_count_and_block(layout: str, backe
     assert valid[one[1][one[1] >= 0]].all()
 
 
-@pytest.mark.parametrize("layout", ["planes", "base3"])
+@pytest.mark.parametrize("layout", ["planes", "base3", "bits"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nibble_topk_reads_the_scale_from_the_rows(layout: str, backend: str) -> None:
     backend_or_skip(backend)
@@ -278,6 +291,72 @@ def test_nibble_topk_pads_and_validates() -> None:
         nibble_topk(np.full((1, 16, 4), np.nan), codes, 1)
 
 
+@pytest.mark.parametrize("layout", ["planes", "base3", "bits"])
+@pytest.mark.parametrize("dim", [1, 3, 8, 37, 384, 1000])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nibble_scan_matches_tables_from_numpy(layout: str, dim: int, backend: str) -> None:
+    backend_or_skip(backend)
+    codes, _, _ = nibble_case(layout, dim + 11, 900, dim)
+    rng = np.random.default_rng(dim)
+    nq, nlev = 3, {"planes": 4, "base3": 3, "bits": 2}[layout]
+    queries = rng.standard_normal((nq, dim)).astype(np.float32)
+    queries[1, : dim // 2] = 0.0  # zero contributions: ties between table entries
+    levels = rng.standard_normal((dim, nlev))
+    levels[::3, 1] = levels[::3, 0]  # equal levels
+    scale = rng.uniform(-1.0, 2.0, codes.shape[0]).astype("<f4")
+    stored = np.ascontiguousarray(np.concatenate([codes, scale[:, None].view(np.uint8)], axis=1))
+    valid = rng.random(codes.shape[0]) < 0.9
+    bias = rng.standard_normal(nq).astype(np.float32)
+    values = queries.astype(np.float64)[:, :, None] * levels[None, :, :]
+    for k in (1, 17, 950):
+        with use_backend("numpy"):
+            scores, rows = nibble_topk(
+                values, stored, k, layout=layout, scale_offset=codes.shape[1], valid=valid
+            )
+        ref = ((scores + bias[:, None]).astype(np.float32), rows)
+        with use_backend(backend):
+            got = nibble_scan(
+                queries, levels, stored, k, layout=layout, scale_offset=codes.shape[1], score_bias=bias,
+                valid=valid,
+            )  # fmt: skip
+            plain = nibble_scan(queries, levels, stored, k, layout=layout)
+        np.testing.assert_array_equal(got[1], ref[1])
+        np.testing.assert_array_equal(got[0], ref[0])
+        with use_backend("numpy"):
+            ref_plain = nibble_topk(values, stored, k, layout=layout)
+        np.testing.assert_array_equal(plain[1], ref_plain[1])
+        np.testing.assert_array_equal(plain[0], ref_plain[0])
+    # all-zero queries: every table is flat (delta 0), every score 0 + bias, ties to the smaller row
+    with use_backend(backend):
+        flat = nibble_scan(
+            np.zeros((1, dim), np.float32), levels, stored, 5, layout=layout, score_bias=bias[:1]
+        )
+    np.testing.assert_array_equal(flat[1][0], np.arange(5))
+    np.testing.assert_array_equal(flat[0][0], np.full(5, bias[0]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nibble_scan_validates(backend: str) -> None:
+    backend_or_skip(backend)
+    codes, _, _ = nibble_case("planes", 1, 5, 16, nq=1)
+    q, lv = np.ones((1, 16), np.float32), np.ones((16, 4))
+    with use_backend(backend):
+        with pytest.raises(InvalidArgumentError, match="finite"):
+            nibble_scan(np.full((1, 16), np.nan, np.float32), lv, codes, 1)
+        with pytest.raises(InvalidArgumentError, match="finite"):
+            nibble_scan(q, np.full((16, 4), np.inf), codes, 1)
+        with pytest.raises(DimensionMismatchError):
+            nibble_scan(q, np.ones((16, 3)), codes, 1)
+        with pytest.raises(DimensionMismatchError):
+            nibble_scan(np.ones((1, 80), np.float32), np.ones((80, 4)), codes, 1)
+        with pytest.raises(InvalidArgumentError, match="layout"):
+            nibble_scan(q, lv, codes, 1, layout="base5")
+        with pytest.raises(InvalidArgumentError, match="scale_offset"):
+            nibble_scan(q, lv, codes, 1, scale_offset=codes.shape[1] - 3)
+        with pytest.raises(DimensionMismatchError):
+            nibble_scan(q, lv, codes, 1, score_bias=np.zeros(2, np.float32))
+
+
 # ---------------------------------------------------------------- quantizers
 
 
@@ -286,7 +365,10 @@ def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("spec", ["int2", "int2-nofactor", "int2-uniform", "ternary-planes", "ternary"])
+@pytest.mark.parametrize(
+    "spec",
+    ["int2", "int2-nofactor", "int2-uniform", "ternary-planes", "ternary", "rabitq", "sign-asym"],
+)
 @pytest.mark.parametrize("backend", ["numpy", "avx2", "avx512", "portable"])
 def test_quantizer_scan_agrees_with_decoded_dot_products(spec: str, backend: str) -> None:
     backend_or_skip(backend)
@@ -311,3 +393,71 @@ def test_quantizer_scan_agrees_with_decoded_dot_products(spec: str, backend: str
         [len(set(a) & set(b)) / 10 for a, b in zip(rows.tolist(), base_rows.tolist(), strict=True)]
     )
     assert overlap >= 0.8
+
+
+@pytest.mark.parametrize("spec", ["int2", "ternary-dim", "ternary-planes", "ternary", "rabitq", "sign-asym"])
+def test_quantizer_scan_follows_a_refit_and_a_loaded_state(spec: str) -> None:
+    # the scan keeps per-quantizer level tables: a refit or set_state must not reuse stale ones
+    rng = np.random.default_rng(3)
+    x, y = unit_rows(rng, 600, 64), 3.0 * unit_rows(rng, 600, 64) + 0.5
+    queries = x[:4]
+    quantizer = make_quantizer(spec).fit(x)
+    quantizer.scan_topk(queries, quantizer.encode(x), 5)  # fills the cache
+    quantizer.fit(y)
+    fresh = make_quantizer(spec).fit(y)
+    codes = fresh.encode(y)
+    np.testing.assert_array_equal(quantizer.encode(y), codes)
+    for got, want in zip(
+        quantizer.scan_topk(queries, codes, 5), fresh.scan_topk(queries, codes, 5), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+    loaded = make_quantizer(spec).fit(x)
+    loaded.scan_topk(queries, loaded.encode(x), 5)
+    loaded.set_state(fresh.get_state())
+    for got, want in zip(
+        loaded.scan_topk(queries, codes, 5), fresh.scan_topk(queries, codes, 5), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+
+
+# ---------------------------------------------------------------- ggml block formats
+
+
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_1"])
+@pytest.mark.parametrize("dim", [32, 70, 384])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_blocks_topk_ranks_the_rescoring_scores(fmt: str, dim: int, backend: str) -> None:
+    backend_or_skip(backend)
+    from quantsearch.kernels import blocks_topk, dot_rows_blocks
+    from quantsearch.quantization import BlockQuantizer
+
+    rng = np.random.default_rng(dim)
+    x = rng.standard_normal((900, dim)).astype(np.float32)
+    x[::50] = x[0]  # repeated rows: equal scores, ties to the smaller row
+    quantizer = BlockQuantizer(fmt).fit(x)
+    codes = quantizer.encode(x)
+    queries = rng.standard_normal((4, dim)).astype(np.float32)
+    valid = rng.random(900) < 0.9
+    every = np.ascontiguousarray(np.broadcast_to(np.arange(900, dtype=np.int64), (4, 900)))
+    with use_backend(backend):
+        scores = dot_rows_blocks([codes], np.zeros(1, np.int64), every, queries, format=fmt)
+        for k in (1, 25, 900):
+            got = quantizer.scan_topk(queries, codes, k, valid=valid)
+            # the kernel's own scores, ranked independently (descending, ties to the smaller row)
+            key = np.where(valid[None, :], scores.astype(np.float64), -np.inf)
+            for q in range(4):
+                order = np.lexsort((np.arange(900), -key[q]))[: min(k, int(valid.sum()))]
+                np.testing.assert_array_equal(got[1][q, : len(order)], order)
+                np.testing.assert_array_equal(got[0][q, : len(order)], scores[q, order])
+                assert (got[1][q, len(order) :] == -1).all() and np.isnan(got[0][q, len(order) :]).all()
+    # against float64 decode + dot: the same top rows up to float32 rounding
+    exact = queries.astype(np.float64) @ quantizer.decode(codes).astype(np.float64).T
+    np.testing.assert_allclose(
+        got[0][:, :10], np.take_along_axis(exact, got[1][:, :10], axis=1), rtol=1e-4, atol=1e-3
+    )
+    with pytest.raises(DimensionMismatchError):
+        blocks_topk(queries, codes[:, :-1], 3, format=fmt)
+    with pytest.raises(InvalidArgumentError):
+        blocks_topk(np.full_like(queries, np.nan), codes, 3, format=fmt)
+    with pytest.raises(InvalidArgumentError):
+        blocks_topk(queries, codes, 3, format="q2_k")

@@ -76,6 +76,37 @@ def nibble_topk(
     out_rows: np.ndarray,
     /,
 ) -> None: ...
+def blocks_topk(
+    codes: np.ndarray,
+    valid: np.ndarray | None,
+    k: int,
+    weights: np.ndarray,
+    kind: int,
+    isa: int,
+    nthreads: int,
+    out_scores: np.ndarray,
+    out_rows: np.ndarray,
+    /,
+) -> None: ...
+def nibble_scan(
+    codes: np.ndarray,
+    valid: np.ndarray | None,
+    k: int,
+    layout: int,
+    queries: np.ndarray,
+    levels: np.ndarray,
+    row_scale: np.ndarray | None,
+    scale_at: int,
+    row_bias: np.ndarray | None,
+    query_offset: np.ndarray | None,
+    score_bias: np.ndarray | None,
+    isa: int,
+    nthreads: int,
+    block_bytes: int,
+    out_scores: np.ndarray,
+    out_rows: np.ndarray,
+    /,
+) -> None: ...
 def table_topk(
     codes: np.ndarray,
     valid: np.ndarray | None,

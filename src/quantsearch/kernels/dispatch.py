@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .._topk import topk_blocks
 from .._validation import check_positive_int
 from ..exceptions import DimensionMismatchError, InvalidArgumentError, InvalidDtypeError
 from . import native_backend, numpy_backend
@@ -372,6 +373,21 @@ def planes_topk(
     return native_backend.planes_topk(weights, codes, k, **args, isa=backend, threads=get_num_threads())
 
 
+def _nibble_codes(codes: Any, dim: int, layout: str) -> np.ndarray:
+    """Codes of a nibble scan: C-contiguous uint8 rows holding at least the layout's bytes."""
+    codes = _packed_codes(codes, "codes")
+    if not codes.flags.c_contiguous:
+        raise InvalidArgumentError(
+            f"codes must be C-contiguous (n, {codes.shape[1]}) uint8, got strides {codes.strides}"
+        )
+    need = numpy_backend.nibble_bytes(dim, layout) * (2 if layout == "planes" else 1)
+    if codes.shape[1] < need:
+        raise DimensionMismatchError(
+            f"codes have {codes.shape[1]} bytes per row; {layout} codes of dim {dim} need {need}"
+        )
+    return codes
+
+
 def nibble_topk(
     values: np.ndarray,
     codes: np.ndarray,
@@ -384,12 +400,13 @@ def nibble_topk(
     query_offset: np.ndarray | None = None,
     valid: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of float queries against 2-bit or ternary codes, from 4-bit lookup tables (fast scan).
+    """Top-k of float queries against 2-bit, ternary or 1-bit codes, from 4-bit lookup tables (fast scan).
 
     ``layout="planes"``: each code row begins with two bit planes of ``ceil(dim / 8)`` bytes
     (np.packbits order), dimension ``d`` at level ``l = b0 + 2 b1``; ``"base3"``: ``ceil(dim / 5)``
     bytes of five trits each (``byte = sum_i (t_i + 1) 3^i`` over dimensions ``5j + i``), level
-    ``l = t + 1``. Bytes after them (a per-row factor, say) are ignored. ``values[q, d, l]`` is
+    ``l = t + 1``; ``"bits"``: one plane of ``ceil(dim / 8)`` bytes, level = the bit (four
+    dimensions a table). Bytes after them (a per-row factor, say) are ignored. ``values[q, d, l]`` is
     query ``q``'s contribution of dimension ``d`` at level ``l`` (any function of the level: the
     AND of the planes included), and
 
@@ -403,13 +420,13 @@ def nibble_topk(
 
     Parameters
     ----------
-    values : ndarray of shape (nq, dim, 4) ("planes") or (nq, dim, 3) ("base3"), float
+    values : ndarray of shape (nq, dim, 4) ("planes"), (nq, dim, 3) ("base3") or (nq, dim, 2) ("bits"), float
         Finite.
     codes : ndarray of shape (n, width), uint8, C-contiguous
         At least the layout's bytes per row; not copied.
     k : int
         Results per query (>= 1); fewer valid rows than ``k`` pad with row -1 and score nan.
-    layout : {"planes", "base3"}
+    layout : {"planes", "base3", "bits"}
     row_scale, row_bias : ndarray of shape (n,), optional
         Per-row factors (float32); defaults 1 and 0.
     scale_offset : int, optional
@@ -426,7 +443,7 @@ def nibble_topk(
     rows : ndarray of shape (nq, k), int64; -1 in padding slots
     """
     if layout not in numpy_backend.NIBBLE_LEVELS:
-        raise InvalidArgumentError(f"layout must be 'planes' or 'base3', got {layout!r}")
+        raise InvalidArgumentError(f"layout must be 'planes', 'base3' or 'bits', got {layout!r}")
     levels = numpy_backend.NIBBLE_LEVELS[layout]
     values = np.asarray(values)
     if values.ndim != 3 or values.shape[2] != levels or values.dtype.kind not in "iuf":
@@ -438,16 +455,7 @@ def nibble_topk(
     if not np.isfinite(values).all():
         raise InvalidArgumentError("values must be finite")
     nq, dim = values.shape[:2]
-    codes = _packed_codes(codes, "codes")
-    if not codes.flags.c_contiguous:
-        raise InvalidArgumentError(
-            f"codes must be C-contiguous (n, {codes.shape[1]}) uint8, got strides {codes.strides}"
-        )
-    need = numpy_backend.nibble_bytes(dim, layout) * (2 if layout == "planes" else 1)
-    if codes.shape[1] < need:
-        raise DimensionMismatchError(
-            f"codes have {codes.shape[1]} bytes per row; {layout} codes of dim {dim} need {need}"
-        )
+    codes = _nibble_codes(codes, dim, layout)
     n = codes.shape[0]
     k = check_positive_int(k, "k")
     scale = None if row_scale is None else _finite_vector(row_scale, "row_scale", n, np.float32)
@@ -476,6 +484,72 @@ def nibble_topk(
     return native_backend.nibble_topk(
         luts, codes, k, **args, scale_offset=scale_offset, isa=backend, threads=get_num_threads()
     )
+
+
+def nibble_scan(
+    queries: np.ndarray,
+    levels: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    layout: str = "planes",
+    scale_offset: int | None = None,
+    score_bias: np.ndarray | None = None,
+    valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`nibble_topk` with ``values[q, d, l] = queries[q, d] * levels[d, l]`` (in float64), the
+    tables built and the scan run in one native call: the candidate scan of a single query without
+    per-query numpy work. ``score_bias[q]`` (float32) is added to every score of query ``q``.
+
+    Parameters
+    ----------
+    queries : ndarray of shape (nq, dim), float32
+        Finite (copied if not C-contiguous float32).
+    levels : ndarray of shape (dim, 4) ("planes"), (dim, 3) ("base3") or (dim, 2) ("bits"), float64
+        Each dimension's value at each level; finite. Callers keep it per quantizer.
+    codes, k, layout, scale_offset, valid
+        As in :func:`nibble_topk`.
+    score_bias : ndarray of shape (nq,), float32, optional
+
+    Returns
+    -------
+    scores : ndarray of shape (nq, k), float32, descending; nan in padding slots
+    rows : ndarray of shape (nq, k), int64; -1 in padding slots
+    """
+    if layout not in numpy_backend.NIBBLE_LEVELS:
+        raise InvalidArgumentError(f"layout must be 'planes', 'base3' or 'bits', got {layout!r}")
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if queries.ndim != 2 or queries.shape[1] < 1:
+        raise DimensionMismatchError(f"queries must be 2-D (nq, dim), got shape {queries.shape}")
+    nq, dim = queries.shape
+    levels = np.ascontiguousarray(levels, dtype=np.float64)
+    if levels.shape != (dim, numpy_backend.NIBBLE_LEVELS[layout]):
+        raise DimensionMismatchError(
+            f"levels must have shape ({dim}, {numpy_backend.NIBBLE_LEVELS[layout]}), got {levels.shape}"
+        )
+    codes = _nibble_codes(codes, dim, layout)
+    k = check_positive_int(k, "k")
+    if scale_offset is not None:
+        scale_offset = check_positive_int(scale_offset, "scale_offset", minimum=0)
+        if scale_offset + 4 > codes.shape[1]:
+            raise InvalidArgumentError(
+                f"scale_offset needs 4 bytes inside the {codes.shape[1]}-byte rows, got {scale_offset}"
+            )
+    bias = None if score_bias is None else _finite_vector(score_bias, "score_bias", nq, np.float32)
+    args: dict[str, Any] = dict(
+        layout=layout, scale_offset=scale_offset, score_bias=bias, valid=_valid_mask(valid, codes.shape[0])
+    )
+    backend = get_backend()
+    if backend == "numpy":
+        if not (np.isfinite(queries).all() and np.isfinite(levels).all()):
+            raise InvalidArgumentError("queries and levels must be finite")
+        return numpy_backend.nibble_scan(queries, levels, codes, k, **args)
+    try:  # the native call checks that queries and levels are finite as it builds the tables
+        return native_backend.nibble_scan(
+            queries, levels, codes, k, **args, isa=backend, threads=get_num_threads()
+        )
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from exc
 
 
 def table_topk(
@@ -609,6 +683,75 @@ def dot_rows_blocks(
         return numpy_backend.dot_rows_blocks(arrays, starts, rows, padded, format)
     return native_backend.dot_rows_blocks(
         arrays, starts, rows, padded, format, isa=backend, threads=get_num_threads()
+    )
+
+
+def blocks_topk(
+    weights: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    format: str,  # noqa: A002 - ggml's word for it
+    valid: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of ggml block codes (``q8_0``, ``q4_0``, ``q4_1``) by the scores of
+    :func:`dot_rows_blocks` (the decoded vector's dot product with the query's weights), scanned in
+    one native call over every row: larger is better, ties go to the smaller row.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (nq, dim), float
+        ``dim <= 32 * blocks``; zero padded to whole blocks; finite.
+    codes : ndarray of shape (n, blocks * block_bytes), uint8, C-contiguous
+    k : int
+        Results per query (>= 1); fewer valid rows than ``k`` pad with row -1 and score nan.
+    format : {"q8_0", "q4_0", "q4_1"}
+    valid : ndarray of shape (n,), bool, optional
+        Rows to consider (``False`` = deleted).
+
+    Returns
+    -------
+    scores : ndarray of shape (nq, k), float32, descending; nan in padding slots
+    rows : ndarray of shape (nq, k), int64; -1 in padding slots
+
+    The native paths score each row with the function of :func:`dot_rows_blocks`, so their results
+    are exactly its scores ranked; the numpy reference agrees to float32 rounding.
+    """
+    if format not in numpy_backend.BLOCK_FORMATS:
+        raise InvalidArgumentError(
+            f"format must be one of {sorted(numpy_backend.BLOCK_FORMATS)}, got {format!r}"
+        )
+    block_bytes = numpy_backend.BLOCK_FORMATS[format][0]
+    codes = _packed_codes(codes, "codes")
+    if not codes.flags.c_contiguous or codes.shape[1] % block_bytes:
+        raise DimensionMismatchError(
+            f"{format} codes must be C-contiguous rows of whole {block_bytes}-byte blocks, got {codes.shape}"
+        )
+    blocks = codes.shape[1] // block_bytes
+    weights = np.asarray(weights)
+    if weights.ndim != 2 or weights.dtype.kind != "f" or not 1 <= weights.shape[1] <= 32 * blocks:
+        raise DimensionMismatchError(
+            f"weights must be float (nq, dim <= {32 * blocks}) for {blocks} blocks, "
+            f"got {weights.dtype}{weights.shape}"
+        )
+    if not np.isfinite(weights).all():
+        raise InvalidArgumentError("weights must be finite")
+    padded = np.zeros((weights.shape[0], 32 * blocks), np.float32)
+    padded[:, : weights.shape[1]] = weights
+    k = check_positive_int(k, "k")
+    mask = _valid_mask(valid, codes.shape[0])
+    backend = get_backend()
+    if backend == "numpy":
+        nq = padded.shape[0]
+        first = np.zeros(1, np.int64)
+
+        def score(a: int, b: int) -> np.ndarray:
+            rows = np.ascontiguousarray(np.broadcast_to(np.arange(b - a, dtype=np.int64), (nq, b - a)))
+            return numpy_backend.dot_rows_blocks([codes[a:b]], first, rows, padded, format)
+
+        return topk_blocks(score, nq, codes.shape[0], k, valid=mask)
+    return native_backend.blocks_topk(
+        padded, codes, k, format, valid=mask, isa=backend, threads=get_num_threads()
     )
 
 

@@ -165,7 +165,7 @@ def planes_topk(
     return scores, rows
 
 
-_NIBBLE_LAYOUT = {"planes": 0, "base3": 1}
+_NIBBLE_LAYOUT = {"planes": 0, "base3": 1, "bits": 2}
 
 
 def nibble_topk(
@@ -193,6 +193,32 @@ def nibble_topk(
     _module().nibble_topk(
         codes, valid, k, _NIBBLE_LAYOUT[layout], luts, lo, delta, row_scale,
         -1 if scale_offset is None else scale_offset, row_bias, query_offset, ISA[isa], threads, block_bytes,
+        scores, rows,
+    )  # fmt: skip
+    return scores, rows
+
+
+def nibble_scan(
+    queries: np.ndarray,
+    levels: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    layout: str,
+    scale_offset: int | None,
+    score_bias: np.ndarray | None,
+    valid: np.ndarray | None,
+    isa: str = "avx2",
+    threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nibble tables built from the queries and the scan, in one native call; see
+    :func:`quantsearch.kernels.nibble_scan`."""
+    nq = queries.shape[0]
+    scores = np.empty((nq, k), np.float32)
+    rows = np.empty((nq, k), np.int64)
+    _module().nibble_scan(
+        codes, valid, k, _NIBBLE_LAYOUT[layout], queries, levels, None,
+        -1 if scale_offset is None else scale_offset, None, None, score_bias, ISA[isa], threads, 0,
         scores, rows,
     )  # fmt: skip
     return scores, rows
@@ -238,6 +264,25 @@ def dot_rows_blocks(
     out = np.empty(rows.shape, np.float32)
     _module().rescore(list(arrays), starts, rows, weights, _KIND_BLOCKS[fmt], 0, ISA[isa], threads, out)
     return out
+
+
+def blocks_topk(
+    weights: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    fmt: str,
+    *,
+    valid: np.ndarray | None,
+    isa: str = "avx2",
+    threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of ggml block rows on the scan driver; see :func:`quantsearch.kernels.blocks_topk`.
+    ``weights`` (nq, 32 * blocks) float32, zero padded."""
+    nq = weights.shape[0]
+    scores = np.empty((nq, k), np.float32)
+    rows = np.empty((nq, k), np.int64)
+    _module().blocks_topk(codes, valid, k, weights, _KIND_BLOCKS[fmt], ISA[isa], threads, scores, rows)
+    return scores, rows
 
 
 def ivf_probe(

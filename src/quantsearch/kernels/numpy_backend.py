@@ -342,13 +342,13 @@ _NIBBLE_VALUES = np.arange(16)
 _LEVEL_FIRST = (_NIBBLE_VALUES & 1) + 2 * ((_NIBBLE_VALUES >> 2) & 1)
 _LEVEL_SECOND = ((_NIBBLE_VALUES >> 1) & 1) + 2 * ((_NIBBLE_VALUES >> 3) & 1)
 #: levels per dimension of each layout (the last axis of ``values``)
-NIBBLE_LEVELS = {"planes": 4, "base3": 3}
+NIBBLE_LEVELS = {"planes": 4, "base3": 3, "bits": 2}
 
 
 def nibble_bytes(dim: int, layout: str) -> int:
     """Bytes per code row the layout's groups come from: ``ceil(dim / 8)`` per plane, or
     ``ceil(dim / 5)`` (five trits per byte)."""
-    return (dim + 7) // 8 if layout == "planes" else (dim + 4) // 5
+    return (dim + 4) // 5 if layout == "base3" else (dim + 7) // 8
 
 
 def group_indices(codes: np.ndarray, nb: int, layout: str) -> np.ndarray:
@@ -360,8 +360,13 @@ def group_indices(codes: np.ndarray, nb: int, layout: str) -> np.ndarray:
     the group's first dimension, bits 1 and 3 those of its second.
     ``"base3"`` (G = 3 nb): byte ``b = d0 + 3 d1 + 9 d2 + 27 d3 + 81 d4`` (digits ``t + 1`` of
     dimensions ``5j .. 5j + 4``) gives ``d0 + 3 d1``, ``d2 + 3 d3`` and ``d4``.
+    ``"bits"`` (G = 2 nb, one plane of 1-bit codes): ``b & 15`` and ``b >> 4``, four dimensions each
+    (bit ``i`` of the nibble is dimension ``8j + 7 - i``, resp. ``8j + 3 - i``; level = the bit).
     """
     n = codes.shape[0]
+    if layout == "bits":
+        b = codes[:, :nb]
+        return np.stack([b & 15, b >> 4], axis=2).reshape(n, -1).astype(np.uint8)
     if layout == "base3":
         b = codes[:, :nb].astype(np.int16)
         q = b // 9
@@ -382,8 +387,8 @@ def nibble_luts(values: np.ndarray, layout: str = "planes") -> tuple[np.ndarray,
     index, the sum of its dimensions' contributions (dimensions past ``d`` contribute 0; indices no
     code produces hold the group's minimum). With ``m_g`` the minimum and
     ``delta = max_g (max - m_g) / 255``, ``lut = floor((table - m_g) / delta + 0.5)`` (at most 255; 0
-    where ``delta == 0``) and ``lo = sum_g m_g``, so ``lo + delta * sum_g lut[g][index_g]`` is
-    within ``delta / 2`` per group of the exact sum.
+    where ``delta == 0``) and ``lo = sum_g m_g`` (summed in group order), so
+    ``lo + delta * sum_g lut[g][index_g]`` is within ``delta / 2`` per group of the exact sum.
 
     Parameters
     ----------
@@ -392,15 +397,17 @@ def nibble_luts(values: np.ndarray, layout: str = "planes") -> tuple[np.ndarray,
 
     Returns
     -------
-    luts : ndarray of shape (nq, G, 16), uint8 (G = 4 or 3 groups per byte, see :func:`group_indices`)
+    luts : ndarray of shape (nq, G, 16), uint8 (G = 4, 3 or 2 groups per byte, see :func:`group_indices`)
     lo, delta : ndarrays of shape (nq,), float64
     """
     nq, dim, levels = values.shape
-    first, second, unused = _nibble_index(dim, layout)
-    flat = np.zeros((nq, max(first.max(), second.max()) + 1))  # past levels * dim: padding (0)
+    terms, unused = _nibble_index(dim, layout)
+    flat = np.zeros((nq, max(t.max() for t in terms) + 1))  # past levels * dim: padding (0)
     flat[:, : levels * dim] = values.reshape(nq, -1)
     # tables as (nq, 16, G): the reductions over the 16 entries run along the leading axis
-    table = np.take(flat, first, axis=1) + np.take(flat, second, axis=1)
+    table = np.take(flat, terms[0], axis=1)
+    for term in terms[1:]:
+        table += np.take(flat, term, axis=1)
     if unused is not None:
         table[:, unused] = np.inf
         low = table.min(axis=1)
@@ -412,13 +419,57 @@ def nibble_luts(values: np.ndarray, layout: str = "planes") -> tuple[np.ndarray,
     luts = np.floor((table - low[:, None, :]) / safe[:, None, None] + 0.5)
     np.minimum(luts, 255, out=luts)  # >= 0 already
     luts[delta <= 0] = 0
-    return np.ascontiguousarray(luts.astype(np.uint8).transpose(0, 2, 1)), low.sum(axis=1), delta
+    # lo summed in group order (cumsum: sequential, where sum is pairwise), as the native table builder
+    lo = np.ascontiguousarray(np.cumsum(low, axis=1)[:, -1]) if low.shape[1] else np.zeros(nq)
+    return np.ascontiguousarray(luts.astype(np.uint8).transpose(0, 2, 1)), lo, delta
+
+
+def nibble_scan(
+    queries: np.ndarray,
+    levels: np.ndarray,
+    codes: np.ndarray,
+    k: int,
+    *,
+    layout: str,
+    scale_offset: int | None,
+    score_bias: np.ndarray | None,
+    valid: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference of :func:`quantsearch.kernels.nibble_scan` (arguments validated): ``values = queries
+    (float64) x levels``, :func:`nibble_luts`, :func:`nibble_topk`, then ``+ score_bias`` in float32."""
+    values = queries.astype(np.float64)[:, :, None] * levels[None, :, :]
+    luts, lo, delta = nibble_luts(values, layout)
+    row_scale = None
+    if scale_offset is not None:
+        raw = np.ascontiguousarray(codes[:, scale_offset : scale_offset + 4])
+        row_scale = raw.view("<f4")[:, 0].astype(np.float32)
+    scores, rows = nibble_topk(
+        luts, codes, k, lo=lo, delta=delta, row_scale=row_scale, row_bias=None,
+        query_offset=np.zeros(queries.shape[0]), valid=valid, layout=layout,
+    )  # fmt: skip
+    if score_bias is not None:
+        scores = (scores + score_bias[:, None]).astype(np.float32)
+    return scores, rows
 
 
 @functools.lru_cache(maxsize=16)
-def _nibble_index(dim: int, layout: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Flat indices (16, G) into ``values.reshape(nq, -1)`` of the two contributions of every table
-    entry (past the end: a padding zero), and the mask (16, G) of entries no code produces (or None)."""
+def _nibble_index(dim: int, layout: str) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Flat indices (16, G) into ``values.reshape(nq, -1)`` of the contributions of every table entry
+    (two, or four for ``"bits"``; past the end: a padding zero), summed in this order, and the mask
+    (16, G) of entries no code produces (or None)."""
+    v = _NIBBLE_VALUES[:, None]
+    if layout == "bits":
+        # group 2j: the low nibble of byte j, bit i = dimension 8j + 7 - i; group 2j + 1: the high
+        # nibble, bit i = dimension 8j + 3 - i
+        nb = (dim + 7) // 8
+        zero = 2 * 8 * nb
+        top = (8 * np.arange(nb)[:, None] + np.array([7, 3])[None, :]).reshape(-1)
+        terms = []
+        for i in range(4):
+            dims = top - i
+            index = 2 * dims[None, :] + (v >> i & 1)
+            terms.append(np.where(dims[None, :] < dim, index, zero).astype(np.intp))
+        return terms, None
     if layout == "planes":
         nb = (dim + 7) // 8
         zero = 4 * 8 * nb
@@ -427,10 +478,9 @@ def _nibble_index(dim: int, layout: str) -> tuple[np.ndarray, np.ndarray, np.nda
         for dims, level in ((first, _LEVEL_FIRST), (first - 1, _LEVEL_SECOND)):
             index = 4 * dims[None, :] + level[:, None]
             out.append(np.where(dims[None, :] < dim, index, zero).astype(np.intp))
-        return out[0], out[1], None
+        return out, None
     nb = (dim + 4) // 5
     zero = 3 * 5 * nb
-    v = _NIBBLE_VALUES[:, None]
     a, b, c = [], [], []
     for j in range(nb):
         d = 5 * j
@@ -440,7 +490,7 @@ def _nibble_index(dim: int, layout: str) -> tuple[np.ndarray, np.ndarray, np.nda
     first, second = np.concatenate(a, axis=1), np.concatenate(b, axis=1)
     first = np.where(first < 3 * dim, first, zero).astype(np.intp)
     second = np.where(second < 3 * dim, second, zero).astype(np.intp)
-    return first, second, np.concatenate(c, axis=1)
+    return [first, second], np.concatenate(c, axis=1)
 
 
 def nibble_topk(
@@ -466,7 +516,7 @@ def nibble_topk(
     flat = luts.reshape(nq, -1).astype(np.int64)
     base = (16 * np.arange(groups))[None, :]
     for r0 in range(0, n, rows_per_block):
-        nb = groups // (4 if layout == "planes" else 3)
+        nb = groups // {"planes": 4, "base3": 3, "bits": 2}[layout]
         nib = group_indices(codes[r0 : r0 + rows_per_block], nb, layout).astype(np.int64) + base
         m = nib.shape[0]
         sums = flat[:, nib].sum(axis=2)  # (nq, m) exact integers

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import inspect
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -345,6 +346,15 @@ class Quantizer(ABC):
             scores[q0 : q0 + chunk] = np.where(present, block, np.float32(np.nan))
         return scores
 
+    def _derived(self, name: str, sources: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        """``build()``, cached on the quantizer until one of ``sources`` (fitted arrays, settings) is
+        replaced by another object (a refit, :meth:`set_state`): per-query scans reuse constants."""
+        cache = self.__dict__.setdefault("_derived_cache", {})
+        entry = cache.get(name)
+        if entry is None or len(entry[0]) != len(sources) or any(map(operator.is_not, entry[0], sources)):
+            entry = cache[name] = (sources, build())
+        return entry[1]
+
     # ---- persistence ------------------------------------------------------------------------
     def get_state(self) -> dict[str, np.ndarray]:
         """Fitted arrays (names ending in ``_``) to save with an index."""
@@ -401,6 +411,9 @@ def quantizer_from_config(config: dict[str, Any]) -> Quantizer:
 #: scan's top-10 (docs/benchmarks.md); rescoring (``score``) always uses the exact float weights.
 #: ``None`` makes the scans exact (byte lookup tables, ~5x slower).
 SCAN_QUERY_BITS: int | None = 8
+#: widest codes the candidate scans read through nibble tables (``kernels.nibble_scan``: the AVX2
+#: kernel's limit of 256 bytes a plane); wider ones use the popcount scan
+NIBBLE_DIM_MAX = 2048
 
 # bound on the float32 work array of one rescoring chunk (queries x candidates x dim)
 _RESCORE_CHUNK_BYTES = 32 << 20

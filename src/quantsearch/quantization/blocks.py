@@ -26,7 +26,7 @@ from functools import partial
 import numpy as np
 
 from ..exceptions import InvalidArgumentError
-from ..kernels import dot_rows_blocks
+from ..kernels import blocks_topk, dot_rows_blocks
 from .base import Precision, Quantizer, register_quantizer_name
 
 __all__ = ["BLOCK_SIZE", "BlockQuantizer"]
@@ -167,6 +167,15 @@ class BlockQuantizer(Quantizer):
         rows = np.ascontiguousarray(np.broadcast_to(np.arange(n, dtype=np.int64), (nq, n)))
         weights = np.ascontiguousarray(queries, dtype=np.float32)
         return dot_rows_blocks([codes], np.zeros(1, np.int64), rows, weights, format=self.format)
+
+    def scan_topk(
+        self, queries: np.ndarray, codes: np.ndarray, k: int, *, valid: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate scan in one native call (:func:`~quantsearch.kernels.blocks_topk`): the scores of
+        :meth:`score_all` ranked on the scan driver's heaps, no (nq, n) score array, no top-k in numpy."""
+        self.check_fitted()
+        prepared = np.ascontiguousarray(self.prepare_queries(queries), dtype=np.float32)
+        return blocks_topk(prepared, np.ascontiguousarray(codes), k, format=self.format, valid=valid)
 
     def rescore(
         self, prepared: np.ndarray, arrays: Sequence[np.ndarray], starts: np.ndarray, rows: np.ndarray

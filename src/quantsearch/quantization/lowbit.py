@@ -29,7 +29,7 @@ import numpy as np
 
 from .._validation import check_number, check_positive_int
 from ..exceptions import InvalidArgumentError
-from ..kernels import nibble_topk, planes_topk, table_topk
+from ..kernels import nibble_scan, planes_topk, table_topk
 from . import base
 from .base import Precision, Quantizer, register_quantizer_name
 from .bitplanes import factor_bytes, factor_from_bytes, pack_planes, unpack_planes
@@ -44,8 +44,6 @@ __all__ = [
 ]
 
 _FACTOR_BYTES = 4  # one float32 per vector
-# widest codes scanned from nibble tables (the AVX2 kernel's limit); wider ones use the popcount scan
-_NIBBLE_DIM_MAX = 2048
 _LLOYD_ITERATIONS = 30
 
 
@@ -146,42 +144,62 @@ class _RotatedCodes(Quantizer):
         scores = rotated @ self._rotated_estimate(codes).T + bias[:, None]
         return np.ascontiguousarray(scores, dtype=np.float32)
 
-    # ---- candidate scan on the bit-plane popcount kernel ----
+    # ---- candidate scan on nibble tables (the bit-plane popcount kernel past base.NIBBLE_DIM_MAX) ----
+    def _scan_queries(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rotated queries (nq, d) float32 and ``<q, c>`` (None without a centre): the per-query work
+        of a scan, kept to one or two matrix products."""
+        q = np.asarray(self.prepare_queries(queries), np.float32)
+        rotated = np.ascontiguousarray(q @ self.rotation_ if self.rotate else q, dtype=np.float32)
+        return rotated, ((q @ self.center_).astype(np.float32) if self.center else None)
+
     def _plane_scan(
         self, queries: np.ndarray, codes: np.ndarray, k: int, valid: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Top-``k`` on ``nibble_topk`` where the layout allows it (None: use the default scan).
+        """Top-``k`` on ``nibble_scan`` where the layout allows it (None: use the default scan).
 
         ``<q, x> = <q, c> + f * <q R, y_hat>`` with ``y_hat_j`` a function of the two bits of dimension
         ``j`` (:meth:`_plane_form`), so the kernel scores ``<q R, y_hat>`` from per-query tables of
-        every two dimensions' contribution (quantized to uint8), and ``f`` is its per-row scale. Codes
-        wider than ``_NIBBLE_DIM_MAX`` use ``planes_topk`` (popcounts, the query weights quantized to
-        ``base.SCAN_QUERY_BITS`` levels); ``SCAN_QUERY_BITS = None`` turns both off (exact scan).
+        every two dimensions' contribution (quantized to uint8, built in the same native call from the
+        rotated query and each dimension's four level values, cached per quantizer), and ``f`` is its
+        per-row scale. Codes wider than ``base.NIBBLE_DIM_MAX`` use ``planes_topk`` (popcounts, the query
+        weights quantized to ``base.SCAN_QUERY_BITS`` levels); ``SCAN_QUERY_BITS = None`` turns both
+        off (exact scan).
         """
-        form = self._plane_form()
-        if form is None or base.SCAN_QUERY_BITS is None:
+        if base.SCAN_QUERY_BITS is None:
             return None
-        offset, plane_weights, factor = form
-        rotated, bias = self._rotate_queries(self.prepare_queries(queries))
+        plan = self._derived("plane_plan", self._level_sources(), self._plane_plan)
+        if plan is None:
+            return None
+        (offset, plane_weights, factor), levels = plan
+        rotated, bias = self._scan_queries(queries)
+        at = codes.shape[1] - _FACTOR_BYTES if factor else None
+        if self.code_dim <= base.NIBBLE_DIM_MAX:
+            # the kernel reads the factor from the rows
+            return nibble_scan(rotated, levels, codes, k, scale_offset=at, score_bias=bias, valid=valid)
         query_offset = rotated.astype(np.float64) @ offset.astype(np.float64)
-        w0, w1, w01 = plane_weights.astype(np.float64)
-        if self.code_dim <= _NIBBLE_DIM_MAX:
-            # level l = b0 + 2 b1 of dimension d is worth w0 b0 + w1 b1 + w01 b0 b1; the kernel reads
-            # the factor from the rows
-            levels = np.stack([np.zeros_like(w0), w0, w1, w0 + w1 + w01], axis=1)  # (d, 4)
-            values = rotated.astype(np.float64)[:, :, None] * levels[None, :, :]
-            at = codes.shape[1] - _FACTOR_BYTES if factor else None
-            scores, rows = nibble_topk(
-                values, codes, k, scale_offset=at, query_offset=query_offset, valid=valid
-            )
-        else:
-            row_scale = factor_from_bytes(codes, codes.shape[1] - _FACTOR_BYTES) if factor else None
-            weights = rotated[:, None, :] * plane_weights[None, :, :]  # (nq, 3, d): plane 0, plane 1, AND
-            scores, rows = planes_topk(
-                weights, codes, k, planes=2, dim=self.code_dim, row_scale=row_scale,
-                query_offset=query_offset, valid=valid, query_bits=base.SCAN_QUERY_BITS, and_term=True,
-            )  # fmt: skip
-        return (scores + bias[:, None]).astype(np.float32), rows
+        row_scale = factor_from_bytes(codes, at) if at is not None else None
+        weights = rotated[:, None, :] * plane_weights[None, :, :]  # (nq, 3, d): plane 0, plane 1, AND
+        scores, rows = planes_topk(
+            weights, codes, k, planes=2, dim=self.code_dim, row_scale=row_scale,
+            query_offset=query_offset, valid=valid, query_bits=base.SCAN_QUERY_BITS, and_term=True,
+        )  # fmt: skip
+        if bias is not None:
+            scores = (scores + bias[:, None]).astype(np.float32)
+        return scores, rows
+
+    def _level_sources(self) -> tuple[Any, ...]:
+        """The fitted arrays and settings :meth:`_plane_form` depends on (the scan's cache key)."""
+        return ()
+
+    def _plane_plan(self) -> tuple[tuple[np.ndarray, np.ndarray, bool], np.ndarray] | None:
+        """:meth:`_plane_form` and the (d, 4) float64 value of level ``b0 + 2 b1`` of each dimension
+        (``offset + w0 b0 + w1 b1 + w01 b0 b1``), or None where the codes are not bit planes."""
+        form = self._plane_form()
+        if form is None:
+            return None
+        offset, (w0, w1, w01) = form[0].astype(np.float64), form[1].astype(np.float64)
+        levels = np.stack([offset, offset + w0, offset + w1, offset + w0 + w1 + w01], axis=1)
+        return form, np.ascontiguousarray(levels)
 
     def _plane_form(self) -> tuple[np.ndarray, np.ndarray, bool] | None:
         """``(offset (d,), weights (3, d), factor)``: the rotated estimate of a plane-layout code is
@@ -395,6 +413,14 @@ class Int2Quantizer(_RotatedCodes):
         offset, w0, w1, w01 = self.plane_weights()
         return offset, np.stack([w0, w1, w01]), self.correction
 
+    def _level_sources(self) -> tuple[Any, ...]:
+        return (self.levels_, self.correction)
+
+    def _plane_plan(self) -> tuple[tuple[np.ndarray, np.ndarray, bool], np.ndarray] | None:
+        form = self._plane_form()
+        assert form is not None
+        return form, np.ascontiguousarray(self.levels_, dtype=np.float64)  # the level values themselves
+
     def _encode(self, x: np.ndarray) -> np.ndarray:
         y = self._to_rotated(x)
         index = _nearest_level(y, self.levels_)
@@ -561,31 +587,45 @@ class TernaryQuantizer(_RotatedCodes):
             return -step, np.stack([step, 2 * step, zero]), True
         return self.mean_ - step, np.stack([step, 2 * step, zero]), False
 
+    def _level_sources(self) -> tuple[Any, ...]:
+        step = self.spread_ if self.scale == "vector" else self.alpha_
+        return (self.layout, self.scale, step, self.mean_)
+
+    def _scan_queries(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        rotated, _ = super()._scan_queries(queries)
+        if self.layout == "planes" and self.scale != "vector":
+            return rotated, None  # the mean is in the plane form's offset
+        # y_hat = f * step * t + mean: the scan scores the scaled part, <r, mean> is added per query
+        return rotated, (rotated @ self.mean_).astype(np.float32)
+
+    def _trit_levels(self) -> np.ndarray:
+        """(d, 3) float64: each dimension's value at trit -1, 0, +1 (before the row's factor)."""
+        step = (self.spread_ if self.scale == "vector" else self.alpha_).astype(np.float64)
+        return np.ascontiguousarray(step[:, None] * _TRIT_LEVELS[None, :])
+
     def _plane_scan(
         self, queries: np.ndarray, codes: np.ndarray, k: int, valid: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        rotated, _ = self._rotate_queries(self.prepare_queries(queries))
         if self.layout == "planes":
-            found = super()._plane_scan(queries, codes, k, valid)
-            if found is None or self.scale != "vector":
-                return found
-            scores, rows = found
-        else:
-            step = self.spread_ if self.scale == "vector" else self.alpha_
-            at = codes.shape[1] - _FACTOR_BYTES if self.scale == "vector" else None
-            if base.SCAN_QUERY_BITS is not None:
-                # 5 trits per byte: uint8 tables of every two trits' contribution (nibble_topk)
-                values = (rotated * step).astype(np.float64)[:, :, None] * _TRIT_LEVELS[None, None, :]
-                scores, rows = nibble_topk(values, codes, k, layout="base3", scale_offset=at, valid=valid)
-            else:
-                row_scale = None if at is None else factor_from_bytes(codes, at)
-                # exact: a float table per byte position of the query's dot product with every
-                # group of five trits
-                w = np.zeros((rotated.shape[0], self._trit_bytes * 5), np.float32)
-                w[:, : self.code_dim] = rotated * step
-                tables = w.reshape(rotated.shape[0], self._trit_bytes, 5) @ _TRIT_TABLE.T.astype(np.float32)
-                scores, rows = table_topk(tables, codes, k, row_scale=row_scale, valid=valid)
-        return (scores + (rotated @ self.mean_)[:, None]).astype(np.float32), rows
+            return super()._plane_scan(queries, codes, k, valid)
+        rotated, bias = self._scan_queries(queries)
+        assert bias is not None
+        at = codes.shape[1] - _FACTOR_BYTES if self.scale == "vector" else None
+        if base.SCAN_QUERY_BITS is not None:
+            # 5 trits per byte: uint8 tables of every two trits' contribution, built natively
+            levels = self._derived("trit_levels", self._level_sources(), self._trit_levels)
+            return nibble_scan(
+                rotated, levels, codes, k, layout="base3", scale_offset=at, score_bias=bias, valid=valid
+            )
+        step = self.spread_ if self.scale == "vector" else self.alpha_
+        row_scale = None if at is None else factor_from_bytes(codes, at)
+        # exact: a float table per byte position of the query's dot product with every group of
+        # five trits
+        w = np.zeros((rotated.shape[0], self._trit_bytes * 5), np.float32)
+        w[:, : self.code_dim] = rotated * step
+        tables = w.reshape(rotated.shape[0], self._trit_bytes, 5) @ _TRIT_TABLE.T.astype(np.float32)
+        scores, rows = table_topk(tables, codes, k, row_scale=row_scale, valid=valid)
+        return (scores + bias[:, None]).astype(np.float32), rows
 
     def decode_trits(self, codes: np.ndarray) -> np.ndarray:
         """The (n, code_dim) int8 trits of stored codes."""

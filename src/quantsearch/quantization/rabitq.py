@@ -30,7 +30,7 @@ import numpy as np
 
 from .._validation import check_positive_int
 from ..exceptions import InvalidArgumentError
-from ..kernels import planes_topk
+from ..kernels import nibble_scan, planes_topk
 from . import base
 from .base import Precision, Quantizer, register_quantizer_name
 from .bitplanes import factor_bytes, factor_from_bytes, pack_planes, plane_bytes, unpack_plane
@@ -307,6 +307,14 @@ class RaBitQQuantizer(Quantizer):
         scale, bias = form.row_scale.reshape(nq, c), form.row_bias.reshape(nq, c)
         return (acc * scale + bias + form.query_bias[:, None]).astype(np.float32)
 
+    def _sign_levels(self) -> np.ndarray:
+        """(d, 2) float64: dimension ``j`` at bit 0 / 1 is worth ``-m_j`` / ``m_j`` (times the global
+        scale without a per-vector factor)."""
+        m = self.magnitudes_.astype(np.float64)
+        if not self.correct:
+            m = m * float(self.scale_)
+        return np.ascontiguousarray(np.stack([-m, m], axis=1))
+
     @property
     def scan_stage(self) -> str:
         return f"scan:{self.name}"
@@ -314,9 +322,20 @@ class RaBitQQuantizer(Quantizer):
     def scan_topk(
         self, queries: np.ndarray, codes: np.ndarray, k: int, *, valid: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` of the estimates over every row on the popcount kernel (``planes_topk``), the
-        query weights quantized to ``base.SCAN_QUERY_BITS`` levels (exact float weights with None)."""
+        """Top-``k`` of the estimates over every row. One bit per dimension (up to
+        ``base.NIBBLE_DIM_MAX``): nibble tables of four dimensions' signed weights, built natively from
+        the rotated query (``nibble_scan``, layout ``"bits"``: ``f * <R q, m * (2 b - 1)>``, uint8
+        tables). More bits: the popcount kernel (``planes_topk``), the query weights quantized to
+        ``base.SCAN_QUERY_BITS`` levels. ``SCAN_QUERY_BITS = None``: exact float weights."""
         q = np.ascontiguousarray(self.prepare_queries(queries), dtype=np.float32)
+        if self.bits == 1 and base.SCAN_QUERY_BITS is not None and self.code_dim <= base.NIBBLE_DIM_MAX:
+            sources = (self.magnitudes_, self.scale_, self.correct)
+            levels = self._derived("sign_levels", sources, self._sign_levels)
+            return nibble_scan(
+                self._rotate(q), levels, codes, k, layout="bits",
+                scale_offset=self._plane_bytes if self.correct else None,
+                score_bias=(q @ self.center_).astype(np.float32), valid=valid,
+            )  # fmt: skip
         form = self.bit_plane_form(q, codes)
         scores, rows = planes_topk(
             form.weights, codes, k, planes=self.bits, plane_coef=form.plane_coefs,

@@ -328,7 +328,7 @@ static PyObject *py_nibble_topk(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOniOOOOnOOiinOO", &oc, &ov, &k, &layout, &ol, &olo, &odl, &osc, &scale_at, &obi,
                           &oqo, &isa, &nthreads, &block_bytes, &os, &orr))
         return NULL;
-    if (layout != QS_NIB_PLANES && layout != QS_NIB_BASE3)
+    if (layout != QS_NIB_PLANES && layout != QS_NIB_BASE3 && layout != QS_NIB_BITS)
         return PyErr_Format(PyExc_ValueError, "unknown layout %d", layout);
     if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be >= 1, got %zd", k);
     if (nthreads < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %d", nthreads);
@@ -345,7 +345,7 @@ static PyObject *py_nibble_topk(PyObject *self, PyObject *args) {
     if (!(qo = take(&b, oqo, 0, 1, 8, "d", "query_offset"))) goto fail;
     if (!(sv = take(&b, os, 1, 2, 4, "f", "out_scores"))) goto fail;
     if (!(rv = take(&b, orr, 1, 2, 8, "lq", "out_rows"))) goto fail;
-    const Py_ssize_t gpb = layout == QS_NIB_BASE3 ? 3 : 4, planes = layout == QS_NIB_BASE3 ? 1 : 2;
+    const Py_ssize_t gpb = qs_nib_gpb(layout), planes = qs_nib_planes(layout);
     const Py_ssize_t n = c->shape[0], nq = l->shape[0], groups = l->shape[1], nb = groups / gpb;
     if (l->shape[2] != 16 || groups < gpb || groups % gpb || c->shape[1] < planes * nb || (v && v->shape[0] != n) ||
         (sc && sc->shape[0] != n) || (bi && bi->shape[0] != n) || lo->shape[0] != nq || dl->shape[0] != nq ||
@@ -363,6 +363,104 @@ static PyObject *py_nibble_topk(PyObject *self, PyObject *args) {
                             sc ? (const float *)sc->buf : NULL, scale_at < 0 ? -1 : scale_at,
                             bi ? (const float *)bi->buf : NULL, (const double *)qo->buf, k, isa, nthreads,
                             block_bytes, (float *)sv->buf,
+                            (int64_t *)rv->buf);
+        Py_END_ALLOW_THREADS;
+    }
+    release_all(&b);
+    if (rc < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail:
+    release_all(&b);
+    return NULL;
+}
+
+static PyObject *py_nibble_scan(PyObject *self, PyObject *args) {
+    PyObject *oc, *ov, *oq, *olv, *osc, *obi, *oqo, *osb, *os, *orr;
+    Py_ssize_t k, block_bytes, scale_at;
+    int layout, isa, nthreads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOniOOOnOOOiinOO", &oc, &ov, &k, &layout, &oq, &olv, &osc, &scale_at, &obi, &oqo,
+                          &osb, &isa, &nthreads, &block_bytes, &os, &orr))
+        return NULL;
+    if (layout != QS_NIB_PLANES && layout != QS_NIB_BASE3 && layout != QS_NIB_BITS)
+        return PyErr_Format(PyExc_ValueError, "unknown layout %d", layout);
+    if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be >= 1, got %zd", k);
+    if (nthreads < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %d", nthreads);
+    if (check_isa(isa) < 0) return NULL;
+    buffers b = {.count = 0};
+    Py_buffer *c, *v = NULL, *q, *lv, *sc = NULL, *bi = NULL, *qo = NULL, *sb = NULL, *sv, *rv;
+    if (!(c = take(&b, oc, 0, 2, 1, "B", "codes"))) goto fail;
+    if (ov != Py_None && !(v = take(&b, ov, 0, 1, 1, "?B", "valid"))) goto fail;
+    if (!(q = take(&b, oq, 0, 2, 4, "f", "queries"))) goto fail;
+    if (!(lv = take(&b, olv, 0, 2, 8, "d", "levels"))) goto fail;
+    if (osc != Py_None && !(sc = take(&b, osc, 0, 1, 4, "f", "row_scale"))) goto fail;
+    if (obi != Py_None && !(bi = take(&b, obi, 0, 1, 4, "f", "row_bias"))) goto fail;
+    if (oqo != Py_None && !(qo = take(&b, oqo, 0, 1, 8, "d", "query_offset"))) goto fail;
+    if (osb != Py_None && !(sb = take(&b, osb, 0, 1, 4, "f", "score_bias"))) goto fail;
+    if (!(sv = take(&b, os, 1, 2, 4, "f", "out_scores"))) goto fail;
+    if (!(rv = take(&b, orr, 1, 2, 8, "lq", "out_rows"))) goto fail;
+    const Py_ssize_t planes = qs_nib_planes(layout), nlev = qs_nib_levels(layout);
+    const Py_ssize_t n = c->shape[0], nq = q->shape[0], dim = q->shape[1];
+    const Py_ssize_t nb = layout == QS_NIB_BASE3 ? (dim + 4) / 5 : (dim + 7) / 8;
+    if (dim < 1 || lv->shape[0] != dim || lv->shape[1] != nlev || c->shape[1] < planes * nb ||
+        (v && v->shape[0] != n) || (sc && sc->shape[0] != n) || (bi && bi->shape[0] != n) ||
+        (scale_at >= 0 && (sc || scale_at + 4 > c->shape[1])) || (qo && qo->shape[0] != nq) ||
+        (sb && sb->shape[0] != nq) || sv->shape[0] != nq || sv->shape[1] != k || rv->shape[0] != nq ||
+        rv->shape[1] != k) {
+        PyErr_SetString(PyExc_ValueError, "queries (nq, dim), levels (dim, levels of the layout), the layout's bytes in "
+                                          "the code width, valid, row_scale (or scale_at), row_bias, query_offset, "
+                                          "score_bias or the outputs do not match");
+        goto fail;
+    }
+    int rc = 0;
+    if (nq > 0) {
+        Py_BEGIN_ALLOW_THREADS;
+        rc = qs_nibble_scan((const uint8_t *)c->buf, v ? (const uint8_t *)v->buf : NULL, n, c->shape[1], nb, layout,
+                            (const float *)q->buf, nq, dim, (const double *)lv->buf,
+                            sc ? (const float *)sc->buf : NULL, scale_at < 0 ? -1 : scale_at,
+                            bi ? (const float *)bi->buf : NULL, qo ? (const double *)qo->buf : NULL,
+                            sb ? (const float *)sb->buf : NULL, k, isa, nthreads, block_bytes, (float *)sv->buf,
+                            (int64_t *)rv->buf);
+        Py_END_ALLOW_THREADS;
+    }
+    release_all(&b);
+    if (rc == -2) return PyErr_Format(PyExc_ValueError, "queries and levels must be finite");
+    if (rc < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail:
+    release_all(&b);
+    return NULL;
+}
+
+static PyObject *py_blocks_topk(PyObject *self, PyObject *args) {
+    PyObject *oc, *ov, *ow, *os, *orr;
+    Py_ssize_t k;
+    int kind, isa, nthreads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOnOiiiOO", &oc, &ov, &k, &ow, &kind, &isa, &nthreads, &os, &orr)) return NULL;
+    if (kind < QS_KIND_Q8_0 || kind > QS_KIND_Q4_1) return PyErr_Format(PyExc_ValueError, "unknown block kind %d", kind);
+    if (k < 1) return PyErr_Format(PyExc_ValueError, "k must be >= 1, got %zd", k);
+    if (nthreads < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %d", nthreads);
+    if (check_isa(isa) < 0) return NULL;
+    buffers b = {.count = 0};
+    Py_buffer *c, *v = NULL, *w, *sv, *rv;
+    if (!(c = take(&b, oc, 0, 2, 1, "B", "codes"))) goto fail;
+    if (ov != Py_None && !(v = take(&b, ov, 0, 1, 1, "?B", "valid"))) goto fail;
+    if (!(w = take(&b, ow, 0, 2, 4, "f", "weights"))) goto fail;
+    if (!(sv = take(&b, os, 1, 2, 4, "f", "out_scores"))) goto fail;
+    if (!(rv = take(&b, orr, 1, 2, 8, "lq", "out_rows"))) goto fail;
+    const Py_ssize_t n = c->shape[0], nq = w->shape[0], dim = w->shape[1];
+    if (dim < 32 || dim % 32 || c->shape[1] != qs_row_bytes(kind, dim) || (v && v->shape[0] != n) ||
+        sv->shape[0] != nq || sv->shape[1] != k || rv->shape[0] != nq || rv->shape[1] != k) {
+        PyErr_SetString(PyExc_ValueError, "weights (nq, 32 x blocks), codes of those blocks, valid or the outputs "
+                                          "do not match");
+        goto fail;
+    }
+    int rc = 0;
+    if (nq > 0) {
+        Py_BEGIN_ALLOW_THREADS;
+        rc = qs_blocks_topk((const uint8_t *)c->buf, v ? (const uint8_t *)v->buf : NULL, n, c->shape[1],
+                            (const float *)w->buf, nq, dim, kind, k, isa, nthreads, (float *)sv->buf,
                             (int64_t *)rv->buf);
         Py_END_ALLOW_THREADS;
     }
@@ -741,6 +839,11 @@ static PyMethodDef methods[] = {
     {"planes_topk", py_planes_topk, METH_VARARGS,
      "planes_topk(codes, valid, k, planes, dim, weights, query_bits, query_planes, lo, delta, plane_coef, "
      "row_scale, row_bias, query_offset, isa, strategy, nthreads, block_bytes, and_term, out_scores, out_rows)"},
+    {"blocks_topk", py_blocks_topk, METH_VARARGS,
+     "blocks_topk(codes, valid, k, weights, kind, isa, nthreads, out_scores, out_rows): top-k of ggml block rows"},
+    {"nibble_scan", py_nibble_scan, METH_VARARGS,
+     "nibble_scan(codes, valid, k, layout, queries, levels, row_scale, scale_at, row_bias, query_offset, score_bias, "
+     "isa, nthreads, block_bytes, out_scores, out_rows): nibble_topk with the tables built from the queries"},
     {"nibble_topk", py_nibble_topk, METH_VARARGS,
      "nibble_topk(codes, valid, k, layout, luts, lo, delta, row_scale, scale_at, row_bias, query_offset, isa, nthreads, block_bytes, "
      "out_scores, out_rows): top-k of 2-bit plane or base-3 codes from nibble tables"},

@@ -11,6 +11,9 @@
  * the arithmetic of the numpy reference (numpy_backend.nibble_topk). Larger is better; keys for
  * the shared driver as in planes.c.
  *
+ * Layout "bits" (1-bit codes, one plane): byte j gives two groups, b & 15 (bit i = dimension
+ * 8j + 7 - i) and b >> 4 (bit i = dimension 8j + 3 - i), four dimensions a table.
+ *
  * AVX2 kernel: 32 rows per tile. A ymm holds 16 bytes of one plane of row i (low lane) and of row
  * 16 + i (high lane); a 16 x 16 byte transpose in each lane (4 unpack stages) turns 16 of them
  * into byte j of 32 rows per ymm, and vpshufb looks up 32 rows at once in the group's table
@@ -25,8 +28,8 @@
 #define INLINE static inline __attribute__((always_inline))
 
 typedef struct {
-    int layout;           /* QS_NIB_PLANES or QS_NIB_BASE3 */
-    int64_t gpb;          /* groups per byte position: 4 (planes), 3 (base 3) */
+    int layout;           /* QS_NIB_PLANES, QS_NIB_BASE3 or QS_NIB_BITS */
+    int64_t gpb;          /* groups per byte position: 4 (planes), 3 (base 3), 2 (bits) */
     const uint8_t *luts;  /* (nq, gpb nb, 16) */
     const uint8_t *bcast; /* AVX2: (nq, chunks, 16, gpb, 32) tables broadcast to both lanes, zero past nb */
     int64_t chunks;
@@ -55,6 +58,11 @@ INLINE uint32_t nib_key(const nib_ctx *x, const qs_scan *s, int64_t row, int64_t
 
 /* the group indices of byte position j of a row (see the top of the file and base3_digits) */
 INLINE int row_groups(const nib_ctx *x, const uint8_t *p, int64_t nb, int64_t j, unsigned *g) {
+    if (x->layout == QS_NIB_BITS) {
+        g[0] = p[j] & 15u;
+        g[1] = p[j] >> 4;
+        return 2;
+    }
     if (x->layout == QS_NIB_BASE3) {
         const unsigned b = p[j], q = (b * 7282u) >> 16, t4 = (q > 8) + (q > 17);
         g[0] = b - 9 * q;
@@ -159,6 +167,13 @@ QS_TARGET_AVX2 INLINE void tile_nibbles(const uint8_t *p, int64_t stride, int64_
     }
 }
 
+/* a[t] = byte 16 c + t of the tile's 32 rows (p already at byte 16 c) */
+QS_TARGET_AVX2 INLINE void load_tile(const uint8_t *p, int64_t stride, __m256i *a) {
+    for (int i = 0; i < 16; i++)
+        a[i] = _mm256_loadu2_m128i((const __m128i *)(p + (16 + i) * stride), (const __m128i *)(p + i * stride));
+    transpose16(a);
+}
+
 /* base 3: byte b = d0 + 3 d1 + 9 d2 + 27 d3 + 81 d4 (digits 0..2) gives the groups d0 + 3 d1,
  * d2 + 3 d3 and d4: q = b / 9 = (b * 7282) >> 16 (exact for b < 256), t4 = (q > 8) + (q > 17) */
 QS_TARGET_AVX2 INLINE void tile_trits(const uint8_t *p, int64_t stride, int64_t chunks, __m256i *idx) {
@@ -166,11 +181,7 @@ QS_TARGET_AVX2 INLINE void tile_trits(const uint8_t *p, int64_t stride, int64_t 
     const __m256i eight = _mm256_set1_epi8(8), seventeen = _mm256_set1_epi8(17);
     for (int64_t c = 0; c < chunks; c++) {
         __m256i a[16];
-        for (int i = 0; i < 16; i++) {
-            const uint8_t *r = p + i * stride + 16 * c, *r16 = p + (16 + i) * stride + 16 * c;
-            a[i] = _mm256_loadu2_m128i((const __m128i *)r16, (const __m128i *)r);
-        }
-        transpose16(a);
+        load_tile(p + 16 * c, stride, a);
         __m256i *o = idx + c * 48;
         for (int t = 0; t < 16; t++) {
             const __m256i b = a[t];
@@ -184,6 +195,20 @@ QS_TARGET_AVX2 INLINE void tile_trits(const uint8_t *p, int64_t stride, int64_t 
             o[3 * t] = _mm256_sub_epi8(b, q9);
             o[3 * t + 1] = _mm256_sub_epi8(q, t9);
             o[3 * t + 2] = t4;
+        }
+    }
+}
+
+/* one plane of 1-bit codes: byte t of the 32 rows gives the groups low nibble, high nibble */
+QS_TARGET_AVX2 INLINE void tile_bits(const uint8_t *p, int64_t stride, int64_t chunks, __m256i *idx) {
+    const __m256i m0f = _mm256_set1_epi8(0x0f);
+    for (int64_t c = 0; c < chunks; c++) {
+        __m256i a[16];
+        load_tile(p + 16 * c, stride, a);
+        __m256i *o = idx + c * 32;
+        for (int t = 0; t < 16; t++) {
+            o[2 * t] = _mm256_and_si256(a[t], m0f);
+            o[2 * t + 1] = _mm256_and_si256(_mm256_srli_epi16(a[t], 4), m0f);
         }
     }
 }
@@ -256,9 +281,9 @@ QS_TARGET_AVX2 static void nib_direct_avx2(const qs_scan *s, int64_t b0, int64_t
     const nib_ctx *x = (const nib_ctx *)s->ctx;
     const int64_t nb = s->nb, chunks = x->chunks, stride = s->stride;
     __m256i idx[NIB_CHUNKS_MAX * 64] __attribute__((aligned(32)));
-    const int64_t planes = x->layout == QS_NIB_BASE3 ? 1 : 2, groups = 16 * x->gpb * chunks;
+    const int64_t planes = qs_nib_planes(x->layout), groups = 16 * x->gpb * chunks;
     /* 16-bit counters take at most 257 tables of 255 (a multiple of 4 groups per pass) */
-    const int64_t pass = x->gpb == 4 ? 256 : 240;
+    const int64_t pass = x->gpb == 3 ? 240 : 256;
     /* a tile reads 16 * chunks bytes of each plane of 32 rows: past the end of the array for the
      * last rows, so those tiles read a zero-padded copy */
     const int64_t reach = (planes - 1) * nb + 16 * chunks, total = s->n * stride;
@@ -284,10 +309,12 @@ QS_TARGET_AVX2 static void nib_direct_avx2(const qs_scan *s, int64_t b0, int64_t
                     memcpy(pad + i * w + pl * off1, s->codes + (r0 + i) * stride + pl * nb, (size_t)nb);
             base = pad;
         }
-        if (planes == 2)
+        if (x->layout == QS_NIB_PLANES)
             tile_nibbles(base, w, off1, chunks, idx);
-        else
+        else if (x->layout == QS_NIB_BASE3)
             tile_trits(base, w, chunks, idx);
+        else
+            tile_bits(base, w, chunks, idx);
         for (int64_t q = q0; q < q1; q++) {
             const int64_t qa = s->q0 + q;
             const __m256i *lut = (const __m256i *)(x->bcast + qa * groups * 32);
@@ -303,7 +330,7 @@ int qs_nibble_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_
                    const uint8_t *luts, int64_t nq, const double *lo, const double *delta, const float *row_scale,
                    int64_t scale_at, const float *row_bias, const double *qoff, int64_t k, int isa, int nthreads,
                    int64_t block_bytes, float *out_scores, int64_t *out_rows) {
-    const int64_t gpb = layout == QS_NIB_BASE3 ? 3 : 4, planes = layout == QS_NIB_BASE3 ? 1 : 2;
+    const int64_t gpb = qs_nib_gpb(layout), planes = qs_nib_planes(layout);
     nib_ctx ctx = {layout, gpb, luts, NULL, (nb + 15) / 16, lo, delta, qoff, row_scale, row_bias, scale_at};
     qs_scan s = {codes, valid, NULL, NULL, n, nq, nb, (nb + 7) / 8, k, stride, planes, ~(uint64_t)0, 0, &ctx};
     qs_direct_fn direct = nib_direct_portable;
@@ -335,5 +362,109 @@ int qs_nibble_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_
         memcpy(&key, out_scores + i, 4);
         out_scores[i] = key == QS_SENTINEL_DIST ? NAN : qs_key_score(key);
     }
+    return status;
+}
+
+/* ---------------------------------------------------------------- tables from the query */
+
+/* entry e of a group: the levels of its first and second dimension (planes: bits 0, 2 and 1, 3;
+ * base 3: e % 3 and e / 3 % 3; the single-trit group: min(e, 2)) */
+static const uint8_t PLANE_FIRST[16] = {0, 1, 0, 1, 2, 3, 2, 3, 0, 1, 0, 1, 2, 3, 2, 3};
+static const uint8_t PLANE_SECOND[16] = {0, 0, 1, 1, 0, 0, 1, 1, 2, 2, 3, 3, 2, 2, 3, 3};
+
+/* numpy_backend.nibble_luts: values[q, d, l] = (double)queries[q, d] * levels[d, l]; each group's
+ * float64 table of its two contributions' sums (dimensions >= dim contribute 0; entries no code
+ * produces take the group's minimum m_g); delta = max_g (max_g - m_g) / 255; lut = floor((table -
+ * m_g) / delta + 0.5) capped at 255 (0 where delta == 0); lo = sum_g m_g in group order.
+ * work: 17 groups + 4 (8 nb + 1) doubles. Returns -2 where a query or level is not finite. */
+int qs_nibble_luts(const float *queries, int64_t nq, int64_t dim, const double *levels, int layout, int64_t nb,
+                   double *work, uint8_t *luts, double *lo, double *delta) {
+    const int base3 = layout == QS_NIB_BASE3;
+    const int64_t gpb = qs_nib_gpb(layout), nlev = qs_nib_levels(layout), groups = gpb * nb;
+    const int64_t padded = base3 ? 5 * nb : 8 * nb;
+    for (int64_t i = 0; i < dim * nlev; i++)
+        if (!isfinite(levels[i])) return -2;
+    double *tab = work, *low = work + groups * 16, *val = low + groups; /* val: (padded + 1, nlev) */
+    for (int64_t q = 0; q < nq; q++) {
+        const float *r = queries + q * dim;
+        for (int64_t d = 0; d < padded + 1; d++)
+            for (int64_t l = 0; l < nlev; l++) {
+                if (d < dim && !isfinite(r[d])) return -2;
+                val[d * nlev + l] = d < dim ? (double)r[d] * levels[d * nlev + l] : 0.0;
+            }
+        double range = 0.0;
+        for (int64_t g = 0; g < groups; g++) {
+            const int64_t j = g / gpb, t = g % gpb;
+            double *e = tab + g * 16, m = INFINITY, hi = -INFINITY;
+            int used = 16;
+            if (layout == QS_NIB_BITS) {
+                /* bit i of the entry is dimension top - i; summed bit 0 first, as the reference */
+                const double *a = val + (8 * j + (t ? 3 : 7)) * 2;
+                for (int v = 0; v < 16; v++)
+                    e[v] = ((a[v & 1] + a[-2 + (v >> 1 & 1)]) + a[-4 + (v >> 2 & 1)]) + a[-6 + (v >> 3 & 1)];
+            } else if (!base3) {
+                static const int first[4] = {7, 3, 5, 1};
+                const double *a = val + (8 * j + first[t]) * 4, *b = a - 4;
+                for (int v = 0; v < 16; v++) e[v] = a[PLANE_FIRST[v]] + b[PLANE_SECOND[v]];
+            } else if (t < 2) {
+                const double *a = val + (5 * j + 2 * t) * 3, *b = a + 3;
+                for (int v = 0; v < 9; v++) e[v] = a[v % 3] + b[v / 3];
+                used = 9;
+            } else {
+                const double *a = val + (5 * j + 4) * 3, *b = val + padded * 3; /* b: the padding zero */
+                for (int v = 0; v < 3; v++) e[v] = a[v] + b[0];
+                used = 3;
+            }
+            for (int v = 0; v < used; v++) {
+                if (e[v] < m) m = e[v];
+                if (e[v] > hi) hi = e[v];
+            }
+            for (int v = used; v < 16; v++) e[v] = m;
+            low[g] = m;
+            if (hi - m > range) range = hi - m;
+        }
+        const double step = range / 255.0, safe = step > 0 ? step : 1.0;
+        double sum = 0.0;
+        uint8_t *out = luts + q * groups * 16;
+        for (int64_t g = 0; g < groups; g++) {
+            for (int v = 0; v < 16; v++) {
+                const double x = floor((tab[g * 16 + v] - low[g]) / safe + 0.5);
+                out[g * 16 + v] = step > 0 ? (uint8_t)(x < 255.0 ? x : 255.0) : 0;
+            }
+            sum += low[g];
+        }
+        lo[q] = sum;
+        delta[q] = step;
+    }
+    return 0;
+}
+
+int qs_nibble_scan(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb, int layout,
+                   const float *queries, int64_t nq, int64_t dim, const double *levels, const float *row_scale,
+                   int64_t scale_at, const float *row_bias, const double *qoff, const float *score_bias, int64_t k,
+                   int isa, int nthreads, int64_t block_bytes, float *out_scores, int64_t *out_rows) {
+    const int64_t groups = qs_nib_gpb(layout) * nb, nwork = groups * 17 + (8 * nb + 1) * 4;
+    uint8_t *luts = (uint8_t *)malloc((size_t)(nq * groups * 16));
+    double *work = (double *)malloc(sizeof(double) * (size_t)(nwork + 3 * nq));
+    if (!luts || !work) {
+        free(luts);
+        free(work);
+        return -1;
+    }
+    double *lo = work + nwork, *delta = lo + nq, *zero = delta + nq;
+    for (int64_t q = 0; q < nq; q++) zero[q] = 0.0;
+    if (qs_nibble_luts(queries, nq, dim, levels, layout, nb, work, luts, lo, delta) < 0) {
+        free(luts);
+        free(work);
+        return -2;
+    }
+    const int status = qs_nibble_topk(codes, valid, n, stride, nb, layout, luts, nq, lo, delta, row_scale, scale_at,
+                                      row_bias, qoff ? qoff : zero, k, isa, nthreads, block_bytes, out_scores,
+                                      out_rows);
+    free(luts);
+    free(work);
+    if (score_bias)
+        for (int64_t q = 0; q < nq; q++)
+            for (int64_t i = 0; i < k; i++) out_scores[q * k + i] += score_bias[q];
     return status;
 }

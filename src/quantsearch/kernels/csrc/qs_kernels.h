@@ -127,11 +127,29 @@ int qs_table_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t
  * of 16 uint8 per group (two dimensions' bits; two trits, or one): score = row_scale * (lo + delta *
  * sum_g lut[g][index_g] + qoff) + row_bias, the row scale from row_scale, or (scale_at >= 0) the
  * float32 at that byte of each row, or 1; see nibbles.c */
-enum { QS_NIB_PLANES = 0, QS_NIB_BASE3 = 1 };
+enum { QS_NIB_PLANES = 0, QS_NIB_BASE3 = 1, QS_NIB_BITS = 2 }; /* bits: one plane, 4 dimensions a nibble */
+/* groups per byte position, planes and levels per dimension of a layout */
+static inline int64_t qs_nib_gpb(int layout) { return layout == QS_NIB_PLANES ? 4 : layout == QS_NIB_BASE3 ? 3 : 2; }
+static inline int64_t qs_nib_planes(int layout) { return layout == QS_NIB_PLANES ? 2 : 1; }
+static inline int64_t qs_nib_levels(int layout) { return layout == QS_NIB_PLANES ? 4 : layout == QS_NIB_BASE3 ? 3 : 2; }
 int qs_nibble_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb, int layout,
                    const uint8_t *luts, int64_t nq, const double *lo, const double *delta, const float *row_scale,
                    int64_t scale_at, const float *row_bias, const double *qoff, int64_t k, int isa, int nthreads,
                    int64_t block_bytes, float *out_scores, int64_t *out_rows);
+/* nibbles.c: the tables of numpy_backend.nibble_luts from float32 queries (nq, dim) and per-dimension
+ * level values (dim, 4 or 3) float64 (-2: a value not finite), and the scan from them in one call:
+ * qs_nibble_topk's scores (qoff NULL: 0) plus score_bias[q] in float32 (NULL: none); -1: no memory */
+int qs_nibble_luts(const float *queries, int64_t nq, int64_t dim, const double *levels, int layout, int64_t nb,
+                    double *work, uint8_t *luts, double *lo, double *delta);
+int qs_nibble_scan(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, int64_t nb, int layout,
+                   const float *queries, int64_t nq, int64_t dim, const double *levels, const float *row_scale,
+                   int64_t scale_at, const float *row_bias, const double *qoff, const float *score_bias, int64_t k,
+                   int isa, int nthreads, int64_t block_bytes, float *out_scores, int64_t *out_rows);
+/* rescore.c: top-k of ggml block rows (kind QS_KIND_Q8_0 / Q4_0 / Q4_1, `stride` bytes, dim / 32
+ * blocks) by their qs_rescore score against each query's weights (nq, dim); see rescore.c */
+int qs_blocks_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, const float *weights,
+                   int64_t nq, int64_t dim, int kind, int64_t k, int isa, int nthreads, float *out_scores,
+                   int64_t *out_rows);
 /* key of a float score: smaller key = larger score; -0 and +0 share a key (the caller adds +0) */
 static inline uint32_t qs_score_key(float f) {
     uint32_t b;

@@ -344,3 +344,53 @@ int qs_rescore(const qs_segments *segs, const int64_t *rows, int64_t nq, int64_t
     free(jobs);
     return 0;
 }
+
+/* ---------------------------------------------------------------- block formats: candidate scan */
+
+/* Top-k of ggml block rows by their dot product with each query's weights (nq, dim) float32 (dim a
+ * multiple of 32): the scores of qs_rescore (the same per-row function), kept on the shared scan
+ * driver's heaps (larger is better, ties to the smaller row), so a single query needs no (nq, n)
+ * score array and no top-k outside. */
+typedef struct {
+    const float *weights;
+    int64_t dim;
+    int kind;
+    dot_fn dot;
+} blocks_ctx;
+
+static void blocks_direct(const qs_scan *s, int64_t b0, int64_t nblk, int64_t q0, int64_t q1, qs_heaps *h) {
+    const blocks_ctx *x = (const blocks_ctx *)s->ctx;
+    for (int64_t q = q0; q < q1; q++) {
+        const float *w = x->weights + (s->q0 + q) * x->dim;
+        uint64_t thr = h->thr[q];
+        const uint8_t *p = s->codes + b0 * s->stride;
+        for (int64_t i = 0; i < nblk; i++, p += s->stride) {
+            uint64_t key = qs_score_key(x->dot(p, w, x->dim, x->kind, 0) + 0.0f); /* + 0: -0 becomes +0 */
+            if (key < thr) {
+                qs_offer(h, s, q, 1u, &key, b0 + i);
+                thr = h->thr[q];
+            }
+        }
+    }
+}
+
+int qs_blocks_topk(const uint8_t *codes, const uint8_t *valid, int64_t n, int64_t stride, const float *weights,
+                   int64_t nq, int64_t dim, int kind, int64_t k, int isa, int nthreads, float *out_scores,
+                   int64_t *out_rows) {
+    blocks_ctx ctx = {weights, dim, kind, dot_blocks_portable};
+#if QS_X86
+    if (isa == QS_ISA_AVX512 || isa == QS_ISA_AVX2) ctx.dot = dot_blocks_avx2;
+#else
+    (void)isa;
+#endif
+    qs_scan s = {codes, valid, NULL, NULL, n, nq, stride, (stride + 7) / 8, k, stride, 1, ~(uint64_t)0, 0, &ctx};
+    uint32_t *keys = (uint32_t *)out_scores;
+    /* work per row for the thread count: ~2 popcount bytes per multiply-add */
+    const int status = qs_scan_topk(&s, blocks_direct, NULL, nthreads, 0, 2 * dim, keys, out_rows);
+    for (int64_t i = 0; i < nq * k; i++) {
+        uint32_t key;
+        memcpy(&key, out_scores + i, 4);
+        out_scores[i] = key == QS_SENTINEL_DIST ? NAN : qs_key_score(key);
+    }
+    return status;
+}
