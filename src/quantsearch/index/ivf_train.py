@@ -118,6 +118,6 @@ def assign_rows(
         x = decode(block)
         for b in range(0, x.shape[0], _GATHER):  # (rows, shortlist, dim) gathered a slice at a time
             ids = near[b : b + _GATHER]
-            scores = np.einsum("ij,ikj->ik", x[b : b + _GATHER], centroids[ids])
+            scores = np.matmul(centroids[ids], x[b : b + _GATHER, :, None])[:, :, 0]  # (rows, shortlist)
             out[a + b : a + b + ids.shape[0]] = ids[np.arange(ids.shape[0]), np.argmax(scores, axis=1)]
     return out
