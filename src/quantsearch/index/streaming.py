@@ -21,6 +21,9 @@ from .._validation import as_float_matrix
 
 __all__ = ["calibration_sample", "check_rows", "release_pages"]
 
+#: sample rows copied between two releases of a memory map's pages
+_SAMPLE_CHUNK = 4096
+
 
 def check_rows(vectors: Any, dim: int | None = None) -> np.ndarray:
     """``vectors`` as a 2-D float array without reading it all: an ndarray (a memory map stays one)
@@ -32,13 +35,18 @@ def check_rows(vectors: Any, dim: int | None = None) -> np.ndarray:
 
 
 def calibration_sample(vectors: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
-    """All rows when there are at most ``size``, else ``size`` seeded random rows (in row order, so a
-    memory map is read forward)."""
+    """All rows when there are at most ``size``, else a copy of ``size`` seeded random rows (in row
+    order, so a memory map is read forward; its pages are released as the copy advances)."""
     n = vectors.shape[0]
     if n <= size:
         return vectors
     rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-    return np.asarray(vectors[rows])
+    out = np.empty((size, vectors.shape[1]), vectors.dtype)
+    for a in range(0, size, _SAMPLE_CHUNK):  # a memory map is released a span at a time: reading one
+        part = rows[a : a + _SAMPLE_CHUNK]  # row maps its neighbours too (the kernel's fault-around)
+        out[a : a + part.size] = vectors[part]
+        release_pages(vectors, int(part[0]), int(part[-1]) + 1)
+    return out
 
 
 def release_pages(vectors: np.ndarray, start: int, stop: int) -> None:
