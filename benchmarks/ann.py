@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import resource
 import shutil
 import tempfile
 import time
@@ -145,9 +146,11 @@ class Generator:
         x = self.mean + (z.astype(np.float32) * self.sd) @ self.basis.T
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
-    def blocks(self, n: int):
+    def blocks(self, n: int, first: int = 0):
+        """(start, block) over the collection, from the block holding row ``first`` on."""
         for b, start in enumerate(range(0, n, BLOCK)):
-            yield start, self.block(b, min(BLOCK, n - start), n)
+            if start + BLOCK > first:
+                yield start, self.block(b, min(BLOCK, n - start), n)
 
 
 SELECTIVITIES = (0.5, 0.1, 0.01)
@@ -266,20 +269,37 @@ def measure(view: Any, stage: CandidateStage, q: np.ndarray, truth: np.ndarray, 
 
 def prepare(args: argparse.Namespace, data: Path) -> None:
     """One pass over the generated blocks: the index (exact stage, binary + int8) and the ground truth
-    (unfiltered and at each selectivity), saved under ``data`` for every later run."""
+    (unfiltered and at each selectivity), saved under ``data`` for every later run.
+
+    Resumable (a 10M prepare takes hours on a loaded 2-core machine): every block is one atomic
+    ``Index.add`` into ``idx.tmp``, and the ground-truth heaps are saved (atomically) after it with
+    the rows they cover; a new run continues from the rows the index holds, regenerating (without
+    adding) any block the saved heaps miss. Peak RSS and seconds of each run go to ``prepare.log``."""
     real, real_q = real_embeddings()
     gen = Generator.fit(real, real_q, args.dim, seed=args.seed)
     n = args.n
     q = gen.block(0, args.queries, n, queries=True)
     masks = filter_masks(n, args.seed)
     tmp = data / "idx.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    ckpt = data / "heaps.tmp.npz"
     data.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    index = Index.create(tmp, args.dim, calibration=gen.block(10_000, 20_000, n))
     heaps: dict[Any, tuple[np.ndarray, np.ndarray]] = {}
-    for start, x in gen.blocks(n):
-        index.add(x)
+    heap_rows = 0
+    if (tmp / "manifest.json").is_file():
+        index = Index.open(tmp)
+        if ckpt.is_file():
+            with np.load(ckpt) as f:
+                heap_rows = int(f["rows"])
+                heaps = {float(k[2:]): (f[k], f["r_" + k[2:]]) for k in f.files if k.startswith("s_")}
+        print(f"resuming: index holds {len(index):,} rows, ground truth covers {heap_rows:,}", flush=True)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+        index = Index.create(tmp, args.dim, calibration=gen.block(10_000, 20_000, n))
+    done = len(index)
+    for start, x in gen.blocks(n, first=min(done, heap_rows)):
+        if start >= done:
+            index.add(x)
         sims = q @ x.T
         for key, mask in [(1.0, None), *masks.items()]:
             s = sims if mask is None else np.where(mask[start : start + x.shape[0]], sims, -np.inf)
@@ -291,6 +311,11 @@ def prepare(args: argparse.Namespace, data: Path) -> None:
             )
             top = np.argpartition(-s, K - 1, axis=1)[:, :K]
             heaps[key] = (np.take_along_axis(s, top, 1), np.take_along_axis(r, top, 1))
+        arrays = {f"s_{k}": v[0] for k, v in heaps.items()} | {f"r_{k}": v[1] for k, v in heaps.items()}
+        np.savez(data / "heaps.part.npz", rows=start + x.shape[0], **arrays)
+        (data / "heaps.part.npz").replace(ckpt)
+        if (start // BLOCK) % 20 == 19:
+            print(f"{start + x.shape[0]:,} rows, {time.perf_counter() - t0:.0f} s", flush=True)
     index.close()
     truth = {}
     for key, (best_s, best_r) in heaps.items():
@@ -298,8 +323,14 @@ def prepare(args: argparse.Namespace, data: Path) -> None:
     np.savez(data / "truth.npz", queries=q, **truth)
     (data / "idx").exists() and shutil.rmtree(data / "idx")
     tmp.rename(data / "idx")
-    (data / "index_build_s.txt").write_text(f"{time.perf_counter() - t0:.1f}\n")
-    print(f"prepared {n:,} x {args.dim} in {time.perf_counter() - t0:.1f} s under {data}")
+    ckpt.unlink(missing_ok=True)
+    took = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    with open(data / "prepare.log", "a") as log:
+        log.write(f"run from {min(done, heap_rows):,} rows: {took:.1f} s, peak RSS {peak:.2f} GB\n")
+    if not (data / "index_build_s.txt").is_file() or min(done, heap_rows) == 0:
+        (data / "index_build_s.txt").write_text(f"{took:.1f}\n")
+    print(f"prepared {n:,} x {args.dim} in {took:.1f} s (peak RSS {peak:.2f} GB) under {data}")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

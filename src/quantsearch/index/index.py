@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -54,6 +55,7 @@ from .retrieval import FUSION_KEY, check_mode, run_mode, sources_of, split_queri
 from .stages import check_stage_config
 from .state import IndexState, retry_stale
 from .storage import SegmentStore, WriterLock
+from .streaming import calibration_sample, check_rows, release_pages
 from .summary import describe, summarize
 
 logger = logging.getLogger(__name__)
@@ -215,21 +217,42 @@ class Index:
         texts: Sequence[str | None] | None = None,
         metadata: Sequence[dict[str, Any] | None] | None = None,
         batch_size: int = 100_000,
+        calibration_size: int = 100_000,
         **create_kwargs: Any,
     ) -> Index:
-        """Create an index calibrated on ``vectors`` and add them (in batches of ``batch_size``)."""
-        vectors = as_float_matrix(vectors, "vectors")
+        """Create an index and add ``vectors`` in batches of ``batch_size``.
+
+        ``vectors`` may be larger than RAM: a ``.npy`` memory map (``np.load(path, mmap_mode="r")``)
+        is read a batch at a time and each batch's pages are released once it is added, so the peak
+        RSS is the index's own footprint plus about one batch. Each batch is validated as it is
+        added; the quantizers are calibrated on a seeded sample of ``calibration_size`` rows (every
+        row when there are fewer). If a batch is rejected, the new index is removed (index/streaming.py).
+        """
+        vectors = check_rows(vectors)
+        calibration_size = check_positive_int(calibration_size, "calibration_size")
         if ids is not None and "id_type" not in create_kwargs:
             create_kwargs["id_type"] = "str" if len(ids) and isinstance(ids[0], str) else "int"
-        index = cls.create(path, vectors.shape[1], calibration=vectors, **create_kwargs)
-        for start in range(0, vectors.shape[0], batch_size):
-            end = start + batch_size
-            index.add(
-                vectors[start:end],
-                ids=None if ids is None else ids[start:end],
-                texts=None if texts is None else texts[start:end],
-                metadata=None if metadata is None else metadata[start:end],
-            )
+        existed = Path(path).exists()
+        index = cls.create(
+            path, vectors.shape[1], calibration=calibration_sample(vectors, calibration_size), **create_kwargs
+        )
+        release_pages(vectors, 0, vectors.shape[0])  # the sample's pages
+        try:
+            for start in range(0, vectors.shape[0], batch_size):
+                end = start + batch_size
+                index.add(
+                    vectors[start:end],
+                    ids=None if ids is None else ids[start:end],
+                    texts=None if texts is None else texts[start:end],
+                    metadata=None if metadata is None else metadata[start:end],
+                )
+                release_pages(vectors, start, end)
+        except BaseException:
+            index.close()
+            shutil.rmtree(path, ignore_errors=True)  # build made it: nothing half-built is left
+            if existed:
+                Path(path).mkdir()
+            raise
         return index
 
     @staticmethod

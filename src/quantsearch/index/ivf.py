@@ -34,6 +34,7 @@ from ..exceptions import InvalidArgumentError, StorageError
 from ..kernels import ivf_probe, ivf_scan
 from ..quantization import BinaryQuantizer, Quantizer
 from . import layout
+from .ivf_train import FLAT_MAX, SHORTLIST, assign_rows, train_centroids
 from .stages import CandidateStage, filter_widening, scan_rows
 
 __all__ = ["IVFStage", "spherical_kmeans"]
@@ -348,17 +349,22 @@ class IVFStage(CandidateStage):
         rng = np.random.default_rng(self.seed)
         sample_n = min(n_rows, max(64 * nlist, 20_000))
         sample = np.sort(rng.choice(n_rows, size=sample_n, replace=False)) if sample_n < n_rows else None
-        x = self.quantizer.decode(codes if sample is None else codes[sample])
-        logger.info("training %d IVF lists on %d of %d rows", nlist, x.shape[0], n_rows)
-        return spherical_kmeans(x, nlist, iterations=self.iterations, rng=rng)
+        logger.info("training %d IVF lists on %d of %d rows", nlist, sample_n, n_rows)
+        iterations = self.iterations
+
+        def kmeans(x: np.ndarray, k: int, r: np.random.Generator) -> np.ndarray:
+            return spherical_kmeans(x, k, iterations=iterations, rng=r)
+
+        # sign bits over many lists: the sample stays as codes, rows assigned by Hamming shortlists
+        sample_codes = codes if sample is None else codes[sample]
+        shortlist = SHORTLIST if self._hamming else 0
+        return train_centroids(self.quantizer.decode, sample_codes, nlist, kmeans, rng,
+                               iterations=iterations, shortlist=shortlist)  # fmt: skip
 
     def _assign(self, centroids: np.ndarray, codes: np.ndarray, start: int) -> np.ndarray:
-        out = np.empty(codes.shape[0] - start, np.int32)
-        for a in range(start, codes.shape[0], _ASSIGN_BLOCK):
-            b = min(a + _ASSIGN_BLOCK, codes.shape[0])
-            x = self.quantizer.decode(codes[a:b])
-            out[a - start : b - start] = np.argmax(x @ centroids.T, axis=1)
-        return out
+        # sign bits over many lists: float scores against a Hamming shortlist of centroids (ivf_train)
+        shortlist = SHORTLIST if self._hamming and centroids.shape[0] > FLAT_MAX else 0
+        return assign_rows(self.quantizer.decode, codes[start:], centroids, shortlist=shortlist)
 
     def _write(self, root: Path) -> None:
         """Save the lists; a failure (disk full, read-only directory of a reader) is logged, not
