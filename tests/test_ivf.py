@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from quantsearch import Index
+from quantsearch.display import format_info
 from quantsearch.exceptions import InvalidArgumentError
 from quantsearch.index.ivf import IVF_FILE, IVFStage, spherical_kmeans
 
@@ -297,3 +298,16 @@ def test_other_code_families_probe_the_same_way_and_scan_with_their_own_kernel(t
         np.testing.assert_array_equal(a.ids, b.ids)
         few = ivf.search(q, k=10, nprobe=6, with_payload=False)
         assert recall(few.ids, b.ids) >= 0.8
+
+
+def test_info_reports_the_ram_of_the_lists(tmp_path) -> None:
+    n, nlist = 3000, 20
+    index = build(tmp_path / "i", clustered(n, 0), nlist=nlist, min_rows=100)
+    info = index.info()
+    code_dim, code_bytes = DIM, DIM // 8
+    # float32 + int8 centroids, scales, sign bits; list id and list-order position per row; offsets
+    want = nlist * (4 * code_dim + code_dim + 4 + code_bytes) + n * (4 + 4) + (nlist + 1) * 8
+    assert info["candidate_stage_ram_bytes"] == want
+    assert "ivf structure" in format_info(info)
+    exact = Index.create(tmp_path / "e", DIM, calibration=clustered(200, 1))
+    assert exact.info()["candidate_stage_ram_bytes"] == 0

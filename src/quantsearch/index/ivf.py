@@ -163,6 +163,16 @@ class IVFStage(CandidateStage):
     def is_trained(self) -> bool:
         return self._lists is not None
 
+    def ram_bytes(self) -> int:
+        """The lists in RAM: centroids (float32, int8 with scales, sign bits), list of each row,
+        rows in list order, list offsets."""
+        lists = self._lists
+        if lists is None:
+            return 0
+        arrays = (lists.centroids, lists.assign, lists.order, lists.offsets, lists.probe_centroids,
+                  lists.probe_scale, lists.probe_bits)  # fmt: skip
+        return int(sum(a.nbytes for a in arrays))
+
     # ---- search -----------------------------------------------------------------------------------------
     def search(
         self,
