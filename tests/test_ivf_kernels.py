@@ -176,3 +176,5 @@ def test_trusted_calls_give_the_checked_calls_results(backend: str) -> None:
         if backend != "numpy":  # the native layer still refuses what would read out of bounds
             with pytest.raises(InvalidArgumentError):
                 ivf_scan(qbits, codes, order, offsets[::-1].copy(), probes, 20, trusted=True)
+            with pytest.raises(InvalidArgumentError):
+                ivf_probe(q[:, :-1].copy(), cent, scale, 3, trusted=True)

@@ -686,11 +686,14 @@ def ivf_probe(
         backend = get_backend()
         if backend != "numpy":
             cap = (centroids.shape[0] if counts is not None else nprobe) if cap is None else cap
-            return native_backend.ivf_probe(
-                queries, centroids, scale, nprobe, counts=counts, want=want, cap=min(cap, centroids.shape[0]),
-                query_bits=query_bits, centroid_bits=centroid_bits, shortlist=shortlist, isa=backend,
-                threads=get_num_threads(),
-            )  # fmt: skip
+            try:
+                return native_backend.ivf_probe(
+                    queries, centroids, scale, nprobe, counts=counts, want=want,
+                    cap=min(cap, centroids.shape[0]), query_bits=query_bits, centroid_bits=centroid_bits,
+                    shortlist=shortlist, isa=backend, threads=get_num_threads(),
+                )  # fmt: skip
+            except ValueError as exc:
+                raise InvalidArgumentError(str(exc)) from None
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     centroids = np.asarray(centroids)
     if centroids.dtype != np.int8 or centroids.ndim != 2 or not centroids.flags.c_contiguous:
