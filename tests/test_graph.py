@@ -226,3 +226,12 @@ def test_options_and_config_are_checked(tmp_path) -> None:
         }  # fmt: skip
     with build(tmp_path / "i", x, batches=1) as ivf_less:  # hnsw below min_rows takes ef, not nprobe
         assert ivf_less.search(x[:2], k=3, ef=8).ids.shape == (2, 3)
+
+
+def test_info_reports_the_ram_of_the_graph(tmp_path) -> None:
+    x = clustered(1500, 0, **MIXTURE)
+    index = build(tmp_path / "g", x, m=8, min_rows=100)
+    graph = stage_of(index)._graph
+    # faiss keeps its own copy of the codes beside the links: at least both
+    assert index.info()["candidate_stage_ram_bytes"] >= 1500 * (256 // 8) + 1500 * 2 * 8 * 4
+    assert graph.ntotal == 1500

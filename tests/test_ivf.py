@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from quantsearch import Index
+from quantsearch.display import format_info
 from quantsearch.exceptions import InvalidArgumentError
 from quantsearch.index.ivf import IVF_FILE, IVFStage, spherical_kmeans
 
@@ -348,3 +349,16 @@ def test_lists_trained_with_shortlists_keep_the_recall_of_flat_training(tmp_path
     flat, short = curves
     assert all(s >= f - 0.03 for f, s in zip(flat, short, strict=True)), curves
     assert short[-1] >= 0.85, curves
+
+
+def test_info_reports_the_ram_of_the_lists(tmp_path) -> None:
+    n, nlist = 3000, 20
+    index = build(tmp_path / "i", clustered(n, 0), nlist=nlist, min_rows=100)
+    info = index.info()
+    code_dim, code_bytes = DIM, DIM // 8
+    # float32 + int8 centroids, scales, sign bits; list id and list-order position per row; offsets
+    want = nlist * (4 * code_dim + code_dim + 4 + code_bytes) + n * (4 + 4) + (nlist + 1) * 8
+    assert info["candidate_stage_ram_bytes"] == want
+    assert "ivf structure" in format_info(info)
+    exact = Index.create(tmp_path / "e", DIM, calibration=clustered(200, 1))
+    assert exact.info()["candidate_stage_ram_bytes"] == 0

@@ -65,8 +65,11 @@ def test_scan_matches_the_exact_scan_of_the_probed_lists(backend: str, nb: int) 
             want = scan_reference(q, codes, assign, probes, k, v, n_rows)
             np.testing.assert_array_equal(got[0], want[0])
             np.testing.assert_array_equal(got[1], want[1])
-            one = ivf_scan(q[2:3], codes, order, offsets, probes[2:3], k, valid=v, n_rows=n_rows)
-            np.testing.assert_array_equal(one[1], got[1][2:3])  # batch grouping changes nothing
+            for i in range(q.shape[0]):  # one query (its own path: histogram, not heap) = the batch's
+                one = ivf_scan(q[i : i + 1], codes, order, offsets, probes[i : i + 1], k,
+                               valid=v, n_rows=n_rows)  # fmt: skip
+                np.testing.assert_array_equal(one[0], want[0][i : i + 1])
+                np.testing.assert_array_equal(one[1], want[1][i : i + 1])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -143,3 +146,35 @@ def test_probe_shortlist_scores_only_the_lists_nearest_in_hamming(backend: str) 
         best = near[np.argsort(-scores[i, near], kind="stable")[:4]]
         np.testing.assert_array_equal(got[i], best)
     np.testing.assert_array_equal(full, np.argsort(-scores, axis=1, kind="stable")[:, :4])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_trusted_calls_give_the_checked_calls_results(backend: str) -> None:
+    # the IVF stage's calls skip the Python checks (its arrays are built once); same answers
+    rng = np.random.default_rng(9)
+    n, nlist, dim = 1500, 23, 64
+    codes = rng.integers(0, 256, (n, dim // 8), dtype=np.uint8)
+    order, offsets = lists_of(rng.integers(0, nlist, n), nlist)
+    cent = rng.integers(-127, 128, (nlist, dim)).astype(np.int8)
+    scale = rng.uniform(0.5, 2, nlist).astype(np.float32)
+    q = rng.standard_normal((3, dim)).astype(np.float32)
+    qbits, cbits = np.packbits(q > 0, axis=1), np.packbits(cent > 0, axis=1)
+    valid = rng.random(n) < 0.7
+    with use_backend(backend):
+        for kw in ({}, {"query_bits": qbits, "centroid_bits": cbits, "shortlist": 8}):
+            probes = ivf_probe(q, cent, scale, 3, **kw)
+            np.testing.assert_array_equal(ivf_probe(q, cent, scale, 3, trusted=True, **kw), probes)
+        counts = np.bincount(np.repeat(np.arange(nlist), np.diff(offsets)), minlength=nlist)
+        walked = ivf_probe(q, cent, scale, 3, counts=counts, want=200)
+        again = ivf_probe(q, cent, scale, 3, counts=counts, want=200, trusted=True)
+        np.testing.assert_array_equal(again, walked)
+        for v in (None, valid):
+            want = ivf_scan(qbits, codes, order, offsets, probes, 20, valid=v, n_rows=1400)
+            got = ivf_scan(qbits, codes, order, offsets, probes, 20, valid=v, n_rows=1400, trusted=True)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+        if backend != "numpy":  # the native layer still refuses what would read out of bounds
+            with pytest.raises(InvalidArgumentError):
+                ivf_scan(qbits, codes, order, offsets[::-1].copy(), probes, 20, trusted=True)
+            with pytest.raises(InvalidArgumentError):
+                ivf_probe(q[:, :-1].copy(), cent, scale, 3, trusted=True)

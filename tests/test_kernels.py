@@ -220,9 +220,15 @@ def test_environment_selects_backend_and_threads(monkeypatch) -> None:
     with use_backend("numpy"):  # the Python-level switch wins over the environment
         assert get_backend() == "numpy"
     assert get_backend() == "portable"
+    monkeypatch.setenv("QUANTSEARCH_KERNEL", "numpy")  # a parsed value is remembered, a change seen
+    assert get_backend() == "numpy"
     monkeypatch.setenv("QUANTSEARCH_KERNEL", "sse9")
     with pytest.raises(InvalidArgumentError, match="QUANTSEARCH_KERNEL"):
         get_backend()
+    with pytest.raises(InvalidArgumentError, match="QUANTSEARCH_KERNEL"):
+        get_backend()  # every time, not only the first
+    monkeypatch.setenv("QUANTSEARCH_NUM_THREADS", "2")
+    assert get_num_threads() == 2
     monkeypatch.setenv("QUANTSEARCH_NUM_THREADS", "many")
     with pytest.raises(InvalidArgumentError, match="QUANTSEARCH_NUM_THREADS"):
         get_num_threads()

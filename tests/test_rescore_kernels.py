@@ -174,6 +174,15 @@ def test_dot_rows_bad_inputs() -> None:
         dot_rows([full], starts, rows, w, offset=True)
     with pytest.raises(InvalidArgumentError, match="at least one segment"):
         dot_rows([], starts, rows, w)
+    # segments checked once are not checked again, unless their starts (or the arrays) change
+    two = [full, full]
+    dot_rows(two, np.array([0, 10]), rows, w)
+    with pytest.raises(InvalidArgumentError, match="starts must be"):
+        dot_rows(two, np.array([0, 9]), rows, w)
+    with pytest.raises(InvalidArgumentError, match=r"rows must be in \[0, 20\)"):
+        dot_rows(two, np.array([0, 10]), rows + 20, w)
+    with pytest.raises(DimensionMismatchError, match="segment 1"):
+        dot_rows([full, full[:, :4].copy()], np.array([0, 10]), rows, w)
 
 
 def test_extension_rejects_out_of_range_rows() -> None:

@@ -43,6 +43,9 @@ def top_k(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.
             key = np.where(
                 np.take_along_axis(keep, order, axis=1), np.take_along_axis(key, order, axis=1), -np.inf
             )
+    if key.shape[0] == 1:  # one query (the single-query path): 1-D sort and column take
+        first = np.lexsort((rows[0], -key[0]))[:k]
+        return rows[:, first], scores[:, first]
     order = np.lexsort((rows, -key), axis=-1)[:, :k]
     # fancy indexing: take_along_axis costs ~10 us of Python per call, the most of a small top-k
     at = np.arange(order.shape[0])[:, None]

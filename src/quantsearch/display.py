@@ -31,14 +31,19 @@ def format_info(info: dict[str, Any]) -> str:
             f"{human_bytes(t['ram_bytes']):>10} {human_bytes(t['disk_bytes']):>10}  "
             f"{t['quantizer']['kind']}({params})"
         )
-    ram = sum(t["ram_bytes"] for t in info["tiers"]) + info["valid_mask_ram_bytes"]
+    stage_ram = info.get("candidate_stage_ram_bytes") or 0
+    ram = sum(t["ram_bytes"] for t in info["tiers"]) + info["valid_mask_ram_bytes"] + stage_ram
     disk = sum(t["disk_bytes"] for t in info["tiers"]) + info["catalog_bytes"]
     f32 = info["float32_bytes"]
+    kind = (info.get("candidate_stage") or {}).get("kind", "exact")
+    if stage_ram:
+        lines.append(f"{kind:<10} {'candidates':<11} {'RAM':<21} {'':>9} {human_bytes(stage_ram):>10}")
+    held = "codes + deleted-row mask" + (f" + {kind} structure" if stage_ram else "")
     lines += [
         f"{'catalog':<10} {'ids+text':<11} {'disk (SQLite)':<21} {'':>9} {'':>10} "
         f"{human_bytes(info['catalog_bytes']):>10}",
         "",
-        f"RAM total  {human_bytes(ram)} (codes + deleted-row mask)   disk total {human_bytes(disk)}",
+        f"RAM total  {human_bytes(ram)} ({held})   disk total {human_bytes(disk)}",
         f"float32    {human_bytes(f32)} would be held in RAM by an uncompressed flat index"
         + (f" ({f32 / max(ram, 1):.1f}x more)" if f32 else ""),
     ]

@@ -468,6 +468,8 @@ class ShardedBase(ABC):
             "float32_bytes",
         ):
             out[key] = int(sum(p[key] for p in parts))
+        stage_ram = [p.get("candidate_stage_ram_bytes") for p in parts]
+        out["candidate_stage_ram_bytes"] = None if None in stage_ram else int(sum(stage_ram))
         tiers = []
         for j, tier in enumerate(first["tiers"]):
             tiers.append(

@@ -175,6 +175,16 @@ class GraphStage(CandidateStage):
         """Rows the graph holds (0 when there is none)."""
         return 0 if self._graph is None else int(self._graph.ntotal)
 
+    def ram_bytes(self) -> int:
+        """faiss's graph in RAM: its own copy of the codes, the neighbour lists (int32), their
+        offsets (one per row) and levels."""
+        graph = self._graph
+        if graph is None:
+            return 0
+        hnsw = graph.hnsw
+        links = 4 * int(hnsw.neighbors.size()) + 8 * int(hnsw.offsets.size()) + 4 * int(hnsw.levels.size())
+        return int(graph.ntotal) * int(graph.code_size) + links
+
     # ---- search -----------------------------------------------------------------------------------------
     def search(
         self,

@@ -748,7 +748,12 @@ class Index:
         return retry_stale(
             self._caught_up,
             lambda: summarize(
-                self._store, self._manifest, self._tiers, self._state.segments, n_live=self._state.view.n_live
+                self._store,
+                self._manifest,
+                self._tiers,
+                self._state.segments,
+                n_live=self._state.view.n_live,
+                stage_ram_bytes=self._state.view.stage.ram_bytes(),
             ),
         )
 

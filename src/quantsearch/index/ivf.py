@@ -33,6 +33,7 @@ from .._validation import check_positive_int
 from ..exceptions import InvalidArgumentError, StorageError
 from ..kernels import ivf_probe, ivf_scan
 from ..quantization import BinaryQuantizer, Quantizer
+from ..quantization.binary import pack_bits
 from . import layout
 from .ivf_train import FLAT_MAX, SHORTLIST, assign_rows, train_centroids
 from .stages import CandidateStage, filter_widening, scan_rows
@@ -163,6 +164,16 @@ class IVFStage(CandidateStage):
     def is_trained(self) -> bool:
         return self._lists is not None
 
+    def ram_bytes(self) -> int:
+        """The lists in RAM: centroids (float32, int8 with scales, sign bits), list of each row,
+        rows in list order, list offsets."""
+        lists = self._lists
+        if lists is None:
+            return 0
+        arrays = (lists.centroids, lists.assign, lists.order, lists.offsets, lists.probe_centroids,
+                  lists.probe_scale, lists.probe_bits)  # fmt: skip
+        return int(sum(a.nbytes for a in arrays))
+
     # ---- search -----------------------------------------------------------------------------------------
     def search(
         self,
@@ -208,15 +219,22 @@ class IVFStage(CandidateStage):
             widen = filter_widening(n_valid / n_rows) ** FILTER_PROBE_POWER
             want = int(np.ceil(min(n_valid, max(n, expected * widen))))
             needed = max(nprobe, int(np.ceil(want * lists.nlist / max(n_valid, 1))))
+        # the query's sign bits: the shortlist's, and with sign-bit codes the query's code itself
+        # (BinaryQuantizer: prepare_queries is the identity and encode is pack_bits(x > 0))
+        query_bits = pack_bits(prepared > 0)
+        # the lists' arrays are built by _Lists.of with the documented dtypes: no per-call checks
         probes = ivf_probe(
             prepared, lists.probe_centroids, lists.probe_scale, nprobe, counts=counts, want=want,
-            query_bits=np.packbits(prepared > 0, axis=1), centroid_bits=lists.probe_bits,
-            shortlist=max(SHORTLIST_MIN, SHORTLIST_FACTOR * needed),
+            query_bits=query_bits, centroid_bits=lists.probe_bits,
+            shortlist=max(SHORTLIST_MIN, SHORTLIST_FACTOR * needed), trusted=True,
         )  # fmt: skip
         if self._hamming:
-            return self._hamming_scan(
-                queries, codes, lists.order, lists.offsets, probes, n, valid if filtered else None
-            )
+            trusted = codes.flags.c_contiguous and valid.dtype == np.bool_
+            distances, rows = ivf_scan(
+                query_bits, codes, lists.order, lists.offsets, probes, n,
+                valid=valid if filtered else None, n_rows=n_rows, trusted=trusted,
+            )  # fmt: skip
+            return np.where(rows >= 0, -distances.astype(np.float32), np.float32(np.nan)), rows
         scores = np.full((queries.shape[0], n), np.nan, np.float32)
         rows_out = np.full((queries.shape[0], n), -1, np.int64)
         for i in range(queries.shape[0]):  # other code families: their own scan over the gathered rows

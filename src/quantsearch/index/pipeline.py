@@ -104,7 +104,7 @@ def run_pipeline(
         pad = k - rows.shape[1]
         rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
         scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=np.nan)
-    return PipelineOutput(rows, scores.astype(np.float32), timings, counts)
+    return PipelineOutput(rows, scores.astype(np.float32, copy=False), timings, counts)
 
 
 def score_candidates(tier: TierView, starts: np.ndarray, queries: np.ndarray, rows: np.ndarray) -> np.ndarray:

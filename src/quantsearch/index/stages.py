@@ -112,6 +112,10 @@ class CandidateStage(ABC):
         """Settings that recreate this stage (JSON-serialisable)."""
         return {}
 
+    def ram_bytes(self) -> int:
+        """Bytes of RAM the stage's structure holds beyond the codes (0 for the exact scan)."""
+        return 0
+
     def to_config(self) -> dict[str, Any]:
         return {"kind": self.kind, "params": self.params()}
 

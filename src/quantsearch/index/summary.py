@@ -24,8 +24,10 @@ def summarize(
     segments: Sequence[Segment],
     *,
     n_live: int,
+    stage_ram_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """The dict :meth:`Index.info` returns (see there)."""
+    """The dict :meth:`Index.info` returns (see there). ``stage_ram_bytes``: the candidate stage's
+    structure in RAM (IVF lists, HNSW graph), known for an open index only (None otherwise)."""
     n_rows = sum(s.n_rows for s in segments)
     tiers = []
     for spec in manifest.tiers:
@@ -61,6 +63,7 @@ def summarize(
         "calibrated": all(q.is_fitted for q in quantizers.values()),
         "default_oversampling": manifest.oversampling,
         "candidate_stage": manifest.candidate_stage or {"kind": "exact", "params": {}},
+        "candidate_stage_ram_bytes": stage_ram_bytes,
         "tiers": tiers,
         "catalog_bytes": catalog_bytes,
         "valid_mask_ram_bytes": n_rows,  # one bool per stored row

@@ -36,6 +36,12 @@ _native_loaded = False
 _available: tuple[str, ...] | None = None  # the CPU's features do not change: computed once
 _backend: str | None = None  # set_backend() override; None = environment or fastest
 _threads: int | None = None  # set_num_threads() override; None = environment or all cores
+# every search asks for the backend and the thread count (several times per query): the variables are
+# read each time (they may change), but a value already parsed is not checked again, and the CPU
+# affinity is read once per process (a system call; os.sched_setaffinity afterwards is not seen)
+_parsed_kernel: tuple[str, str] | None = None  # (QUANTSEARCH_KERNEL, backend it names)
+_parsed_threads: tuple[str, int] | None = None  # (QUANTSEARCH_NUM_THREADS, its value)
+_affinity: int | None = None
 
 
 def native_module() -> ModuleType | None:
@@ -88,12 +94,18 @@ def _check_backend(name: object, source: str) -> str:
 def get_backend() -> str:
     """The backend searches use now: the :func:`set_backend` override, else ``QUANTSEARCH_KERNEL``,
     else the fastest available."""
+    global _parsed_kernel
     if _backend is not None:
         return _backend
-    env = os.environ.get(_ENV_KERNEL, "").strip()
-    if env:
-        return _check_backend(env, _ENV_KERNEL)
-    return available_backends()[0]
+    env = os.environ.get(_ENV_KERNEL)
+    if not env or not env.strip():
+        return _available[0] if _available is not None else available_backends()[0]
+    parsed = _parsed_kernel
+    if parsed is not None and parsed[0] == env:
+        return parsed[1]
+    name = _check_backend(env, _ENV_KERNEL)
+    _parsed_kernel = (env, name)
+    return name
 
 
 def set_backend(name: str | None) -> None:
@@ -118,10 +130,13 @@ def use_backend(name: str | None) -> Iterator[str]:
 
 
 def _default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count() or 1
+    global _affinity
+    if _affinity is None:
+        try:
+            _affinity = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # not on Linux
+            _affinity = os.cpu_count() or 1
+    return _affinity
 
 
 def _check_threads(value: object, source: str, *, parse: bool = False) -> int:
@@ -131,12 +146,18 @@ def _check_threads(value: object, source: str, *, parse: bool = False) -> int:
 def get_num_threads() -> int:
     """Threads one search may use: the :func:`set_num_threads` override, else
     ``QUANTSEARCH_NUM_THREADS``, else every core this process may run on."""
+    global _parsed_threads
     if _threads is not None:
         return _threads
-    env = os.environ.get(_ENV_THREADS, "").strip()
-    if env:
-        return _check_threads(env, _ENV_THREADS, parse=True)
-    return _default_threads()
+    env = os.environ.get(_ENV_THREADS)
+    if not env or not env.strip():
+        return _default_threads()
+    parsed = _parsed_threads
+    if parsed is not None and parsed[0] == env:
+        return parsed[1]
+    value = _check_threads(env.strip(), _ENV_THREADS, parse=True)
+    _parsed_threads = (env, value)
+    return value
 
 
 def set_num_threads(n: int | None) -> None:

@@ -166,20 +166,8 @@ def _check_segments(
     arrays: list[np.ndarray], starts: Any, rows: Any, dtype: np.dtype, width: int, nq: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate segment arrays (dtype, width, C order), their starts and the candidate rows."""
-    for i, array in enumerate(arrays):
-        if array.dtype != dtype or array.ndim != 2 or array.shape[1] != width:
-            raise DimensionMismatchError(
-                f"segment {i} must be {dtype}(n, {width}), got {array.dtype}{array.shape}"
-            )
-        if not array.flags.c_contiguous:
-            raise InvalidArgumentError(f"segment {i} must be C-contiguous, got strides {array.strides}")
     starts = np.ascontiguousarray(starts, dtype=np.int64)
-    expected, total = [], 0
-    for array in arrays:
-        expected.append(total)
-        total += array.shape[0]
-    if starts.shape != (len(arrays),) or starts.tolist() != expected:
-        raise InvalidArgumentError(f"starts must be {expected} for these segments, got {starts.tolist()}")
+    total = _checked_segments(arrays, starts, dtype, width)
     rows = np.asarray(rows)
     if rows.dtype.kind not in "iu":
         raise InvalidDtypeError(f"rows must be integers, got dtype {rows.dtype}")
@@ -191,6 +179,43 @@ def _check_segments(
             f"rows must be in [0, {total}) or -1 for padding, got [{rows.min()}, {rows.max()}]"
         )
     return starts, rows
+
+
+# the segments last checked: (the arrays, starts' bytes, dtype, width, rows in all). A search checks
+# the same segments every time (those of the index's published view): their checks are skipped when
+# the very same array objects (held here, so their ids are not reused) come again with equal starts
+_last_segments: tuple[list[np.ndarray], bytes, np.dtype, int, int] | None = None
+
+
+def _checked_segments(arrays: list[np.ndarray], starts: np.ndarray, dtype: np.dtype, width: int) -> int:
+    """Check the segment arrays (dtype, width, C order) and their ``starts``; returns the rows in all."""
+    global _last_segments
+    last = _last_segments
+    key = starts.tobytes()
+    if (
+        last is not None
+        and last[1] == key
+        and last[2] == dtype
+        and last[3] == width
+        and len(last[0]) == len(arrays)
+        and all(a is b for a, b in zip(arrays, last[0], strict=True))
+    ):
+        return last[4]
+    for i, array in enumerate(arrays):
+        if array.dtype != dtype or array.ndim != 2 or array.shape[1] != width:
+            raise DimensionMismatchError(
+                f"segment {i} must be {dtype}(n, {width}), got {array.dtype}{array.shape}"
+            )
+        if not array.flags.c_contiguous:
+            raise InvalidArgumentError(f"segment {i} must be C-contiguous, got strides {array.strides}")
+    expected, total = [], 0
+    for array in arrays:
+        expected.append(total)
+        total += array.shape[0]
+    if starts.shape != (len(arrays),) or starts.tolist() != expected:
+        raise InvalidArgumentError(f"starts must be {expected} for these segments, got {starts.tolist()}")
+    _last_segments = (list(arrays), key, dtype, width, total)
+    return total
 
 
 #: most bit planes per code row, and most bits per quantized query weight
@@ -767,6 +792,7 @@ def ivf_probe(
     query_bits: np.ndarray | None = None,
     centroid_bits: np.ndarray | None = None,
     shortlist: int = 0,
+    trusted: bool = False,
 ) -> np.ndarray:
     """The inverted lists each query scans, best first: lists by ``scale[l] * <query, centroids[l]>``
     (float accumulation over int8 centroids), ties to the smaller list.
@@ -789,10 +815,28 @@ def ivf_probe(
     want : int
     cap : int, optional
 
+    trusted : bool
+        The caller guarantees C-contiguous arrays of the documented dtypes and shapes (the IVF
+        stage, whose arrays are built once per commit): the per-call checks are skipped on the
+        native backends (which still check shapes and dtypes before reading). ``cap`` is ``nprobe``
+        or the number of lists.
+
     Returns
     -------
     lists : ndarray of shape (nq, cap), int32; ``-1`` after the lists taken
     """
+    if trusted:
+        backend = get_backend()
+        if backend != "numpy":
+            cap = (centroids.shape[0] if counts is not None else nprobe) if cap is None else cap
+            try:
+                return native_backend.ivf_probe(
+                    queries, centroids, scale, nprobe, counts=counts, want=want,
+                    cap=min(cap, centroids.shape[0]), query_bits=query_bits, centroid_bits=centroid_bits,
+                    shortlist=shortlist, isa=backend, threads=get_num_threads(),
+                )  # fmt: skip
+            except ValueError as exc:
+                raise InvalidArgumentError(str(exc)) from None
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     centroids = np.asarray(centroids)
     if centroids.dtype != np.int8 or centroids.ndim != 2 or not centroids.flags.c_contiguous:
@@ -840,6 +884,7 @@ def ivf_scan(
     *,
     valid: np.ndarray | None = None,
     n_rows: int | None = None,
+    trusted: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact Hamming top-k of each query over the rows of its inverted lists, in one call.
 
@@ -860,12 +905,25 @@ def ivf_scan(
     valid : ndarray of shape (n,), bool, optional
     n_rows : int, optional
         Rows of ``codes`` that count (default: all).
+    trusted : bool
+        As for :func:`ivf_probe`: arrays of the documented dtypes, C-contiguous, ``valid`` a bool
+        mask of every row; the native backends skip the per-call checks (they still check shapes,
+        the list ranges and ``k``).
 
     Returns
     -------
     distances : ndarray of shape (nq, k), int32, ascending; ``PAD_DISTANCE`` in padding slots
     rows : ndarray of shape (nq, k), int64; -1 in padding slots
     """
+    if trusted:
+        backend = get_backend()
+        if backend != "numpy":
+            n_rows = codes.shape[0] if n_rows is None else n_rows
+            try:
+                return native_backend.ivf_scan(queries, codes, n_rows, order, offsets, probes, k, valid=valid,
+                                               isa=backend, threads=get_num_threads())  # fmt: skip
+            except ValueError as exc:
+                raise InvalidArgumentError(str(exc)) from None
     queries = np.ascontiguousarray(_packed_codes(queries, "queries"))
     codes = _packed_codes(codes, "codes")
     if not codes.flags.c_contiguous:

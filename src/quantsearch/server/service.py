@@ -302,7 +302,9 @@ class SearchService:
             },
             "default_oversampling": info["default_oversampling"],
             "tiers": tiers,
-            "ram_bytes": sum(t["ram_bytes"] for t in tiers) + info["valid_mask_ram_bytes"],
+            "ram_bytes": sum(t["ram_bytes"] for t in tiers)
+            + info["valid_mask_ram_bytes"]
+            + (info.get("candidate_stage_ram_bytes") or 0),
             "disk_bytes": sum(t["disk_bytes"] for t in tiers) + info["catalog_bytes"],
             "float32_bytes": info["float32_bytes"],
             "exact_tier": self.exact_tier,
