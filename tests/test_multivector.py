@@ -124,6 +124,42 @@ def test_native_scatter_add_rows_checks_bounds() -> None:
     np.testing.assert_array_equal(dst, [[4, 5, 6, 7], [16, 19, 22, 25]])  # nothing written
 
 
+def test_native_nearest_blocks_matches_float64_argmax_and_checks_shapes() -> None:
+    """The k-means assignment in C: every (token, repetition) block goes to the centroid a float64
+    argmax picks (wherever the best two differ by more than float32 noise), exact ties to the smaller
+    centroid, and shapes that disagree are refused before anything is written."""
+    from quantsearch.kernels.backend import native_module
+
+    native = native_module()
+    if native is None:
+        pytest.skip("native kernels not built")
+    rng = np.random.default_rng(7)
+    t, reps, parts, width, first = 500, 5, 16, 8, 3
+    y = rng.standard_normal((t, first + reps * width + 2), dtype=np.float32)
+    centroids = rng.standard_normal((reps, parts, width), dtype=np.float32)
+    centroids[:, 9] = centroids[:, 4]  # exact ties: 4 wins over 9
+    half = (0.5 * np.einsum("rpd,rpd->rp", centroids, centroids)).astype(np.float32)
+    out = np.full((t, reps), -1, np.int64)
+    native.nearest_blocks(y, first, np.ascontiguousarray(centroids.transpose(0, 2, 1)), half, out)
+    blocks = y[:, first : first + reps * width].reshape(t, reps, width).astype(np.float64)
+    scores = np.einsum("trd,rpd->trp", blocks, centroids.astype(np.float64)) - half[None].astype(np.float64)
+    top2 = np.sort(scores, axis=2)[:, :, -2:]
+    clear = (top2[:, :, 1] - top2[:, :, 0]) > 1e-4
+    assert clear.mean() > 0.9
+    np.testing.assert_array_equal(out[clear], scores.argmax(axis=2)[clear])
+    assert not np.any(out == 9) and np.any(out == 4)
+    centroids_t = np.ascontiguousarray(centroids.transpose(0, 2, 1))
+    for args in (
+        (y, first + 3, centroids_t, half),  # blocks run past the row
+        (y, first, centroids_t, half[:, :-1]),
+        (y, first, centroids_t[:-1], half),
+    ):
+        bad = np.full((t, reps), -1, np.int64)
+        with pytest.raises(ValueError):
+            native.nearest_blocks(*args, bad)
+        assert (bad == -1).all()
+
+
 def test_fde_chunks_do_not_change_encodings(monkeypatch: pytest.MonkeyPatch) -> None:
     import quantsearch.multivector.fde as fde
 

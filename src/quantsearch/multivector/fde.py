@@ -190,6 +190,7 @@ class FDEEncoder:
             self.sketch_index_ = rng.integers(0, c.final_dim, size=c.raw_dim).astype(np.int64)
             self.sketch_sign_ = (rng.integers(0, 2, size=c.raw_dim) * 2 - 1).astype(np.float32)
         self.centroids_: np.ndarray | None = None
+        self._tables: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # see _nearest_tables
 
     def __repr__(self) -> str:
         return f"FDEEncoder({self.config!r})"
@@ -286,6 +287,19 @@ class FDEEncoder:
         half = 0.5 * np.einsum("rbd,rbd->rb", centroids, centroids)
         return np.argmax(np.matmul(x, centroids.transpose(0, 2, 1)) - half[:, None, :], axis=2)
 
+    def _nearest_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """The k-means centroids as the native assignment reads them: transposed per repetition,
+        (r_reps, block, 2^k_sim), and half their squared norms (r_reps, 2^k_sim); float32. Cached
+        for the centroid array they were made from (``fit`` or a load replaces that array)."""
+        centroids = self.centroids_
+        assert centroids is not None
+        cached = self._tables
+        if cached is None or cached[0] is not centroids:
+            half = (0.5 * np.einsum("rbd,rbd->rb", centroids, centroids)).astype(np.float32)
+            cached = (centroids, np.ascontiguousarray(centroids.transpose(0, 2, 1), np.float32), half)
+            self._tables = cached
+        return cached[1], cached[2]
+
     def _encode(self, batch: TokenBatch, *, document: bool) -> np.ndarray:
         if not self.is_fitted:
             raise NotFittedError("k-means FDE partitions: call fit() on document tokens first")
@@ -323,8 +337,15 @@ class FDEEncoder:
             proj = y[:, hashed:].reshape(t, reps, block)
         else:
             proj = np.broadcast_to(x[:, None, :], (t, reps, block))
+        native = native_module() if get_backend() != "numpy" else None
         if self.centroids_ is not None and c.partition == "kmeans":
-            part = self._nearest(proj.transpose(1, 0, 2), self.centroids_).T.astype(np.int64)
+            if native is not None and self.projection_ is not None:
+                # one pass in C over the product's projected blocks, no (t, r_reps, 2^k_sim) temporary
+                centroids_t, half = self._nearest_tables()
+                part = np.empty((t, reps), np.int64)
+                native.nearest_blocks(y, hashed, centroids_t, half, part)
+            else:
+                part = self._nearest(proj.transpose(1, 0, 2), self.centroids_).T.astype(np.int64)
         elif c.k_sim > 0:
             bits = y[:, :hashed].reshape(t, reps, c.k_sim) > 0
             weights = (1 << np.arange(c.k_sim - 1, -1, -1)).astype(np.int64)
@@ -340,7 +361,6 @@ class FDEEncoder:
         bucket = (text[:, None] * reps + np.arange(reps)[None, :]) * parts_n + part  # (t, r_reps)
         n_buckets = n * reps * parts_n
         sums = np.zeros((n_buckets, block), np.float32)
-        native = native_module() if get_backend() != "numpy" else None
         if native is not None:
             # partition sums in C, token by token: the source is read in order and the writes of
             # one text stay within its r_reps * 2^k_sim destination rows (a few KB, in cache)

@@ -788,6 +788,44 @@ static PyObject *py_thread_work_bytes(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t((Py_ssize_t)qs_thread_work_bytes((int64_t)value));
 }
 
+static PyObject *py_nearest_blocks(PyObject *self, PyObject *args) {
+    PyObject *y_obj, *c_obj, *h_obj, *out_obj;
+    Py_ssize_t first;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OnOOO", &y_obj, &first, &c_obj, &h_obj, &out_obj)) return NULL;
+    Py_buffer y, c, h, out;
+    if (get_array(y_obj, &y, 0, 2, 4, "f", "y") < 0) return NULL;
+    if (get_array(c_obj, &c, 0, 3, 4, "f", "centroids_t") < 0) goto fail_y;
+    if (get_array(h_obj, &h, 0, 2, 4, "f", "half") < 0) goto fail_c;
+    if (get_array(out_obj, &out, 1, 2, 8, "qlL", "out") < 0) goto fail_h;
+    /* centroids_t: (reps, width, parts), the centroids transposed per repetition */
+    Py_ssize_t n = y.shape[0], row_len = y.shape[1], reps = c.shape[0], width = c.shape[1], parts = c.shape[2];
+    if (h.shape[0] != reps || h.shape[1] != parts || out.shape[0] != n || out.shape[1] != reps || parts < 1 ||
+        parts > QS_NEAREST_MAX_PARTS || first < 0 || first + reps * width > row_len) {
+        PyErr_SetString(PyExc_ValueError, "nearest_blocks: shapes of y, centroids, half and out disagree");
+        goto fail;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    qs_nearest_blocks((const float *)y.buf, (int64_t)n, (int64_t)row_len, (int64_t)first, (int64_t)reps,
+                      (int64_t)parts, (int64_t)width, (const float *)c.buf, (const float *)h.buf,
+                      (int64_t *)out.buf);
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&h);
+    PyBuffer_Release(&c);
+    PyBuffer_Release(&y);
+    Py_RETURN_NONE;
+fail:
+    PyBuffer_Release(&out);
+fail_h:
+    PyBuffer_Release(&h);
+fail_c:
+    PyBuffer_Release(&c);
+fail_y:
+    PyBuffer_Release(&y);
+    return NULL;
+}
+
 static PyObject *py_scatter_add_rows(PyObject *self, PyObject *args) {
     PyObject *src_obj, *offsets_obj, *rows_obj, *dst_obj;
     (void)self;
@@ -862,6 +900,9 @@ static PyMethodDef methods[] = {
      "returns the previous value."},
     {"stream_xor", py_stream_xor, METH_VARARGS,
      "stream_xor(buffer, isa) -> int: XOR of every byte-aligned word; a one-pass read (bandwidth probe)."},
+    {"nearest_blocks", py_nearest_blocks, METH_VARARGS,
+     "nearest_blocks(y, first, centroids_t, half, out): out[i, j] = argmax_c <y[i, first + j*w:][:w], "
+     "centroids_t[j, :, c]> - half[j, c] (float32; ties to the smaller c)."},
     {"scatter_add_rows", py_scatter_add_rows, METH_VARARGS,
      "scatter_add_rows(src, src_offsets, dst_rows, dst): dst[dst_rows[i]] += src[src_offsets[i]:][:width] (float32)."},
     {NULL, NULL, 0, NULL},

@@ -177,6 +177,10 @@ uint64_t qs_stream_xor(const uint8_t *p, size_t bytes, int isa);
 /* dst[dst_rows[i]] += src[src_offsets[i] + 0..width) (float32), i < m; indices checked by the caller. */
 void qs_scatter_add_rows(const float *src, const int64_t *src_offsets, const int64_t *dst_rows, int64_t m,
                          int64_t width, float *dst);
+#define QS_NEAREST_MAX_PARTS 1024
+void qs_nearest_blocks(const float *y, int64_t n, int64_t row_len, int64_t first, int64_t reps,
+                       int64_t parts, int64_t width, const float *centroids_t, const float *half,
+                       int64_t *out);
 
 /* rescore.c: segments of one tier, row r of segment i at base[i] + (r - starts[i]) * row_bytes */
 typedef struct {
