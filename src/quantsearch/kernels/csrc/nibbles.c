@@ -107,6 +107,8 @@ static void nib_direct_portable(const qs_scan *s, int64_t b0, int64_t nblk, int6
 #if QS_X86
 #include <immintrin.h>
 
+#include "simd_x86.h"
+
 #define NIB_TILE 32
 #define NIB_CHUNKS_MAX 16 /* nb <= 256 bytes per plane (2048 dimensions) */
 
@@ -245,7 +247,6 @@ QS_TARGET_AVX2 INLINE void offer_tile(const qs_scan *s, const nib_ctx *x, qs_hea
                                       const uint32_t *sums, int64_t r0, int64_t left) {
     const __m256d lo = _mm256_set1_pd(x->lo[qa]), delta = _mm256_set1_pd(x->delta[qa]);
     const __m256d qoff = _mm256_set1_pd(x->qoff[qa]);
-    const __m128i flip = _mm_set1_epi32((int)0x80000000u);
     for (int64_t c = 0; c < left; c += 4) {
         const unsigned lanes = left - c >= 4 ? 15u : (1u << (left - c)) - 1;
         const __m256d sum = _mm256_cvtepi32_pd(_mm_load_si128((const __m128i *)(sums + c)));
@@ -260,19 +261,7 @@ QS_TARGET_AVX2 INLINE void offer_tile(const qs_scan *s, const nib_ctx *x, qs_hea
             score = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(sc)), score),
                                   _mm256_cvtps_pd(_mm_loadu_ps(bi)));
         }
-        const __m128i b = _mm_castps_si128(_mm_add_ps(_mm256_cvtpd_ps(score), _mm_setzero_ps()));
-        const __m128i key = _mm_xor_si128(b, _mm_andnot_si128(_mm_srai_epi32(b, 31), _mm_set1_epi32(0x7fffffff)));
-        /* unsigned key < thr as a signed compare with the top bits flipped */
-        const __m128i below = _mm_cmpgt_epi32(_mm_xor_si128(_mm_set1_epi32((int)(uint32_t)h->thr[q]), flip),
-                                              _mm_xor_si128(key, flip));
-        const unsigned m = (unsigned)_mm_movemask_ps(_mm_castsi128_ps(below)) & lanes;
-        if (m) {
-            uint32_t k32[4];
-            uint64_t buf[4];
-            _mm_storeu_si128((__m128i *)k32, key);
-            for (int l = 0; l < 4; l++) buf[l] = k32[l];
-            qs_offer(h, s, q, m, buf, r0 + c);
-        }
+        offer_pd4(h, s, q, score, lanes, r0 + c);
     }
 }
 

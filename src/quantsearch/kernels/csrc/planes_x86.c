@@ -259,20 +259,7 @@ QS_TARGET_AVX2 void qs_planes_blocked_avx2(const qs_scan *s, int64_t b0, int64_t
             }
             const __m256d score =
                 _mm256_add_pd(_mm256_mul_pd(scale, _mm256_add_pd(ip, _mm256_set1_pd(x->qoff[qa]))), bias);
-            const __m128i b = _mm_castps_si128(_mm_add_ps(_mm256_cvtpd_ps(score), _mm_setzero_ps()));
-            const __m128i key = _mm_xor_si128(b, _mm_andnot_si128(_mm_srai_epi32(b, 31), _mm_set1_epi32(0x7fffffff)));
-            /* unsigned key < thr as a signed compare with the top bits flipped */
-            const __m128i flip = _mm_set1_epi32((int)0x80000000u);
-            const __m128i below = _mm_cmpgt_epi32(_mm_xor_si128(_mm_set1_epi32((int)(uint32_t)h->thr[q]), flip),
-                                                  _mm_xor_si128(key, flip));
-            const unsigned m = (unsigned)_mm_movemask_ps(_mm_castsi128_ps(below)) & lanes;
-            if (m) {
-                uint32_t k32[4];
-                uint64_t buf[4];
-                _mm_storeu_si128((__m128i *)k32, key);
-                for (int l = 0; l < 4; l++) buf[l] = k32[l];
-                qs_offer(h, s, q, m, buf, b0 + c);
-            }
+            offer_pd4(h, s, q, score, lanes, b0 + c);
         }
     }
 }
